@@ -1,0 +1,128 @@
+"""Shard-by-shard, atomic, resumable output.
+
+A stage writes its output as numbered Parquet shards (``part-00000.parquet`` ...) in its own
+folder. Each shard is written to a temp file in the same folder and renamed into place, so a
+shard either exists whole or not at all: a run killed at any moment resumes by skipping the
+shards already present and, given the same inputs and seed, produces the same files.
+
+Rejects (rows or LLM answers that could not be used) go to ``rejects-00000.jsonl`` next to the
+shard that produced them, with the reason, and are counted -- never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_parquet(table: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # No statistics timestamps: identical tables give byte-identical files.
+        table.write_parquet(tmp, compression="zstd", statistics=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    atomic_write_text(path, text)
+
+
+def shard_path(folder: Path, index: int) -> Path:
+    return Path(folder) / f"part-{index:05d}.parquet"
+
+
+def rejects_path(folder: Path, index: int) -> Path:
+    return Path(folder) / f"rejects-{index:05d}.jsonl"
+
+
+def chunk(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class ShardOutcome:
+    index: int
+    rows: int
+    rejects: int
+    skipped: bool  # True when the shard was already on disk (resumed)
+
+
+def run_sharded(
+    inputs: Sequence[Any],
+    folder: Path,
+    shard_size: int,
+    process: Callable[[Sequence[Any]], tuple[pl.DataFrame, list[dict[str, Any]]]],
+    progress: Callable[[int], None] | None = None,
+) -> list[ShardOutcome]:
+    """Apply ``process`` to ``inputs`` chunk by chunk, writing each result as one atomic shard.
+
+    ``process(chunk) -> (table, rejects)``. Shards already present are skipped, so calling this
+    again after a crash redoes only the missing ones. The rejects file is written before the
+    shard, so a present shard always has its rejects next to it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for index, part in enumerate(chunk(inputs, shard_size)):
+        path = shard_path(folder, index)
+        if path.exists():
+            done = pl.read_parquet(path)
+            rej = rejects_path(folder, index)
+            n_rej = sum(1 for _ in rej.open(encoding="utf-8")) if rej.exists() else 0
+            outcomes.append(ShardOutcome(index, done.height, n_rej, skipped=True))
+        else:
+            table, rejects = process(part)
+            if rejects:
+                atomic_write_jsonl(rejects, rejects_path(folder, index))
+            atomic_write_parquet(table, path)
+            outcomes.append(ShardOutcome(index, table.height, len(rejects), skipped=False))
+        if progress:
+            progress(len(part))
+    return outcomes
+
+
+def read_shards(folder: Path) -> pl.DataFrame:
+    """All shards of a folder, in shard order, as one table."""
+    paths = sorted(Path(folder).glob("part-*.parquet"))
+    if not paths:
+        raise FileNotFoundError(f"no shards (part-*.parquet) in {folder}")
+    return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+
+
+def read_rejects(folder: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted(Path(folder).glob("rejects-*.jsonl")):
+        rows.extend(json.loads(line) for line in path.open(encoding="utf-8") if line.strip())
+    return rows
