@@ -1,0 +1,48 @@
+"""LLM backends behind one interface (see base.py). Pick one by name with :func:`make_backend`.
+
+| name     | what                                                   | extra       |
+|----------|--------------------------------------------------------|-------------|
+| hf       | transformers, CPU or GPU (default model: embedded)     | core        |
+| vllm     | vLLM on GPU, scoring with prompt_logprobs               | `[vllm]`    |
+| openai   | any OpenAI-compatible HTTP endpoint                     | core        |
+| llamacpp | llama-cpp-python generation on CPU (same GGUF)          | `[llamacpp]`|
+| auto     | vllm when importable and CUDA is present, else hf       |             |
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from pipelines.llm.base import LLM, LossRequest, LossResult, MissingExtra, Prompt, Sampling
+
+__all__ = ["LLM", "LossRequest", "LossResult", "MissingExtra", "Prompt", "Sampling", "make_backend", "resolve_backend_name"]
+
+
+def resolve_backend_name(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "hf"
+
+
+def make_backend(name: str = "auto", model: str = "embedded", **options) -> LLM:
+    """One explicit switch from a backend name to an instance; options go to that backend."""
+    name = resolve_backend_name(name)
+    if name == "hf":
+        from pipelines.llm.hf import HFBackend
+
+        return HFBackend.load(model, **options)
+    if name == "vllm":
+        from pipelines.llm.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model, **options)
+    if name == "openai":
+        from pipelines.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(model=model, **options)
+    if name == "llamacpp":
+        from pipelines.llm.llamacpp_backend import LlamaCppBackend
+
+        return LlamaCppBackend(model, **options)
+    raise ValueError(f"unknown backend {name!r}: choose hf, vllm, openai, llamacpp or auto")
