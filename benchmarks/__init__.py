@@ -1,0 +1,1 @@
+"""Speed and quality benchmarks: `python -m benchmarks.<name> --help`. Each prints its headline last, as name=value."""

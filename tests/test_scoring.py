@@ -1,0 +1,99 @@
+"""Batched scorer: agreement with an unbatched reference, masking, batching plan, extras."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.llm.base import LossRequest
+from pipelines.llm.hf import HFBackend
+from pipelines.llm.tiny import tiny_model, tiny_tokenizer
+from pipelines.scoring import encode, plan_batches, reference_nll, score_requests
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = tiny_tokenizer()
+    return tiny_model(tok, layers=2), tok
+
+
+def _requests():
+    reqs = []
+    for i in range(9):
+        user = "What is the capital of France?" + " please" * (i * 3)
+        reqs.append(LossRequest([{"role": "user", "content": user}], "Paris is the capital." * (1 + i % 4)))
+    reqs.append(LossRequest("", "hello world"))
+    reqs.append(LossRequest("Instruction: summarise the text.\n", "A short summary."))
+    return reqs
+
+
+@pytest.mark.parametrize("budget", [64, 300, 100_000])
+def test_batched_matches_unbatched_reference(tiny, budget):
+    model, tok = tiny
+    reqs = _requests()
+    results = score_requests(model, tok, reqs, token_budget=budget)
+    for req, res in zip(reqs, results, strict=True):
+        ref = reference_nll(model, tok, req)
+        assert res.token_nll.shape == ref.shape
+        np.testing.assert_allclose(res.token_nll, ref, atol=1e-4)
+        assert res.mean == pytest.approx(ref.mean(), abs=1e-4)
+        assert res.total == pytest.approx(ref.sum(), abs=1e-3)
+
+
+def test_prompt_tokens_are_masked(tiny):
+    """Changing the prompt changes nothing about which tokens are scored: only completion tokens count."""
+    model, tok = tiny
+    a = score_requests(model, tok, [LossRequest("short prompt", "the answer")])[0]
+    b = score_requests(model, tok, [LossRequest("a much longer prompt " * 5, "the answer")])[0]
+    n_completion = len(tok("the answer", add_special_tokens=False)["input_ids"])
+    assert a.token_nll.size == b.token_nll.size == n_completion
+    # Hand computation of the first completion token's NLL from the full-vocab logits.
+    it = encode(tok, LossRequest("short prompt", "the answer"))
+    with torch.no_grad():
+        logits = model(torch.tensor([it.prompt_ids + it.completion_ids])).logits[0]
+    p = len(it.prompt_ids)
+    expected = -torch.log_softmax(logits[p - 1], -1)[it.completion_ids[0]].item()
+    assert a.token_nll[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_empty_prompt_conditions_on_start_token(tiny):
+    _, tok = tiny
+    it = encode(tok, LossRequest("", "hello"))
+    assert it.prompt_ids == [tok.bos_token_id]
+
+
+def test_plan_batches_respects_budget_and_covers_all():
+    lengths = [5, 50, 7, 30, 30, 2, 49, 1]
+    batches = plan_batches(lengths, token_budget=100)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(len(lengths)))
+    for b in batches:
+        assert max(lengths[i] for i in b) * len(b) <= 100 or len(b) == 1
+    # longest first: the first batch holds the longest rows
+    assert 1 in batches[0]
+
+
+def test_truncation_keeps_completion_and_prompt_tail(tiny):
+    _, tok = tiny
+    it = encode(tok, LossRequest("word " * 200, "answer " * 200), max_length=64)
+    assert it.length <= 64 and len(it.completion_ids) >= 32
+
+
+def test_hidden_and_attention_extras(tiny):
+    model, tok = tiny
+    model.set_attn_implementation("eager")
+    try:
+        reqs = _requests()[:3]
+        res = HFBackend(model, tok).loss(reqs, want_hidden=True, attn_layer=1)
+    finally:
+        model.set_attn_implementation("sdpa")
+    for r in res:
+        assert r.extras["hidden"].shape == (model.config.hidden_size,)
+        assert 0.0 < r.extras["attn_ratio"] <= 1.0 + 1e-6
+
+
+def test_user_mask_covers_only_user_content(tiny):
+    _, tok = tiny
+    req = LossRequest([{"role": "user", "content": "What is the capital of France?"}], "Paris.")
+    it = encode(tok, req, want_user_mask=True)
+    kept = "".join(tok.decode([t]) for t, m in zip(it.prompt_ids, it.user_mask, strict=True) if m)
+    assert kept.replace(" ", "") == "WhatisthecapitalofFrance?"
