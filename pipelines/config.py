@@ -1,0 +1,177 @@
+"""Run configuration: pydantic models with checks, loaded from TOML or YAML (safe-loaded).
+
+Every option of ``python -m flows.build_dataset`` lives here; the command line overrides the
+file with ``--set section.key=value`` (values parsed as YAML scalars/lists) or named flags.
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunConfig(_Section):
+    out_dir: str = Field("runs", description="folder that holds run folders")
+    name: str | None = Field(None, description="run folder name; default: run-<config fingerprint>")
+    seed: int = Field(0, description="seed for sampling, selection and training")
+    shard_size: int = Field(64, gt=0, description="rows per shard (unit of resume and scale-out)")
+
+
+class ModelConfig(_Section):
+    backend: Literal["auto", "hf", "vllm", "openai", "llamacpp"] = "auto"
+    model: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct), 'tiny', a local folder, or the endpoint's model name")
+    base_url: str | None = Field(None, description="openai backend: endpoint URL")
+    generation_batch_size: int = Field(16, gt=0)
+    token_budget: int = Field(4096, gt=0, description="scoring: tokens per batch (rows x longest row)")
+    max_length: int = Field(512, gt=8, description="scoring/training: truncate rows to this many tokens")
+
+
+class TaxonomyConfig(_Section):
+    enabled: bool = True
+    path: str = "data/taxonomy.yaml"
+    max_disciplines: int | None = Field(2, description="use only the first N disciplines (None: all)")
+    subjects_per_discipline: int = Field(2, gt=0)
+    sessions_per_syllabus: int = Field(4, gt=0)
+    questions_per_syllabus: int = Field(2, gt=0)
+    max_tokens: int = Field(256, gt=0)
+
+
+class TextConfig(_Section):
+    enabled: bool = True
+    path: str = "data/passages.jsonl"
+    task_types: list[str] = Field(default_factory=lambda: ["exqa", "qa"])
+    samples_per_passage: int = Field(1, gt=0)
+    mode: Literal["chat", "bonito"] = "chat"
+    max_passages: int | None = None
+    max_tokens: int = Field(192, gt=0)
+
+
+class GenerateConfig(_Section):
+    taxonomy: TaxonomyConfig = TaxonomyConfig()
+    text: TextConfig = TextConfig()
+    inputs: list[str] = Field(default_factory=list, description="existing datasets to add (JSONL, Parquet, Alpaca, messages, HF on disk)")
+
+
+class ScoreConfig(_Section):
+    scores: list[Literal["color", "ifd", "ctx_loss", "ctx_attn"]] = Field(default_factory=lambda: ["color", "ifd", "ctx_loss"])
+    target: str | None = Field("data/target.jsonl", description="CoLoR-Filter target (downstream) set")
+    conditional_method: Literal["lora", "full"] = "lora"
+    conditional_epochs: float = Field(1.0, gt=0)
+    attn_layer: int | None = Field(None, description="probe layer for ctx_attn (default: ~2/3 depth)")
+    ctx_threshold: float | None = Field(None, description="score_ctx_* value above which a row is context-dependent")
+    ctx_quantile: float | None = Field(0.5, ge=0, le=1, description="or: the quantile used as that threshold")
+
+    @field_validator("scores")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
+class SelectConfig(_Section):
+    steps: list[dict[str, Any]] = Field(
+        default_factory=lambda: [
+            {"dedup": {"near": True, "threshold": 0.8}},
+            {"threshold": {"column": "score_ifd", "max": 1.0}},
+            {"top_k": {"column": "score_color", "fraction": 0.5}},
+        ],
+        description="selection steps in order: dedup -> filters -> rank -> diversify",
+    )
+
+
+class ExportConfig(_Section):
+    push_to_hub: str | None = Field(None, description="repo id to push to (token from HF_TOKEN)")
+    private: bool = True
+    include_dropped: bool = Field(False, description="export every row with its keep/reason columns")
+
+
+class TrainConfig(_Section):
+    method: Literal["full", "lora", "rslora", "lisa", "hft", "mezo"] | None = None
+    max_steps: int | None = Field(30, description="None: one epoch")
+    eval_path: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineConfig(_Section):
+    run: RunConfig = RunConfig()
+    model: ModelConfig = ModelConfig()
+    generate: GenerateConfig = GenerateConfig()
+    score: ScoreConfig = ScoreConfig()
+    select: SelectConfig = SelectConfig()
+    export: ExportConfig = ExportConfig()
+    train: TrainConfig = TrainConfig()
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the output (not the run name or output folder)."""
+        data = self.model_dump(mode="json")
+        data["run"].pop("name"), data["run"].pop("out_dir")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def run_dir(self) -> Path:
+        return resolve_path(self.run.out_dir) / (self.run.name or f"run-{self.fingerprint()}")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Relative paths are taken from the working directory when they exist there, else from the repo."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    return REPO / p if (REPO / p).exists() else Path.cwd() / p
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """``section.key=value`` -> data["section"]["key"] = yaml scalar/list of value."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects section.key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {p} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
+    data = _read_file(Path(path)) if path else {}
+    for o in overrides:
+        apply_override(data, o)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        where = f" in {path}" if path else ""
+        lines = [f"  {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"invalid configuration{where}:\n" + "\n".join(lines)) from None
