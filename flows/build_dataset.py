@@ -1,0 +1,246 @@
+"""Build an instruction-tuning dataset: generate -> collect -> score -> select -> export [-> train].
+
+    python -m flows.build_dataset                         # default run: embedded SmolLM2, data/
+    python -m flows.build_dataset --config data/configs/default.toml --set run.seed=1
+    python -m flows.build_dataset --train lora            # also fine-tune and evaluate
+    python -m flows.build_dataset --task-runner dask --dask-workers 2
+    python -m flows.build_dataset --serve --cron "0 3 * * *"
+
+The flow is thin: every task calls a function in ``pipelines/stages.py``. Tasks are cached on
+their inputs (config JSON, run folder, upstream records) and their source, with results persisted
+in the run folder, and each stage skips the shards it already wrote -- so a run killed at any
+moment and started again with the same config finishes the remaining work only and writes the
+same output. The run folder is ``<out_dir>/run-<config fingerprint>`` unless --run-name is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from pipelines import stages
+from pipelines.config import ConfigError, PipelineConfig, load_config
+
+CACHE = INPUTS + TASK_SOURCE
+LLM_RETRIES = dict(retries=2, retry_delay_seconds=[10, 60])
+
+
+def _cfg(config_json: str) -> PipelineConfig:
+    return PipelineConfig.model_validate_json(config_json)
+
+
+@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
+def generate_taxonomy_task(config_json: str, run_dir: str) -> dict:
+    return stages.generate_taxonomy(_cfg(config_json), Path(run_dir))
+
+
+@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
+def generate_text_task(config_json: str, run_dir: str) -> dict:
+    return stages.generate_text(_cfg(config_json), Path(run_dir))
+
+
+@task(cache_policy=CACHE, persist_result=True)
+def collect_task(config_json: str, run_dir: str, upstream: list[dict]) -> dict:
+    return stages.collect(_cfg(config_json), Path(run_dir))
+
+
+@task(cache_policy=CACHE, persist_result=True)
+def condition_task(config_json: str, run_dir: str) -> dict:
+    return stages.condition(_cfg(config_json), Path(run_dir))
+
+
+@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
+def score_shard_task(config_json: str, run_dir: str, index: int, upstream: list[dict]) -> int:
+    return stages.score_shard(_cfg(config_json), Path(run_dir), index)
+
+
+@task(cache_policy=CACHE, persist_result=True)
+def select_task(config_json: str, run_dir: str, upstream: dict) -> dict:
+    return stages.select(_cfg(config_json), Path(run_dir))
+
+
+@task(cache_policy=CACHE, persist_result=True)
+def export_task(config_json: str, run_dir: str, records: list[dict]) -> dict:
+    return stages.export(_cfg(config_json), Path(run_dir), records)
+
+
+@task(cache_policy=CACHE, persist_result=True)
+def train_task(config_json: str, run_dir: str, upstream: dict) -> dict:
+    return stages.train(_cfg(config_json), Path(run_dir))
+
+
+def _publish(record: dict[str, Any], run_dir: Path) -> None:
+    """Per-stage Prefect artifacts: a markdown summary and a table of sample rows."""
+    from pipelines.report import sample_rows, stage_markdown
+
+    key = record["stage"].replace("_", "-")
+    create_markdown_artifact(stage_markdown(record), key=f"{key}-summary", description=f"{record['stage']} counts")
+    sample = _stage_sample(record["stage"], run_dir)
+    if sample is not None and sample.height:
+        create_table_artifact(sample_rows(sample), key=f"{key}-sample", description=f"{record['stage']} sample rows")
+
+
+def _stage_sample(stage: str, run_dir: Path):
+    import polars as pl
+
+    folder = {"generate_taxonomy": run_dir / "generate_taxonomy" / "examples",
+              "generate_text": run_dir / "generate_text" / "examples",
+              "collect": run_dir / "examples", "score": run_dir / "scored"}.get(stage)
+    if folder is not None:
+        first = sorted(folder.glob("part-*.parquet"))
+        return pl.read_parquet(first[0]) if first else None
+    if stage in ("select", "export") and (run_dir / "selected" / "all.parquet").exists():
+        return pl.read_parquet(run_dir / "selected" / "all.parquet")
+    return None
+
+
+@flow(name="build-dataset", log_prints=True)
+def build_dataset(config: dict | None = None) -> dict:
+    """Run every enabled stage; returns {run_dir, dataset, report, stages}."""
+    cfg = PipelineConfig.model_validate(config or {})
+    run_dir = cfg.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cj, rd = cfg.model_dump_json(), str(run_dir)
+    started = time.perf_counter()
+    records: list[dict] = []
+
+    def done(rec: dict) -> dict:
+        records.append(rec)
+        _publish(rec, run_dir)
+        return rec
+
+    generated = []
+    if cfg.generate.taxonomy.enabled:
+        generated.append(done(generate_taxonomy_task(cj, rd)))
+    if cfg.generate.text.enabled:
+        generated.append(done(generate_text_task(cj, rd)))
+    collected = done(collect_task(cj, rd, generated))
+    upstream = [collected]
+    if "color" in cfg.score.scores:
+        upstream.append(done(condition_task(cj, rd)))
+    # One task per shard: the task runner (threads, or Dask workers) spreads them out.
+    futures = score_shard_task.map(unmapped(cj), unmapped(rd), list(range(collected["shards"])), unmapped(upstream))
+    rows = sum(f.result() for f in futures)
+    done(stages.score_record(cfg, run_dir, started, rows))
+    selected = done(select_task(cj, rd, records[-1]))
+    exported = done(export_task(cj, rd, records))
+    if cfg.train.method:
+        done(train_task(cj, rd, exported))
+
+    from pipelines.report import write_run_report
+    import polars as pl
+
+    report = write_run_report(run_dir, records, pl.read_parquet(run_dir / "selected" / "all.parquet"))
+    result = {"run_dir": rd, "dataset": exported["outputs"], "report": {k: str(v) for k, v in report.items()},
+              "kept": selected["rows_out"], "stages": records}
+    return result
+
+
+def _task_runner(args: argparse.Namespace):
+    if args.task_runner == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as e:
+            raise SystemExit("the dask task runner needs: pip install '.[dask]'") from e
+        if args.dask_address:
+            return DaskTaskRunner(address=args.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": args.dask_workers, "threads_per_worker": 1,
+                                              "processes": True})
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    # One shard at a time in-process: torch already uses every core for one batch.
+    return ThreadPoolTaskRunner(max_workers=1)
+
+
+def configured_flow(cfg: PipelineConfig, args: argparse.Namespace):
+    from prefect.filesystems import LocalFileSystem
+
+    storage = LocalFileSystem(basepath=str(cfg.run_dir() / ".prefect-results"))
+    return build_dataset.with_options(task_runner=_task_runner(args), result_storage=storage)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m flows.build_dataset",
+        description="Generate, score, select and export an instruction-tuning dataset.\n\nStages: "
+        + " -> ".join(stages.STAGES) + " (train only with --train).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every option of the config file can be set with --set section.key=value; "
+        "see data/configs/default.toml for all of them.",
+    )
+    ap.add_argument("--config", help="TOML or YAML file with any of the options (see data/configs/default.toml)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one config option, e.g. --set generate.text.max_passages=3 (repeatable)")
+    ap.add_argument("--run-name", help="run folder name (default: run-<config fingerprint>)")
+    ap.add_argument("--out-dir", help="folder for run folders (default: runs)")
+    ap.add_argument("--seed", type=int, help="seed for generation, selection and training")
+    ap.add_argument("--backend", choices=["auto", "hf", "vllm", "openai", "llamacpp"], help="LLM backend")
+    ap.add_argument("--model", help="'embedded' (default SmolLM2-135M-Instruct), 'tiny' or a local model folder")
+    ap.add_argument("--input", action="append", default=[], help="add an existing dataset (repeatable)")
+    ap.add_argument("--no-taxonomy", action="store_true", help="skip the GLAN taxonomy generator")
+    ap.add_argument("--no-text", action="store_true", help="skip the text-to-task generator")
+    ap.add_argument("--scores", help="comma-separated scores: color, ifd, ctx_loss, ctx_attn")
+    ap.add_argument("--train", metavar="METHOD", help="also fine-tune: full, lora, rslora, lisa, hft or mezo")
+    ap.add_argument("--push-to-hub", metavar="REPO", help="push the dataset (token from HF_TOKEN; private)")
+    ap.add_argument("--task-runner", choices=["thread", "dask"], default="thread", help="where shard tasks run")
+    ap.add_argument("--dask-address", help="scheduler address of an existing Dask cluster")
+    ap.add_argument("--dask-workers", type=int, default=2, help="workers of a local Dask cluster")
+    ap.add_argument("--serve", action="store_true", help="serve the flow as a scheduled deployment")
+    ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (cron syntax)")
+    ap.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    return ap.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    overrides = list(args.overrides)
+    named = {"run.name": args.run_name, "run.out_dir": args.out_dir, "run.seed": args.seed,
+             "model.backend": args.backend, "model.model": args.model, "train.method": args.train,
+             "export.push_to_hub": args.push_to_hub}
+    overrides += [f"{k}={v}" for k, v in named.items() if v is not None]
+    if args.no_taxonomy:
+        overrides.append("generate.taxonomy.enabled=false")
+    if args.no_text:
+        overrides.append("generate.text.enabled=false")
+    if args.scores:
+        overrides.append(f"score.scores=[{args.scores}]")
+    cfg = load_config(args.config, overrides)
+    if args.input:
+        cfg.generate.inputs = [*cfg.generate.inputs, *args.input]
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        return 0
+    runnable = configured_flow(cfg, args)
+    if args.serve:
+        runnable.serve(name="build-dataset", cron=args.cron, parameters={"config": cfg.model_dump(mode="json")})
+        return 0
+    result = runnable(config=cfg.model_dump(mode="json"))
+    print("\n=== build_dataset finished ===")
+    print(f"run folder: {result['run_dir']}")
+    for name, path in result["dataset"].items():
+        print(f"dataset ({name}): {path}")
+    for name, path in result["report"].items():
+        print(f"report ({name}): {path}")
+    print(f"rows kept: {result['kept']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
