@@ -25,6 +25,7 @@ from typing import Any
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.filesystems import LocalFileSystem
 
 from pipelines import stages
 from pipelines.config import ConfigError, PipelineConfig, load_config
@@ -109,6 +110,12 @@ def build_dataset(config: dict | None = None) -> dict:
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     cj, rd = cfg.model_dump_json(), str(run_dir)
+    # Task results (the cache behind resume) live in the run folder, next to the data they describe.
+    storage = LocalFileSystem(basepath=str(run_dir / ".prefect-results"))
+
+    def in_run(t):
+        return t.with_options(result_storage=storage)
+
     started = time.perf_counter()
     records: list[dict] = []
 
@@ -119,21 +126,21 @@ def build_dataset(config: dict | None = None) -> dict:
 
     generated = []
     if cfg.generate.taxonomy.enabled:
-        generated.append(done(generate_taxonomy_task(cj, rd)))
+        generated.append(done(in_run(generate_taxonomy_task)(cj, rd)))
     if cfg.generate.text.enabled:
-        generated.append(done(generate_text_task(cj, rd)))
-    collected = done(collect_task(cj, rd, generated))
+        generated.append(done(in_run(generate_text_task)(cj, rd)))
+    collected = done(in_run(collect_task)(cj, rd, generated))
     upstream = [collected]
     if "color" in cfg.score.scores:
-        upstream.append(done(condition_task(cj, rd)))
+        upstream.append(done(in_run(condition_task)(cj, rd)))
     # One task per shard: the task runner (threads, or Dask workers) spreads them out.
-    futures = score_shard_task.map(unmapped(cj), unmapped(rd), list(range(collected["shards"])), unmapped(upstream))
+    futures = in_run(score_shard_task).map(unmapped(cj), unmapped(rd), list(range(collected["shards"])), unmapped(upstream))
     rows = sum(f.result() for f in futures)
     done(stages.score_record(cfg, run_dir, started, rows))
-    selected = done(select_task(cj, rd, records[-1]))
-    exported = done(export_task(cj, rd, records))
+    selected = done(in_run(select_task)(cj, rd, records[-1]))
+    exported = done(in_run(export_task)(cj, rd, records))
     if cfg.train.method:
-        done(train_task(cj, rd, exported))
+        done(in_run(train_task)(cj, rd, exported))
 
     from pipelines.report import write_run_report
     import polars as pl
@@ -160,11 +167,13 @@ def _task_runner(args: argparse.Namespace):
     return ThreadPoolTaskRunner(max_workers=1)
 
 
-def configured_flow(cfg: PipelineConfig, args: argparse.Namespace):
-    from prefect.filesystems import LocalFileSystem
+def configured_flow(args: argparse.Namespace):
+    return build_dataset.with_options(task_runner=_task_runner(args))
 
-    storage = LocalFileSystem(basepath=str(cfg.run_dir() / ".prefect-results"))
-    return build_dataset.with_options(task_runner=_task_runner(args), result_storage=storage)
+
+def make_deployment(runnable, cfg: PipelineConfig, cron: str):
+    """The scheduled deployment that --serve runs (and that `prefect deploy` would register)."""
+    return runnable.to_deployment(name="build-dataset", cron=cron, parameters={"config": cfg.model_dump(mode="json")})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -227,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return 0
-    runnable = configured_flow(cfg, args)
+    runnable = configured_flow(args)
     if args.serve:
-        runnable.serve(name="build-dataset", cron=args.cron, parameters={"config": cfg.model_dump(mode="json")})
+        from prefect import serve
+
+        serve(make_deployment(runnable, cfg, args.cron))
         return 0
     result = runnable(config=cfg.model_dump(mode="json"))
     print("\n=== build_dataset finished ===")
