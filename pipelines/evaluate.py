@@ -1,0 +1,179 @@
+"""Evaluation for fine-tuned models: held-out loss, and exact match / token F1 with greedy generation.
+
+* :func:`heldout_loss` -- mean NLL per assistant token over a target set (same masking as training).
+* :func:`exact_match` / :func:`token_f1` -- SQuAD-style: lower-case, strip punctuation and
+  articles (a/an/the), collapse whitespace; F1 over bag-of-tokens overlap. Several gold answers:
+  the best one counts.
+* :func:`evaluate_qa` -- greedy, batched generation on context-QA rows (context, question,
+  answer), e.g. ``../shared/datasets/context_qa/*.jsonl``, optionally with the ``[IND]`` indicator.
+
+Example (embedded model, 20 rows)::
+
+    python -c "from pipelines.evaluate import *; from pipelines.llm.embedded import load_model_and_tokenizer as L;
+    m, t = L(); print(evaluate_qa(m, t, load_qa_rows('../shared/datasets/context_qa/adversarial_qa_parsed.jsonl', 20)))"
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from pipelines.finetune.data import ChatCollator, add_indicator, chat_rows, encode_rows
+from pipelines.schema import user_content
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+# --------------------------------------------------------------------------- metrics on strings
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
+
+
+def _golds(gold: str | Sequence[str]) -> list[str]:
+    return [gold] if isinstance(gold, str) else list(gold)
+
+
+def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
+    return float(any(normalize_answer(prediction) == normalize_answer(g) for g in _golds(gold)))
+
+
+def _f1(prediction: str, gold: str) -> float:
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:
+        return float(pred == ref)  # both empty -> 1, one empty -> 0
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prediction: str, gold: str | Sequence[str]) -> float:
+    return max(_f1(prediction, g) for g in _golds(gold))
+
+
+# --------------------------------------------------------------------------- held-out loss
+@torch.no_grad()
+def heldout_loss(model, tokenizer, table: Any, *, batch_size: int = 8, max_length: int = 512,
+                 conditional_indicator: bool = False) -> float:
+    """Mean NLL per assistant token over ``table`` (example table, or rows with ``messages``)."""
+    encoded, _ = encode_rows(tokenizer, chat_rows(table, conditional_indicator), max_length)
+    if not encoded:
+        raise ValueError(f"every evaluation row lost its answer to truncation at max_length={max_length}")
+    encoded.sort(key=lambda e: len(e.input_ids))  # similar lengths per batch: little padding
+    collate = ChatCollator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([vars(e) for e in chunk]).items()}
+        n = sum(e.n_target for e in chunk)
+        # The model's loss is the mean over this batch's target tokens: weight it back to a sum.
+        total += float(model(**batch).loss) * n
+        count += n
+    model.train(was_training)
+    return total / count
+
+
+# --------------------------------------------------------------------------- QA by generation
+def load_qa_rows(path: str | Path, limit: int | None = None) -> list[dict]:
+    """Rows of a context-QA JSONL file (context, question, answer)."""
+    with Path(path).open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return rows[:limit] if limit else rows
+
+
+def _qa_fields(row: Mapping[str, Any]) -> tuple[str, str, Any]:
+    if "question" in row:
+        return row["question"], row.get("context") or "", row["answer"]
+    return row["instruction"], row.get("context") or "", row["response"]
+
+
+def qa_prompt(question: str, context: str, indicator: bool = False) -> list[dict]:
+    """The user turn a QA row is asked with (same shape as training rows); ``[IND]`` if asked and there is a context."""
+    messages = [{"role": "user", "content": user_content(question, context)}]
+    return add_indicator(messages, has_context=bool(context)) if indicator else messages
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: Sequence[Sequence[Mapping[str, str]]], *,
+                     max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
+    """Greedy answers to chat prompts, batched (left padding, length-sorted)."""
+    texts = [tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    device = next(model.parameters()).device
+    answers: list[str] = [""] * len(ids)
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in idx)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in idx], device=device)
+        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in idx], device=device)
+        out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, temperature=None, top_p=None, top_k=None,
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        for row, i in enumerate(idx):
+            answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+    return answers
+
+
+def evaluate_qa(model, tokenizer, rows: Sequence[Mapping[str, Any]], max_new_tokens: int = 32, *,
+                batch_size: int = 8, indicator: bool = False) -> dict:
+    """Exact match and token F1 (means over rows) of greedy answers; also returns the predictions."""
+    fields = [_qa_fields(r) for r in rows]
+    prompts = [qa_prompt(q, c, indicator) for q, c, _ in fields]
+    preds = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    golds = [a if isinstance(a, list | tuple) else str(a) for _, _, a in fields]  # several golds: best counts
+    em = [exact_match(p, g) for p, g in zip(preds, golds, strict=True)]
+    f1 = [token_f1(p, g) for p, g in zip(preds, golds, strict=True)]
+    n = max(len(rows), 1)
+    return {"exact_match": sum(em) / n, "f1": sum(f1) / n, "n": len(rows), "predictions": preds}
+
+
+# --------------------------------------------------------------------------- one call for a run
+def _is_qa(rows: Any) -> bool:
+    if isinstance(rows, pl.DataFrame):
+        return "source" in rows.columns and rows.height > 0 and bool((rows["source"] == "context_qa").all())
+    return bool(rows) and "question" in rows[0]
+
+
+def evaluate_run(model, tokenizer, rows: Any, *, batch_size: int = 8, max_length: int = 512, max_new_tokens: int = 32,
+                 conditional_indicator: bool = False, predictions_path: str | Path | None = None) -> dict:
+    """Held-out loss, plus EM/F1 when ``rows`` are context-QA (with and without ``[IND]`` if it was trained)."""
+    metrics: dict[str, Any] = {
+        "eval_loss": heldout_loss(model, tokenizer, rows, batch_size=batch_size, max_length=max_length,
+                                  conditional_indicator=conditional_indicator)
+    }
+    if max_new_tokens > 0 and _is_qa(rows):
+        qa_rows = list(rows.iter_rows(named=True)) if isinstance(rows, pl.DataFrame) else list(rows)
+        variants = [False, True] if conditional_indicator else [False]
+        predictions = {}
+        for ind in variants:
+            res = evaluate_qa(model, tokenizer, qa_rows, max_new_tokens, batch_size=batch_size, indicator=ind)
+            suffix = "_ind" if ind else ""
+            metrics[f"exact_match{suffix}"], metrics[f"f1{suffix}"] = res["exact_match"], res["f1"]
+            predictions[f"prediction{suffix}"] = res["predictions"]
+        metrics["qa_rows"] = len(qa_rows)
+        if predictions_path is not None:
+            from pipelines.shards import atomic_write_jsonl
+
+            atomic_write_jsonl(
+                ({"question": q, "answer": a, **{k: v[i] for k, v in predictions.items()}}
+                 for i, (q, _, a) in enumerate(_qa_fields(r) for r in qa_rows)),
+                Path(predictions_path),
+            )
+    return metrics

@@ -1,0 +1,321 @@
+"""One interface for every fine-tuning method: train in memory, or train + save + evaluate a run.
+
+* :func:`train_model` -- ``(model, tokenizer, rows, method) -> (trained model, metrics)``, in
+  memory (the selectors use it to build CoLoR-Filter's conditional model).
+* :func:`run_training` -- load a model, train on a saved selection, save the run (LoRA adapter or
+  full weights, the tokenizer, ``run_settings.json``), evaluate, write ``metrics.json``.
+* :func:`load_run` -- reload a saved run as a plain transformers model + tokenizer.
+
+Methods: ``full``, ``lora`` (``rslora`` option), ``lisa``, ``hft`` go through transformers'
+``Trainer`` (loss on assistant tokens only, via -100 labels); ``mezo`` runs its own forward-only
+loop. From the shell: ``python -m pipelines.finetune --help``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import resource
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipelines.finetune.data import (
+    ChatCollator,
+    chat_rows,
+    encode_rows,
+    ensure_indicator_token,
+    grow_embeddings,
+    load_examples,
+)
+from pipelines.finetune.methods import METHODS, apply_hft, apply_lora, count_params, set_trainable
+
+DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "lisa": 5e-5, "hft": 2e-5, "mezo": 1e-6}
+# Everything `options` may carry; anything else is a typo and raises.
+OPTION_HELP = {
+    "lora_r": "LoRA rank (16)",
+    "lora_alpha": "LoRA alpha (32)",
+    "lora_dropout": "LoRA dropout (0.0)",
+    "lora_targets": "module names LoRA wraps (all attention + MLP projections)",
+    "rslora": "rank-stabilised LoRA: scale alpha/sqrt(r) (False)",
+    "merge": "lora: return the adapter merged into a plain model (True) or the PeftModel (False)",
+    "lisa_layers": "LISA: decoder layers active at a time (2)",
+    "lisa_interval": "LISA: optimizer steps between re-samplings (20)",
+    "mezo_eps": "MeZO: perturbation size (1e-3)",
+    "weight_decay": "AdamW / MeZO weight decay (0.0)",
+    "warmup_steps": "linear warm-up steps (0)",
+    "lr_scheduler": "transformers scheduler name (linear)",
+    "grad_accum": "gradient accumulation steps (1)",
+    "logging_steps": "log the train loss every N steps (10)",
+    "inplace": "train the given model object instead of a copy (False)",
+    "callbacks": "extra transformers TrainerCallbacks (not used by mezo)",
+}
+
+
+def _check_options(method: str, options: dict) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    unknown = sorted(set(options) - set(OPTION_HELP))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; known: {sorted(OPTION_HELP)}")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def _training_args(out_dir: str, *, device: torch.device, batch_size: int, epochs: float, max_steps: int | None,
+                   learning_rate: float, seed: int, options: dict):
+    from transformers import TrainingArguments
+
+    cuda = device.type == "cuda"
+    # Fewer pad tokens per batch (a real speed-up on CPU); the argument was renamed in transformers 5.
+    fields = TrainingArguments.__dataclass_fields__
+    grouping = ({"train_sampling_strategy": "group_by_length"} if "train_sampling_strategy" in fields
+                else {"group_by_length": True})
+    return TrainingArguments(
+        **grouping,
+        output_dir=out_dir,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=int(options.get("grad_accum", 1)),
+        num_train_epochs=epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        learning_rate=learning_rate,
+        weight_decay=float(options.get("weight_decay", 0.0)),
+        lr_scheduler_type=options.get("lr_scheduler", "linear"),
+        warmup_steps=int(options.get("warmup_steps", 0)),
+        logging_steps=int(options.get("logging_steps", 10)),
+        seed=seed,
+        data_seed=seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        include_num_input_tokens_seen="non_padding",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def train_model(
+    model: nn.Module,
+    tokenizer,
+    table_or_dataset: Any,
+    method: str = "lora",
+    *,
+    epochs: float = 1.0,
+    max_steps: int | None = None,
+    learning_rate: float | None = None,
+    batch_size: int = 8,
+    max_length: int = 512,
+    seed: int = 0,
+    options: dict | None = None,
+    conditional_indicator: bool = False,
+) -> tuple[nn.Module, dict]:
+    """Fine-tune ``model`` on the rows with ``method``; return ``(trained model, metrics)``.
+
+    ``table_or_dataset``: an example table (instruction/context/response/meta), an HF dataset or a
+    list of dicts with chat ``messages``. The loss covers assistant tokens only.
+
+    The given model is not modified (a copy trains) unless ``options={"inplace": True}``. For
+    ``lora`` the returned model is the adapter merged into a plain transformers model, unless
+    ``options={"merge": False}`` (then a peft ``PeftModel``). With ``conditional_indicator`` the
+    token ``[IND]`` is added to ``tokenizer`` in place (it changes no other text's tokens), the
+    model's embeddings grow by one row, and context-dependent rows get ``" [IND]"``.
+
+    metrics: method, steps, train_loss, train_runtime_s, train_tokens (non-pad), tokens_per_s,
+    trainable_params, total_params, rows, dropped_too_long, learning_rate, peak_rss_mb (+ method extras).
+    """
+    from transformers import Trainer, set_seed
+
+    options = dict(options or {})
+    _check_options(method, options)
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; set tokenizer.pad_token first")
+    if not options.get("inplace", False):
+        model = copy.deepcopy(model)
+    set_seed(seed)
+    indicator_id = ensure_indicator_token(tokenizer, model) if conditional_indicator else None
+    encoded, dropped = encode_rows(tokenizer, chat_rows(table_or_dataset, conditional_indicator), max_length)
+    if not encoded:
+        raise ValueError(f"every row lost its answer to truncation at max_length={max_length}")
+    dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
+    lr = learning_rate if learning_rate is not None else DEFAULT_LR[method]
+    device = next(model.parameters()).device
+    extras: dict[str, Any] = {}
+
+    if method == "mezo":
+        run = _train_mezo(model, dataset, tokenizer, batch_size, epochs, max_steps, lr, seed, options)
+        trainable = count_params(model)  # MeZO moves every parameter, without gradients
+    else:
+        callbacks = []
+        if method == "full":
+            set_trainable(model, True)
+        elif method == "lora":
+            model = apply_lora(model, options, indicator_id)
+        elif method == "hft":
+            extras["hft_frozen"] = len(apply_hft(model, seed))
+        elif method == "lisa":
+            from pipelines.finetune.lisa import LisaCallback
+
+            set_trainable(model, True)  # the optimizer must see every layer; the callback freezes
+            lisa = LisaCallback(model, int(options.get("lisa_layers", 2)), int(options.get("lisa_interval", 20)), seed)
+            callbacks.append(lisa)
+        callbacks += list(options.get("callbacks", []))  # after LISA's, so they see its re-sampling
+        with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
+            args = _training_args(tmp, device=device, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
+                                  learning_rate=lr, seed=seed, options=options)
+            trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                              data_collator=ChatCollator(tokenizer.pad_token_id), callbacks=callbacks)
+            out = trainer.train()
+        trainable = count_params(model, trainable_only=True)  # LISA: the active set at the end
+        history = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        run = {
+            "train_loss": out.metrics["train_loss"],
+            "train_loss_last": history[-1] if history else out.metrics["train_loss"],
+            "steps": trainer.state.global_step,
+            "train_tokens": int(trainer.state.num_input_tokens_seen),
+            "train_runtime_s": out.metrics["train_runtime"],
+        }
+        if method == "lisa":
+            extras["lisa_history"] = lisa.history
+            extras["lisa_dropped_states"] = lisa.dropped_states
+        model.eval()
+        if method == "lora" and options.get("merge", True):
+            model = model.merge_and_unload()
+
+    metrics = {
+        "method": method,
+        **run,
+        "tokens_per_s": run["train_tokens"] / max(run["train_runtime_s"], 1e-9),
+        "trainable_params": trainable,
+        "total_params": count_params(model),
+        "rows": len(encoded),
+        "dropped_too_long": dropped,
+        "learning_rate": lr,
+        "conditional_indicator": conditional_indicator,
+        "peak_rss_mb": peak_rss_mb(),
+        **extras,
+    }
+    return model, metrics
+
+
+def _train_mezo(model, dataset, tokenizer, batch_size, epochs, max_steps, lr, seed, options) -> dict:
+    from pipelines.finetune.mezo import train_mezo
+
+    return train_mezo(model, dataset, ChatCollator(tokenizer.pad_token_id), batch_size=batch_size, epochs=epochs,
+                      max_steps=max_steps, learning_rate=lr, eps=float(options.get("mezo_eps", 1e-3)),
+                      weight_decay=float(options.get("weight_decay", 0.0)), seed=seed)
+
+
+# --------------------------------------------------------------------------- saved runs
+SETTINGS_FILE = "run_settings.json"
+METRICS_FILE = "metrics.json"
+
+
+def save_run(model: nn.Module, tokenizer, out_dir: str | Path, settings: dict) -> Path:
+    """Write the adapter (PeftModel) or full weights, the tokenizer and ``run_settings.json``."""
+    from peft import PeftModel
+
+    from pipelines.shards import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    adapter = isinstance(model, PeftModel)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    settings = {**settings, "adapter": adapter, "vocab_size": len(tokenizer)}
+    atomic_write_text(out / SETTINGS_FILE, json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+    return out
+
+
+def load_run(out_dir: str | Path, device: str | None = None):
+    """Reload a saved run as ``(model, tokenizer)``; an adapter is merged into its re-loaded base."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipelines.llm.embedded import load_model_and_tokenizer
+
+    out = Path(out_dir)
+    settings_path = out / SETTINGS_FILE
+    if not settings_path.exists():
+        raise FileNotFoundError(f"{settings_path} missing: {out} is not a saved fine-tuning run")
+    settings = json.loads(settings_path.read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if settings["adapter"]:
+        from peft import PeftModel
+
+        base, _ = load_model_and_tokenizer(settings["base_model"], device="cpu")
+        grow_embeddings(base, len(tokenizer))
+        model = PeftModel.from_pretrained(base, out).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer
+
+
+def run_training(
+    selection_path: str | Path,
+    out_dir: str | Path,
+    method: str = "lora",
+    model: str = "embedded",
+    eval_path: str | Path | None = None,
+    **opts: Any,
+) -> dict:
+    """Load ``model``, train on the selection, save the run to ``out_dir``, evaluate, write metrics.json.
+
+    ``opts``: train_model's keywords (epochs, max_steps, learning_rate, batch_size, max_length,
+    seed, options, conditional_indicator) and train_limit (first N rows), device, eval_limit,
+    eval_before (held-out loss of the untrained model too), max_new_tokens (QA generation; 0
+    skips it). With an eval file of context-QA rows, exact match / token F1 are reported, with
+    and without the indicator when ``conditional_indicator`` is on.
+    """
+    from pipelines.evaluate import evaluate_run
+    from pipelines.llm.embedded import load_model_and_tokenizer
+    from pipelines.shards import atomic_write_text
+
+    train_keys = {"epochs", "max_steps", "learning_rate", "batch_size", "max_length", "seed", "conditional_indicator"}
+    run_keys = {"options", "train_limit", "device", "eval_limit", "eval_before", "max_new_tokens"}
+    unknown = sorted(set(opts) - train_keys - run_keys)
+    if unknown:
+        raise TypeError(f"run_training got unknown keyword(s) {unknown}")
+    train_kw = {k: v for k, v in opts.items() if k in train_keys}
+    options = dict(opts.get("options") or {})
+    _check_options(method, options)
+
+    rows = load_examples(selection_path, limit=opts.get("train_limit"))
+    mdl, tok = load_model_and_tokenizer(model, device=opts.get("device"))
+    eval_rows = load_examples(eval_path, limit=opts.get("eval_limit")) if eval_path else None
+    indicator = bool(train_kw.get("conditional_indicator", False))
+    eval_kw = {"batch_size": train_kw.get("batch_size", 8), "max_length": train_kw.get("max_length", 512),
+               "max_new_tokens": int(opts.get("max_new_tokens", 32)), "conditional_indicator": indicator}
+
+    before = {}
+    if eval_rows is not None and opts.get("eval_before", False):
+        if indicator:
+            ensure_indicator_token(tok, mdl)
+        before = evaluate_run(mdl, tok, eval_rows, **{**eval_kw, "max_new_tokens": 0})
+    # Train the loaded model itself (no copy) and keep a LoRA adapter unmerged so it saves as an adapter.
+    trained, metrics = train_model(mdl, tok, rows, method, options={**options, "inplace": True, "merge": False}, **train_kw)
+
+    settings = {"method": method, "base_model": model if model in {"embedded", "tiny"} else str(Path(model).resolve()),
+                "selection": str(selection_path), "options": options, **train_kw}
+    out = save_run(trained, tok, out_dir, settings)
+    if hasattr(trained, "merge_and_unload"):
+        trained = trained.merge_and_unload()  # plain model: faster evaluation
+    metrics.pop("lisa_history", None)
+    metrics["out_dir"] = str(out)
+    if eval_rows is not None:
+        metrics["eval_path"] = str(eval_path)
+        metrics.update({f"{k}_before": v for k, v in before.items()})
+        metrics.update(evaluate_run(trained, tok, eval_rows, **eval_kw, predictions_path=out / "predictions.jsonl"))
+    atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics

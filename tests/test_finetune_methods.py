@@ -1,0 +1,191 @@
+"""Each method's mechanics on the tiny model: which parameters get gradients, LISA's switching and
+optimizer state, HFT's seeded half, MeZO's gradient-free updates, LoRA/rsLoRA scaling."""
+
+import math
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from pipelines.finetune import train_model
+from pipelines.finetune.methods import apply_hft, decoder_layers, hft_frozen_names
+from pipelines.finetune.mezo import mezo_step, perturb
+from pipelines.llm.tiny import tiny_model, tiny_tokenizer
+from pipelines.schema import make_example, to_table
+
+
+def _rows(n=16):
+    return to_table([
+        make_example(f"How many apples are in box {i}?", f"{i} apples.", context=f"Box {i} holds {i} apples.",
+                     meta={"ctx_dependent": True})
+        for i in range(n)
+    ])
+
+
+class Probe(TrainerCallback):
+    """Records, per optimizer step, which parameters hold a gradient and which have optimizer state."""
+
+    def __init__(self):
+        self.grads, self.state_before = [], []
+
+    def on_step_begin(self, args, state, control, model=None, optimizer=None, **kw):
+        opt = getattr(optimizer, "optimizer", optimizer)
+        names = {id(p): n for n, p in model.named_parameters()}
+        self.state_before.append({names[id(p)] for p in opt.state if id(p) in names})
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        self.grads.append({n for n, p in model.named_parameters() if p.grad is not None})
+
+
+@pytest.fixture
+def tiny():
+    tok = tiny_tokenizer()
+    return tiny_model(tok, layers=4), tok
+
+
+def _train(tiny, method, steps=2, learning_rate=None, **options):
+    model, tok = tiny
+    probe = Probe()
+    trained, metrics = train_model(model, tok, _rows(), method, max_steps=steps, batch_size=4, max_length=128,
+                                   learning_rate=learning_rate, options={"callbacks": [probe], "inplace": True, **options})
+    return trained, metrics, probe
+
+
+def test_full_gives_every_parameter_a_gradient(tiny):
+    model = tiny[0]
+    names = {n for n, _ in model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _, metrics, probe = _train(tiny, "full")
+    assert probe.grads[0] == names
+    assert metrics["trainable_params"] == metrics["total_params"]
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_train_model_leaves_the_given_model_alone_by_default(tiny):
+    model, tok = tiny
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trained, _ = train_model(model, tok, _rows(4), "full", max_steps=1, batch_size=4, learning_rate=1e-2)
+    assert trained is not model
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_lora_gradients_only_on_adapters_and_merged_result(tiny):
+    model, tok = tiny
+    merged, metrics = train_model(model, tok, _rows(), "lora", max_steps=2, batch_size=4, learning_rate=1e-2,
+                                  options={"merge": False, "inplace": False, "callbacks": [probe := Probe()]})
+    assert probe.grads[0] and all("lora_" in n for n in probe.grads[0])
+    assert metrics["trainable_params"] < metrics["total_params"] / 2
+    plain = merged.merge_and_unload()
+    assert type(plain) is type(model)
+    # The merge moved the base weights of every adapted projection (B is non-zero after two steps).
+    changed = [n for n, p in plain.named_parameters() if not torch.equal(p, model.get_parameter(n))]
+    assert changed and all(n.split(".")[-2].endswith("_proj") for n in changed)
+
+
+def test_lora_with_indicator_trains_only_the_new_embedding_row(tiny):
+    model, tok = tiny
+    probe = Probe()
+    trained, _ = train_model(model, tok, _rows(), "lora", max_steps=2, batch_size=4, learning_rate=1e-2,
+                             conditional_indicator=True, options={"callbacks": [probe]})
+    assert any("trainable_tokens" in n for n in probe.grads[0])
+    emb_new = trained.get_input_embeddings().weight
+    ind = tok.convert_tokens_to_ids("[IND]")
+    assert emb_new.shape[0] == len(tok)
+    old_rows = model.get_input_embeddings().weight
+    assert torch.equal(emb_new[: old_rows.shape[0]], old_rows)  # other rows untouched
+    assert not torch.allclose(emb_new[ind], old_rows.mean(0))  # indicator row moved from its mean init
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_rslora_scaling(tiny, rslora):
+    from pipelines.finetune.methods import apply_lora
+
+    peft_model = apply_lora(tiny[0], {"lora_r": 4, "lora_alpha": 8, "rslora": rslora})
+    q = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    assert q.scaling["default"] == pytest.approx(8 / math.sqrt(4) if rslora else 8 / 4)
+
+
+def test_hft_half_is_stable_for_a_seed_and_differs_across_seeds(tiny):
+    model = tiny[0]
+    a, b = hft_frozen_names(model, seed=1), hft_frozen_names(model, seed=1)
+    assert a == b
+    assert any(hft_frozen_names(model, seed=s) != a for s in range(2, 6))
+    _, layers = decoder_layers(model)
+    mlp_counts = []
+    for i in range(len(layers)):
+        mine = [n for n in a if f".{i}." in n]
+        assert sum("self_attn" in n for n in mine) == 2
+        mlp_counts.append(sum(".mlp." in n for n in mine))
+    assert all(c in (1, 2) for c in mlp_counts)
+    assert all(x != y for x, y in zip(mlp_counts, mlp_counts[1:], strict=False))  # alternating
+
+
+def test_hft_frozen_half_gets_no_gradient(tiny):
+    model = tiny[0]
+    frozen = set(hft_frozen_names(model, seed=0))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _, metrics, probe = _train(tiny, "hft")
+    names = {n for n, _ in model.named_parameters()}
+    assert probe.grads[0] == names - frozen
+    assert all(torch.equal(before[n], model.get_parameter(n)) for n in frozen)
+    assert metrics["hft_frozen"] == len(frozen)
+    assert apply_hft(tiny_model(tiny[1], layers=4), seed=0) == sorted(frozen)
+
+
+def test_lisa_switches_layers_at_the_interval_and_drops_optimizer_state(tiny):
+    model = tiny[0]
+    _, layers = decoder_layers(model)
+    layer_of = {n: int(n.split(".")[2]) for n, _ in model.named_parameters() if n.startswith("model.layers.")}
+    always_on = {n for n, _ in model.named_parameters()} - set(layer_of)
+    per_layer = len(list(layers[0].parameters()))
+    _, metrics, probe = _train(tiny, "lisa", steps=8, lisa_layers=1, lisa_interval=2, learning_rate=1e-3)
+
+    active = [sorted({layer_of[n] for n in g if n in layer_of}) for g in probe.grads]
+    assert all(always_on <= g for g in probe.grads)  # embeddings, head, final norm: every step
+    assert all(len(a) == 1 for a in active)
+    assert all(active[2 * k] == active[2 * k + 1] for k in range(4))  # fixed within an interval
+    assert len({tuple(a) for a in active}) > 1  # and re-drawn at the interval
+    assert [step for step, _ in metrics["lisa_history"]] == [0, 2, 4, 6]
+
+    # Optimizer state never holds more than the always-on part plus one layer, and is dropped on refreeze.
+    for step, names in enumerate(probe.state_before):
+        state_layers = {layer_of[n] for n in names if n in layer_of}
+        assert len(names & set(layer_of)) <= per_layer
+        assert state_layers <= set(active[step - 1]) if step else not names
+    assert metrics["lisa_dropped_states"] > 0
+    sizes = [len(s) for s in probe.state_before]
+    assert any(b < a for a, b in zip(sizes, sizes[1:], strict=False))  # the state shrank at a switch
+
+
+def test_mezo_updates_parameters_without_any_grad(tiny):
+    model = tiny[0]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trained, metrics = train_model(model, tiny[1], _rows(), "mezo", max_steps=3, batch_size=4, learning_rate=1e-3,
+                                   options={"inplace": True})
+    assert metrics["steps"] == 3 and metrics["trainable_params"] == metrics["total_params"]
+    for n, p in trained.named_parameters():
+        assert p.grad is None and not p.requires_grad
+        assert not torch.equal(before[n], p), n
+
+
+def test_mezo_seed_trick_regenerates_the_same_noise(tiny):
+    model = tiny[0]
+    params = list(model.parameters())
+    before = [p.detach().clone() for p in params]
+    perturb(params, seed=7, scale=1e-2)
+    assert any(not torch.equal(a, p) for a, p in zip(before, params, strict=True))
+    perturb(params, seed=7, scale=-1e-2)
+    assert all(torch.allclose(a, p, atol=1e-6) for a, p in zip(before, params, strict=True))
+    # With lr=0 a full step (+eps, -2eps, +eps) returns to theta.
+    tok = tiny[1]
+    batch = {"input_ids": torch.tensor([tok("a b c")["input_ids"]])}
+    batch["labels"] = batch["input_ids"].clone()
+    mezo_step(model, params, batch, seed=3, lr=0.0, eps=1e-3)
+    assert all(torch.allclose(a, p, atol=1e-6) for a, p in zip(before, params, strict=True))
+
+
+def test_unknown_method_and_option_raise(tiny):
+    with pytest.raises(ValueError, match="unknown method"):
+        train_model(tiny[0], tiny[1], _rows(2), "dora")
+    with pytest.raises(ValueError, match="unknown option"):
+        train_model(tiny[0], tiny[1], _rows(2), "lora", options={"lora_rank": 8})
