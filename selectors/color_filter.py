@@ -1,0 +1,164 @@
+"""CoLoR-Filter (arXiv 2406.10670): keep the rows whose loss drops most under a target-tuned model.
+
+    score_color(x) = L_prior(x) - L_cond(x)
+
+each L the mean per-token NLL over the response tokens (the paper's rows all had 512 tokens, so
+it did not matter there; SFT rows vary in length, so we use the mean). θ_cond is the prior
+fine-tuned for one epoch on a small user-given target set (LoRA by default, ``method="full"`` as
+an option). Selection keeps the *largest* scores, globally: k = floor(N / τ) (τ = candidates per
+selected example; the paper sweeps 7..64) or a given k / fraction -- a ``top_k`` step in
+policies.py, with :func:`color_k` as the one place the k rule lives.
+
+Build (or reuse) the conditional model, then score with the shared plan:
+
+    path = build_conditional("embedded", target_table, cache_dir="runs/cond")
+    cond = HFBackend.load(path)
+    scored = plan.score_table(pool, prior, scores=("color",), cond_llm=cond)
+
+The folder is named by a fingerprint of (prior identity, target rows, settings), so the second
+call with the same inputs returns at once without training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+COLUMN = "score_color"
+CACHE_FORMAT = 1  # bump when the way conditional models are built changes
+_TRAIN_KWARGS = ("max_steps", "learning_rate", "batch_size", "max_length")
+
+
+def color_score(loss_prior: np.ndarray, loss_cond: np.ndarray) -> np.ndarray:
+    """Elementwise L_prior - L_cond: positive when the target-tuned model finds the row likelier."""
+    return np.asarray(loss_prior, dtype=np.float64) - np.asarray(loss_cond, dtype=np.float64)
+
+
+def color_k(n: int, tau: float | None = None, k: int | None = None, fraction: float | None = None) -> int:
+    """How many rows to keep out of ``n``: floor(n / tau), or k, or floor(n * fraction) (exactly one)."""
+    given = [x is not None for x in (tau, k, fraction)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of tau, k, fraction")
+    if tau is not None:
+        if tau < 1:
+            raise ValueError(f"tau (candidates per selected row) must be >= 1, got {tau}")
+        return int(np.floor(n / tau))
+    if k is not None:
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        return min(int(k), n)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    return int(np.floor(n * fraction + 1e-9))
+
+
+def prior_identity(prior_model_id: str) -> str:
+    """A string that changes when the prior's weights change, without loading the model."""
+    if prior_model_id == "embedded":
+        from pipelines.llm.embedded import embedded_gguf
+
+        gguf = embedded_gguf()
+        return f"embedded:{gguf.name}:{gguf.stat().st_size}"
+    path = Path(prior_model_id)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(path.iterdir()):
+            if f.name == "config.json":
+                h.update(f.read_bytes())
+            elif f.suffix in (".safetensors", ".bin"):
+                h.update(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}".encode())
+        return f"dir:{path.resolve()}:{h.hexdigest()[:16]}"
+    return prior_model_id  # "tiny" or a hub id
+
+
+def target_hash(target_table: pl.DataFrame) -> str:
+    """Content hash of the target rows, independent of their order (rows are sorted by id)."""
+    h = hashlib.sha256()
+    for row in target_table.select("id", "instruction", "context", "response").sort("id").iter_rows():
+        h.update(json.dumps(row, ensure_ascii=False).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def fingerprint(prior_model_id: str, target_table: pl.DataFrame, settings: dict[str, Any]) -> str:
+    payload = {
+        "format": CACHE_FORMAT,
+        "prior": prior_identity(prior_model_id),
+        "target": target_hash(target_table),
+        "settings": settings,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _train_conditional(
+    model, tokenizer, table: pl.DataFrame, method: str, epochs: float, seed: int, opts: dict
+):
+    """Fine-tune ``model`` on the target rows with the project's trainer; returns the trained model."""
+    from pipelines.finetune import train_model
+
+    kwargs = {k: opts.pop(k) for k in _TRAIN_KWARGS if k in opts}
+    model, _metrics = train_model(
+        model, tokenizer, table, method=method, epochs=epochs, seed=seed, options=opts or None, **kwargs
+    )
+    return model
+
+
+def build_conditional(
+    prior_model_id: str,
+    target_table: pl.DataFrame,
+    cache_dir: str | os.PathLike,
+    method: str = "lora",
+    epochs: float = 1,
+    seed: int = 0,
+    **opts: Any,
+) -> Path:
+    """Path of the conditional model folder (prior + one epoch on the target rows), built once per fingerprint.
+
+    ``opts``: max_steps, learning_rate, batch_size, max_length go to ``train_model`` as arguments,
+    anything else as its ``options``. The folder holds a merged, plain transformers model
+    (loadable with ``load_model_and_tokenizer(path)``) and ``fingerprint.json`` saying what built it.
+    """
+    if method not in ("lora", "full"):
+        raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
+    if target_table.is_empty():
+        raise ValueError("the target table is empty: CoLoR-Filter needs a few target rows")
+    settings = {"method": method, "epochs": epochs, "seed": seed, "opts": opts}
+    fp = fingerprint(prior_model_id, target_table, settings)
+    folder = Path(cache_dir) / f"cond-{fp}"
+    if (folder / "fingerprint.json").exists():
+        return folder
+
+    from pipelines.llm.embedded import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(prior_model_id)
+    # Sorted by id so the model depends on the set of target rows, like the fingerprint does.
+    model = _train_conditional(model, tok, target_table.sort("id"), method, epochs, seed, dict(opts))
+    if hasattr(model, "merge_and_unload"):  # LoRA: fold the adapter in, save a plain model
+        model = model.merge_and_unload()
+    model.eval()
+
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    info = {
+        "prior": prior_model_id,
+        "prior_identity": prior_identity(prior_model_id),
+        "target_rows": target_table.height,
+        "target_hash": target_hash(target_table),
+        **settings,
+    }
+    (tmp / "fingerprint.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+    try:
+        tmp.rename(folder)  # atomic: a killed build leaves only a .tmp folder behind
+    except OSError:  # another process finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

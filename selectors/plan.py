@@ -1,0 +1,182 @@
+"""One scoring plan: the loss passes the requested scores need, each run once and shared.
+
+    from instruct_selectors.plan import score_table
+    scored = score_table(table, prior_llm, scores=("color", "ifd", "ctx_loss", "ctx_attn"), cond_llm=cond)
+
+Passes (each one ``llm.loss(...)`` call over the rows that need it; the backend batches them):
+
+| pass          | model | prompt                               | feeds                                   |
+|---------------|-------|--------------------------------------|-----------------------------------------|
+| prior/full    | prior | chat(instruction + context)          | CoLoR's L_prior, IFD numerator,          |
+|               |       |                                      | ctx_loss's second term, ctx_attn (when  |
+|               |       |                                      | the prior is the probe), embeddings     |
+| prior/no_ctx  | prior | chat(instruction), rows with context | ctx_loss's first term                   |
+| prior/alone   | prior | start token only                     | IFD denominator                         |
+| cond/full     | cond  | chat(instruction + context)          | CoLoR's L_cond                          |
+| probe/full    | probe | chat(instruction + context)          | ctx_attn from a separate probe model    |
+
+Every loss is the mean NLL over response tokens (prompt masked), so rows of different lengths
+compare. The formulas live in color_filter.py, ifd.py and context_dependency.py; this file only
+decides which passes to run and feeds them. ``scores`` may also hold ``"embedding"``: the
+mean-pooled last hidden state from the prior/full pass, stored as the ``embedding`` column for
+diversity.py (no extra pass, no extra model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from instruct_selectors.color_filter import COLUMN as COLOR_COLUMN
+from instruct_selectors.color_filter import color_score
+from instruct_selectors.context_dependency import ATTN_COLUMN, LOSS_COLUMN, ctx_loss_score
+from instruct_selectors.ifd import COLUMN as IFD_COLUMN
+from instruct_selectors.ifd import ifd_score
+
+from pipelines.llm.base import LossRequest
+from pipelines.schema import user_content
+
+SCORES = ("color", "ifd", "ctx_loss", "ctx_attn", "embedding")
+EMBEDDING_COLUMN = "embedding"
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One loss pass: which model, which prompt form, over which rows, and what extras it returns."""
+
+    model: str  # "prior" | "cond" | "probe"
+    prompt: str  # "full" | "no_ctx" | "alone"
+    only_with_context: bool = False
+    hidden: bool = False
+    attn: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.prompt}"
+
+
+def plan_passes(scores: Iterable[str], separate_probe: bool = False) -> list[Pass]:
+    """The passes needed for ``scores``; the prior/full pass is shared by everything that can use it."""
+    wanted = set(scores)
+    unknown = wanted - set(SCORES)
+    if unknown:
+        raise ValueError(f"unknown score(s) {sorted(unknown)}: choose from {SCORES}")
+    attn_on_prior = "ctx_attn" in wanted and not separate_probe
+    passes = []
+    if wanted & {"color", "ifd", "ctx_loss", "embedding"} or attn_on_prior:
+        passes.append(Pass("prior", "full", hidden="embedding" in wanted, attn=attn_on_prior))
+    if "ctx_loss" in wanted:
+        passes.append(Pass("prior", "no_ctx", only_with_context=True))
+    if "ifd" in wanted:
+        passes.append(Pass("prior", "alone"))
+    if "color" in wanted:
+        passes.append(Pass("cond", "full"))
+    if "ctx_attn" in wanted and separate_probe:
+        passes.append(Pass("probe", "full", attn=True))
+    return passes
+
+
+def build_request(prompt: str, instruction: str, context: str, response: str) -> LossRequest:
+    """The request for one row under one prompt form (see the table in the module docstring)."""
+    if prompt == "full":
+        return LossRequest([{"role": "user", "content": user_content(instruction, context)}], response)
+    if prompt == "no_ctx":
+        return LossRequest([{"role": "user", "content": instruction}], response)
+    if prompt == "alone":
+        return LossRequest("", response)
+    raise ValueError(f"unknown prompt form {prompt!r}")
+
+
+def _is_eager(llm) -> bool:
+    model = getattr(llm, "model", None)
+    return model is not None and getattr(model.config, "_attn_implementation", None) == "eager"
+
+
+def _run_pass(llm, p: Pass, table: pl.DataFrame, attn_layer: int | None, progress) -> dict[str, np.ndarray]:
+    """Run one pass; arrays over all rows (NaN / None where the pass skipped the row)."""
+    n = table.height
+    has_ctx = np.array([bool(c) for c in table["context"].to_list()], dtype=bool)
+    rows = np.flatnonzero(has_ctx) if p.only_with_context else np.arange(n)
+    instr, ctx, resp = table["instruction"].to_list(), table["context"].to_list(), table["response"].to_list()
+    requests = [build_request(p.prompt, instr[i], ctx[i], resp[i]) for i in rows]
+    # Only pass the extras a pass needs, so backends with a plain loss(requests) also work.
+    kwargs = {}
+    if p.hidden:
+        kwargs["want_hidden"] = True
+    if p.attn:
+        kwargs["attn_layer"] = attn_layer
+    if progress is not None:
+        kwargs["progress"] = progress
+    results = llm.loss(requests, **kwargs) if requests else []
+    out = {"loss": np.full(n, np.nan)}
+    out["loss"][rows] = [r.mean for r in results]
+    if p.attn:
+        out["attn"] = np.full(n, np.nan)
+        out["attn"][rows] = [r.extras["attn_ratio"] for r in results]
+    if p.hidden:
+        out["hidden"] = [None] * n
+        for i, r in zip(rows, results, strict=True):
+            out["hidden"][i] = r.extras["hidden"].astype(np.float32).tolist()
+    return out
+
+
+def _column(name: str, values: np.ndarray) -> pl.Series:
+    # NaN means "not defined for this row" (no context, empty response): store it as null.
+    return pl.Series(name, [None if np.isnan(v) else float(v) for v in values], dtype=pl.Float64)
+
+
+def score_table(
+    table: pl.DataFrame,
+    prior_llm,
+    *,
+    scores: Sequence[str] = ("color", "ifd", "ctx_loss", "ctx_attn"),
+    cond_llm=None,
+    attn_layer: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    probe_llm=None,
+) -> pl.DataFrame:
+    """Add one ``score_*`` column per requested score (and ``embedding`` when asked); nothing else changes.
+
+    ``prior_llm`` / ``cond_llm`` / ``probe_llm`` are backends (``loss(requests, ...)``). ``ctx_attn``
+    is read from the prior's pass unless a separate ``probe_llm`` is given; that model needs eager
+    attention. ``attn_layer`` defaults to about two thirds of the probe's depth.
+    """
+    wanted = tuple(dict.fromkeys(scores))
+    if "color" in wanted and cond_llm is None:
+        raise ValueError(
+            "score 'color' needs cond_llm: the conditional model (color_filter.build_conditional)"
+        )
+    passes = plan_passes(wanted, separate_probe=probe_llm is not None)
+    models = {"prior": prior_llm, "cond": cond_llm, "probe": probe_llm}
+    if "ctx_attn" in wanted:
+        probe = probe_llm if probe_llm is not None else prior_llm
+        if not _is_eager(probe):
+            raise ValueError(
+                "score 'ctx_attn' needs the probe model with eager attention: load it with "
+                "eager_attention=True (or pass a separate probe_llm)"
+            )
+        if attn_layer is None:
+            from pipelines.scoring import default_probe_layer
+
+            attn_layer = default_probe_layer(probe.model)
+    got = {p.name: _run_pass(models[p.model], p, table, attn_layer, progress) for p in passes}
+
+    columns = []
+    if "color" in wanted:
+        columns.append(
+            _column(COLOR_COLUMN, color_score(got["prior/full"]["loss"], got["cond/full"]["loss"]))
+        )
+    if "ifd" in wanted:
+        columns.append(_column(IFD_COLUMN, ifd_score(got["prior/full"]["loss"], got["prior/alone"]["loss"])))
+    if "ctx_loss" in wanted:
+        columns.append(
+            _column(LOSS_COLUMN, ctx_loss_score(got["prior/no_ctx"]["loss"], got["prior/full"]["loss"]))
+        )
+    if "ctx_attn" in wanted:
+        source = "probe/full" if probe_llm is not None else "prior/full"
+        columns.append(_column(ATTN_COLUMN, got[source]["attn"]))
+    if "embedding" in wanted:
+        columns.append(pl.Series(EMBEDDING_COLUMN, got["prior/full"]["hidden"], dtype=pl.List(pl.Float32)))
+    return table.with_columns(columns)

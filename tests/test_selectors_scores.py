@@ -1,0 +1,219 @@
+"""Scores on the tiny model: each matches a hand-computed reference; the plan runs each pass once."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from instruct_selectors import color_filter
+from instruct_selectors.color_filter import build_conditional, color_k
+from instruct_selectors.context_dependency import tag_context_dependent
+from instruct_selectors.plan import plan_passes, score_table
+
+from pipelines.llm.base import LossRequest
+from pipelines.llm.embedded import load_model_and_tokenizer
+from pipelines.llm.hf import HFBackend
+from pipelines.llm.tiny import tiny_model, tiny_tokenizer
+from pipelines.schema import make_example, meta_of, to_table
+from pipelines.scoring import reference_nll
+
+SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def prior(tok):
+    model = tiny_model(tok, layers=3, seed=0)
+    model.set_attn_implementation("eager")
+    return model
+
+
+@pytest.fixture(scope="module")
+def cond(tok):
+    return tiny_model(tok, layers=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def table():
+    rows = [
+        make_example(
+            "What is the capital of France?", "Paris.", context="France is a country; its capital is Paris."
+        ),
+        make_example(
+            "Summarise the text.", "A short summary of the text.", context="The quick brown fox jumps."
+        ),
+        make_example(
+            "Write a homework question about linear algebra.", "Compute the determinant of a matrix."
+        ),
+        make_example("Answer yes or no: is 2 > 1?", "yes"),
+    ]
+    return to_table(rows)
+
+
+class Counting:
+    """Wraps a backend and records every loss() call: how many requests, which extras."""
+
+    def __init__(self, llm):
+        self.llm, self.model, self.calls = llm, llm.model, []
+
+    def loss(self, requests, **kwargs):
+        self.calls.append((len(requests), tuple(sorted(k for k in kwargs if k != "progress"))))
+        return self.llm.loss(requests, **kwargs)
+
+
+def _nll(model, tok, prompt, response) -> float:
+    """Hand reference: prompt text written out in ChatML, one unbatched forward, mean over response."""
+    return float(reference_nll(model, tok, LossRequest(prompt, response)).mean())
+
+
+def _chat(user: str) -> str:
+    return f"{SYSTEM}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_scores_match_hand_computed_reference(prior, cond, tok, table):
+    scored = score_table(
+        table, HFBackend(prior, tok), scores=("color", "ifd", "ctx_loss"), cond_llm=HFBackend(cond, tok)
+    )
+    for row in scored.iter_rows(named=True):
+        user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
+        with_ctx = _nll(prior, tok, _chat(user), row["response"])
+        # CoLoR: L_prior - L_cond (positive = the conditional model likes the row more).
+        assert row["score_color"] == pytest.approx(
+            with_ctx - _nll(cond, tok, _chat(user), row["response"]), abs=1e-4
+        )
+        # IFD: L(resp | instruction) / L(resp | start token only).
+        bos = tok.bos_token  # "" conditions on the start token alone
+        assert row["score_ifd"] == pytest.approx(with_ctx / _nll(prior, tok, bos, row["response"]), abs=1e-4)
+        if row["context"]:
+            without = _nll(prior, tok, _chat(row["instruction"]), row["response"])
+            assert row["score_ctx_loss"] == pytest.approx(without - with_ctx, abs=1e-4)
+        else:
+            assert row["score_ctx_loss"] is None
+    # No other column changed.
+    assert scored.select(table.columns).equals(table)
+
+
+def test_loss_is_mean_over_response_tokens_only(prior, tok):
+    """Masking: the score uses exactly the response tokens, whatever the prompt length."""
+    res = HFBackend(prior, tok).loss([LossRequest(_chat("hi " * 30), "Paris is nice.")])[0]
+    assert res.token_nll.size == len(tok("Paris is nice.", add_special_tokens=False)["input_ids"])
+
+
+def test_attention_ratio_matches_hand_computation(prior, tok, table):
+    layer = 1
+    scored = score_table(table, HFBackend(prior, tok), scores=("ctx_attn",), attn_layer=layer)
+    for row in scored.iter_rows(named=True):
+        user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
+        pieces = [SYSTEM + "<|im_start|>user\n", user, "<|im_end|>\n<|im_start|>assistant\n", row["response"]]
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in pieces]
+        start, n_user, p = len(ids[0]), len(ids[1]), len(ids[0]) + len(ids[1]) + len(ids[2])
+        # User content = the user message's tokens minus whitespace-only ones (e.g. the "\n\n").
+        user_cols = [start + j for j, t in enumerate(ids[1]) if tok.decode([t]).strip()]
+        with torch.no_grad():
+            att = prior(torch.tensor([sum(ids, [])]), output_attentions=True).attentions[layer][0]
+        c = len(ids[3])
+        mass = att[:, p : p + c, user_cols].sum(-1)  # (heads, response tokens)
+        expected = mass.max(0).values.mean().item()
+        assert 0.0 < row["score_ctx_attn"] <= 1.0
+        assert row["score_ctx_attn"] == pytest.approx(expected, abs=1e-5)
+        assert n_user > len(user_cols) or not row["context"]
+
+
+def test_ctx_attn_needs_eager_attention(tok, table):
+    model = tiny_model(tok, layers=2)
+    model.set_attn_implementation("sdpa")
+    with pytest.raises(ValueError, match="eager"):
+        score_table(table, HFBackend(model, tok), scores=("ctx_attn",))
+
+
+def test_shared_plan_runs_each_pass_once(prior, cond, tok, table):
+    p, c = Counting(HFBackend(prior, tok)), Counting(HFBackend(cond, tok))
+    scored = score_table(table, p, scores=("color", "ifd", "ctx_loss", "ctx_attn", "embedding"), cond_llm=c)
+    n, n_ctx = table.height, int((table["context"] != "").sum())
+    # prior: with-context pass (shared by CoLoR, IFD, ctx_loss, attention, embeddings), no-context
+    # pass over the rows that have a context, response-alone pass. cond: one pass.
+    assert p.calls == [(n, ("attn_layer", "want_hidden")), (n_ctx, ()), (n, ())]
+    assert c.calls == [(n, ())]
+    assert scored["embedding"].list.len().to_list() == [prior.config.hidden_size] * n
+    assert [x.name for x in plan_passes(("color",))] == ["prior/full", "cond/full"]
+    assert [x.name for x in plan_passes(("ifd", "ctx_attn"), separate_probe=True)] == [
+        "prior/full",
+        "prior/alone",
+        "probe/full",
+    ]
+
+
+def test_unknown_score_and_missing_cond(prior, tok, table):
+    with pytest.raises(ValueError, match="unknown score"):
+        score_table(table, HFBackend(prior, tok), scores=("perplexity",))
+    with pytest.raises(ValueError, match="cond_llm"):
+        score_table(table, HFBackend(prior, tok), scores=("color",))
+
+
+def test_tag_context_dependent_by_value_and_quantile(table):
+    t = table.with_columns(pl.Series("score_ctx_loss", [0.5, None, -0.2, 0.1]))
+    by_value = [
+        meta_of(m).get("ctx_dependent")
+        for m in tag_context_dependent(t, "score_ctx_loss", threshold=0.1)["meta"]
+    ]
+    assert by_value == [True, None, False, True]
+    by_q = [
+        meta_of(m).get("ctx_dependent")
+        for m in tag_context_dependent(t, "score_ctx_loss", quantile=0.9)["meta"]
+    ]
+    assert by_q == [True, None, False, False]
+
+
+def test_color_k():
+    assert color_k(100, tau=7) == 14  # floor(N / tau)
+    assert color_k(100, fraction=0.1) == 10
+    assert color_k(5, k=10) == 5
+    with pytest.raises(ValueError):
+        color_k(100, tau=7, k=3)
+
+
+def _target():
+    return to_table([make_example(f"Say the number {i}.", f"The number is {i}.") for i in range(6)])
+
+
+def test_conditional_model_cached_by_fingerprint(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(model, tok, table, method, epochs, seed, opts):
+        calls.append((table.height, method, epochs, seed, opts))
+        with torch.no_grad():
+            model.lm_head.weight.add_(0.01)  # a visible change, no trainer needed
+        return model
+
+    monkeypatch.setattr(color_filter, "_train_conditional", fake_train)
+    first = build_conditional("tiny", _target(), tmp_path, seed=0)
+    again = build_conditional("tiny", _target().reverse(), tmp_path, seed=0)  # same set, other order
+    assert first == again and len(calls) == 1
+    other = build_conditional("tiny", _target(), tmp_path, seed=1)
+    assert other != first and len(calls) == 2
+    info = json.loads((first / "fingerprint.json").read_text())
+    assert info["method"] == "lora" and info["target_rows"] == 6
+    model, tok = load_model_and_tokenizer(str(first), device="cpu")
+    base = tiny_model(tiny_tokenizer())
+    assert torch.allclose(model.lm_head.weight, base.lm_head.weight + 0.01, atol=1e-6)
+    assert tok.chat_template  # scoring needs the template to survive the save
+
+
+def test_conditional_model_really_trains_on_target(tmp_path):
+    pytest.importorskip("pipelines.finetune.train")
+    from pipelines.finetune import train_model  # noqa: F401  (skip cleanly until the trainer lands)
+
+    target = _target()
+    path = build_conditional("tiny", target, tmp_path, epochs=1, learning_rate=5e-2, batch_size=2)
+    tok = tiny_tokenizer()
+    prior = HFBackend(tiny_model(tok), tok)
+    cond_model, cond_tok = load_model_and_tokenizer(str(path), device="cpu")
+    scored = score_table(target, prior, scores=("color",), cond_llm=HFBackend(cond_model, cond_tok))
+    # One epoch on exactly these rows lowers their loss: CoLoR scores are positive.
+    assert (scored["score_color"].to_numpy() > 0).all()
+    assert np.isfinite(scored["score_color"].to_numpy()).all()
