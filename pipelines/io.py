@@ -1,0 +1,555 @@
+"""Read instruction data from files into the example table, with every bad row accounted for.
+
+    from pipelines.io import read_examples, write_rejects
+    res = read_examples("data/target.jsonl")            # format detected from the fields
+    res.table, res.rejects, res.counts                   # counts: records = examples + rejects
+    write_rejects(res.rejects, "run/rejects-target.jsonl")
+
+    python -m pipelines.io PATH [--format alpaca] [--out table.parquet] [--rejects rejects.jsonl]
+
+Containers (from the path): ``.jsonl``/``.ndjson`` (one JSON object a line), ``.json`` (an array
+of objects, or JSON lines), ``.parquet`` (a file, or a folder of ``*.parquet``), a folder written
+by ``datasets.Dataset.save_to_disk``, ``.txt`` (one passage a line; passages only).
+
+Row formats (``fmt``; ``auto`` picks one per file from the fields of its first records):
+
+| fmt               | fields                                   | -> instruction / context / response |
+|-------------------|------------------------------------------|-------------------------------------|
+| example           | instruction, response [, context, source, meta] | as named (this project's own rows) |
+| alpaca            | instruction, output [, input]            | instruction / input / output        |
+| messages          | messages: [{role, content}, ...]          | last user turn / "" / final assistant turn |
+| prompt_completion | prompt, completion (strings or messages)  | prompt / "" / completion            |
+| qa                | question, answer [, context]             | question / context / answer         |
+
+Fields a format does not use go into ``meta`` (e.g. T0's ``task_type``), so nothing is lost.
+Plain passages for the generators (``.txt``, or records with a ``text`` field) are read with
+:func:`read_passages` instead.
+
+Bad input. Problems that make the whole file unusable raise :class:`InputError` (a
+``ValueError``) whose message names the file, the line and, where one is to blame, the field:
+a missing file, bytes that are not UTF-8, an empty file, a ``.json`` file that does not parse,
+a file where no line parses or no format fits. Problems with one row -- a required field
+missing, empty or of the wrong type, or one malformed line in a JSONL file -- do not stop the
+read: the row goes to ``rejects`` as ``{file, line, record, field, reason, raw}`` and is
+counted. A malformed JSONL line is a row-level reject (its neighbours are still good), and its
+reason carries the JSON parser's message and column. ``line`` is the 1-based line where the
+record starts (None for Parquet and HF datasets); ``record`` is its 1-based position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipelines.schema import CORE_COLUMNS, make_example, to_table, user_content
+from pipelines.shards import atomic_write_jsonl, atomic_write_parquet
+
+FORMATS = ("example", "alpaca", "messages", "prompt_completion", "qa")
+# Fields whose presence decides the format, in priority order (first match wins).
+_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("messages", ("messages",)),
+    ("prompt_completion", ("prompt", "completion")),
+    ("alpaca", ("instruction", "output")),
+    ("example", ("instruction", "response")),
+    ("qa", ("question", "answer")),
+)
+_DETECT_RECORDS = 100  # records looked at by format auto-detection
+_RAW_CHARS = 2000  # how much of a rejected record the rejects file keeps
+
+
+class InputError(ValueError):
+    """A problem that makes a whole input file unusable; the message names file, line and field."""
+
+    def __init__(self, file: Path | str, reason: str, line: int | None = None, field: str | None = None):
+        self.file, self.reason, self.line, self.field = str(file), reason, line, field
+        where = self.file + (f":{line}" if line is not None else "")
+        what = f" field {field!r}:" if field else ""
+        super().__init__(f"{where}:{what} {reason}")
+
+
+class RowError(ValueError):
+    """One record cannot become an example; becomes a reject (raised by the row mappers)."""
+
+    def __init__(self, field: str | None, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(reason)
+
+
+@dataclass
+class ReadResult:
+    """What a read produced. ``counts['records'] == counts['examples'] + counts['rejects']``."""
+
+    table: pl.DataFrame
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+    fmt: str = ""
+
+
+@dataclass
+class _Record:
+    value: Any  # the parsed record, or None when the line did not parse
+    line: int | None
+    record: int
+    raw: str | None = None  # the source text, kept for rejects
+    parse_error: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Containers: path -> records, with their line numbers
+
+
+def _read_text(path: Path) -> str:
+    """The file as text; fatal errors for a missing, non-UTF-8 or empty file."""
+    if not path.exists():
+        raise InputError(path, "file not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # tolerate a byte-order mark
+    except UnicodeDecodeError as e:
+        offset = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data.count(b"\n", 0, offset) + 1
+        raise InputError(
+            path, f"not valid UTF-8 (byte 0x{data[offset]:02x} at byte offset {offset}); re-encode the file as UTF-8",
+            line=line,
+        ) from None
+    if not text.strip():
+        raise InputError(path, "empty file: no records to read")
+    return text
+
+
+def _iter_jsonl(path: Path, text: str) -> Iterator[_Record]:
+    n = 0
+    # split("\n"), not splitlines(): JSON strings may hold U+2028, \x85 or \x0c, which
+    # splitlines() would treat as line ends and so cut records in two.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue  # blank lines are layout, not records
+        n += 1
+        try:
+            yield _Record(json.loads(line), lineno, n, raw=line)
+        except json.JSONDecodeError as e:
+            yield _Record(None, lineno, n, raw=line, parse_error=f"malformed JSON line: {e.msg} (column {e.colno})")
+
+
+def _iter_json_array(path: Path, text: str) -> Iterator[_Record]:
+    """Elements of a top-level JSON array, each with the line it starts on.
+
+    Decoded element by element (``raw_decode``) so a reject can name its line. A malformed
+    array cannot be re-synchronised, so it is fatal.
+    """
+    decoder = json.JSONDecoder()
+    ws = " \t\r\n"
+    pos = len(text) - len(text.lstrip(ws))
+    if text.startswith("{", pos):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+        # {"data": [...]} / {"train": [...]}: one list of records under a single key.
+        lists = [k for k, v in obj.items() if isinstance(v, list)] if isinstance(obj, dict) else []
+        if len(lists) == 1 and not any(k in obj for _, sig in _SIGNATURES for k in sig):
+            for i, value in enumerate(obj[lists[0]], start=1):
+                yield _Record(value, None, i)
+            return
+        yield _Record(obj, 1 + text.count("\n", 0, pos), 1)
+        return
+    if not text.startswith("[", pos):
+        raise InputError(path, "malformed JSON: expected an array '[...]' of records", line=1 + text.count("\n", 0, pos))
+    pos += 1
+    n = 0
+    while True:
+        while pos < len(text) and text[pos] in ws:
+            pos += 1
+        if text.startswith("]", pos):
+            return
+        if n and not text.startswith(",", pos):
+            raise InputError(path, "malformed JSON: expected ',' or ']' between records", line=1 + text.count("\n", 0, pos))
+        if n:
+            pos += 1
+            while pos < len(text) and text[pos] in ws:
+                pos += 1
+        line = 1 + text.count("\n", 0, pos)
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+        n += 1
+        yield _Record(value, line, n, raw=text[pos:end])
+        pos = end
+
+
+def _looks_like_hf_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def _iter_hf(path: Path, split: str | None) -> Iterator[_Record]:
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(str(path))
+    if isinstance(ds, DatasetDict):
+        names = list(ds)
+        chosen = split or ("train" if "train" in names else names[0] if len(names) == 1 else None)
+        if chosen not in ds:
+            raise InputError(path, f"dataset has splits {names}; choose one with split=...")
+        ds = ds[chosen]
+    for i, row in enumerate(ds, start=1):
+        yield _Record(row, None, i)
+
+
+def _iter_parquet(path: Path) -> Iterator[_Record]:
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise InputError(path, "no *.parquet files in this folder")
+    n = 0
+    for f in files:
+        try:
+            table = pl.read_parquet(f)
+        except Exception as e:  # polars raises several types for corrupt files
+            raise InputError(f, f"not a readable Parquet file: {e}") from None
+        for row in table.iter_rows(named=True):
+            n += 1
+            yield _Record(row, None, n)
+
+
+def iter_records(path: Path | str, split: str | None = None) -> Iterator[_Record]:
+    """Records of any supported container, in file order (raises InputError for fatal problems)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if _looks_like_hf_dataset(path):
+        yield from _iter_hf(path, split)
+    elif path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
+        yield from _iter_parquet(path)
+    elif path.is_dir():
+        raise InputError(path, "a folder that is neither a saved HF dataset nor a folder of Parquet files")
+    else:
+        text = _read_text(path)
+        first = text.lstrip(" \t\r\n\ufeff")[:1]
+        if path.suffix in (".jsonl", ".ndjson"):
+            yield from _iter_jsonl(path, text)
+        elif path.suffix == ".json" and first == "[":
+            yield from _iter_json_array(path, text)
+        elif path.suffix == ".json":
+            # One object per line is common under a .json name; a single pretty-printed object is not.
+            records = list(_iter_jsonl(path, text))
+            if sum(r.parse_error is None for r in records) > len(records) // 2:
+                yield from records
+            else:
+                yield from _iter_json_array(path, text)
+        elif path.suffix == ".txt":
+            raise InputError(path, "plain text holds passages, not examples: use read_passages()")
+        else:
+            raise InputError(path, f"unknown file type {path.suffix!r}: use .jsonl, .json, .parquet or a saved HF dataset")
+
+
+# ---------------------------------------------------------------------------------------------
+# Row formats: record -> example
+
+
+def detect_format(record: Mapping[str, Any]) -> str | None:
+    """The format a record's fields match, or None."""
+    for fmt, needed in _SIGNATURES:
+        if all(k in record for k in needed):
+            return fmt
+    return None
+
+
+def _string(record: Mapping[str, Any], key: str, required: bool = True) -> str:
+    if key not in record or record[key] is None:
+        if required:
+            raise RowError(key, "missing required field")
+        return ""
+    value = record[key]
+    if not isinstance(value, str):
+        raise RowError(key, f"must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise RowError(key, "empty")
+    return value
+
+
+def _extra(record: Mapping[str, Any], used: tuple[str, ...]) -> dict[str, Any]:
+    """Unused fields, JSON-safe, for meta (nulls carry nothing: Parquet fills absent keys with them)."""
+    return {k: _json_safe(v) for k, v in record.items() if k not in used and v is not None}
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def _messages(value: Any, key: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise RowError(key, f"must be a non-empty list of {{role, content}} messages, got {type(value).__name__}")
+    for i, m in enumerate(value):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise RowError(key, f"message {i} must have string 'role' and 'content'")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _from_messages(messages: list[dict[str, str]], key: str) -> tuple[str, str, dict[str, Any]]:
+    """(instruction, response, meta) from a conversation ending with the assistant's answer."""
+    if messages[-1]["role"] != "assistant":
+        raise RowError(key, f"last message must be the assistant's answer, got role {messages[-1]['role']!r}")
+    users = [i for i, m in enumerate(messages[:-1]) if m["role"] == "user"]
+    if not users:
+        raise RowError(key, "no user message before the assistant's answer")
+    last_user = users[-1]
+    meta: dict[str, Any] = {}
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    if system:
+        meta["system"] = system[0]
+    history = [m for m in messages[:last_user] if m["role"] != "system"]
+    if history:
+        meta["history"] = history  # earlier turns: kept, not scored
+    response = messages[-1]["content"]
+    for name, text in (("instruction", messages[last_user]["content"]), ("response", response)):
+        if not text.strip():
+            raise RowError(key, f"{name} turn is empty")
+    return messages[last_user]["content"], response, meta
+
+
+def to_example(record: Any, fmt: str, source: str) -> dict[str, str]:
+    """One record -> one example row; raises RowError naming the field at fault."""
+    if not isinstance(record, Mapping):
+        raise RowError(None, f"record must be a JSON object, got {type(record).__name__}")
+    if fmt == "example":
+        meta = record.get("meta")
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta) if meta else {}
+            except json.JSONDecodeError as e:
+                raise RowError("meta", f"not a JSON object string: {e.msg}") from None
+        if meta is not None and not isinstance(meta, Mapping):
+            raise RowError("meta", f"must be an object, got {type(meta).__name__}")
+        used = ("id", "instruction", "context", "response", "source", "meta", "messages")
+        meta = {**_extra(record, used), **(meta or {})}
+        return make_example(
+            _string(record, "instruction"), _string(record, "response"), _string(record, "context", False),
+            source=_string(record, "source", False) or source, meta=meta,
+        )
+    if fmt == "alpaca":
+        used = ("instruction", "input", "output")
+        return make_example(
+            _string(record, "instruction"), _string(record, "output"), _string(record, "input", False),
+            source=source, meta=_extra(record, used),
+        )
+    if fmt == "qa":
+        used = ("question", "answer", "context")
+        return make_example(
+            _string(record, "question"), _string(record, "answer"), _string(record, "context", False),
+            source=source, meta=_extra(record, used),
+        )
+    if fmt == "messages":
+        instruction, response, meta = _from_messages(_messages(record.get("messages"), "messages"), "messages")
+        return make_example(instruction, response, source=source, meta={**_extra(record, ("messages",)), **meta})
+    if fmt == "prompt_completion":
+        prompt, completion = record.get("prompt"), record.get("completion")
+        extra = _extra(record, ("prompt", "completion"))
+        if isinstance(prompt, list) or isinstance(completion, list):  # TRL's conversational form
+            msgs = _messages(prompt, "prompt") + _messages(completion, "completion")
+            instruction, response, meta = _from_messages(msgs, "completion")
+            return make_example(instruction, response, source=source, meta={**extra, **meta})
+        return make_example(_string(record, "prompt"), _string(record, "completion"), source=source, meta=extra)
+    raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)} or auto")
+
+
+def _decide_format(path: Path, records: list[_Record], fmt: str) -> str:
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)} or auto")
+        return fmt
+    parsed = [r for r in records[:_DETECT_RECORDS] if isinstance(r.value, Mapping)]
+    if not parsed:
+        bad = next((r for r in records if r.parse_error), None)
+        if bad is not None:
+            raise InputError(path, f"no record parses, so the format cannot be decided; first error: {bad.parse_error}", line=bad.line)
+        first = records[0]
+        raise InputError(path, f"records must be JSON objects, got {type(first.value).__name__}", line=first.line)
+    votes = Counter(detect_format(r.value) for r in parsed)
+    votes.pop(None, None)
+    if not votes:
+        fields = sorted(parsed[0].value)
+        if "text" in parsed[0].value:
+            raise InputError(path, f"records have a 'text' field but no instruction/response: passages, use read_passages() (fields: {fields})", line=parsed[0].line)
+        known = "; ".join(f"{f}: {', '.join(sig)}" for f, sig in _SIGNATURES)
+        raise InputError(path, f"cannot tell the format from the fields {fields}; expected one of ({known}) or pass fmt=", line=parsed[0].line)
+    return votes.most_common(1)[0][0]
+
+
+def _reject(path: Path, rec: _Record, field_name: str | None, reason: str) -> dict[str, Any]:
+    raw = rec.raw if rec.raw is not None else json.dumps(_json_safe(rec.value), ensure_ascii=False, default=str)
+    return {"file": str(path), "line": rec.line, "record": rec.record, "field": field_name, "reason": reason, "raw": raw[:_RAW_CHARS]}
+
+
+def read_examples(path: Path | str, fmt: str = "auto", split: str | None = None, source: str | None = None) -> ReadResult:
+    """Read ``path`` into the example table; bad rows go to ``rejects`` (see the module docstring).
+
+    ``fmt``: one of FORMATS or "auto"; ``split``: which split of a saved DatasetDict;
+    ``source``: the value of the ``source`` column (default: the path as given).
+    """
+    path = Path(path)
+    records = list(iter_records(path, split))
+    if not records:
+        raise InputError(path, "empty: no records to read")
+    fmt = _decide_format(path, records, fmt)
+    source = source if source is not None else str(path)
+    rows, rejects = [], []
+    for rec in records:
+        if rec.parse_error:
+            rejects.append(_reject(path, rec, None, rec.parse_error))
+            continue
+        try:
+            rows.append(to_example(rec.value, fmt, source))
+        except RowError as e:
+            rejects.append(_reject(path, rec, e.field, e.reason))
+    counts = {
+        "records": len(records),
+        "examples": len(rows),
+        "rejects": len(rejects),
+        "rejects_by_reason": dict(Counter(f"{r['field']}: {r['reason']}" if r["field"] else r["reason"] for r in rejects)),
+    }
+    return ReadResult(to_table(rows), rejects, counts, fmt)
+
+
+def write_rejects(rejects: list[dict[str, Any]], path: Path | str) -> Path:
+    """Write rejects as JSONL atomically (an empty list still writes an empty file, so a run shows 0)."""
+    path = Path(path)
+    atomic_write_jsonl(rejects, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Passages for the generators
+
+
+def read_passages(path: Path | str, text_field: str = "text", min_chars: int = 1) -> ReadResult:
+    """Passages as a table (``text_id``, ``text``, ``source``, ``meta``) with rejects and counts.
+
+    ``.txt``: one passage a line (blank lines skipped). JSONL/JSON/Parquet/HF: ``text_field`` of
+    each record (other fields go to ``meta``). ``text_id`` is ``<file name>:<record>``, stable.
+    Passages shorter than ``min_chars`` after stripping are rejected, not dropped.
+    """
+    path = Path(path)
+    if path.suffix == ".txt":
+        text = _read_text(path)
+        records = [_Record(line, i, 0, raw=line) for i, line in enumerate(text.split("\n"), 1) if line.strip()]
+        for n, rec in enumerate(records, 1):
+            rec.record = n
+    else:
+        records = list(iter_records(path))
+    if not records:
+        raise InputError(path, "empty: no passages to read")
+    if all(r.parse_error for r in records):
+        raise InputError(path, f"no record parses; first error: {records[0].parse_error}", line=records[0].line)
+    rows, rejects = [], []
+    for rec in records:
+        try:
+            if rec.parse_error:
+                raise RowError(None, rec.parse_error)
+            if isinstance(rec.value, str):
+                passage, meta = rec.value, {}
+            elif isinstance(rec.value, Mapping):
+                passage, meta = _string(rec.value, text_field), _extra(rec.value, (text_field,))
+            else:
+                raise RowError(None, f"record must be a JSON object, got {type(rec.value).__name__}")
+            if len(passage.strip()) < min_chars:
+                raise RowError(text_field, f"shorter than {min_chars} characters")
+        except RowError as e:
+            rejects.append(_reject(path, rec, e.field, e.reason))
+            continue
+        rows.append({
+            "text_id": f"{path.name}:{rec.record}",
+            "text": passage.strip(),
+            "source": str(path),
+            "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False),
+        })
+    schema = {"text_id": pl.Utf8, "text": pl.Utf8, "source": pl.Utf8, "meta": pl.Utf8}
+    table = pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+    counts = {"records": len(records), "passages": len(rows), "rejects": len(rejects)}
+    return ReadResult(table, rejects, counts, "text")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers (for exchange with other tools; the pipeline's own shards use pipelines.shards)
+
+
+def to_records(table: pl.DataFrame, fmt: str) -> list[dict[str, Any]]:
+    """Example rows as records of ``fmt``.
+
+    Other formats carry the meta keys as extra fields (read back into meta), so alpaca and qa
+    round-trip whole; ``messages`` and ``prompt_completion`` fold the context into the user turn
+    (schema.user_content), so reading them back gives context "" and a different id.
+    """
+    out = []
+    for row in table.select(CORE_COLUMNS).iter_rows(named=True):
+        i, c, r = row["instruction"], row["context"], row["response"]
+        meta = json.loads(row["meta"] or "{}")
+        if fmt == "example":
+            out.append({**row, "meta": meta})
+            continue
+        if fmt == "alpaca":
+            rec = {"instruction": i, "input": c, "output": r}
+        elif fmt == "qa":
+            rec = {"question": i, "context": c, "answer": r}
+        elif fmt == "messages":
+            rec = {"messages": [{"role": "user", "content": user_content(i, c)}, {"role": "assistant", "content": r}]}
+        elif fmt == "prompt_completion":
+            rec = {"prompt": user_content(i, c), "completion": r}
+        else:
+            raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        out.append({**{k: v for k, v in meta.items() if k not in rec}, **rec})
+    return out
+
+
+def write_examples(table: pl.DataFrame, path: Path | str, fmt: str = "example") -> Path:
+    """Write an example table atomically as ``.jsonl``, ``.json`` (array), ``.parquet``, or a saved
+    HF dataset (any other path: a folder)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        atomic_write_parquet(pl.DataFrame(to_records(table, fmt)) if fmt != "example" else table.select(CORE_COLUMNS), path)
+    elif path.suffix == ".jsonl":
+        atomic_write_jsonl(to_records(table, fmt), path)
+    elif path.suffix == ".json":
+        from pipelines.shards import atomic_write_text
+
+        atomic_write_text(path, json.dumps(to_records(table, fmt), ensure_ascii=False, indent=1) + "\n")
+    else:
+        from datasets import Dataset
+
+        records = to_records(table, fmt) if fmt != "example" else table.select(CORE_COLUMNS).to_dicts()
+        Dataset.from_list(records).save_to_disk(str(path))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Read a dataset file into the example schema and report counts.")
+    ap.add_argument("path", help="JSONL, JSON, Parquet, or a saved HF dataset folder")
+    ap.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="row format (default: detect)")
+    ap.add_argument("--split", default=None, help="split of a saved DatasetDict")
+    ap.add_argument("--out", default=None, help="write the examples here (.parquet or .jsonl)")
+    ap.add_argument("--rejects", default=None, help="write the rejects here (JSONL)")
+    args = ap.parse_args(argv)
+    try:
+        res = read_examples(args.path, args.format, split=args.split)
+    except InputError as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.out:
+        write_examples(res.table, args.out)
+    if args.rejects:
+        write_rejects(res.rejects, args.rejects)
+    print(json.dumps({"format": res.fmt, **res.counts}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

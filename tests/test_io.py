@@ -1,0 +1,203 @@
+"""Readers: bad input (fatal errors name file/line/field, row problems become counted rejects)
+and a round trip through every format on real files from ../shared/datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipelines.io import InputError, read_examples, read_passages, write_examples, write_rejects
+from pipelines.schema import user_content
+from pipelines.shards import read_rejects
+
+GOOD = {"instruction": "Name a colour.", "response": "Blue."}
+
+
+def _jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _counts_add_up(res) -> None:
+    assert res.counts["records"] == res.counts["examples"] + res.counts["rejects"] == res.table.height + len(res.rejects)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_malformed_jsonl_line_is_a_reject_naming_file_and_line(tmp_path):
+    path = _jsonl(tmp_path / "in.jsonl", [json.dumps(GOOD), '{"instruction": "Hi", "response": ', json.dumps(GOOD)])
+    res = read_examples(path)
+    assert res.table.height == 2
+    _counts_add_up(res)
+    (rej,) = res.rejects
+    assert rej["file"] == str(path) and rej["line"] == 2 and rej["record"] == 2
+    assert rej["reason"].startswith("malformed JSON line") and "column" in rej["reason"]
+    # The rejects file carries the same facts.
+    write_rejects(res.rejects, tmp_path / "rejects" / "rejects-00000.jsonl")
+    (on_disk,) = read_rejects(tmp_path / "rejects")
+    assert on_disk["line"] == 2 and on_disk["file"] == str(path) and '"response": ' in on_disk["raw"]
+
+
+def test_jsonl_where_no_line_parses_is_fatal_with_file_and_line(tmp_path):
+    path = _jsonl(tmp_path / "bad.jsonl", ["", "not json at all", "{oops"])
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: no record parses.*malformed JSON line"):
+        read_examples(path)
+
+
+def test_missing_required_field_and_wrong_type_are_rejects_naming_the_field(tmp_path):
+    rows = [GOOD, {"instruction": "No answer here."}, {"instruction": 7, "response": "x"}, {**GOOD, "response": "  "}]
+    path = _jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in rows])
+    res = read_examples(path)
+    _counts_add_up(res)
+    assert res.table.height == 1
+    got = [(r["line"], r["field"], r["reason"]) for r in res.rejects]
+    assert got == [
+        (2, "response", "missing required field"),
+        (3, "instruction", "must be a string, got int"),
+        (4, "response", "empty"),
+    ]
+    assert res.counts["rejects_by_reason"]["response: missing required field"] == 1
+
+
+def test_non_utf8_file_is_fatal_naming_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + '{"instruction": "caf\u00e9", "response": "x"}'.encode("latin-1") + b"\n")
+    with pytest.raises(InputError) as err:
+        read_examples(path)
+    assert str(err.value).startswith(f"{path}:2:") and "not valid UTF-8" in str(err.value)
+    assert err.value.line == 2
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_empty_file_is_fatal(tmp_path, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match=r"empty\.jsonl: empty file"):
+        read_examples(path)
+
+
+def test_missing_file_and_malformed_json_array_are_fatal(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.json: file not found"):
+        read_examples(tmp_path / "nope.json")
+    path = tmp_path / "broken.json"
+    path.write_text('[\n {"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}\n]\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"broken\.json:3: malformed JSON: Expecting ',' delimiter"):
+        read_examples(path)
+
+
+def test_undecidable_format_names_the_fields(tmp_path):
+    path = _jsonl(tmp_path / "odd.jsonl", [json.dumps({"q": "a", "a": "b"})])
+    with pytest.raises(InputError, match=r"odd\.jsonl:1: cannot tell the format from the fields \['a', 'q'\]"):
+        read_examples(path)
+
+
+def test_json_string_with_line_separator_is_not_split(tmp_path):
+    # U+2028 inside a JSON string is valid JSON; str.splitlines() would cut the record in two.
+    path = _jsonl(tmp_path / "ls.jsonl", [json.dumps({"instruction": "a\u2028b\x0cc", "response": "ok"}, ensure_ascii=False)])
+    res = read_examples(path)
+    assert res.rejects == [] and res.table["instruction"][0] == "a\u2028b\x0cc"
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+
+def test_auto_detection_and_override(tmp_path):
+    cases = {
+        "alpaca": {"instruction": "i", "input": "c", "output": "r"},
+        "example": {"instruction": "i", "context": "c", "response": "r"},
+        "qa": {"question": "i", "context": "c", "answer": "r"},
+        "prompt_completion": {"prompt": "i", "completion": "r"},
+        "messages": {"messages": [{"role": "user", "content": "i"}, {"role": "assistant", "content": "r"}]},
+    }
+    for fmt, rec in cases.items():
+        res = read_examples(_jsonl(tmp_path / f"{fmt}.jsonl", [json.dumps(rec)]))
+        assert res.fmt == fmt and res.table["instruction"][0] == "i" and res.table["response"][0] == "r"
+    # An explicit format wins over detection: alpaca rows read as qa are all rejected, by field.
+    res = read_examples(tmp_path / "alpaca.jsonl", fmt="qa")
+    assert res.table.height == 0 and res.rejects[0]["field"] == "question"
+
+
+def test_messages_keep_system_and_history_and_reject_unanswered(tmp_path):
+    conv = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+    ]
+    trl = {"prompt": [{"role": "user", "content": "2+2?"}], "completion": [{"role": "assistant", "content": "4"}]}
+    path = _jsonl(tmp_path / "m.jsonl", [json.dumps({"messages": conv}), json.dumps({"messages": conv[:4]})])
+    res = read_examples(path)
+    row = res.table.row(0, named=True)
+    meta = json.loads(row["meta"])
+    assert (row["instruction"], row["response"]) == ("Capital of France?", "Paris.")
+    assert meta["system"] == "Be brief." and [m["content"] for m in meta["history"]] == ["Hi", "Hello."]
+    assert res.rejects[0]["field"] == "messages" and "last message must be the assistant" in res.rejects[0]["reason"]
+    res = read_examples(_jsonl(tmp_path / "trl.jsonl", [json.dumps(trl)]))
+    assert (res.fmt, res.table["instruction"][0], res.table["response"][0]) == ("prompt_completion", "2+2?", "4")
+
+
+def _same_rows(a: pl.DataFrame, b: pl.DataFrame, columns=("id", "instruction", "context", "response", "meta")) -> None:
+    assert a.height == b.height > 0
+    assert a.select(columns).equals(b.select(columns))
+
+
+def test_round_trip_alpaca(shared_datasets, tmp_path):
+    res = read_examples(shared_datasets / "instruct_general" / "alpaca_en_demo.json")
+    assert res.fmt == "alpaca" and res.counts == {**res.counts, "records": 999, "examples": 999, "rejects": 0}
+    assert (res.table["context"] != "").sum() == 412  # the README's count of rows with an input
+    for name in ("back.json", "back.jsonl"):
+        back = read_examples(write_examples(res.table, tmp_path / name, fmt="alpaca"))
+        assert back.fmt == "alpaca"
+        _same_rows(res.table, back.table)
+
+
+def test_round_trip_prompt_completion_t0_parts(shared_datasets, tmp_path):
+    parts = sorted((shared_datasets / "instruct_general").glob("t0_selected_combined.part0*.jsonl"))
+    assert len(parts) == 3
+    results = [read_examples(p) for p in parts]
+    for res in results:
+        assert res.fmt == "prompt_completion"
+        _counts_add_up(res)
+        # Empty completions are rejected by name, never dropped silently.
+        assert all(r["field"] == "completion" and r["reason"] == "empty" for r in res.rejects)
+    table = pl.concat([r.table for r in results])
+    assert table.height + sum(len(r.rejects) for r in results) == 6691
+    assert {"task_type", "source_dataset", "template"} <= set(json.loads(table["meta"][0]))
+    back = read_examples(write_examples(table, tmp_path / "pc.jsonl", fmt="prompt_completion"))
+    _same_rows(table, back.table, ("id", "instruction", "context", "response", "meta"))
+
+
+def test_round_trip_context_qa_through_every_container(shared_datasets, tmp_path):
+    res = read_examples(shared_datasets / "context_qa" / "pubmedqa_flat.jsonl")
+    assert res.fmt == "qa" and res.table.height == 1000 and not res.rejects
+    table = res.table.head(50)
+    assert (table["context"] != "").all()
+    assert json.loads(table["meta"][0])["pmid"]  # unused fields kept in meta
+    for name, fmt in (("qa.jsonl", "qa"), ("ex.jsonl", "example"), ("ex.parquet", "example"), ("hf_ds", "example"), ("a.json", "alpaca")):
+        back = read_examples(write_examples(table, tmp_path / name, fmt=fmt))
+        _same_rows(table, back.table)
+    # Native rows keep their own source; HF and Parquet read back the exact table.
+    assert read_examples(tmp_path / "hf_ds").table.equals(table)
+    assert read_examples(tmp_path / "ex.parquet").table.equals(table)
+    # Chat forms fold the context into the user turn.
+    for name, fmt in (("m.jsonl", "messages"), ("pc.parquet", "prompt_completion")):
+        back = read_examples(write_examples(table, tmp_path / name, fmt=fmt)).table
+        assert back["instruction"].to_list() == [user_content(i, c) for i, c in zip(table["instruction"], table["context"], strict=True)]
+        assert back["response"].to_list() == table["response"].to_list() and (back["context"] == "").all()
+
+
+def test_read_passages_text_and_jsonl(shared_datasets, tmp_path):
+    wiki = read_passages(shared_datasets / "domain_text" / "wiki_demo.txt")
+    assert wiki.table.height == 30 and wiki.table["text_id"][0] == "wiki_demo.txt:1"
+    c4 = read_passages(shared_datasets / "domain_text" / "c4_demo.jsonl")
+    assert c4.table.height == 300 and not c4.rejects
+    path = _jsonl(tmp_path / "p.jsonl", [json.dumps({"text": "A passage."}), json.dumps({"body": "x"}), "{"])
+    res = read_passages(path)
+    assert res.table.height == 1 and [(r["line"], r["field"]) for r in res.rejects] == [(2, "text"), (3, None)]
+    with pytest.raises(InputError, match="use read_passages"):
+        read_examples(shared_datasets / "domain_text" / "c4_demo.jsonl")
