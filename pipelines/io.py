@@ -116,7 +116,8 @@ def _read_text(path: Path) -> str:
         offset = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
         line = data.count(b"\n", 0, offset) + 1
         raise InputError(
-            path, f"not valid UTF-8 (byte 0x{data[offset]:02x} at byte offset {offset}); re-encode the file as UTF-8",
+            path,
+            f"not valid UTF-8 (byte 0x{data[offset]:02x} at byte offset {offset}); re-encode the file as UTF-8",
             line=line,
         ) from None
     if not text.strip():
@@ -136,7 +137,9 @@ def _iter_jsonl(path: Path, text: str) -> Iterator[_Record]:
         try:
             yield _Record(json.loads(line), lineno, n, raw=line)
         except json.JSONDecodeError as e:
-            yield _Record(None, lineno, n, raw=line, parse_error=f"malformed JSON line: {e.msg} (column {e.colno})")
+            yield _Record(
+                None, lineno, n, raw=line, parse_error=f"malformed JSON line: {e.msg} (column {e.colno})"
+            )
 
 
 def _iter_json_array(path: Path, text: str) -> Iterator[_Record]:
@@ -162,7 +165,9 @@ def _iter_json_array(path: Path, text: str) -> Iterator[_Record]:
         yield _Record(obj, 1 + text.count("\n", 0, pos), 1)
         return
     if not text.startswith("[", pos):
-        raise InputError(path, "malformed JSON: expected an array '[...]' of records", line=1 + text.count("\n", 0, pos))
+        raise InputError(
+            path, "malformed JSON: expected an array '[...]' of records", line=1 + text.count("\n", 0, pos)
+        )
     pos += 1
     n = 0
     while True:
@@ -171,7 +176,9 @@ def _iter_json_array(path: Path, text: str) -> Iterator[_Record]:
         if text.startswith("]", pos):
             return
         if n and not text.startswith(",", pos):
-            raise InputError(path, "malformed JSON: expected ',' or ']' between records", line=1 + text.count("\n", 0, pos))
+            raise InputError(
+                path, "malformed JSON: expected ',' or ']' between records", line=1 + text.count("\n", 0, pos)
+            )
         if n:
             pos += 1
             while pos < len(text) and text[pos] in ws:
@@ -187,7 +194,9 @@ def _iter_json_array(path: Path, text: str) -> Iterator[_Record]:
 
 
 def _looks_like_hf_dataset(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+    return path.is_dir() and any(
+        (path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")
+    )
 
 
 def _iter_hf(path: Path, split: str | None) -> Iterator[_Record]:
@@ -247,7 +256,9 @@ def iter_records(path: Path | str, split: str | None = None) -> Iterator[_Record
         elif path.suffix == ".txt":
             raise InputError(path, "plain text holds passages, not examples: use read_passages()")
         else:
-            raise InputError(path, f"unknown file type {path.suffix!r}: use .jsonl, .json, .parquet or a saved HF dataset")
+            raise InputError(
+                path, f"unknown file type {path.suffix!r}: use .jsonl, .json, .parquet or a saved HF dataset"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,9 +301,15 @@ def _json_safe(value: Any) -> Any:
 
 def _messages(value: Any, key: str) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
-        raise RowError(key, f"must be a non-empty list of {{role, content}} messages, got {type(value).__name__}")
+        raise RowError(
+            key, f"must be a non-empty list of {{role, content}} messages, got {type(value).__name__}"
+        )
     for i, m in enumerate(value):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, Mapping)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
             raise RowError(key, f"message {i} must have string 'role' and 'content'")
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
@@ -335,24 +352,37 @@ def to_example(record: Any, fmt: str, source: str) -> dict[str, str]:
         used = ("id", "instruction", "context", "response", "source", "meta", "messages")
         meta = {**_extra(record, used), **(meta or {})}
         return make_example(
-            _string(record, "instruction"), _string(record, "response"), _string(record, "context", False),
-            source=_string(record, "source", False) or source, meta=meta,
+            _string(record, "instruction"),
+            _string(record, "response"),
+            _string(record, "context", False),
+            source=_string(record, "source", False) or source,
+            meta=meta,
         )
     if fmt == "alpaca":
         used = ("instruction", "input", "output")
         return make_example(
-            _string(record, "instruction"), _string(record, "output"), _string(record, "input", False),
-            source=source, meta=_extra(record, used),
+            _string(record, "instruction"),
+            _string(record, "output"),
+            _string(record, "input", False),
+            source=source,
+            meta=_extra(record, used),
         )
     if fmt == "qa":
         used = ("question", "answer", "context")
         return make_example(
-            _string(record, "question"), _string(record, "answer"), _string(record, "context", False),
-            source=source, meta=_extra(record, used),
+            _string(record, "question"),
+            _string(record, "answer"),
+            _string(record, "context", False),
+            source=source,
+            meta=_extra(record, used),
         )
     if fmt == "messages":
-        instruction, response, meta = _from_messages(_messages(record.get("messages"), "messages"), "messages")
-        return make_example(instruction, response, source=source, meta={**_extra(record, ("messages",)), **meta})
+        instruction, response, meta = _from_messages(
+            _messages(record.get("messages"), "messages"), "messages"
+        )
+        return make_example(
+            instruction, response, source=source, meta={**_extra(record, ("messages",)), **meta}
+        )
     if fmt == "prompt_completion":
         prompt, completion = record.get("prompt"), record.get("completion")
         extra = _extra(record, ("prompt", "completion"))
@@ -360,7 +390,9 @@ def to_example(record: Any, fmt: str, source: str) -> dict[str, str]:
             msgs = _messages(prompt, "prompt") + _messages(completion, "completion")
             instruction, response, meta = _from_messages(msgs, "completion")
             return make_example(instruction, response, source=source, meta={**extra, **meta})
-        return make_example(_string(record, "prompt"), _string(record, "completion"), source=source, meta=extra)
+        return make_example(
+            _string(record, "prompt"), _string(record, "completion"), source=source, meta=extra
+        )
     raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)} or auto")
 
 
@@ -373,26 +405,51 @@ def _decide_format(path: Path, records: list[_Record], fmt: str) -> str:
     if not parsed:
         bad = next((r for r in records if r.parse_error), None)
         if bad is not None:
-            raise InputError(path, f"no record parses, so the format cannot be decided; first error: {bad.parse_error}", line=bad.line)
+            raise InputError(
+                path,
+                f"no record parses, so the format cannot be decided; first error: {bad.parse_error}",
+                line=bad.line,
+            )
         first = records[0]
-        raise InputError(path, f"records must be JSON objects, got {type(first.value).__name__}", line=first.line)
+        raise InputError(
+            path, f"records must be JSON objects, got {type(first.value).__name__}", line=first.line
+        )
     votes = Counter(detect_format(r.value) for r in parsed)
     votes.pop(None, None)
     if not votes:
         fields = sorted(parsed[0].value)
         if "text" in parsed[0].value:
-            raise InputError(path, f"records have a 'text' field but no instruction/response: passages, use read_passages() (fields: {fields})", line=parsed[0].line)
+            raise InputError(
+                path,
+                f"records have a 'text' field but no instruction/response: passages, use read_passages() (fields: {fields})",
+                line=parsed[0].line,
+            )
         known = "; ".join(f"{f}: {', '.join(sig)}" for f, sig in _SIGNATURES)
-        raise InputError(path, f"cannot tell the format from the fields {fields}; expected one of ({known}) or pass fmt=", line=parsed[0].line)
+        raise InputError(
+            path,
+            f"cannot tell the format from the fields {fields}; expected one of ({known}) or pass fmt=",
+            line=parsed[0].line,
+        )
     return votes.most_common(1)[0][0]
 
 
 def _reject(path: Path, rec: _Record, field_name: str | None, reason: str) -> dict[str, Any]:
-    raw = rec.raw if rec.raw is not None else json.dumps(_json_safe(rec.value), ensure_ascii=False, default=str)
-    return {"file": str(path), "line": rec.line, "record": rec.record, "field": field_name, "reason": reason, "raw": raw[:_RAW_CHARS]}
+    raw = (
+        rec.raw if rec.raw is not None else json.dumps(_json_safe(rec.value), ensure_ascii=False, default=str)
+    )
+    return {
+        "file": str(path),
+        "line": rec.line,
+        "record": rec.record,
+        "field": field_name,
+        "reason": reason,
+        "raw": raw[:_RAW_CHARS],
+    }
 
 
-def read_examples(path: Path | str, fmt: str = "auto", split: str | None = None, source: str | None = None) -> ReadResult:
+def read_examples(
+    path: Path | str, fmt: str = "auto", split: str | None = None, source: str | None = None
+) -> ReadResult:
     """Read ``path`` into the example table; bad rows go to ``rejects`` (see the module docstring).
 
     ``fmt``: one of FORMATS or "auto"; ``split``: which split of a saved DatasetDict;
@@ -417,7 +474,9 @@ def read_examples(path: Path | str, fmt: str = "auto", split: str | None = None,
         "records": len(records),
         "examples": len(rows),
         "rejects": len(rejects),
-        "rejects_by_reason": dict(Counter(f"{r['field']}: {r['reason']}" if r["field"] else r["reason"] for r in rejects)),
+        "rejects_by_reason": dict(
+            Counter(f"{r['field']}: {r['reason']}" if r["field"] else r["reason"] for r in rejects)
+        ),
     }
     return ReadResult(to_table(rows), rejects, counts, fmt)
 
@@ -443,7 +502,9 @@ def read_passages(path: Path | str, text_field: str = "text", min_chars: int = 1
     path = Path(path)
     if path.suffix == ".txt":
         text = _read_text(path)
-        records = [_Record(line, i, 0, raw=line) for i, line in enumerate(text.split("\n"), 1) if line.strip()]
+        records = [
+            _Record(line, i, 0, raw=line) for i, line in enumerate(text.split("\n"), 1) if line.strip()
+        ]
         for n, rec in enumerate(records, 1):
             rec.record = n
     else:
@@ -451,7 +512,9 @@ def read_passages(path: Path | str, text_field: str = "text", min_chars: int = 1
     if not records:
         raise InputError(path, "empty: no passages to read")
     if all(r.parse_error for r in records):
-        raise InputError(path, f"no record parses; first error: {records[0].parse_error}", line=records[0].line)
+        raise InputError(
+            path, f"no record parses; first error: {records[0].parse_error}", line=records[0].line
+        )
     rows, rejects = [], []
     for rec in records:
         try:
@@ -468,12 +531,14 @@ def read_passages(path: Path | str, text_field: str = "text", min_chars: int = 1
         except RowError as e:
             rejects.append(_reject(path, rec, e.field, e.reason))
             continue
-        rows.append({
-            "text_id": f"{path.name}:{rec.record}",
-            "text": passage.strip(),
-            "source": str(path),
-            "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False),
-        })
+        rows.append(
+            {
+                "text_id": f"{path.name}:{rec.record}",
+                "text": passage.strip(),
+                "source": str(path),
+                "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False),
+            }
+        )
     schema = {"text_id": pl.Utf8, "text": pl.Utf8, "source": pl.Utf8, "meta": pl.Utf8}
     table = pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
     counts = {"records": len(records), "passages": len(rows), "rejects": len(rejects)}
@@ -503,7 +568,12 @@ def to_records(table: pl.DataFrame, fmt: str) -> list[dict[str, Any]]:
         elif fmt == "qa":
             rec = {"question": i, "context": c, "answer": r}
         elif fmt == "messages":
-            rec = {"messages": [{"role": "user", "content": user_content(i, c)}, {"role": "assistant", "content": r}]}
+            rec = {
+                "messages": [
+                    {"role": "user", "content": user_content(i, c)},
+                    {"role": "assistant", "content": r},
+                ]
+            }
         elif fmt == "prompt_completion":
             rec = {"prompt": user_content(i, c), "completion": r}
         else:
@@ -517,7 +587,9 @@ def write_examples(table: pl.DataFrame, path: Path | str, fmt: str = "example") 
     HF dataset (any other path: a folder)."""
     path = Path(path)
     if path.suffix == ".parquet":
-        atomic_write_parquet(pl.DataFrame(to_records(table, fmt)) if fmt != "example" else table.select(CORE_COLUMNS), path)
+        atomic_write_parquet(
+            pl.DataFrame(to_records(table, fmt)) if fmt != "example" else table.select(CORE_COLUMNS), path
+        )
     elif path.suffix == ".jsonl":
         atomic_write_jsonl(to_records(table, fmt), path)
     elif path.suffix == ".json":
@@ -535,7 +607,9 @@ def write_examples(table: pl.DataFrame, path: Path | str, fmt: str = "example") 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Read a dataset file into the example schema and report counts.")
     ap.add_argument("path", help="JSONL, JSON, Parquet, or a saved HF dataset folder")
-    ap.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="row format (default: detect)")
+    ap.add_argument(
+        "--format", default="auto", choices=("auto", *FORMATS), help="row format (default: detect)"
+    )
     ap.add_argument("--split", default=None, help="split of a saved DatasetDict")
     ap.add_argument("--out", default=None, help="write the examples here (.parquet or .jsonl)")
     ap.add_argument("--rejects", default=None, help="write the rejects here (JSONL)")

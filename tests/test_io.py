@@ -22,14 +22,20 @@ def _jsonl(path: Path, lines: list[str]) -> Path:
 
 
 def _counts_add_up(res) -> None:
-    assert res.counts["records"] == res.counts["examples"] + res.counts["rejects"] == res.table.height + len(res.rejects)
+    assert (
+        res.counts["records"]
+        == res.counts["examples"] + res.counts["rejects"]
+        == res.table.height + len(res.rejects)
+    )
 
 
 # --- bad input -------------------------------------------------------------------------------
 
 
 def test_malformed_jsonl_line_is_a_reject_naming_file_and_line(tmp_path):
-    path = _jsonl(tmp_path / "in.jsonl", [json.dumps(GOOD), '{"instruction": "Hi", "response": ', json.dumps(GOOD)])
+    path = _jsonl(
+        tmp_path / "in.jsonl", [json.dumps(GOOD), '{"instruction": "Hi", "response": ', json.dumps(GOOD)]
+    )
     res = read_examples(path)
     assert res.table.height == 2
     _counts_add_up(res)
@@ -49,7 +55,12 @@ def test_jsonl_where_no_line_parses_is_fatal_with_file_and_line(tmp_path):
 
 
 def test_missing_required_field_and_wrong_type_are_rejects_naming_the_field(tmp_path):
-    rows = [GOOD, {"instruction": "No answer here."}, {"instruction": 7, "response": "x"}, {**GOOD, "response": "  "}]
+    rows = [
+        GOOD,
+        {"instruction": "No answer here."},
+        {"instruction": 7, "response": "x"},
+        {**GOOD, "response": "  "},
+    ]
     path = _jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in rows])
     res = read_examples(path)
     _counts_add_up(res)
@@ -65,7 +76,12 @@ def test_missing_required_field_and_wrong_type_are_rejects_naming_the_field(tmp_
 
 def test_non_utf8_file_is_fatal_naming_file_and_line(tmp_path):
     path = tmp_path / "latin1.jsonl"
-    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + '{"instruction": "caf\u00e9", "response": "x"}'.encode("latin-1") + b"\n")
+    path.write_bytes(
+        json.dumps(GOOD).encode()
+        + b"\n"
+        + '{"instruction": "caf\u00e9", "response": "x"}'.encode("latin-1")
+        + b"\n"
+    )
     with pytest.raises(InputError) as err:
         read_examples(path)
     assert str(err.value).startswith(f"{path}:2:") and "not valid UTF-8" in str(err.value)
@@ -84,20 +100,27 @@ def test_missing_file_and_malformed_json_array_are_fatal(tmp_path):
     with pytest.raises(InputError, match=r"nope\.json: file not found"):
         read_examples(tmp_path / "nope.json")
     path = tmp_path / "broken.json"
-    path.write_text('[\n {"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}\n]\n', encoding="utf-8")
+    path.write_text(
+        '[\n {"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}\n]\n', encoding="utf-8"
+    )
     with pytest.raises(InputError, match=r"broken\.json:3: malformed JSON: Expecting ',' delimiter"):
         read_examples(path)
 
 
 def test_undecidable_format_names_the_fields(tmp_path):
     path = _jsonl(tmp_path / "odd.jsonl", [json.dumps({"q": "a", "a": "b"})])
-    with pytest.raises(InputError, match=r"odd\.jsonl:1: cannot tell the format from the fields \['a', 'q'\]"):
+    with pytest.raises(
+        InputError, match=r"odd\.jsonl:1: cannot tell the format from the fields \['a', 'q'\]"
+    ):
         read_examples(path)
 
 
 def test_json_string_with_line_separator_is_not_split(tmp_path):
     # U+2028 inside a JSON string is valid JSON; str.splitlines() would cut the record in two.
-    path = _jsonl(tmp_path / "ls.jsonl", [json.dumps({"instruction": "a\u2028b\x0cc", "response": "ok"}, ensure_ascii=False)])
+    path = _jsonl(
+        tmp_path / "ls.jsonl",
+        [json.dumps({"instruction": "a\u2028b\x0cc", "response": "ok"}, ensure_ascii=False)],
+    )
     res = read_examples(path)
     assert res.rejects == [] and res.table["instruction"][0] == "a\u2028b\x0cc"
 
@@ -129,19 +152,31 @@ def test_messages_keep_system_and_history_and_reject_unanswered(tmp_path):
         {"role": "user", "content": "Capital of France?"},
         {"role": "assistant", "content": "Paris."},
     ]
-    trl = {"prompt": [{"role": "user", "content": "2+2?"}], "completion": [{"role": "assistant", "content": "4"}]}
+    trl = {
+        "prompt": [{"role": "user", "content": "2+2?"}],
+        "completion": [{"role": "assistant", "content": "4"}],
+    }
     path = _jsonl(tmp_path / "m.jsonl", [json.dumps({"messages": conv}), json.dumps({"messages": conv[:4]})])
     res = read_examples(path)
     row = res.table.row(0, named=True)
     meta = json.loads(row["meta"])
     assert (row["instruction"], row["response"]) == ("Capital of France?", "Paris.")
     assert meta["system"] == "Be brief." and [m["content"] for m in meta["history"]] == ["Hi", "Hello."]
-    assert res.rejects[0]["field"] == "messages" and "last message must be the assistant" in res.rejects[0]["reason"]
+    assert (
+        res.rejects[0]["field"] == "messages"
+        and "last message must be the assistant" in res.rejects[0]["reason"]
+    )
     res = read_examples(_jsonl(tmp_path / "trl.jsonl", [json.dumps(trl)]))
-    assert (res.fmt, res.table["instruction"][0], res.table["response"][0]) == ("prompt_completion", "2+2?", "4")
+    assert (res.fmt, res.table["instruction"][0], res.table["response"][0]) == (
+        "prompt_completion",
+        "2+2?",
+        "4",
+    )
 
 
-def _same_rows(a: pl.DataFrame, b: pl.DataFrame, columns=("id", "instruction", "context", "response", "meta")) -> None:
+def _same_rows(
+    a: pl.DataFrame, b: pl.DataFrame, columns=("id", "instruction", "context", "response", "meta")
+) -> None:
     assert a.height == b.height > 0
     assert a.select(columns).equals(b.select(columns))
 
@@ -178,7 +213,13 @@ def test_round_trip_context_qa_through_every_container(shared_datasets, tmp_path
     table = res.table.head(50)
     assert (table["context"] != "").all()
     assert json.loads(table["meta"][0])["pmid"]  # unused fields kept in meta
-    for name, fmt in (("qa.jsonl", "qa"), ("ex.jsonl", "example"), ("ex.parquet", "example"), ("hf_ds", "example"), ("a.json", "alpaca")):
+    for name, fmt in (
+        ("qa.jsonl", "qa"),
+        ("ex.jsonl", "example"),
+        ("ex.parquet", "example"),
+        ("hf_ds", "example"),
+        ("a.json", "alpaca"),
+    ):
         back = read_examples(write_examples(table, tmp_path / name, fmt=fmt))
         _same_rows(table, back.table)
     # Native rows keep their own source; HF and Parquet read back the exact table.
@@ -187,7 +228,9 @@ def test_round_trip_context_qa_through_every_container(shared_datasets, tmp_path
     # Chat forms fold the context into the user turn.
     for name, fmt in (("m.jsonl", "messages"), ("pc.parquet", "prompt_completion")):
         back = read_examples(write_examples(table, tmp_path / name, fmt=fmt)).table
-        assert back["instruction"].to_list() == [user_content(i, c) for i, c in zip(table["instruction"], table["context"], strict=True)]
+        assert back["instruction"].to_list() == [
+            user_content(i, c) for i, c in zip(table["instruction"], table["context"], strict=True)
+        ]
         assert back["response"].to_list() == table["response"].to_list() and (back["context"] == "").all()
 
 
@@ -198,6 +241,9 @@ def test_read_passages_text_and_jsonl(shared_datasets, tmp_path):
     assert c4.table.height == 300 and not c4.rejects
     path = _jsonl(tmp_path / "p.jsonl", [json.dumps({"text": "A passage."}), json.dumps({"body": "x"}), "{"])
     res = read_passages(path)
-    assert res.table.height == 1 and [(r["line"], r["field"]) for r in res.rejects] == [(2, "text"), (3, None)]
+    assert res.table.height == 1 and [(r["line"], r["field"]) for r in res.rejects] == [
+        (2, "text"),
+        (3, None),
+    ]
     with pytest.raises(InputError, match="use read_passages"):
         read_examples(shared_datasets / "domain_text" / "c4_demo.jsonl")
