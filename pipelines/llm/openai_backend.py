@@ -1,0 +1,296 @@
+"""Backend for any OpenAI-compatible HTTP endpoint (a vLLM server, a hosted model, pipelines.llm.serve).
+
+    from pipelines.llm import make_backend
+    llm = make_backend("openai", model="served-name", base_url="http://127.0.0.1:8000/v1",
+                       concurrency=8, max_retries=5, timeout=60, tokenizer="embedded")
+
+* ``generate``: chat prompts go to ``/chat/completions``, raw strings to ``/completions``; up to
+  ``concurrency`` requests in flight (threads sharing one pooled ``httpx.Client``). Request ``i``
+  carries ``seed = sampling.seed * 1_000_003 + i`` so identical prompts sampled at temperature > 0
+  still differ, and the same call gives the same texts on a seeded server.
+* Retries: HTTP 408/409/429/5xx, timeouts and connection errors are retried up to ``max_retries``
+  times with exponential backoff (``backoff * 2**attempt`` seconds, capped at ``max_backoff``,
+  jittered, at least the server's ``Retry-After``). Other 4xx are not retried.
+* Failures: ``generate``/``loss`` raise :class:`RequestFailed` (which prompt, HTTP status,
+  attempts, server message) as soon as one request has exhausted its retries. Callers that
+  want per-item failures -- to put them into a rejects file and keep the rest -- call
+  ``generate_results``/``loss_results``, which return a ``RequestFailed`` in place of each failed
+  item.
+* ``loss`` uses ``/completions`` with ``echo=True, logprobs=1`` (vLLM's way to return prompt
+  logprobs) and ``max_tokens=1`` (vLLM rejects 0 in some versions; the one generated token is
+  ignored). With ``tokenizer`` set (a tokenizer object, a local folder, ``embedded`` or
+  ``tiny``), prompt and completion are tokenised apart exactly as ``pipelines.scoring.encode``
+  does (chat prompts through the chat template) and sent as token ids, so the result matches the
+  hf backend. Without a tokenizer only string prompts can be scored: the joined text is sent and
+  completion tokens are those whose ``text_offset`` is at or after the prompt's end (a token
+  merging across the boundary counts as prompt); chat prompts then raise NotImplementedError.
+  Prefix caching must be off on a vLLM server for prompt logprobs (``--no-enable-prefix-caching``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
+
+import httpx
+import numpy as np
+
+from pipelines.llm.base import LossRequest, LossResult, Prompt, Sampling
+
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+class RequestFailed(RuntimeError):
+    """One request failed for good (retries exhausted, or an error not worth retrying)."""
+
+    def __init__(self, index: int, message: str, status: int | None = None, attempts: int = 1):
+        self.index, self.status, self.attempts, self.message = index, status, attempts, message
+        super().__init__(f"request {index} failed after {attempts} attempt(s): {message}")
+
+    def as_reject(self) -> dict[str, Any]:
+        """A row for a rejects file."""
+        return {
+            "reason": "llm request failed",
+            "error": self.message,
+            "status": self.status,
+            "attempts": self.attempts,
+        }
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str = "default",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        max_retries: int = 5,
+        timeout: float = 60.0,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        tokenizer: Any = None,
+        max_length: int = 1024,
+        extra_body: dict[str, Any] | None = None,
+    ):
+        """``base_url`` defaults to $OPENAI_BASE_URL, else http://127.0.0.1:8000/v1; ``api_key``
+        to $OPENAI_API_KEY, else "EMPTY" (local servers ignore it). ``extra_body`` is merged into
+        every request (e.g. vLLM's ``{"top_k": 20}``)."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip(
+            "/"
+        )
+        self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.max_length, self.extra_body = max_length, dict(extra_body or {})
+        self._tokenizer_spec, self._tokenizer = tokenizer, None
+        self._tokenizer_lock = threading.Lock()
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {key}"},  # never logged
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> OpenAIBackend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- HTTP with retries ----------------------------------------------------------------------
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        delay = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
+        retry_after = response.headers.get("retry-after") if response is not None else None
+        if retry_after:
+            try:
+                delay = max(delay, min(float(retry_after), self.max_backoff))
+            except ValueError:
+                pass  # an HTTP date: keep our own backoff
+        return delay
+
+    def _post(self, path: str, body: dict[str, Any], index: int) -> dict[str, Any]:
+        body = {**self.extra_body, **body}
+        failure: RequestFailed | None = None
+        for attempt in range(self.max_retries + 1):
+            response = None
+            try:
+                response = self._client.post(path, json=body)
+            except httpx.TimeoutException:
+                failure = RequestFailed(
+                    index, f"timed out after {self.timeout}s ({self.base_url}{path})", None, attempt + 1
+                )
+            except httpx.TransportError as e:
+                failure = RequestFailed(
+                    index, f"connection error to {self.base_url}{path}: {e}", None, attempt + 1
+                )
+            else:
+                if response.status_code == 200:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise RequestFailed(
+                            index, f"response is not JSON: {response.text[:300]!r}", 200, attempt + 1
+                        ) from None
+                failure = RequestFailed(
+                    index,
+                    f"HTTP {response.status_code} from {self.base_url}{path}: {response.text[:500]}",
+                    response.status_code,
+                    attempt + 1,
+                )
+                if response.status_code not in RETRY_STATUSES:
+                    raise failure
+            if attempt < self.max_retries:
+                time.sleep(self._delay(attempt, response))
+        assert failure is not None
+        raise failure
+
+    def _map(self, fn: Callable[[int, Any], Any], items: Sequence[Any], fail_fast: bool) -> list[Any]:
+        """``fn(i, item)`` for every item with at most ``concurrency`` in flight; results in order.
+
+        fail_fast: raise the first RequestFailed and cancel what has not started; otherwise a
+        RequestFailed takes the failed item's place.
+        """
+        out: list[Any] = [None] * len(items)
+        if not items:
+            return out
+        with ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(items)), thread_name_prefix="openai"
+        ) as pool:
+            futures = {pool.submit(fn, i, item): i for i, item in enumerate(items)}
+            if fail_fast:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    for f in futures:
+                        f.cancel()
+                    raise min(failed, key=lambda f: futures[f]).exception()
+            for f, i in futures.items():
+                try:
+                    out[i] = f.result()
+                except RequestFailed as e:
+                    out[i] = e
+        return out
+
+    # --- generate -------------------------------------------------------------------------------
+
+    def _generate_one(self, index: int, prompt: Prompt, sampling: Sampling) -> str:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "seed": sampling.seed * 1_000_003 + index,
+        }
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        try:
+            if isinstance(prompt, str):
+                data = self._post("/completions", {**body, "prompt": prompt}, index)
+                text = data["choices"][0]["text"]
+            else:
+                data = self._post("/chat/completions", {**body, "messages": list(prompt)}, index)
+                text = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as e:
+            raise RequestFailed(index, f"unexpected response layout ({type(e).__name__}: {e})", 200) from None
+        return (text or "").strip()  # same convention as the hf backend
+
+    def generate_results(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str | RequestFailed]:
+        """Texts in input order, with a RequestFailed in place of each prompt that failed for good."""
+        return self._map(lambda i, p: self._generate_one(i, p, sampling), list(prompts), fail_fast=False)
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str]:
+        """Texts in input order; raises RequestFailed when any prompt fails for good."""
+        return self._map(lambda i, p: self._generate_one(i, p, sampling), list(prompts), fail_fast=True)
+
+    # --- loss -----------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        """The tokenizer given as ``tokenizer=`` (loaded on first use), or None."""
+        spec = self._tokenizer_spec
+        if spec is None or not isinstance(spec, str):
+            return spec
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                if spec == "tiny":
+                    from pipelines.llm.tiny import tiny_tokenizer
+
+                    self._tokenizer = tiny_tokenizer()
+                else:
+                    from transformers import AutoTokenizer
+
+                    from pipelines.llm.embedded import resolve_model_path
+
+                    self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec))
+        return self._tokenizer
+
+    def _loss_one(self, index: int, request: LossRequest) -> LossResult:
+        body = {"model": self.model, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0.0}
+        tok = self.tokenizer
+        if tok is not None:
+            from pipelines.scoring import encode
+
+            enc = encode(tok, request, max_length=self.max_length)
+            ids = enc.prompt_ids + enc.completion_ids
+            data = self._post("/completions", {**body, "prompt": ids}, index)
+            values = _token_logprobs(data, index)
+            if len(values) < len(ids):
+                raise RequestFailed(
+                    index, f"server returned {len(values)} prompt logprobs for {len(ids)} tokens", 200
+                )
+            picked = values[len(enc.prompt_ids) : len(ids)]
+        else:
+            if not isinstance(request.prompt, str):
+                raise NotImplementedError(
+                    "OpenAIBackend.loss with a chat prompt needs the model's chat template: "
+                    "pass tokenizer=<local model folder, 'embedded' or a tokenizer object>"
+                )
+            if not request.prompt:
+                raise NotImplementedError(
+                    "an empty prompt conditions on the start token: pass tokenizer= to score it"
+                )
+            full = request.prompt + request.completion
+            data = self._post("/completions", {**body, "prompt": full}, index)
+            values = _token_logprobs(data, index)
+            offsets = data["choices"][0]["logprobs"].get("text_offset") or []
+            if len(offsets) != len(values):
+                raise RequestFailed(index, "server returned no usable text_offset for its logprobs", 200)
+            start = len(request.prompt)
+            picked = [v for v, o in zip(values, offsets, strict=True) if start <= o < len(full)]
+        if any(v is None for v in picked):
+            raise RequestFailed(index, "server returned null logprobs for completion tokens", 200)
+        return LossResult(-np.asarray(picked, dtype=np.float64))
+
+    def loss_results(self, requests: Sequence[LossRequest]) -> list[LossResult | RequestFailed]:
+        """Per-token completion NLLs in input order, with a RequestFailed for each failed item."""
+        return self._map(self._loss_one, list(requests), fail_fast=False)
+
+    def loss(self, requests: Sequence[LossRequest]) -> list[LossResult]:
+        """Per-token completion NLLs in input order; raises RequestFailed when any item fails."""
+        return self._map(self._loss_one, list(requests), fail_fast=True)
+
+
+def _token_logprobs(data: dict[str, Any], index: int) -> list[float | None]:
+    try:
+        values = data["choices"][0]["logprobs"]["token_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        raise RequestFailed(
+            index,
+            "response has no choices[0].logprobs.token_logprobs: does the server support echo with logprobs?",
+            200,
+        ) from None
+    return list(values)
