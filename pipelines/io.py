@@ -247,9 +247,9 @@ def iter_records(path: Path | str, split: str | None = None) -> Iterator[_Record
         elif path.suffix == ".json" and first == "[":
             yield from _iter_json_array(path, text)
         elif path.suffix == ".json":
-            # One object per line is common under a .json name; a single pretty-printed object is not.
+            # One object per line is common under a .json name; a single object (maybe {"data": [...]}) is not.
             records = list(_iter_jsonl(path, text))
-            if sum(r.parse_error is None for r in records) > len(records) // 2:
+            if len(records) > 1 and sum(r.parse_error is None for r in records) > len(records) // 2:
                 yield from records
             else:
                 yield from _iter_json_array(path, text)

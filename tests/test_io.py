@@ -247,3 +247,16 @@ def test_read_passages_text_and_jsonl(shared_datasets, tmp_path):
     ]
     with pytest.raises(InputError, match="use read_passages"):
         read_examples(shared_datasets / "domain_text" / "c4_demo.jsonl")
+
+
+def test_dataset_dict_splits_and_wrapped_json_array(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = [{"instruction": "a", "output": "b"}]
+    DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows * 2)}).save_to_disk(
+        str(tmp_path / "dd")
+    )
+    assert read_examples(tmp_path / "dd").table.height == 1  # "train" by default
+    assert read_examples(tmp_path / "dd", split="test").table.height == 2
+    (tmp_path / "w.json").write_text(json.dumps({"data": rows * 3}), encoding="utf-8")
+    assert read_examples(tmp_path / "w.json").table.height == 3
