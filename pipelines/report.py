@@ -1,0 +1,238 @@
+"""Run report: what each stage did, how the scores are distributed, what selection kept.
+
+    from pipelines.report import write_run_report
+    paths = write_run_report(run_dir, stage_records, selected_table)
+    # run_dir/report.md, run_dir/report/score_<name>.png (kept vs dropped histograms)
+
+``stage_records`` are the dicts the stages in ``pipelines/stages.py`` return (``stage``,
+``rows_in``, ``rows_out``, ``rejects``, ``seconds`` and stage-specific fields); ``table`` is the
+selected table (every row, with ``keep`` / ``dropped_by`` when a selection ran).
+
+The flow publishes the same content as Prefect artifacts: ``stage_markdown(record)`` for
+``create_markdown_artifact`` and ``sample_rows(table)`` for ``create_table_artifact``. Prefect is
+not imported here, so all of this runs (and is tested) without it. Plots use matplotlib's Agg
+backend: no display needed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipelines.shards import atomic_write_bytes, atomic_write_text
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+SUMMARY_FIELDS = ("count", "mean", "std", "min", "q10", "q25", "median", "q75", "q90", "max")
+# Columns worth showing first in sample rows; long text is cut so artifacts stay readable.
+SAMPLE_FIRST = ("id", "instruction", "context", "response", "source", "keep", "dropped_by", "keep_reason")
+SAMPLE_TEXT_CHARS = 200
+
+
+def score_columns(table: pl.DataFrame) -> list[str]:
+    """The numeric ``score_*`` columns, in table order."""
+    return [c for c, t in table.schema.items() if c.startswith("score_") and t.is_numeric()]
+
+
+def _finite(series: pl.Series) -> pl.Series:
+    s = series.cast(pl.Float64).drop_nulls()
+    return s.filter(s.is_finite())
+
+
+def score_summary(table: pl.DataFrame) -> list[dict[str, Any]]:
+    """Per score column: count of finite values, mean, std, min, quantiles, max (None when empty)."""
+    out = []
+    for col in score_columns(table):
+        s = _finite(table[col])
+        row: dict[str, Any] = {"score": col, "count": s.len()}
+        if s.len():
+            row.update(mean=s.mean(), std=s.std() if s.len() > 1 else 0.0, min=s.min(), max=s.max())
+            for q, name in zip(QUANTILES, ("q10", "q25", "median", "q75", "q90"), strict=True):
+                row[name] = s.quantile(q, interpolation="linear")
+        else:
+            row.update({k: None for k in SUMMARY_FIELDS[1:]})
+        out.append({k: row.get(k) for k in ("score", *SUMMARY_FIELDS)})
+    return out
+
+
+def fmt(value: Any) -> str:
+    """A table cell: 4 significant digits for floats, '' for None, pipes escaped."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub markdown table of ``rows`` (dicts); columns default to the first row's keys."""
+    if not rows:
+        return "_(none)_\n"
+    columns = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+STAGE_COUNT_FIELDS = ("rows_in", "rows_out", "rejects", "seconds")
+
+
+def stage_counts_table(stages: Sequence[Mapping[str, Any]], with_seconds: bool = True) -> str:
+    """One line per stage: rows in, rows out, rejects (and seconds)."""
+    fields = STAGE_COUNT_FIELDS if with_seconds else STAGE_COUNT_FIELDS[:-1]
+    rows = [{"stage": s.get("stage", "?"), **{f: s.get(f) for f in fields}} for s in stages]
+    return markdown_table(rows, ["stage", *fields])
+
+
+def stage_markdown(stage: Mapping[str, Any]) -> str:
+    """One stage record as markdown: the counts, then any nested details (dicts, step lists)."""
+    name = stage.get("stage", "stage")
+    lines = [f"### {name}", ""]
+    counts = [(k, stage[k]) for k in STAGE_COUNT_FIELDS if k in stage]
+    lines.append(markdown_table([{"metric": k, "value": v} for k, v in counts]))
+    for key, value in stage.items():
+        if key == "stage" or key in STAGE_COUNT_FIELDS or value is None:
+            continue
+        if isinstance(value, Mapping):
+            lines += [
+                f"**{key}**",
+                "",
+                markdown_table([{"key": k, "value": _cell(v)} for k, v in value.items()]),
+            ]
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            lines += [f"**{key}**", "", markdown_table(value)]
+        else:
+            lines.append(f"- **{key}**: {fmt(_cell(value))}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, (list, dict)) else value
+
+
+def _scalar(value: Any) -> Any:
+    """A JSON-able scalar for a table artifact: nested values as JSON, long text cut, NaN as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    if isinstance(value, str) and len(value) > SAMPLE_TEXT_CHARS:
+        return value[: SAMPLE_TEXT_CHARS - 1] + "…"
+    return value
+
+
+def sample_rows(table: pl.DataFrame, n: int = 5) -> list[dict[str, Any]]:
+    """The first ``n`` rows as flat dicts (text cut, scores rounded, no ``messages``)."""
+    cols = [c for c in SAMPLE_FIRST if c in table.columns]
+    cols += score_columns(table) + [c for c in ("meta",) if c in table.columns]
+    return [{k: _scalar(v) for k, v in row.items()} for row in table.select(cols).head(n).to_dicts()]
+
+
+def plot_score(table: pl.DataFrame, column: str, path: Path) -> Path:
+    """Histogram of one score, kept and dropped rows overlaid (all rows when there is no ``keep``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and workers
+    import io
+
+    import matplotlib.pyplot as plt
+
+    groups = {"all rows": table}
+    if "keep" in table.columns:
+        groups = {"kept": table.filter(pl.col("keep")), "dropped": table.filter(~pl.col("keep"))}
+    values = {k: _finite(t[column]).to_list() for k, t in groups.items()}
+    every = [v for vs in values.values() for v in vs]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if every:
+        # Shared bin edges so the two histograms compare bar for bar.
+        lo, hi = min(every), max(every)
+        bins = [lo + (hi - lo) * i / 30 for i in range(31)] if hi > lo else 10
+        for (label, vs), color in zip(values.items(), ("tab:green", "tab:red"), strict=False):
+            if vs:
+                ax.hist(vs, bins=bins, alpha=0.55, color=color, label=f"{label} ({len(vs)})")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(column)
+    ax.set_xlabel("score")
+    ax.set_ylabel("rows")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    # No Software/date metadata: the same data draws the same bytes.
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _selection_section(table: pl.DataFrame) -> list[str]:
+    if "keep" not in table.columns:
+        return []
+    kept = int(table["keep"].sum())
+    lines = ["## Selection", "", f"Kept **{kept}** of **{table.height}** rows.", ""]
+    if "dropped_by" in table.columns and kept < table.height:
+        by = (
+            table.filter(~pl.col("keep"))
+            .group_by("dropped_by")
+            .len()
+            .sort(["len", "dropped_by"], descending=[True, False])
+        )
+        rows = [{"dropped by": r["dropped_by"], "rows": r["len"]} for r in by.to_dicts()]
+        lines += [markdown_table(rows)]
+    return lines
+
+
+def write_run_report(
+    run_dir: str | Path,
+    stages: Sequence[Mapping[str, Any]],
+    table: pl.DataFrame,
+    out_name: str = "report",
+) -> dict[str, Path]:
+    """Write ``<run_dir>/<out_name>.md`` and one PNG per score in ``<run_dir>/<out_name>/``.
+
+    Returns {"markdown": path, "<score column>": png path, ...}.
+    """
+    run_dir = Path(run_dir)
+    plot_dir = run_dir / out_name
+    paths: dict[str, Path] = {}
+    total = sum(float(s.get("seconds") or 0) for s in stages)
+    lines = [
+        f"# Run report: {run_dir.name}",
+        "",
+        f"Run folder: `{run_dir}`  ",
+        f"Stage time: {total:.1f} s",
+        "",
+    ]
+    lines += ["## Stages", "", stage_counts_table(stages)]
+    lines += _selection_section(table)
+
+    summary = score_summary(table)
+    if summary:
+        lines += ["## Scores", "", "All rows entering selection:", "", markdown_table(summary)]
+        for col in score_columns(table):
+            png = plot_score(table, col, plot_dir / f"{col}.png")
+            paths[col] = png
+            lines += [f"![{col}]({out_name}/{png.name})", ""]
+
+    if "keep" in table.columns:
+        kept_rows = table.filter(pl.col("keep"))
+        if "select_rank" in table.columns:  # the best-ranked kept rows first
+            kept_rows = kept_rows.sort("select_rank", nulls_last=True)
+        for label, part in (
+            ("kept", kept_rows),
+            ("dropped", table.filter(~pl.col("keep"))),
+        ):
+            lines += [f"## Sample rows ({label})", "", markdown_table(sample_rows(part))]
+    else:
+        lines += ["## Sample rows", "", markdown_table(sample_rows(table))]
+
+    lines += ["## Stage details", ""] + [stage_markdown(s) for s in stages]
+    md = run_dir / f"{out_name}.md"
+    atomic_write_text(md, "\n".join(lines).rstrip() + "\n")
+    return {"markdown": md, **paths}
