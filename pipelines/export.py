@@ -1,0 +1,301 @@
+"""Export a selected example table: Parquet shards, JSONL, an HF dataset on disk, a dataset card.
+
+    from pipelines.export import export_dataset, push_to_hub
+    paths = export_dataset(table, "runs/x/dataset", card_info={"config": cfg, "stages": records})
+    push_to_hub(paths["dir"], "me/my-dataset")      # token from HF_TOKEN; private by default
+
+Layout of ``out_dir``::
+
+    parquet/part-00000.parquet ...  the rows, shard_rows per shard (pipelines.shards.read_shards)
+    data.jsonl                      the same rows, one JSON object per line (keys sorted)
+    hf/                             datasets.Dataset.save_to_disk (datasets.load_from_disk)
+    README.md                       the dataset card's prose, no YAML header
+
+Every row carries the table's columns plus ``messages`` (TRL chat format). The same table gives
+byte-identical files: no timestamps, Parquet without statistics, the HF fingerprint a hash of
+the content -- a resumed run compares equal to an uninterrupted one. Files are written to a
+temp name and renamed, so a killed export never leaves a half-written file.
+
+The card holds no YAML because ``datasets``' ``push_to_hub`` writes the metadata header
+(features, splits, data files) itself; :func:`push_to_hub` puts the prose under that header.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+
+from pipelines.report import markdown_table, score_summary, stage_counts_table
+from pipelines.schema import with_messages
+from pipelines.shards import atomic_write_parquet, atomic_write_text, shard_path
+
+if TYPE_CHECKING:
+    import datasets
+
+MESSAGES_DTYPE = pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))
+CARD_KEYS = {"title", "description", "generators", "models", "config", "stages", "fingerprint"}
+# Config keys whose values must never reach a card (e.g. an endpoint's api_key); token_budget is fine.
+SECRET_KEY = re.compile(r"(^|_)(token|api_key|apikey|secret|password)$", re.IGNORECASE)
+
+
+def export_table(table: pl.DataFrame) -> pl.DataFrame:
+    """The rows as exported: the table's columns plus ``messages`` (typed even when empty)."""
+    return with_messages(table).with_columns(pl.col("messages").cast(MESSAGES_DTYPE))
+
+
+def export_dataset(
+    table: pl.DataFrame,
+    out_dir: str | Path,
+    *,
+    card_info: Mapping[str, Any],
+    shard_rows: int = 5000,
+) -> dict[str, Path]:
+    """Write Parquet shards, JSONL, the HF dataset and README.md into ``out_dir``.
+
+    ``card_info`` (all optional): title, description, generators (list or dict), models (dict),
+    config (dict, or TOML/YAML text), stages (stage records), fingerprint. Unknown keys are an
+    error so a typo does not silently drop provenance. Returns
+    {"dir", "parquet", "jsonl", "hf", "card"} -> paths.
+    """
+    if shard_rows <= 0:
+        raise ValueError(f"shard_rows must be positive, got {shard_rows}")
+    unknown = set(card_info) - CARD_KEYS
+    if unknown:
+        raise ValueError(f"unknown card_info keys {sorted(unknown)}; expected some of {sorted(CARD_KEYS)}")
+    out = Path(out_dir)
+    rows = export_table(table)
+
+    parquet_dir = out / "parquet"
+    n_shards = max(1, math.ceil(rows.height / shard_rows))  # an empty table still gets one shard (its schema)
+    for i in range(n_shards):
+        atomic_write_parquet(rows.slice(i * shard_rows, shard_rows), shard_path(parquet_dir, i))
+    # Shards left over from an earlier, larger export of the same folder would be read back as data.
+    for stale in parquet_dir.glob("part-*.parquet"):
+        if int(stale.stem.split("-")[1]) >= n_shards:
+            stale.unlink()
+
+    jsonl = out / "data.jsonl"
+    atomic_write_text(jsonl, "".join(_json_line(r) for r in rows.iter_rows(named=True)))
+
+    hf_dir = out / "hf"
+    _save_hf(rows, hf_dir)
+
+    card = out / "README.md"
+    atomic_write_text(card, dataset_card_text(rows, card_info))
+    return {"dir": out, "parquet": parquet_dir, "jsonl": jsonl, "hf": hf_dir, "card": card}
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    # NaN/inf are not JSON; Parquet and the HF dataset keep them, JSONL says null.
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+    # Keys in column order (fixed by the table's schema), so lines read like the table.
+    return json.dumps(clean, ensure_ascii=False, default=str) + "\n"
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """large_string -> string, large_list -> list (recursively): the usual HF feature types."""
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_list(t) or pa.types.is_list(t) or pa.types.is_list_view(t):
+        return pa.list_(_plain_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _plain_type(f.type), f.nullable) for f in t])
+    return t
+
+
+def to_hf_dataset(rows: pl.DataFrame) -> datasets.Dataset:
+    """An in-memory ``datasets.Dataset`` of the exported rows (fingerprint = hash of the content)."""
+    import datasets
+
+    arrow = rows.to_arrow()
+    schema = pa.schema([pa.field(f.name, _plain_type(f.type)) for f in arrow.schema])
+    return datasets.Dataset.from_polars(rows, features=datasets.Features.from_arrow_schema(schema))
+
+
+def _save_hf(rows: pl.DataFrame, hf_dir: Path) -> None:
+    # save_to_disk writes a folder: build it beside the target and swap it in, so a killed
+    # export leaves either the old folder or the new one.
+    hf_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=hf_dir.parent, prefix=f".{hf_dir.name}.", suffix=".tmp"))
+    try:
+        to_hf_dataset(rows).save_to_disk(str(tmp / "ds"))
+        if hf_dir.exists():
+            os.replace(hf_dir, tmp / "old")  # removed with tmp below
+        os.replace(tmp / "ds", hf_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: "<redacted>" if SECRET_KEY.search(str(k)) and v else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def _config_text(config: Any) -> tuple[str, str]:
+    """(code-fence language, text) of the run configuration."""
+    if isinstance(config, str):
+        return ("toml" if re.search(r"^\s*\[", config, re.M) else "yaml"), config.strip()
+    import yaml
+
+    return "yaml", yaml.safe_dump(_redact(config), sort_keys=False, allow_unicode=True).strip()
+
+
+def _generators(rows: pl.DataFrame, info: Mapping[str, Any]) -> str:
+    given = info.get("generators")
+    if isinstance(given, Mapping):
+        return markdown_table([{"generator": k, "settings": _short(v)} for k, v in given.items()])
+    if given:
+        return "".join(f"- {g}\n" for g in given)
+    if "source" not in rows.columns or rows.height == 0:
+        return "_(not recorded)_\n"
+    # The source column names the generator and its parameters for every row.
+    counts = rows.group_by("source").len().sort(["len", "source"], descending=[True, False])
+    return markdown_table(
+        [{"source": r["source"] or "(empty)", "rows": r["len"]} for r in counts.head(20).to_dicts()]
+    )
+
+
+def _short(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def dataset_card_text(rows: pl.DataFrame, info: Mapping[str, Any]) -> str:
+    """The card's prose: what the data is, how it was made, counts per stage, score summary, config.
+
+    Deterministic in (rows, info): stage timings are left out (they belong to the run report).
+    """
+    title = info.get("title") or "Instruction-tuning dataset"
+    lines = [f"# {title}", ""]
+    if info.get("description"):
+        lines += [str(info["description"]).strip(), ""]
+    cols = ", ".join(f"`{c}`" for c in rows.columns)
+    notes = [
+        "`messages` is the chat form of each row (TRL's conversational format: a user turn with "
+        "the instruction and its context, then the assistant's response)"
+    ]
+    if "meta" in rows.columns:
+        notes.append("`meta` is a JSON object stored as a string")
+    if any(c.startswith("score_") for c in rows.columns):
+        notes.append("`score_*` columns are the selection scores")
+    if "keep" in rows.columns:
+        notes.append("`keep` and the reason columns record what selection decided")
+    lines += [
+        f"{rows.height} examples. Columns: {cols}.",
+        "",
+        "; ".join(notes) + ".",
+        "",
+        "## Files",
+        "",
+        "- `parquet/part-*.parquet`: the rows in Parquet shards",
+        "- `data.jsonl`: the same rows as JSON lines",
+        '- `hf/`: `datasets.load_from_disk("hf")`',
+        "",
+        "## How it was made",
+        "",
+        "Generators (rows per `source`):",
+        "",
+        _generators(rows, info),
+    ]
+    models = info.get("models")
+    if models:
+        lines += ["Models:", ""]
+        items = models.items() if isinstance(models, Mapping) else ((None, m) for m in models)
+        lines += [f"- {k}: `{v}`" if k else f"- `{v}`" for k, v in items] + [""]
+    if info.get("fingerprint"):
+        lines += [f"Config fingerprint: `{info['fingerprint']}`", ""]
+    stages = info.get("stages") or []
+    if stages:
+        lines += ["## Counts per stage", "", stage_counts_table(stages, with_seconds=False)]
+        for stage in stages:
+            if stage.get("stage") == "select" and stage.get("steps"):
+                cols_ = ["step", "name", "rows_in", "rows_out", "dropped", "detail"]
+                lines += ["Selection steps:", "", markdown_table(stage["steps"], cols_)]
+    summary = score_summary(rows)
+    if summary:
+        lines += [
+            "## Score summary",
+            "",
+            "Over the exported rows (count = finite values):",
+            "",
+            markdown_table(summary),
+        ]
+    if info.get("config") is not None:
+        lang, text = _config_text(info["config"])
+        lines += ["## Configuration", "", f"```{lang}", text, "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def push_to_hub(
+    export: str | Path | datasets.Dataset,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    card_text: str | None = None,
+) -> dict[str, Any]:
+    """Upload an export folder (or a Dataset) to a Hub dataset repo, then put the card prose on it.
+
+    The token comes from ``token`` or the environment (``HF_TOKEN``, else a saved ``hf auth
+    login``); it is passed to the Hub client only -- never printed, logged or written. The repo is
+    created private by default, and pushing with ``private=True`` to an existing *public* repo is
+    refused rather than publishing the data. The card prose is ``card_text``, else the export's
+    README.md. Returns {"repo_id", "url", "commit", "private"} (JSON-able, no token).
+    """
+    import datasets
+    from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, get_token
+
+    token = token or get_token()
+    if not token:
+        raise RuntimeError(
+            "pushing to the Hub needs a token: set HF_TOKEN (a write token) in the environment"
+        )
+    if isinstance(export, datasets.Dataset):
+        ds = export
+    else:
+        folder = Path(export)
+        ds = datasets.load_from_disk(str(folder / "hf"))
+        if card_text is None and (folder / "README.md").exists():
+            card_text = (folder / "README.md").read_text(encoding="utf-8")
+
+    api = HfApi(token=token, library_name="instruct-forge")
+    repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
+    if private and not api.repo_info(repo_id, repo_type="dataset").private:
+        raise RuntimeError(
+            f"{repo_id} exists and is public; refusing to push with private=True "
+            "(make it private on the Hub, or pass private=False to publish)"
+        )
+    commit = ds.push_to_hub(repo_id, private=private, token=token, commit_message="Upload dataset")
+    if card_text:
+        # datasets just wrote README.md with the YAML header (features, splits, data files); keep
+        # that header and replace the body with our prose.
+        readme = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=commit.oid)
+        card = DatasetCard(Path(readme).read_text(encoding="utf-8"))
+        card.text = card_text
+        commit = api.create_commit(
+            repo_id,
+            operations=[
+                CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8"))
+            ],
+            commit_message="Dataset card",
+            repo_type="dataset",
+            parent_commit=commit.oid,
+        )
+    return {
+        "repo_id": repo_id,
+        "url": f"{api.endpoint}/datasets/{repo_id}",
+        "commit": commit.oid,
+        "private": private,
+    }

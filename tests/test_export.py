@@ -1,0 +1,334 @@
+"""Export: files, card, byte-identical re-export, and exactly what push_to_hub would upload.
+
+    .venv/bin/pytest tests/test_export.py -q
+
+No network: ``HfApi`` is patched at its boundary (create_repo, repo_info, preupload_lfs_files,
+create_commit, list_repo_tree, get_paths_info, hf_hub_download) with a small in-memory Hub, as
+``datasets``' own tests patch those calls, and sockets refuse to connect while a test runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.export import export_dataset, push_to_hub
+from pipelines.schema import make_example, to_table
+from pipelines.shards import read_shards
+
+TOKEN = "hf_FAKE_tokenValue_0123456789abcdef"
+
+
+def _table(n: int = 7) -> pl.DataFrame:
+    rows = [
+        make_example(
+            f"Question {i}?",
+            f"Answer {i}.",
+            context=f"Passage {i}." if i % 2 else "",
+            source="glan" if i % 3 else "bonito:exqa",
+            meta={"level": i},
+        )
+        for i in range(n)
+    ]
+    scores = [0.5, 0.9, float("nan"), None, 1.2, 0.3, 0.7, 0.1, 0.2, 0.4][:n]
+    return to_table(rows).with_columns(
+        pl.Series("score_ifd", scores, dtype=pl.Float64),
+        pl.Series("keep", [True] * n),
+    )
+
+
+CARD_INFO = {
+    "title": "Test set",
+    "config": {
+        "run": {"seed": 3},
+        "model": {"model": "embedded", "token_budget": 4096, "api_key": "sk-secret"},
+    },
+    "models": {"generator_and_prior": "embedded", "backend": "hf"},
+    "stages": [
+        {"stage": "generate_text", "rows_out": 9, "rejects": 2, "seconds": 1.5},
+        {"stage": "collect", "rows_in": 9, "rows_out": 9, "rejects": 0, "seconds": 0.1},
+        {
+            "stage": "select",
+            "rows_in": 9,
+            "rows_out": 7,
+            "seconds": 0.2,
+            "steps": [
+                {
+                    "step": 1,
+                    "name": "threshold(score_ifd)",
+                    "rows_in": 9,
+                    "rows_out": 7,
+                    "dropped": 2,
+                    "detail": "",
+                }
+            ],
+        },
+    ],
+    "fingerprint": "abc123def456",
+}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_writes_every_format_with_the_same_rows(tmp_path):
+    table = _table()
+    paths = export_dataset(table, tmp_path / "ds", card_info=CARD_INFO, shard_rows=3)
+    assert sorted(p.name for p in paths["parquet"].glob("*.parquet")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    back = read_shards(paths["parquet"])
+    assert back["id"].to_list() == table["id"].to_list()
+    assert back["messages"][1].to_list() == [
+        {"role": "user", "content": "Question 1?\n\nPassage 1."},
+        {"role": "assistant", "content": "Answer 1."},
+    ]
+
+    lines = [json.loads(line) for line in paths["jsonl"].read_text().splitlines()]
+    assert [r["id"] for r in lines] == table["id"].to_list()
+    assert lines[2]["score_ifd"] is None  # NaN is not JSON
+    assert lines[0]["messages"][0]["role"] == "user"
+
+    import datasets
+
+    ds = datasets.load_from_disk(str(paths["hf"]))
+    assert ds["id"] == table["id"].to_list()
+    assert ds.features["messages"] == datasets.List(
+        {"role": datasets.Value("string"), "content": datasets.Value("string")}
+    )
+
+
+def test_reexport_is_byte_identical_and_drops_stale_shards(tmp_path):
+    a = export_dataset(_table(), tmp_path / "a", card_info=CARD_INFO, shard_rows=3)
+    b = export_dataset(_table(), tmp_path / "b", card_info=CARD_INFO, shard_rows=3)
+    fa, fb = _files(a["dir"]), _files(b["dir"])
+    assert fa.keys() == fb.keys() and any(k.endswith(".parquet") for k in fa)
+    assert all(fa[k] == fb[k] for k in fa), [k for k in fa if fa[k] != fb[k]]
+
+    # Exporting fewer rows into the same folder must not leave the old third shard behind.
+    export_dataset(_table(4), tmp_path / "a", card_info=CARD_INFO, shard_rows=3)
+    assert read_shards(a["parquet"]).height == 4
+    assert not any(p.name.endswith(".tmp") for p in (tmp_path / "a").rglob("*"))
+
+
+def test_empty_table_exports_a_typed_empty_shard(tmp_path):
+    paths = export_dataset(_table(0), tmp_path / "e", card_info={}, shard_rows=3)
+    back = pl.read_parquet(paths["parquet"] / "part-00000.parquet")
+    assert back.height == 0 and back.schema["messages"] == pl.List(
+        pl.Struct({"role": pl.Utf8, "content": pl.Utf8})
+    )
+    assert paths["jsonl"].read_text() == ""
+
+
+def test_card_is_prose_with_provenance(tmp_path):
+    card = export_dataset(_table(), tmp_path / "ds", card_info=CARD_INFO)["card"].read_text()
+    assert not card.startswith("---")  # push_to_hub writes the YAML header itself
+    assert card.startswith("# Test set\n")
+    assert "| generate_text |  | 9 | 2 |" in card  # counts per stage
+    assert "threshold(score_ifd)" in card  # selection steps
+    assert "| glan | 4 |" in card and "| bonito:exqa | 3 |" in card  # generators, from `source`
+    assert "generator_and_prior: `embedded`" in card
+    assert "abc123def456" in card
+    assert "```yaml" in card and "seed: 3" in card and "token_budget: 4096" in card
+    assert "sk-secret" not in card and "<redacted>" in card
+    # Score summary over the 5 finite values 0.5, 0.9, 1.2, 0.3, 0.7: mean 0.72, median 0.7.
+    assert "| score_ifd | 5 | 0.72 |" in card and "| 0.7 |" in card
+    assert "1.5" not in card  # timings belong to the run report, so the card is reproducible
+
+
+def test_unknown_card_keys_are_an_error(tmp_path):
+    with pytest.raises(ValueError, match="model"):
+        export_dataset(_table(), tmp_path / "ds", card_info={"model": "x"})
+
+
+class FakeHub:
+    """In-memory Hub behind HfApi: records repo creation, uploads and commits."""
+
+    def __init__(self):
+        self.repos: dict[str, bool] = {}  # repo_id -> private
+        self.files: dict[str, bytes] = {}
+        self.uploaded: dict[str, bytes] = {}  # LFS pre-uploads, read before datasets deletes the temp file
+        self.create_repo_calls: list[dict] = []
+        self.commits: list[dict] = []
+        self.tokens: set = set()
+
+    def install(self, monkeypatch, tmp_path: Path) -> None:
+        from huggingface_hub import CommitInfo, HfApi, RepoUrl
+        from huggingface_hub.errors import EntryNotFoundError
+
+        hub = self
+
+        def create_repo(api, repo_id, *, repo_type=None, private=None, exist_ok=False, **kw):
+            hub.tokens.add(api.token)
+            hub.create_repo_calls.append({"repo_id": repo_id, "repo_type": repo_type, "private": private})
+            hub.repos.setdefault(repo_id, bool(private))
+            return RepoUrl(f"https://huggingface.co/datasets/{repo_id}")
+
+        def repo_info(api, repo_id, *, repo_type=None, revision=None, **kw):
+            return SimpleNamespace(id=repo_id, sha=f"{len(hub.commits):040d}", private=hub.repos[repo_id])
+
+        def preupload_lfs_files(api, repo_id, additions, **kw):
+            for op in additions:
+                src = op.path_or_fileobj
+                hub.uploaded[op.path_in_repo] = Path(src).read_bytes() if isinstance(src, str) else bytes(src)
+
+        def create_commit(api, repo_id, operations, *, commit_message, parent_commit=None, **kw):
+            hub.tokens.add(api.token)
+            ops = []
+            for op in operations:
+                src = op.path_or_fileobj
+                data = hub.uploaded[op.path_in_repo] if isinstance(src, str) else bytes(src)
+                hub.files[op.path_in_repo] = data
+                ops.append((type(op).__name__, op.path_in_repo, data))
+            hub.commits.append(
+                {"repo_id": repo_id, "message": commit_message, "parent": parent_commit, "ops": ops}
+            )
+            oid = f"{len(hub.commits):040d}"
+            return CommitInfo(
+                commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/{oid}",
+                commit_message=commit_message,
+                commit_description="",
+                oid=oid,
+            )
+
+        def hf_hub_download(api, repo_id, filename, *, repo_type=None, revision=None, **kw):
+            path = tmp_path / "hub-download" / filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(hub.files[filename])
+            return str(path)
+
+        # HfFileSystem (which datasets uses to look for old shards and an old README) lists the
+        # repo through these two; a missing folder is a 404 (EntryNotFoundError) on the real Hub.
+        def list_repo_tree(api, repo_id, path_in_repo=None, *, recursive=False, **kw):
+            prefix = (path_in_repo or "").strip("/")
+            entries = [
+                e
+                for e in hub.entries()
+                if _under(e.path, prefix) and (recursive or "/" not in e.path[len(prefix) :].lstrip("/"))
+            ]
+            if prefix and not entries:
+                raise EntryNotFoundError(f"{prefix} does not exist")
+            return iter(entries)
+
+        def get_paths_info(api, repo_id, paths, **kw):
+            paths = [paths] if isinstance(paths, str) else paths
+            return [e for e in hub.entries() if e.path in paths]
+
+        for name, fn in {
+            "create_repo": create_repo,
+            "repo_info": repo_info,
+            "preupload_lfs_files": preupload_lfs_files,
+            "create_commit": create_commit,
+            "hf_hub_download": hf_hub_download,
+            "list_repo_tree": list_repo_tree,
+            "get_paths_info": get_paths_info,
+        }.items():
+            monkeypatch.setattr(HfApi, name, fn)
+
+    def entries(self) -> list:
+        """Every file and folder of the repo as the Hub's tree API returns them."""
+        from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+        folders = {"/".join(p.split("/")[:i]) for p in self.files for i in range(1, p.count("/") + 1)}
+        return [RepoFolder(path=f, oid="0" * 40) for f in sorted(folders)] + [
+            RepoFile(path=p, size=len(d), oid="0" * 40) for p, d in sorted(self.files.items())
+        ]
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path.startswith(prefix + "/")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket connection fails: a call that slipped past the fake Hub shows up as an error."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_push_to_hub_uploads_exactly_the_dataset_and_card_privately(
+    tmp_path, monkeypatch, caplog, capfd, no_network
+):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    caplog.set_level(logging.DEBUG)
+    hub = FakeHub()
+    hub.install(monkeypatch, tmp_path)
+    table = _table()
+    paths = export_dataset(table, tmp_path / "ds", card_info=CARD_INFO)
+
+    result = push_to_hub(paths["dir"], "someone/forge-test")
+
+    assert hub.create_repo_calls[0] == {
+        "repo_id": "someone/forge-test",
+        "repo_type": "dataset",
+        "private": True,
+    }
+    assert hub.repos == {"someone/forge-test": True}
+    assert hub.tokens == {TOKEN}  # the environment's token reached the client
+    # Commit 1 (datasets): the Parquet shard and a README that is only the YAML header.
+    first, card_commit = hub.commits
+    assert [(kind, path) for kind, path, _ in first["ops"]] == [
+        ("CommitOperationAdd", "data/train-00000-of-00001.parquet"),
+        ("CommitOperationAdd", "README.md"),
+    ]
+    shard = pq.read_table(io.BytesIO(hub.files["data/train-00000-of-00001.parquet"]))
+    assert shard.column("id").to_pylist() == table["id"].to_list()
+    assert "messages" in shard.column_names
+    # Commit 2: the same header with our prose under it, on top of commit 1.
+    assert [(kind, path) for kind, path, _ in card_commit["ops"]] == [("CommitOperationAdd", "README.md")]
+    assert card_commit["parent"] == f"{1:040d}"
+    readme = hub.files["README.md"].decode()
+    header, body = readme.split("\n---\n", 1)
+    assert header.startswith("---\n") and "dataset_info:" in header and "data/train-*" in header
+    assert body == paths["card"].read_text()
+    assert set(hub.files) == {"data/train-00000-of-00001.parquet", "README.md"}
+    assert result == {
+        "repo_id": "someone/forge-test",
+        "url": "https://huggingface.co/datasets/someone/forge-test",
+        "commit": f"{2:040d}",
+        "private": True,
+    }
+
+    # The token is nowhere: not uploaded, not in any file written, not logged or printed.
+    assert all(TOKEN.encode() not in data for data in hub.files.values())
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert TOKEN.encode() not in p.read_bytes(), p
+    out, err = capfd.readouterr()
+    assert TOKEN not in out + err + caplog.text
+    assert TOKEN not in json.dumps(result)
+
+
+def test_push_refuses_an_existing_public_repo_when_private(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    hub = FakeHub()
+    hub.repos["someone/public"] = False
+    hub.install(monkeypatch, tmp_path)
+    paths = export_dataset(_table(), tmp_path / "ds", card_info={})
+    with pytest.raises(RuntimeError, match="public"):
+        push_to_hub(paths["dir"], "someone/public")
+    assert hub.commits == []
+
+
+def test_push_without_a_token_says_how_to_set_it(tmp_path, monkeypatch, no_network):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)  # no saved `hf auth login` either
+    paths = export_dataset(_table(), tmp_path / "ds", card_info={})
+    with pytest.raises(RuntimeError, match="HF_TOKEN"):
+        push_to_hub(paths["dir"], "someone/x")
