@@ -16,6 +16,7 @@ same output. The run folder is ``<out_dir>/run-<config fingerprint>`` unless --r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -111,7 +112,9 @@ def build_dataset(config: dict | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     cj, rd = cfg.model_dump_json(), str(run_dir)
     # Task results (the cache behind resume) live in the run folder, next to the data they describe.
+    # (A block must be saved before tasks may use it; its name is unique per run folder.)
     storage = LocalFileSystem(basepath=str(run_dir / ".prefect-results"))
+    storage.save(f"results-{hashlib.sha1(rd.encode()).hexdigest()[:16]}", overwrite=True)
 
     def in_run(t):
         return t.with_options(result_storage=storage)

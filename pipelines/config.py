@@ -83,12 +83,20 @@ class ScoreConfig(_Section):
 class SelectConfig(_Section):
     steps: list[dict[str, Any]] = Field(
         default_factory=lambda: [
-            {"dedup": {"near": True, "threshold": 0.8}},
+            {"dedup": {"near": True, "near_threshold": 0.8}},
             {"threshold": {"column": "score_ifd", "max": 1.0}},
             {"top_k": {"column": "score_color", "fraction": 0.5}},
         ],
         description="selection steps in order: dedup -> filters -> rank -> diversify",
     )
+
+    @field_validator("steps")
+    @classmethod
+    def _valid_steps(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from instruct_selectors.policies import parse_steps
+
+        parse_steps(v)  # raises ValueError naming the step and the option
+        return v
 
 
 class ExportConfig(_Section):
@@ -100,7 +108,8 @@ class ExportConfig(_Section):
 class TrainConfig(_Section):
     method: Literal["full", "lora", "rslora", "lisa", "hft", "mezo"] | None = None
     max_steps: int | None = Field(30, description="None: one epoch")
-    eval_path: str | None = None
+    eval_path: str | None = Field(None, description="held-out set to evaluate on (default: score.target)")
+    conditional_indicator: bool = Field(False, description="append [IND] to context-dependent rows (meta.ctx_dependent)")
     options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -217,10 +217,11 @@ def train(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     method = cfg.train.method
     options = dict(cfg.train.options)
     if method == "rslora":
-        method, options["use_rslora"] = "lora", True
+        method, options["rslora"] = "lora", True
     metrics = run_training(
-        run_dir / "dataset" / "data.parquet", run_dir / "train", method=method, model=cfg.model.model,
+        run_dir / "dataset" / "parquet", run_dir / "train", method=method, model=cfg.model.model,
         eval_path=resolve_path(cfg.train.eval_path or cfg.score.target), max_steps=cfg.train.max_steps,
-        seed=cfg.run.seed, options=options,
+        seed=cfg.run.seed, options=options, conditional_indicator=cfg.train.conditional_indicator,
+        eval_before=True, max_length=cfg.model.max_length,
     )
     return _record(run_dir, "train", t0, method=cfg.train.method, metrics=metrics)
