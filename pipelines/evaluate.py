@@ -64,8 +64,15 @@ def token_f1(prediction: str, gold: str | Sequence[str]) -> float:
 
 # --------------------------------------------------------------------------- held-out loss
 @torch.no_grad()
-def heldout_loss(model, tokenizer, table: Any, *, batch_size: int = 8, max_length: int = 512,
-                 conditional_indicator: bool = False) -> float:
+def heldout_loss(
+    model,
+    tokenizer,
+    table: Any,
+    *,
+    batch_size: int = 8,
+    max_length: int = 512,
+    conditional_indicator: bool = False,
+) -> float:
     """Mean NLL per assistant token over ``table`` (example table, or rows with ``messages``)."""
     encoded, _ = encode_rows(tokenizer, chat_rows(table, conditional_indicator), max_length)
     if not encoded:
@@ -108,10 +115,18 @@ def qa_prompt(question: str, context: str, indicator: bool = False) -> list[dict
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, prompts: Sequence[Sequence[Mapping[str, str]]], *,
-                     max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
+def generate_answers(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[Mapping[str, str]]],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+) -> list[str]:
     """Greedy answers to chat prompts, batched (left padding, length-sorted)."""
-    texts = [tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [
+        tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
+    ]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     device = next(model.parameters()).device
@@ -123,16 +138,31 @@ def generate_answers(model, tokenizer, prompts: Sequence[Sequence[Mapping[str, s
         pad = tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in idx], device=device)
         mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in idx], device=device)
-        out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, temperature=None, top_p=None, top_k=None,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         for row, i in enumerate(idx):
             answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
     return answers
 
 
-def evaluate_qa(model, tokenizer, rows: Sequence[Mapping[str, Any]], max_new_tokens: int = 32, *,
-                batch_size: int = 8, indicator: bool = False) -> dict:
+def evaluate_qa(
+    model,
+    tokenizer,
+    rows: Sequence[Mapping[str, Any]],
+    max_new_tokens: int = 32,
+    *,
+    batch_size: int = 8,
+    indicator: bool = False,
+) -> dict:
     """Exact match and token F1 (means over rows) of greedy answers; also returns the predictions."""
     fields = [_qa_fields(r) for r in rows]
     prompts = [qa_prompt(q, c, indicator) for q, c, _ in fields]
@@ -151,12 +181,27 @@ def _is_qa(rows: Any) -> bool:
     return bool(rows) and "question" in rows[0]
 
 
-def evaluate_run(model, tokenizer, rows: Any, *, batch_size: int = 8, max_length: int = 512, max_new_tokens: int = 32,
-                 conditional_indicator: bool = False, predictions_path: str | Path | None = None) -> dict:
+def evaluate_run(
+    model,
+    tokenizer,
+    rows: Any,
+    *,
+    batch_size: int = 8,
+    max_length: int = 512,
+    max_new_tokens: int = 32,
+    conditional_indicator: bool = False,
+    predictions_path: str | Path | None = None,
+) -> dict:
     """Held-out loss, plus EM/F1 when ``rows`` are context-QA (with and without ``[IND]`` if it was trained)."""
     metrics: dict[str, Any] = {
-        "eval_loss": heldout_loss(model, tokenizer, rows, batch_size=batch_size, max_length=max_length,
-                                  conditional_indicator=conditional_indicator)
+        "eval_loss": heldout_loss(
+            model,
+            tokenizer,
+            rows,
+            batch_size=batch_size,
+            max_length=max_length,
+            conditional_indicator=conditional_indicator,
+        )
     }
     if max_new_tokens > 0 and _is_qa(rows):
         qa_rows = list(rows.iter_rows(named=True)) if isinstance(rows, pl.DataFrame) else list(rows)
@@ -172,8 +217,10 @@ def evaluate_run(model, tokenizer, rows: Any, *, batch_size: int = 8, max_length
             from pipelines.shards import atomic_write_jsonl
 
             atomic_write_jsonl(
-                ({"question": q, "answer": a, **{k: v[i] for k, v in predictions.items()}}
-                 for i, (q, _, a) in enumerate(_qa_fields(r) for r in qa_rows)),
+                (
+                    {"question": q, "answer": a, **{k: v[i] for k, v in predictions.items()}}
+                    for i, (q, _, a) in enumerate(_qa_fields(r) for r in qa_rows)
+                ),
                 Path(predictions_path),
             )
     return metrics

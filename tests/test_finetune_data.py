@@ -30,8 +30,10 @@ def _render_ids(tok, messages, generation_prompt):
 
 
 def test_labels_cover_exactly_the_answer_and_end_of_turn(tok):
-    messages = [{"role": "user", "content": "What is the capital of France?"},
-                {"role": "assistant", "content": "Paris."}]
+    messages = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+    ]
     enc = encode_chat(tok, messages)
     prompt_len = len(_render_ids(tok, messages[:1], True))
     answer_ids = tok("Paris.<|im_end|>", add_special_tokens=False)["input_ids"]
@@ -40,13 +42,19 @@ def test_labels_cover_exactly_the_answer_and_end_of_turn(tok):
     assert enc.labels[prompt_len : prompt_len + len(answer_ids)] == answer_ids
     assert enc.input_ids[prompt_len + len(answer_ids) - 1] == tok.eos_token_id
     # The template's trailing newline after <|im_end|> is not part of the answer.
-    assert enc.labels[prompt_len + len(answer_ids) :] == [IGNORE_INDEX] * (len(enc.labels) - prompt_len - len(answer_ids))
+    assert enc.labels[prompt_len + len(answer_ids) :] == [IGNORE_INDEX] * (
+        len(enc.labels) - prompt_len - len(answer_ids)
+    )
     assert tok.decode(enc.input_ids) == tok.apply_chat_template(messages, tokenize=False)
 
 
 def test_multi_turn_labels_every_assistant_turn_and_no_user_turn(tok):
-    messages = [{"role": "user", "content": "Say yes."}, {"role": "assistant", "content": "yes"},
-                {"role": "user", "content": "Say no."}, {"role": "assistant", "content": "no"}]
+    messages = [
+        {"role": "user", "content": "Say yes."},
+        {"role": "assistant", "content": "yes"},
+        {"role": "user", "content": "Say no."},
+        {"role": "assistant", "content": "no"},
+    ]
     enc = encode_chat(tok, messages)
     labelled = tok.decode([t for t in enc.labels if t != IGNORE_INDEX])
     assert labelled == "yes<|im_end|>no<|im_end|>"
@@ -70,8 +78,12 @@ def test_add_indicator_places_it_at_end_of_last_user_message():
     assert out[1]["content"] == "Q?\n\nA passage. " + INDICATOR
     assert msgs[1]["content"] == "Q?\n\nA passage."  # input untouched
     assert add_indicator(out) == out  # never twice
-    assert add_indicator([{"role": "user", "content": "Q? no passage"}]) == [{"role": "user", "content": "Q? no passage"}]
-    assert add_indicator([{"role": "user", "content": "Q?"}], has_context=True)[0]["content"].endswith(" [IND]")
+    assert add_indicator([{"role": "user", "content": "Q? no passage"}]) == [
+        {"role": "user", "content": "Q? no passage"}
+    ]
+    assert add_indicator([{"role": "user", "content": "Q?"}], has_context=True)[0]["content"].endswith(
+        " [IND]"
+    )
 
 
 def test_indicator_token_added_embeddings_resized_and_placed(tok):
@@ -81,10 +93,12 @@ def test_indicator_token_added_embeddings_resized_and_placed(tok):
     assert len(tok) == before + 1 and token_id == before
     assert model.get_input_embeddings().weight.shape[0] == before + 1
     assert ensure_indicator_token(tok, model) == token_id and len(tok) == before + 1  # idempotent
-    table = to_table([
-        make_example("Who?", "Ann", context="Ann wrote it.", meta={"ctx_dependent": True}),
-        make_example("Who?", "Bob", context="Bob wrote it.", meta={"ctx_dependent": False}),
-    ])
+    table = to_table(
+        [
+            make_example("Who?", "Ann", context="Ann wrote it.", meta={"ctx_dependent": True}),
+            make_example("Who?", "Bob", context="Bob wrote it.", meta={"ctx_dependent": False}),
+        ]
+    )
     tagged, untagged = chat_rows(table, conditional_indicator=True)
     assert tagged[-2]["content"] == "Who?\n\nAnn wrote it. [IND]"
     assert INDICATOR not in untagged[-2]["content"]
@@ -98,7 +112,8 @@ def test_indicator_token_added_embeddings_resized_and_placed(tok):
 
 def test_load_examples_formats(tmp_path):
     table = to_table([make_example("a", "b"), make_example("c", "d")]).with_columns(
-        pl.Series("keep", [True, False]))
+        pl.Series("keep", [True, False])
+    )
     table.write_parquet(tmp_path / "sel.parquet")
     assert load_examples(tmp_path / "sel.parquet")["instruction"].to_list() == ["a"]
     qa = tmp_path / "qa.jsonl"
@@ -106,7 +121,10 @@ def test_load_examples_formats(tmp_path):
     rows = load_examples(qa)
     assert rows["response"].to_list() == ["x"] and json.loads(rows["meta"][0])["ctx_dependent"] is True
     chat = tmp_path / "chat.jsonl"
-    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "v"}]}) + "\n")
+    chat.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "v"}]})
+        + "\n"
+    )
     assert chat_rows(load_examples(chat))[0][-1]["content"] == "v"
     with pytest.raises(ValueError, match="cannot read"):
         load_examples(tmp_path / "x.csv")

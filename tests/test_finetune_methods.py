@@ -15,11 +15,17 @@ from pipelines.schema import make_example, to_table
 
 
 def _rows(n=16):
-    return to_table([
-        make_example(f"How many apples are in box {i}?", f"{i} apples.", context=f"Box {i} holds {i} apples.",
-                     meta={"ctx_dependent": True})
-        for i in range(n)
-    ])
+    return to_table(
+        [
+            make_example(
+                f"How many apples are in box {i}?",
+                f"{i} apples.",
+                context=f"Box {i} holds {i} apples.",
+                meta={"ctx_dependent": True},
+            )
+            for i in range(n)
+        ]
+    )
 
 
 class Probe(TrainerCallback):
@@ -46,8 +52,17 @@ def tiny():
 def _train(tiny, method, steps=2, learning_rate=None, **options):
     model, tok = tiny
     probe = Probe()
-    trained, metrics = train_model(model, tok, _rows(), method, max_steps=steps, batch_size=4, max_length=128,
-                                   learning_rate=learning_rate, options={"callbacks": [probe], "inplace": True, **options})
+    trained, metrics = train_model(
+        model,
+        tok,
+        _rows(),
+        method,
+        max_steps=steps,
+        batch_size=4,
+        max_length=128,
+        learning_rate=learning_rate,
+        options={"callbacks": [probe], "inplace": True, **options},
+    )
     return trained, metrics, probe
 
 
@@ -71,8 +86,16 @@ def test_train_model_leaves_the_given_model_alone_by_default(tiny):
 
 def test_lora_gradients_only_on_adapters_and_merged_result(tiny):
     model, tok = tiny
-    merged, metrics = train_model(model, tok, _rows(), "lora", max_steps=2, batch_size=4, learning_rate=1e-2,
-                                  options={"merge": False, "inplace": False, "callbacks": [probe := Probe()]})
+    merged, metrics = train_model(
+        model,
+        tok,
+        _rows(),
+        "lora",
+        max_steps=2,
+        batch_size=4,
+        learning_rate=1e-2,
+        options={"merge": False, "inplace": False, "callbacks": [probe := Probe()]},
+    )
     assert probe.grads[0] and all("lora_" in n for n in probe.grads[0])
     assert metrics["trainable_params"] < metrics["total_params"] / 2
     plain = merged.merge_and_unload()
@@ -85,8 +108,17 @@ def test_lora_gradients_only_on_adapters_and_merged_result(tiny):
 def test_lora_with_indicator_trains_only_the_new_embedding_row(tiny):
     model, tok = tiny
     probe = Probe()
-    trained, _ = train_model(model, tok, _rows(), "lora", max_steps=2, batch_size=4, learning_rate=1e-2,
-                             conditional_indicator=True, options={"callbacks": [probe]})
+    trained, _ = train_model(
+        model,
+        tok,
+        _rows(),
+        "lora",
+        max_steps=2,
+        batch_size=4,
+        learning_rate=1e-2,
+        conditional_indicator=True,
+        options={"callbacks": [probe]},
+    )
     assert any("trainable_tokens" in n for n in probe.grads[0])
     emb_new = trained.get_input_embeddings().weight
     ind = tok.convert_tokens_to_ids("[IND]")
@@ -160,8 +192,16 @@ def test_lisa_switches_layers_at_the_interval_and_drops_optimizer_state(tiny):
 def test_mezo_updates_parameters_without_any_grad(tiny):
     model = tiny[0]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trained, metrics = train_model(model, tiny[1], _rows(), "mezo", max_steps=3, batch_size=4, learning_rate=1e-3,
-                                   options={"inplace": True})
+    trained, metrics = train_model(
+        model,
+        tiny[1],
+        _rows(),
+        "mezo",
+        max_steps=3,
+        batch_size=4,
+        learning_rate=1e-3,
+        options={"inplace": True},
+    )
     assert metrics["steps"] == 3 and metrics["trainable_params"] == metrics["total_params"]
     for n, p in trained.named_parameters():
         assert p.grad is None and not p.requires_grad

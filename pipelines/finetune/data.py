@@ -88,7 +88,9 @@ def grow_embeddings(model, vocab_size: int) -> None:
     if old >= vocab_size:
         return
     model.resize_token_embeddings(vocab_size, mean_resizing=False)
-    for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
+    for layer in {
+        id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
+    }.values():
         layer.weight[old:] = layer.weight[:old].mean(dim=0, keepdim=True)
 
 
@@ -100,7 +102,9 @@ def _row_messages(row: Mapping[str, Any]) -> list[dict]:
         return to_messages(row["instruction"], row.get("context") or "", row["response"])
     if {"question", "answer"} <= set(row):  # context QA rows (context, question, answer)
         return to_messages(row["question"], row.get("context") or "", str(row["answer"]))
-    raise ValueError(f"row has neither `messages` nor instruction/response nor question/answer: {sorted(row)}")
+    raise ValueError(
+        f"row has neither `messages` nor instruction/response nor question/answer: {sorted(row)}"
+    )
 
 
 def _iter_rows(table_or_dataset: Any) -> Iterable[Mapping[str, Any]]:
@@ -134,7 +138,9 @@ class Encoded:
 
 
 def _render(tokenizer, messages: Sequence[Mapping[str, str]], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=generation_prompt
+    )
 
 
 def encode_chat(tokenizer, messages: Sequence[Mapping[str, str]], max_length: int | None = None) -> Encoded:
@@ -153,7 +159,9 @@ def encode_chat(tokenizer, messages: Sequence[Mapping[str, str]], max_length: in
         prompt = _render(tokenizer, messages[:i], generation_prompt=True)
         full = _render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
-            raise ValueError("chat template does not render conversations prefix by prefix; cannot mask prompts")
+            raise ValueError(
+                "chat template does not render conversations prefix by prefix; cannot mask prompts"
+            )
         answer = full[len(prompt) :]
         # Label the answer and its end-of-turn token; whatever the template adds after it is not the answer.
         cut = answer.rfind(eos) + len(eos) if eos and eos in answer else len(answer)
@@ -177,7 +185,9 @@ def encode_chat(tokenizer, messages: Sequence[Mapping[str, str]], max_length: in
     return Encoded(input_ids, labels)
 
 
-def encode_rows(tokenizer, conversations: Sequence[Sequence[Mapping[str, str]]], max_length: int) -> tuple[list[Encoded], int]:
+def encode_rows(
+    tokenizer, conversations: Sequence[Sequence[Mapping[str, str]]], max_length: int
+) -> tuple[list[Encoded], int]:
     """Encode every conversation; drop those whose answer was cut away by ``max_length``. Returns (kept, dropped)."""
     kept = [e for e in (encode_chat(tokenizer, m, max_length) for m in conversations) if e.n_target > 0]
     return kept, len(conversations) - len(kept)
@@ -208,8 +218,13 @@ class ChatCollator:
 def _qa_table(rows: list[dict]) -> pl.DataFrame:
     """Context-QA rows (context, question, answer) -> example table, tagged context-dependent."""
     return to_table(
-        make_example(r["question"], str(r["answer"]), r.get("context") or "", source="context_qa",
-                     meta={"ctx_dependent": bool(r.get("context"))})
+        make_example(
+            r["question"],
+            str(r["answer"]),
+            r.get("context") or "",
+            source="context_qa",
+            meta={"ctx_dependent": bool(r.get("context"))},
+        )
         for r in rows
     )
 
@@ -232,7 +247,11 @@ def load_examples(path: str | Path, limit: int | None = None) -> pl.DataFrame | 
             rows = [json.loads(line) for line in f if line.strip()]
         if rows and "messages" in rows[0] and "instruction" not in rows[0]:
             return rows[:limit] if limit else rows
-        table = _qa_table(rows) if rows and "question" in rows[0] else pl.DataFrame(rows, infer_schema_length=None)
+        table = (
+            _qa_table(rows)
+            if rows and "question" in rows[0]
+            else pl.DataFrame(rows, infer_schema_length=None)
+        )
     else:
         raise ValueError(f"cannot read {path}: expected a Parquet folder/file or a .jsonl file")
     if "keep" in table.columns and table["keep"].dtype == pl.Boolean:

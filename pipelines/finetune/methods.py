@@ -28,7 +28,11 @@ METHODS = ("full", "lora", "lisa", "hft", "mezo")
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The stack of decoder blocks (``model.model.layers`` for Llama-family models) and its name."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) and name.split(".")[-1] in {"layers", "h", "blocks"}:
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module)
+            and name.split(".")[-1] in {"layers", "h", "blocks"}
+        ):
             return name, module
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
 
@@ -79,7 +83,9 @@ def hft_frozen_names(model: nn.Module, seed: int) -> list[str]:
         attn = [linears[k] for k in ATTN_PROJ if k in linears]
         mlp = [linears[k] for k in MLP_PROJ if k in linears]
         if len(attn) != 4 or len(mlp) != 3:
-            raise ValueError(f"HFT expects q/k/v/o and gate/up/down projections; layer {i} has {sorted(linears)}")
+            raise ValueError(
+                f"HFT expects q/k/v/o and gate/up/down projections; layer {i} has {sorted(linears)}"
+            )
         n_mlp = 1 + (i + start) % 2
         for name in rng.sample(attn, 2) + rng.sample(mlp, n_mlp):
             frozen.append(f"{prefix}.{i}.{name}.weight")

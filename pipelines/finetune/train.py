@@ -34,7 +34,7 @@ from pipelines.finetune.data import (
 )
 from pipelines.finetune.methods import METHODS, apply_hft, apply_lora, count_params, set_trainable
 
-DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "lisa": 5e-5, "hft": 2e-5, "mezo": 1e-6}
+DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "lisa": 5e-5, "hft": 2e-5, "mezo": 1e-5}
 # Everything `options` may carry; anything else is a typo and raises.
 OPTION_HELP = {
     "lora_r": "LoRA rank (16)",
@@ -70,15 +70,27 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def _training_args(out_dir: str, *, device: torch.device, batch_size: int, epochs: float, max_steps: int | None,
-                   learning_rate: float, seed: int, options: dict):
+def _training_args(
+    out_dir: str,
+    *,
+    device: torch.device,
+    batch_size: int,
+    epochs: float,
+    max_steps: int | None,
+    learning_rate: float,
+    seed: int,
+    options: dict,
+):
     from transformers import TrainingArguments
 
     cuda = device.type == "cuda"
     # Fewer pad tokens per batch (a real speed-up on CPU); the argument was renamed in transformers 5.
     fields = TrainingArguments.__dataclass_fields__
-    grouping = ({"train_sampling_strategy": "group_by_length"} if "train_sampling_strategy" in fields
-                else {"group_by_length": True})
+    grouping = (
+        {"train_sampling_strategy": "group_by_length"}
+        if "train_sampling_strategy" in fields
+        else {"group_by_length": True}
+    )
     return TrainingArguments(
         **grouping,
         output_dir=out_dir,
@@ -166,14 +178,29 @@ def train_model(
             from pipelines.finetune.lisa import LisaCallback
 
             set_trainable(model, True)  # the optimizer must see every layer; the callback freezes
-            lisa = LisaCallback(model, int(options.get("lisa_layers", 2)), int(options.get("lisa_interval", 20)), seed)
+            lisa = LisaCallback(
+                model, int(options.get("lisa_layers", 2)), int(options.get("lisa_interval", 20)), seed
+            )
             callbacks.append(lisa)
         callbacks += list(options.get("callbacks", []))  # after LISA's, so they see its re-sampling
         with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
-            args = _training_args(tmp, device=device, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
-                                  learning_rate=lr, seed=seed, options=options)
-            trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                              data_collator=ChatCollator(tokenizer.pad_token_id), callbacks=callbacks)
+            args = _training_args(
+                tmp,
+                device=device,
+                batch_size=batch_size,
+                epochs=epochs,
+                max_steps=max_steps,
+                learning_rate=lr,
+                seed=seed,
+                options=options,
+            )
+            trainer = Trainer(
+                model=model,
+                args=args,
+                train_dataset=dataset,
+                data_collator=ChatCollator(tokenizer.pad_token_id),
+                callbacks=callbacks,
+            )
             out = trainer.train()
         trainable = count_params(model, trainable_only=True)  # LISA: the active set at the end
         history = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -210,9 +237,18 @@ def train_model(
 def _train_mezo(model, dataset, tokenizer, batch_size, epochs, max_steps, lr, seed, options) -> dict:
     from pipelines.finetune.mezo import train_mezo
 
-    return train_mezo(model, dataset, ChatCollator(tokenizer.pad_token_id), batch_size=batch_size, epochs=epochs,
-                      max_steps=max_steps, learning_rate=lr, eps=float(options.get("mezo_eps", 1e-3)),
-                      weight_decay=float(options.get("weight_decay", 0.0)), seed=seed)
+    return train_mezo(
+        model,
+        dataset,
+        ChatCollator(tokenizer.pad_token_id),
+        batch_size=batch_size,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=lr,
+        eps=float(options.get("mezo_eps", 1e-3)),
+        weight_decay=float(options.get("weight_decay", 0.0)),
+        seed=seed,
+    )
 
 
 # --------------------------------------------------------------------------- saved runs
@@ -282,7 +318,15 @@ def run_training(
     from pipelines.llm.embedded import load_model_and_tokenizer
     from pipelines.shards import atomic_write_text
 
-    train_keys = {"epochs", "max_steps", "learning_rate", "batch_size", "max_length", "seed", "conditional_indicator"}
+    train_keys = {
+        "epochs",
+        "max_steps",
+        "learning_rate",
+        "batch_size",
+        "max_length",
+        "seed",
+        "conditional_indicator",
+    }
     run_keys = {"options", "train_limit", "device", "eval_limit", "eval_before", "max_new_tokens"}
     unknown = sorted(set(opts) - train_keys - run_keys)
     if unknown:
@@ -295,8 +339,12 @@ def run_training(
     mdl, tok = load_model_and_tokenizer(model, device=opts.get("device"))
     eval_rows = load_examples(eval_path, limit=opts.get("eval_limit")) if eval_path else None
     indicator = bool(train_kw.get("conditional_indicator", False))
-    eval_kw = {"batch_size": train_kw.get("batch_size", 8), "max_length": train_kw.get("max_length", 512),
-               "max_new_tokens": int(opts.get("max_new_tokens", 32)), "conditional_indicator": indicator}
+    eval_kw = {
+        "batch_size": train_kw.get("batch_size", 8),
+        "max_length": train_kw.get("max_length", 512),
+        "max_new_tokens": int(opts.get("max_new_tokens", 32)),
+        "conditional_indicator": indicator,
+    }
 
     before = {}
     if eval_rows is not None and opts.get("eval_before", False):
@@ -304,10 +352,17 @@ def run_training(
             ensure_indicator_token(tok, mdl)
         before = evaluate_run(mdl, tok, eval_rows, **{**eval_kw, "max_new_tokens": 0})
     # Train the loaded model itself (no copy) and keep a LoRA adapter unmerged so it saves as an adapter.
-    trained, metrics = train_model(mdl, tok, rows, method, options={**options, "inplace": True, "merge": False}, **train_kw)
+    trained, metrics = train_model(
+        mdl, tok, rows, method, options={**options, "inplace": True, "merge": False}, **train_kw
+    )
 
-    settings = {"method": method, "base_model": model if model in {"embedded", "tiny"} else str(Path(model).resolve()),
-                "selection": str(selection_path), "options": options, **train_kw}
+    settings = {
+        "method": method,
+        "base_model": model if model in {"embedded", "tiny"} else str(Path(model).resolve()),
+        "selection": str(selection_path),
+        "options": options,
+        **train_kw,
+    }
     out = save_run(trained, tok, out_dir, settings)
     if hasattr(trained, "merge_and_unload"):
         trained = trained.merge_and_unload()  # plain model: faster evaluation
@@ -316,6 +371,8 @@ def run_training(
     if eval_rows is not None:
         metrics["eval_path"] = str(eval_path)
         metrics.update({f"{k}_before": v for k, v in before.items()})
-        metrics.update(evaluate_run(trained, tok, eval_rows, **eval_kw, predictions_path=out / "predictions.jsonl"))
+        metrics.update(
+            evaluate_run(trained, tok, eval_rows, **eval_kw, predictions_path=out / "predictions.jsonl")
+        )
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
