@@ -1,0 +1,347 @@
+"""GLAN generator: parsers on hand-written answers, key-concept sampling, dedup, resume and edits."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import polars as pl
+import pytest
+
+from generators.dedup import dedup_rows
+from generators.glan import (
+    parse_answer,
+    parse_question,
+    parse_subjects,
+    parse_syllabus,
+    question_specs,
+    run_glan,
+    sample_concepts,
+)
+from generators.parsing import Reject
+from pipelines.shards import read_shards
+
+D = {"discipline": "Astronomy"}
+
+
+# ---- parsers ------------------------------------------------------------------------------
+
+
+def test_parse_subject_lines_as_a_small_model_writes_them():
+    text = (
+        "Observational Astronomy | introductory | telescopes, the night sky, magnitudes\n"
+        "2. **Stellar Physics** | Intermediate level | fusion; stellar mass\n"
+        "Cosmology - the universe as a whole\n"
+        "Subject name | level | subtopics\n"  # the format line echoed back: not a subject
+        "Observational astronomy | advanced | repeats\n"  # duplicate name: dropped
+    )
+    subjects = parse_subjects(text, D)
+    assert [s["subject"] for s in subjects] == ["Observational Astronomy", "Stellar Physics", "Cosmology"]
+    assert subjects[0] == {
+        "subject": "Observational Astronomy",
+        "level": "introductory",
+        "subtopics": ["telescopes", "the night sky", "magnitudes"],
+    }
+    assert subjects[1]["level"] == "intermediate" and subjects[1]["subtopics"] == ["fusion", "stellar mass"]
+    assert subjects[2]["subtopics"] == ["the universe as a whole"]
+
+
+def test_parse_subjects_json_and_garbage():
+    js = '```json\n[{"name": "Optics", "level": "advanced", "subtopics": ["lenses", "lasers"]},]\n```'
+    assert parse_subjects(js, D) == [
+        {"subject": "Optics", "level": "advanced", "subtopics": ["lenses", "lasers"]}
+    ]
+    rej = parse_subjects("", D)
+    assert isinstance(rej, Reject) and "no subject" in rej.reason
+
+
+def test_parse_syllabus_lines():
+    text = (
+        "Here is the syllabus:\n"
+        "Session 1: Stars - how stars form | nebulae, gravity, protostars\n"
+        "Session 2: Stellar energy | Key concepts: fusion, the proton-proton chain\n"
+        "3. Star death: supernovae and remnants. Key concepts: supernova, neutron star\n"
+        "Session 4: Galaxies\n"  # no key concepts: unusable, dropped
+    )
+    sessions = parse_syllabus(text, {})
+    assert [s["title"] for s in sessions] == ["Stars", "Stellar energy", "Star death"]
+    assert sessions[0]["description"] == "how stars form"
+    assert sessions[0]["key_concepts"] == ["nebulae", "gravity", "protostars"]
+    assert sessions[1]["key_concepts"] == ["fusion", "the proton-proton chain"]
+    assert sessions[2]["key_concepts"] == ["supernova", "neutron star"]
+
+
+def test_parse_syllabus_json_and_rejects():
+    js = '{"sessions": [{"title": "Atoms", "description": "matter", "key_concepts": "protons, electrons"}]}'
+    assert parse_syllabus(js, {}) == [
+        {"title": "Atoms", "description": "matter", "key_concepts": ["protons", "electrons"]}
+    ]
+    assert parse_syllabus("Session 1: Stars\nSession 2: Planets", {}).reason.startswith("no session")
+    loop = "Session 1: Grains | " + ", ".join(["grains"] * 60)
+    assert parse_syllabus(loop, {}).reason == "degenerate repetition"
+
+
+def test_parse_question():
+    assert parse_question(
+        "Question: Why do heavier stars burn their fuel faster?\nAnswer: because...", {}
+    ) == ("Why do heavier stars burn their fuel faster?")
+    assert parse_question(
+        "**Problem 1:** Compute the escape velocity of the Moon from its mass and radius.", {}
+    ) == ("Compute the escape velocity of the Moon from its mass and radius.")
+    assert parse_question("Stars?", {}).reason == "question shorter than 5 words"
+    assert parse_question(
+        "Write a homework question for the course about stars and planets.", {}
+    ).reason.startswith("echoes")
+    assert parse_question("I don't know.", {}).reason == "refusal"
+
+
+def test_parse_answer_refusal_is_whole_answer():
+    assert parse_answer("I do not know.", {}).reason == "refusal"
+    ok = "I don't know the exact mass, but we can estimate it: M = 4π²a³/(GT²) gives about 2e30 kg."
+    assert parse_answer(ok, {}) == ok
+    assert parse_answer("Answer: 42 kg", {}) == "42 kg"
+    assert parse_answer("   ", {}).reason == "empty answer"
+
+
+# ---- key-concept sampling -------------------------------------------------------------------
+
+
+def _sessions(*sizes):
+    return [{"title": f"s{i}", "key_concepts": [f"c{i}.{j}" for j in range(n)]} for i, n in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("m", [1, 3, 7])
+def test_one_session_mode_draws_1_to_min_5_m_from_one_session(m):
+    sessions = _sessions(m, m)
+    ks = set()
+    for s in range(300):
+        picked, concepts = sample_concepts(sessions, random.Random(s), "one")
+        assert len(picked) == 1 and set(concepts) <= set(sessions[picked[0]]["key_concepts"])
+        assert len(set(concepts)) == len(concepts)
+        ks.add(len(concepts))
+    assert ks == set(range(1, min(5, m) + 1))
+
+
+@pytest.mark.parametrize("m1, m2", [(1, 1), (1, 2), (4, 6)])
+def test_two_session_mode_draws_2_to_min_5_m1_m2_from_the_union(m1, m2):
+    sessions = _sessions(m1, m2, 3)
+    ks = set()
+    for s in range(300):
+        picked, concepts = sample_concepts(sessions, random.Random(s), "two")
+        assert len(picked) == 2 and picked[0] != picked[1]
+        union = set(sessions[picked[0]]["key_concepts"]) | set(sessions[picked[1]]["key_concepts"])
+        assert set(concepts) <= union and len(set(concepts)) == len(concepts)
+        ks.add(len(concepts))
+        assert 2 <= len(concepts) <= 5
+    if (m1, m2) == (1, 1):  # the pair (0, 1) has 2 concepts; pairs with session 2 have 4
+        assert ks == {2, 3, 4}
+    if (m1, m2) == (4, 6):
+        assert ks == {2, 3, 4, 5}
+
+
+def test_two_session_mode_with_overlapping_single_concepts():
+    sessions = [{"title": "a", "key_concepts": ["x"]}, {"title": "b", "key_concepts": ["x"]}]
+    picked, concepts = sample_concepts(sessions, random.Random(0), "two")
+    assert picked == [0, 1] and concepts == ["x"]  # the union has one concept: all of it
+
+
+def test_one_session_syllabus_falls_back_to_one_mode():
+    picked, concepts = sample_concepts(_sessions(3), random.Random(0), "two")
+    assert picked == [0] and 1 <= len(concepts) <= 3
+
+
+def _syllabi_table():
+    rows = []
+    for subj in ("A", "B"):
+        for n in range(1, 5):
+            rows.append(
+                {
+                    "session_id": f"{subj}{n}",
+                    "subject_id": subj,
+                    "discipline_id": "d",
+                    "field": "f",
+                    "subfield": "sf",
+                    "discipline": "D",
+                    "subject": subj,
+                    "level": "introductory",
+                    "session": n,
+                    "title": f"{subj} session {n}",
+                    "description": "",
+                    "key_concepts": json.dumps([f"{subj}{n}-{j}" for j in range(n + 1)]),
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def test_question_specs_are_seeded_and_use_both_modes():
+    t = _syllabi_table()
+    a, b, c = question_specs(t, 20, seed=1), question_specs(t, 20, seed=1), question_specs(t, 20, seed=2)
+    assert a == b and a != c
+    assert len(a) == 40 and {s["mode"] for s in a} == {"one", "two"}
+    assert all(len(s["sessions"]) == (2 if s["mode"] == "two" else 1) for s in a)
+    assert {s["mode"] for s in question_specs(t, 10, seed=1, modes=("one",))} == {"one"}
+
+
+# ---- dedup ----------------------------------------------------------------------------------
+
+
+def test_dedup_counts_exact_and_near():
+    base = "Explain how the mass of a star determines the length of its life on the main sequence"
+    qs = [
+        base,
+        base.upper() + "  ",
+        base + " today",
+        "What is a neutron star and how does it form after a supernova?",
+    ]
+    t = pl.DataFrame({"question_id": ["a", "b", "c", "d"], "question": qs})
+    kept, dropped, counts = dedup_rows(t, "question", "question_id", near_threshold=0.7)
+    assert counts == {"input": 4, "exact": 1, "near": 1, "kept": 2}
+    assert kept["question_id"].to_list() == ["a", "d"]
+    assert dropped["dup_of"].to_list() == ["a", "a"] and dropped["dup_kind"].to_list() == ["exact", "near"]
+
+
+# ---- end to end with a fake LLM -------------------------------------------------------------
+
+
+class FakeLLM:
+    """Canned GLAN answers chosen by what the prompt asks for; counts prompts per kind."""
+
+    name = "fake"
+
+    def __init__(self, subject_names=("Mechanics", "Waves")):
+        self.subject_names = subject_names
+        self.prompts = {"subjects": 0, "syllabi": 0, "questions": 0, "answers": 0}
+
+    def generate(self, prompts, sampling):
+        out = []
+        for p in prompts:
+            ask = p[-1]["content"]
+            if ask.startswith("List"):
+                self.prompts["subjects"] += 1
+                out.append("\n".join(f"{n} | introductory | a, b" for n in self.subject_names))
+            elif "class sessions" in ask:
+                self.prompts["syllabi"] += 1
+                course = ask.split("course ")[1].split(" (")[0]
+                out.append(
+                    "\n".join(
+                        f"Session {i}: {course} part {i} | {course} idea {i}, concept {i}, topic {i}"
+                        for i in range(1, 4)
+                    )
+                )
+            elif ask.startswith("Write a homework question"):
+                self.prompts["questions"] += 1
+                out.append(
+                    f"Question: Using {ask.split('about: ')[1].rstrip('.')}, explain the {ask.split('course ')[1].split(' about')[0]} case."
+                )
+            else:
+                self.prompts["answers"] += 1
+                out.append("I don't know." if "concept 3" in ask else f"A worked answer to: {ask[:40]}")
+        return out
+
+
+def _run(tmp_path, llm, **kw):
+    args = dict(
+        max_disciplines=2,
+        subjects_per_discipline=2,
+        queries_per_discipline=2,
+        sessions=3,
+        questions_per_syllabus=3,
+        shard_size=2,
+        progress=False,
+    )
+    args.update(kw)
+    return run_glan(kw.pop("taxonomy", "data/taxonomy.yaml"), tmp_path / "run", llm, **args)
+
+
+def test_run_glan_writes_every_level_and_counts(tmp_path):
+    llm = FakeLLM()
+    counts = _run(tmp_path, llm)
+    run = tmp_path / "run"
+    assert counts["disciplines"] == 2 and counts["subjects"] == 4 and counts["syllabi"] == 12
+    assert llm.prompts["subjects"] == 4  # 2 disciplines x 2 queries
+    assert counts["questions"] == 12
+    assert counts["dedup"]["input"] == 12 and counts["dedup"]["kept"] + counts["deduplicated"] == 12
+    answers_refused = len(
+        [r for r in read_shards(run / "questions_unique").to_dicts() if "concept 3" in r["question"]]
+    )
+    assert counts["examples"] == counts["dedup"]["kept"] - answers_refused
+    assert counts["rejects"] == answers_refused and answers_refused > 0
+    rej = [
+        json.loads(x) for p in (run / "examples").glob("rejects-*.jsonl") for x in p.read_text().splitlines()
+    ]
+    assert {r["reason"] for r in rej} == {"refusal"} and all(r["attempts"] == 3 for r in rej)
+    ex = read_shards(run / "examples")
+    meta = json.loads(ex["meta"][0])
+    assert {"discipline", "subject", "level", "sessions", "key_concepts", "mode", "field"} <= set(meta)
+    assert ex["context"].to_list() == [""] * ex.height and ex["source"][0].startswith("glan(model=fake")
+    assert json.loads((run / "counts.json").read_text())["examples"] == counts["examples"]
+    for level in ("disciplines", "subjects", "syllabi", "questions", "questions_unique", "examples"):
+        assert any((run / level).glob("part-*.parquet")), level
+
+
+def test_run_glan_resumes_without_regenerating(tmp_path):
+    first = _run(tmp_path, FakeLLM())
+    again = FakeLLM()
+    second = _run(tmp_path, again)
+    assert again.prompts == {"subjects": 0, "syllabi": 0, "questions": 0, "answers": 0}
+    assert second["examples"] == first["examples"]
+    assert all(v["skipped_shards"] == v["shards"] for v in second["levels"].values())
+
+
+def test_killed_run_redoes_only_missing_shards(tmp_path):
+    _run(tmp_path, FakeLLM())
+    (tmp_path / "run" / "syllabi" / "part-00001.parquet").unlink()  # as if killed before this shard
+    llm = FakeLLM()
+    counts = _run(tmp_path, llm)
+    assert llm.prompts["syllabi"] == 2 and llm.prompts["subjects"] == 0  # shard 1 = 2 subjects
+    assert counts["levels"]["syllabi"]["skipped_shards"] == 1
+
+
+def test_editing_a_subject_regenerates_only_what_follows(tmp_path):
+    _run(tmp_path, FakeLLM())
+    path = tmp_path / "run" / "subjects" / "part-00000.parquet"
+    subjects = pl.read_parquet(path)
+    edited = subjects.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.lit("Celestial Mechanics"))
+        .otherwise(pl.col("subject"))
+        .alias("subject")
+    )
+    edited.write_parquet(path)
+    llm = FakeLLM()
+    counts = _run(tmp_path, llm)
+    assert llm.prompts["subjects"] == 0
+    assert llm.prompts["syllabi"] == 2  # only the syllabus shard holding the edited subject (shard_size 2)
+    assert counts["levels"]["syllabi"]["stale_shards"] == 1
+    syllabi = read_shards(tmp_path / "run" / "syllabi")
+    assert "Celestial Mechanics" in syllabi["subject"].to_list()
+    assert any("Celestial Mechanics" in q for q in read_shards(tmp_path / "run" / "examples")["instruction"])
+
+
+def test_start_from_an_edited_level_table(tmp_path):
+    _run(tmp_path, FakeLLM())
+    subjects = read_shards(tmp_path / "run" / "subjects").head(1)
+    table = tmp_path / "subjects.jsonl"
+    subjects.write_ndjson(table)
+    llm = FakeLLM()
+    counts = run_glan(table, tmp_path / "run2", llm, sessions=3, questions_per_syllabus=2, progress=False)
+    assert (
+        counts["start_level"] == "subjects" and llm.prompts["subjects"] == 0 and llm.prompts["syllabi"] == 1
+    )
+    assert counts["questions"] == 2
+    assert not (tmp_path / "run2" / "subjects").exists()
+
+
+def test_same_seed_same_questions(tmp_path):
+    a = _run(tmp_path / "a", FakeLLM(), seed=3)
+    b = _run(tmp_path / "b", FakeLLM(), seed=3)
+    qa = read_shards(tmp_path / "a" / "run" / "questions")
+    qb = read_shards(tmp_path / "b" / "run" / "questions")
+    assert a["questions"] == b["questions"] and qa.equals(qb)
+
+
+def test_bad_taxonomy_is_a_clear_error(tmp_path):
+    bad = tmp_path / "t.yaml"
+    bad.write_text("fields:\n  - name: X\n")
+    with pytest.raises(ValueError, match=r"t\.yaml: fields\[0\]: missing 'subfields'"):
+        run_glan(bad, tmp_path / "run", FakeLLM(), progress=False)
