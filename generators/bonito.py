@@ -1,0 +1,444 @@
+"""Bonito (arXiv 2402.18334): unannotated passages + a task type -> instruction and response.
+
+    python -m generators.bonito data/passages.jsonl runs/bonito --task-types exqa qa [--mode chat]
+
+    from generators.bonito import run_bonito
+    counts = run_bonito("data/passages.jsonl", "runs/bonito", llm, task_types=("exqa", "ynqa"))
+
+Two prompt modes:
+
+* ``bonito``: the exact meta-template a Bonito checkpoint was trained on,
+  ``"<|tasktype|>\\n" + FULL_TASK_NAME + "\\n<|context|>\\n" + passage.strip() + "\\n<|task|>\\n"``,
+  answered as ``instruction + "\\n<|pipe|>\\n" + response`` where the instruction holds the
+  literal ``{{context}}``. Use it with a user's Bonito model (a raw string prompt, no chat template).
+* ``chat`` (default): any instruct model gets a one-shot example of the task type on a fixed
+  passage and answers in two labelled lines (``Task:`` / ``Answer:``).
+
+Rows keep the passage as ``context`` (the instruction without its ``{{context}}`` placeholder;
+the template itself stays in ``meta.instruction_template``), the task type and passage id in
+``meta``. Unparseable answers are retried a bounded number of times, then kept as rejects with
+the reason. Duplicate instructions about the same passage are removed (counts in counts.json).
+
+Run folder: ``generated/`` (parsed rows + rejects, the unit of resume), ``examples/`` (after
+dedup; dropped rows in ``examples/dropped.jsonl``), ``counts.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from generators.dedup import dedup_rows
+from generators.levels import derive_seed, level_rejects, read_level, run_level, write_table_shards
+from generators.parsing import Reject, generate_parsed, is_refusal, labelled
+from pipelines.llm.base import Messages, Prompt, Sampling
+from pipelines.schema import CORE_SCHEMA, make_example, normalise_text, to_table
+from pipelines.shards import atomic_write_jsonl, atomic_write_text
+
+TASK_TYPES: dict[str, str] = {
+    "exqa": "extractive question answering",
+    "mcqa": "multiple-choice question answering",
+    "qg": "question generation",
+    "qa": "question answering without choices",
+    "ynqa": "yes-no question answering",
+    "coref": "coreference resolution",
+    "paraphrase": "paraphrase generation",
+    "paraphrase_id": "paraphrase identification",
+    "sent_comp": "sentence completion",
+    "sentiment": "sentiment",
+    "summarization": "summarization",
+    "text_gen": "text generation",
+    "topic_class": "topic classification",
+    "wsd": "word sense disambiguation",
+    "te": "textual entailment",
+    "nli": "natural language inference",
+}
+PIPE = "<|pipe|>"
+CONTEXT = "{{context}}"
+DEFAULT_SAMPLING = Sampling(temperature=0.5, top_p=0.95, max_tokens=256)  # Bonito's defaults
+
+
+def task_type(name: str) -> str:
+    """Short name for a short or full task name (case, spaces, hyphens and underscores ignored)."""
+    key = re.sub(r"[\s_-]+", " ", name.strip().casefold())
+    for short, full in TASK_TYPES.items():
+        if key in (short.replace("_", " "), full.replace("-", " ")):
+            return short
+    raise ValueError(
+        f"unknown task type {name!r}; choose one of: "
+        + ", ".join(f"{s} ({f})" for s, f in TASK_TYPES.items())
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bonito mode
+
+
+def bonito_prompt(passage: str, task: str) -> str:
+    """The exact Bonito meta-template (a raw string: Bonito models are not chat models)."""
+    return (
+        "<|tasktype|>\n" + TASK_TYPES[task_type(task)] + "\n<|context|>\n" + passage.strip() + "\n<|task|>\n"
+    )
+
+
+def parse_bonito(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
+    """``instruction <|pipe|> response`` -> (instruction template, response); Reject when the
+    pipe is missing, a side is empty, or the response declines."""
+    if PIPE not in text:
+        return Reject(f"missing {PIPE}", text)
+    template, _, response = text.partition(PIPE)
+    template, response = template.strip(), response.split(PIPE)[0].strip()
+    if not template:
+        return Reject("empty instruction", text)
+    if not response:
+        return Reject("empty response", text)
+    if is_refusal(response):
+        return Reject("refusal", text)
+    return {"template": template, "response": response}
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat mode: one worked example per task type on a fixed passage, then the real passage
+
+EXAMPLE_PASSAGE = (
+    "The city museum opens at 9 am and closes at 5 pm. It is free on Sundays, and children under 12 "
+    "always enter free. Its largest room shows paintings from the 19th century."
+)
+# (task, answer) on EXAMPLE_PASSAGE for every task type.
+CHAT_EXAMPLES: dict[str, tuple[str, str]] = {
+    "exqa": ("What time does the museum close?", "5 pm"),
+    "mcqa": (
+        "On which day is the museum free for everyone?\nA. Monday\nB. Sunday\nC. Friday\nD. Every day",
+        "B. Sunday",
+    ),
+    "qg": (
+        'Write a question whose answer is "children under 12".',
+        "Who can always enter the museum for free?",
+    ),
+    "qa": ("How many hours a day is the museum open?", "Eight hours, from 9 am to 5 pm."),
+    "ynqa": ("Do children under 12 have to pay to enter the museum?", "No"),
+    "coref": ('In the second sentence, what does "It" refer to?', "The city museum"),
+    "paraphrase": (
+        "Rewrite the first sentence in other words.",
+        "The city museum is open from 9 in the morning until 5 in the afternoon.",
+    ),
+    "paraphrase_id": (
+        'Do these two sentences mean the same? 1: "Children under 12 always enter free." 2: "Young children never pay to get in." Answer yes or no.',
+        "Yes",
+    ),
+    "sent_comp": (
+        "Complete the sentence: The largest room of the museum shows ...",
+        "paintings from the 19th century.",
+    ),
+    "sentiment": ("Is the tone of the passage positive, negative or neutral?", "Neutral"),
+    "summarization": (
+        "Summarize the passage in one sentence.",
+        "The city museum is open from 9 to 5, is free on Sundays and for young children, and shows 19th-century paintings.",
+    ),
+    "text_gen": (
+        "Write one sentence that could come next in the passage.",
+        "Guided tours of that room start every hour at the main entrance.",
+    ),
+    "topic_class": ("What is the topic of the passage: sports, culture, science or politics?", "Culture"),
+    "wsd": (
+        'What does the word "room" mean in the last sentence?',
+        "A part of the building with its own walls, here used to show paintings.",
+    ),
+    "te": ('Does the passage imply that "the museum is open at 7 pm"? Answer yes or no.', "No"),
+    "nli": (
+        'Does the passage entail, contradict or say nothing about: "The museum opens at noon."?',
+        "Contradiction",
+    ),
+}
+CHAT_ASK = (
+    "Passage: {passage}\n\nWrite one {full} task that needs this passage, and its answer.\n"
+    "Reply in two lines:\nTask: ...\nAnswer: ..."
+)
+_TASK_LABELS = ("task", "question", "instruction", "q")
+_ANSWER_LABELS = ("answer", "response", "a", "correct answer")
+
+
+def chat_prompt(passage: str, task: str) -> Messages:
+    short = task_type(task)
+    full = TASK_TYPES[short]
+    ex_task, ex_answer = CHAT_EXAMPLES[short]
+    return [
+        {"role": "user", "content": CHAT_ASK.format(passage=EXAMPLE_PASSAGE, full=full)},
+        {"role": "assistant", "content": f"Task: {ex_task}\nAnswer: {ex_answer}"},
+        {"role": "user", "content": CHAT_ASK.format(passage=passage.strip(), full=full)},
+    ]
+
+
+def parse_chat(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
+    """``Task: ...`` / ``Answer: ...`` (labels in any case, markdown allowed; or a JSON object)."""
+    task = labelled(text, _TASK_LABELS, _ANSWER_LABELS)
+    answer = labelled(text, _ANSWER_LABELS, _TASK_LABELS + ("passage", "explanation"))
+    if task is None or answer is None:
+        from generators.parsing import extract_json
+
+        data = extract_json(text)
+        if isinstance(data, dict):
+            task = task or next(
+                (str(data[k]) for k in ("task", "instruction", "question") if data.get(k)), None
+            )
+            answer = answer or next(
+                (str(data[k]) for k in ("answer", "response", "output") if data.get(k)), None
+            )
+    if task is None:
+        return Reject("no 'Task:' line", text)
+    if answer is None:
+        return Reject("no 'Answer:' line", text)
+    task, answer = task.strip(), answer.strip()
+    if len(task.split()) < 3:
+        return Reject("task shorter than 3 words", text)
+    if not answer:
+        return Reject("empty answer", text)
+    if is_refusal(answer):
+        return Reject("refusal", text)
+    passage = normalise_text(item["text"])
+    short = item["task_type"]
+    ex_task, ex_answer = CHAT_EXAMPLES[short]
+    if normalise_text(task) == normalise_text(ex_task):
+        return Reject("copies the worked example", text)
+    if len(normalise_text(task)) > 40 and normalise_text(task) in passage:
+        return Reject("task is a copy of the passage", text)
+    if short == "exqa" and normalise_text(answer).strip(" .") not in passage:
+        return Reject("extractive answer not found in the passage", text)
+    return {"template": task, "response": answer}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running over passages
+
+
+def build_prompt(item: dict[str, Any], mode: str) -> Prompt:
+    if mode == "bonito":
+        return bonito_prompt(item["text"], item["task_type"])
+    if mode == "chat":
+        return chat_prompt(item["text"], item["task_type"])
+    raise ValueError(f"unknown mode {mode!r}: use 'chat' or 'bonito'")
+
+
+def parse(text: str, item: dict[str, Any], mode: str) -> dict[str, Any] | Reject:
+    return parse_bonito(text, item) if mode == "bonito" else parse_chat(text, item)
+
+
+def to_row(parsed: dict[str, Any], item: dict[str, Any], mode: str, source: str) -> dict[str, str]:
+    """Parsed answer -> example row. The passage is ``context``; the ``{{context}}`` placeholder
+    is taken out of the instruction (and the template kept in meta) so it is not shown twice."""
+    template = parsed["template"]
+    instruction = re.sub(r"\n{3,}", "\n\n", template.replace(CONTEXT, "")).strip()
+    meta = {
+        "generator": "bonito",
+        "mode": mode,
+        "task_type": item["task_type"],
+        "task_type_full": TASK_TYPES[item["task_type"]],
+        "text_id": item["text_id"],
+        "sample": item["sample"],
+        "passage_meta": item["passage_meta"],
+    }
+    if mode == "bonito":
+        meta["instruction_template"] = template
+        meta["has_context_placeholder"] = CONTEXT in template
+    return make_example(instruction or template, parsed["response"], item["text"], source, meta)
+
+
+def load_passages(
+    path: str | Path, max_passages: int | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(passages as {text_id, text, passage_meta}, read rejects). A record's own ``id`` field
+    is its text_id when present; else ``<file>:<record>``."""
+    from pipelines.io import read_passages
+
+    res = read_passages(path)
+    table = res.table.head(max_passages) if max_passages is not None else res.table
+    out = []
+    for row in table.to_dicts():
+        meta = json.loads(row["meta"] or "{}")
+        text_id = str(meta.get("id", row["text_id"]))
+        out.append({"text_id": text_id, "text": row["text"], "passage_meta": meta})
+    return out, res.rejects
+
+
+def run_bonito(
+    passages_path: str | Path,
+    out_dir: str | Path,
+    llm: Any,
+    *,
+    task_types: Sequence[str] = ("exqa",),
+    samples_per_passage: int = 1,
+    mode: str = "chat",
+    seed: int = 0,
+    shard_size: int = 32,
+    max_passages: int | None = None,
+    max_tokens: int = DEFAULT_SAMPLING.max_tokens,
+    temperature: float = DEFAULT_SAMPLING.temperature,
+    top_p: float = DEFAULT_SAMPLING.top_p,
+    retries: int = 2,
+    near_threshold: float = 0.8,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate ``samples_per_passage`` tasks of each type per passage into ``out_dir``.
+
+    Returns (and writes to ``counts.json``): passages, generated (LLM answers), rows, rejects,
+    deduplicated, examples, and the per-shard resume counts.
+    """
+    if mode not in ("chat", "bonito"):
+        raise ValueError(f"unknown mode {mode!r}: use 'chat' or 'bonito'")
+    types = [task_type(t) for t in task_types]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    passages, read_rejects = load_passages(passages_path, max_passages)
+    if read_rejects:
+        atomic_write_jsonl(read_rejects, out / "passage_rejects.jsonl")
+    items = [
+        {**p, "task_type": t, "sample": s}
+        for p in passages
+        for t in types
+        for s in range(samples_per_passage)
+    ]
+    model = getattr(llm, "model_id", getattr(llm, "name", type(llm).__name__))
+    source = f"bonito(mode={mode}, model={model}, seed={seed}, temperature={temperature})"
+    counts: dict[str, Any] = {
+        "passages": len(passages),
+        "passage_rejects": len(read_rejects),
+        "items": len(items),
+        "generated": 0,
+        "retried": 0,
+    }
+
+    def process(chunk):
+        sampling = Sampling(
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            seed=derive_seed(seed, "bonito", list(chunk)),
+        )
+        res = generate_parsed(
+            llm,
+            list(chunk),
+            lambda it: build_prompt(it, mode),
+            lambda t, it: parse(t, it, mode),
+            sampling,
+            retries,
+        )
+        counts["generated"] += res.generated
+        counts["retried"] += res.retried
+        rows, rejects = [], []
+        for item, r in zip(chunk, res.results, strict=True):
+            if isinstance(r, Reject):
+                rejects.append(
+                    r.to_dict(text_id=item["text_id"], task_type=item["task_type"], sample=item["sample"])
+                )
+            else:
+                rows.append(to_row(r, item, mode, source))
+        return to_table(rows), rejects
+
+    bar = None
+    if progress and items:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc="bonito", unit="task", leave=False)
+    params = {
+        "mode": mode,
+        "model": model,
+        "seed": seed,
+        "t": temperature,
+        "p": top_p,
+        "mt": max_tokens,
+        "r": retries,
+    }
+    try:
+        outcome = run_level(
+            items, out / "generated", shard_size, process, params=params, progress=bar.update if bar else None
+        )
+    finally:
+        if bar:
+            bar.close()
+    generated = read_level(out / "generated", CORE_SCHEMA)
+    # Dedup within a passage: the same question about two passages is two examples.
+    with_text = (
+        generated.with_columns(
+            text_id=generated["meta"].map_elements(lambda m: json.loads(m)["text_id"], return_dtype=str)
+        )
+        if generated.height
+        else generated
+    )
+    kept, dropped, dedup_counts = dedup_rows(
+        with_text, "instruction", "id", near_threshold, group="text_id" if generated.height else None
+    )
+    if "text_id" in kept.columns:
+        kept = kept.drop("text_id")
+    write_table_shards(kept, out / "examples", shard_size)
+    atomic_write_jsonl(dropped.to_dicts(), out / "examples" / "dropped.jsonl")
+    rejects = level_rejects(out / "generated")
+    counts.update(
+        rows=generated.height,
+        rejects=len(rejects),
+        reject_reasons=_tally(r.get("reason", "") for r in rejects),
+        dedup=dedup_counts,
+        deduplicated=dedup_counts["exact"] + dedup_counts["near"],
+        examples=kept.height,
+        shards=outcome.as_dict(),
+    )
+    atomic_write_text(out / "counts.json", json.dumps(counts, indent=2, sort_keys=True))
+    return counts
+
+
+def _tally(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from pipelines.llm import make_backend
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "passages", help="passages: .jsonl/.json/.parquet with a 'text' field, or .txt (one a line)"
+    )
+    ap.add_argument("out_dir", help="run folder (rerun to resume)")
+    ap.add_argument(
+        "--task-types", nargs="+", default=["exqa"], help="short or full names: " + ", ".join(TASK_TYPES)
+    )
+    ap.add_argument("--samples", type=int, default=1, help="tasks per passage and task type")
+    ap.add_argument(
+        "--mode",
+        choices=("chat", "bonito"),
+        default="chat",
+        help="prompt format (bonito: a Bonito checkpoint)",
+    )
+    ap.add_argument("--backend", default="hf", help="hf, llamacpp, openai, vllm or auto")
+    ap.add_argument("--model", default="embedded", help="embedded, tiny or a local model folder")
+    ap.add_argument("--max-passages", type=int, default=None, help="use only the first N passages")
+    ap.add_argument("--max-tokens", type=int, default=256, help="token cap per answer")
+    ap.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (Bonito: 0.5)")
+    ap.add_argument("--shard-size", type=int, default=32, help="tasks per shard (unit of resume)")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    args = ap.parse_args(argv)
+    llm = make_backend(args.backend, model=args.model)
+    counts = run_bonito(
+        args.passages,
+        args.out_dir,
+        llm,
+        task_types=args.task_types,
+        samples_per_passage=args.samples,
+        mode=args.mode,
+        seed=args.seed,
+        shard_size=args.shard_size,
+        max_passages=args.max_passages,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+    )
+    print(json.dumps(counts, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Bonito generator: the exact meta-template, <|pipe|> and chat parsing, rows, resume and counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from generators.bonito import (
+    CHAT_EXAMPLES,
+    TASK_TYPES,
+    bonito_prompt,
+    chat_prompt,
+    parse_bonito,
+    parse_chat,
+    run_bonito,
+    task_type,
+    to_row,
+)
+from generators.parsing import Reject
+from pipelines.shards import read_rejects, read_shards
+
+PASSAGE = "The ferry leaves the harbour at 7:15 every morning. Tickets cost 4 euros, or 2 euros for students."
+ITEM = {"text_id": "p1", "text": PASSAGE, "task_type": "exqa", "sample": 0, "passage_meta": {"id": "p1"}}
+
+
+def test_bonito_template_is_exact():
+    expected = (
+        "<|tasktype|>\nextractive question answering\n<|context|>\n"
+        "The ferry leaves the harbour at 7:15 every morning. Tickets cost 4 euros, or 2 euros for students."
+        "\n<|task|>\n"
+    )
+    assert bonito_prompt("  " + PASSAGE + "\n\n", "exqa") == expected
+    assert bonito_prompt(PASSAGE, "extractive question answering") == expected
+    assert bonito_prompt("x", "nli") == "<|tasktype|>\nnatural language inference\n<|context|>\nx\n<|task|>\n"
+
+
+def test_sixteen_task_types_short_and_full_names():
+    assert len(TASK_TYPES) == 16 and set(CHAT_EXAMPLES) == set(TASK_TYPES)
+    for short, full in TASK_TYPES.items():
+        assert task_type(short) == short and task_type(full.upper()) == short
+    assert task_type("Yes-No Question Answering") == "ynqa"
+    assert task_type("paraphrase id") == "paraphrase_id"
+    with pytest.raises(ValueError, match="unknown task type 'poetry'.*exqa"):
+        task_type("poetry")
+
+
+def test_parse_bonito_answer():
+    text = "{{context}}\n\nWhen does the ferry leave?\n<|pipe|>\n7:15 every morning"
+    parsed = parse_bonito(text, ITEM)
+    assert parsed == {
+        "template": "{{context}}\n\nWhen does the ferry leave?",
+        "response": "7:15 every morning",
+    }
+    row = to_row(parsed, ITEM, "bonito", "bonito(test)")
+    assert row["instruction"] == "When does the ferry leave?"  # placeholder out: the passage is the context
+    assert row["context"] == PASSAGE and row["response"] == "7:15 every morning"
+    meta = json.loads(row["meta"])
+    assert meta["task_type"] == "exqa" and meta["text_id"] == "p1"
+    assert meta["instruction_template"].startswith("{{context}}") and meta["has_context_placeholder"]
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("When does the ferry leave? 7:15", "missing <|pipe|>"),
+        ("When does the ferry leave?\n<|pipe|>\n", "empty response"),
+        ("<|pipe|>\n7:15", "empty instruction"),
+        ("{{context}} When does it leave?\n<|pipe|>\nI don't know.", "refusal"),
+    ],
+)
+def test_parse_bonito_rejects(text, reason):
+    r = parse_bonito(text, ITEM)
+    assert isinstance(r, Reject) and r.reason == reason and r.raw == text
+
+
+def test_chat_prompt_is_one_shot_with_the_passage_last():
+    msgs = chat_prompt(PASSAGE, "ynqa")
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    assert "yes-no question answering" in msgs[2]["content"] and PASSAGE in msgs[2]["content"]
+    assert msgs[1]["content"].startswith("Task: " + CHAT_EXAMPLES["ynqa"][0])
+
+
+def test_parse_chat():
+    text = "**Task:** How much does a student ticket cost?\n**Answer:** 2 euros\n\nExplanation: stated in the text."
+    assert parse_chat(text, ITEM) == {
+        "template": "How much does a student ticket cost?",
+        "response": "2 euros",
+    }
+    qa = {**ITEM, "task_type": "qa"}
+    assert (
+        parse_chat('{"question": "What time does the ferry leave?", "answer": "At 7:15."}', qa)["response"]
+        == "At 7:15."
+    )
+
+
+@pytest.mark.parametrize(
+    "text, item, reason",
+    [
+        ("Answer: 2 euros", ITEM, "no 'Task:' line"),
+        ("Task: How much is a ticket for students?", ITEM, "no 'Answer:' line"),
+        ("Task: How much is a ticket?\nAnswer: 3 pounds", ITEM, "extractive answer not found in the passage"),
+        ("Task: What time does the museum close?\nAnswer: 7:15", ITEM, "copies the worked example"),
+        (
+            "Task: How much is a ticket for students?\nAnswer: Sorry, I cannot answer that.",
+            {**ITEM, "task_type": "qa"},
+            "refusal",
+        ),
+        ("Task: Cost?\nAnswer: 2 euros", ITEM, "task shorter than 3 words"),
+    ],
+)
+def test_parse_chat_rejects(text, item, reason):
+    r = parse_chat(text, item)
+    assert isinstance(r, Reject) and r.reason == reason
+
+
+class FakeLLM:
+    """Chat mode: answers by task type; bonito mode: pipe answers, one without the pipe."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.prompts = 0
+
+    def generate(self, prompts, sampling):
+        self.prompts += len(prompts)
+        out = []
+        for p in prompts:
+            if isinstance(p, str):  # bonito mode
+                passage = p.split("<|context|>\n")[1].split("\n<|task|>")[0]
+                out.append(
+                    "no pipe here"
+                    if "Sundays" in passage
+                    else "{{context}}\nWhat is this about?\n<|pipe|>\nRules."
+                )
+                continue
+            ask = p[-1]["content"]
+            first = ask.split("Passage: ")[1].split()[:3]
+            if "extractive" in ask:
+                out.append(f"Task: Which words open the passage?\nAnswer: {' '.join(first)}")
+            else:
+                out.append("Task: What is the main point of the passage?\nAnswer: I don't know.")
+        return out
+
+
+def test_run_bonito_chat_counts_rows_and_rejects(tmp_path):
+    llm = FakeLLM()
+    counts = run_bonito(
+        "data/passages.jsonl",
+        tmp_path,
+        llm,
+        task_types=("exqa", "qa"),
+        shard_size=4,
+        retries=1,
+        progress=False,
+    )
+    n = counts["passages"]
+    assert n == 7 and counts["items"] == 2 * n
+    assert counts["rows"] == n and counts["rejects"] == n  # qa answers all decline
+    assert counts["reject_reasons"] == {"refusal": n}
+    assert counts["generated"] == 2 * n + n  # every refused qa item was asked once more
+    ex = read_shards(tmp_path / "examples")
+    assert ex.height == counts["examples"] == n
+    row = ex.to_dicts()[0]
+    meta = json.loads(row["meta"])
+    assert meta["task_type"] == "exqa" and meta["text_id"] == "kitchen-bread" and meta["mode"] == "chat"
+    assert row["context"].startswith("Bread rises") and row["source"].startswith("bonito(mode=chat")
+    rejects = read_rejects(tmp_path / "generated")
+    assert {r["task_type"] for r in rejects} == {"qa"} and all(r["raw"] for r in rejects)
+
+    again = FakeLLM()
+    second = run_bonito(
+        "data/passages.jsonl",
+        tmp_path,
+        again,
+        task_types=("exqa", "qa"),
+        shard_size=4,
+        retries=1,
+        progress=False,
+    )
+    assert again.prompts == 0 and second["examples"] == counts["examples"]
+    assert second["shards"]["skipped_shards"] == second["shards"]["shards"]
+
+
+def test_run_bonito_mode_and_dedup(tmp_path):
+    counts = run_bonito(
+        "data/passages.jsonl",
+        tmp_path,
+        FakeLLM(),
+        task_types=("summarization",),
+        samples_per_passage=2,
+        mode="bonito",
+        retries=0,
+        max_passages=6,
+        progress=False,
+    )
+    # passage 6 (library hours, mentions Sundays) never has a pipe; each passage's 2 samples are equal
+    assert counts["rejects"] == 2 and counts["reject_reasons"] == {"missing <|pipe|>": 2}
+    assert counts["rows"] == 10 and counts["dedup"]["exact"] == 5 and counts["examples"] == 5
+    dropped = (tmp_path / "examples" / "dropped.jsonl").read_text().splitlines()
+    assert len(dropped) == 5
+
+
+def test_unknown_mode(tmp_path):
+    with pytest.raises(ValueError, match="unknown mode"):
+        run_bonito("data/passages.jsonl", tmp_path, FakeLLM(), mode="poem", progress=False)
