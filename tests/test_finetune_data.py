@@ -116,6 +116,11 @@ def test_load_examples_formats(tmp_path):
     )
     table.write_parquet(tmp_path / "sel.parquet")
     assert load_examples(tmp_path / "sel.parquet")["instruction"].to_list() == ["a"]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    table.head(1).write_parquet(shards / "part-00000.parquet")
+    table.tail(1).with_columns(pl.lit(True).alias("keep")).write_parquet(shards / "part-00001.parquet")
+    assert load_examples(shards)["instruction"].to_list() == ["a", "c"]
     qa = tmp_path / "qa.jsonl"
     qa.write_text(json.dumps({"context": "ctx", "question": "q?", "answer": "x"}) + "\n")
     rows = load_examples(qa)

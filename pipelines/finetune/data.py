@@ -237,9 +237,11 @@ def load_examples(path: str | Path, limit: int | None = None) -> pl.DataFrame | 
     """
     path = Path(path)
     if path.is_dir():
-        from pipelines.shards import read_shards
-
-        table = read_shards(path)
+        # Stage output is part-*.parquet shards; accept any Parquet files in the folder too.
+        files = sorted(path.glob("part-*.parquet")) or sorted(path.glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"no Parquet files in {path}")
+        table = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
     elif path.suffix == ".parquet":
         table = pl.read_parquet(path)
     elif path.suffix in {".jsonl", ".json"}:
