@@ -33,7 +33,7 @@ from typing import Any
 
 from generators.dedup import dedup_rows
 from generators.levels import derive_seed, level_rejects, read_level, run_level, write_table_shards
-from generators.parsing import Reject, generate_parsed, is_refusal, labelled
+from generators.parsing import Reject, extract_json, generate_parsed, is_refusal, labelled
 from pipelines.llm.base import Messages, Prompt, Sampling
 from pipelines.schema import CORE_SCHEMA, make_example, normalise_text, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_text
@@ -172,42 +172,61 @@ def chat_prompt(passage: str, task: str) -> Messages:
     ]
 
 
+ANSWER_ASK = "{task}\n\nPassage: {passage}\n\n{how}"
+_ANSWER_HOW = {"exqa": "Answer with a short phrase copied from the passage."}
+
+
+def answer_prompt(item: dict[str, Any], task: str) -> Messages:
+    """Second call, for a task written without its answer: the model answers its own task."""
+    how = _ANSWER_HOW.get(item["task_type"], "Answer briefly, using the passage.")
+    return [{"role": "user", "content": ANSWER_ASK.format(task=task, passage=item["text"].strip(), how=how)}]
+
+
+def check_answer(answer: str, item: dict[str, Any], raw: str) -> str | Reject:
+    """An answer is usable when it is non-empty, does not decline, is not the worked example's
+    answer, and (extractive QA) is found in the passage."""
+    answer = re.sub(r"(?i)^\s*[*_]*(?:answer|response)[*_]*\s*[:：][*_]*\s*", "", answer.strip()).strip()
+    if not answer:
+        return Reject("empty answer", raw)
+    if is_refusal(answer):
+        return Reject("refusal", raw)
+    passage = normalise_text(item["text"])
+    norm = normalise_text(answer).strip(" .\"'")
+    example_answer = normalise_text(CHAT_EXAMPLES[item["task_type"]][1]).strip(" .\"'")
+    if norm == example_answer and len(norm.split()) > 1 and norm not in passage:
+        return Reject("copies the worked example", raw)
+    if item["task_type"] == "exqa" and norm not in passage:
+        return Reject("extractive answer not found in the passage", raw)
+    return answer
+
+
 def parse_chat(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
-    """``Task: ...`` / ``Answer: ...`` (labels in any case, markdown allowed; or a JSON object)."""
+    """``Task: ...`` / ``Answer: ...`` (labels in any case, markdown allowed; or a JSON object).
+
+    A task without an answer is kept with ``response`` None: :func:`run_bonito` asks for the
+    answer in a second call (small models often stop after the first line)."""
     task = labelled(text, _TASK_LABELS, _ANSWER_LABELS)
     answer = labelled(text, _ANSWER_LABELS, _TASK_LABELS + ("passage", "explanation"))
-    if task is None or answer is None:
-        from generators.parsing import extract_json
-
+    if task is None:
         data = extract_json(text)
         if isinstance(data, dict):
-            task = task or next(
-                (str(data[k]) for k in ("task", "instruction", "question") if data.get(k)), None
-            )
-            answer = answer or next(
-                (str(data[k]) for k in ("answer", "response", "output") if data.get(k)), None
-            )
+            task = next((str(data[k]) for k in ("task", "instruction", "question") if data.get(k)), None)
+            answer = next((str(data[k]) for k in ("answer", "response", "output") if data.get(k)), None)
     if task is None:
         return Reject("no 'Task:' line", text)
-    if answer is None:
-        return Reject("no 'Answer:' line", text)
-    task, answer = task.strip(), answer.strip()
+    task = task.strip()
     if len(task.split()) < 3:
         return Reject("task shorter than 3 words", text)
-    if not answer:
-        return Reject("empty answer", text)
-    if is_refusal(answer):
-        return Reject("refusal", text)
-    passage = normalise_text(item["text"])
-    short = item["task_type"]
-    ex_task, ex_answer = CHAT_EXAMPLES[short]
-    if normalise_text(task) == normalise_text(ex_task):
+    if normalise_text(task) == normalise_text(CHAT_EXAMPLES[item["task_type"]][0]):
         return Reject("copies the worked example", text)
-    if len(normalise_text(task)) > 40 and normalise_text(task) in passage:
+    if len(normalise_text(task)) > 40 and normalise_text(task) in normalise_text(item["text"]):
         return Reject("task is a copy of the passage", text)
-    if short == "exqa" and normalise_text(answer).strip(" .") not in passage:
-        return Reject("extractive answer not found in the passage", text)
-    return {"template": task, "response": answer}
+    if answer is None or not answer.strip():
+        return {"template": task, "response": None}
+    checked = check_answer(answer, item, text)
+    if isinstance(checked, Reject):
+        return checked
+    return {"template": task, "response": checked}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,6 +327,7 @@ def run_bonito(
         "items": len(items),
         "generated": 0,
         "retried": 0,
+        "answered_separately": 0,
     }
 
     def process(chunk):
@@ -325,10 +345,33 @@ def run_bonito(
             sampling,
             retries,
         )
+        results = list(res.results)
         counts["generated"] += res.generated
         counts["retried"] += res.retried
+        # Chat mode: tasks written without an answer get it from a second, batched call.
+        missing = [i for i, r in enumerate(results) if not isinstance(r, Reject) and r["response"] is None]
+        if missing:
+            pairs = [(chunk[i], results[i]["template"]) for i in missing]
+            ans = generate_parsed(
+                llm,
+                pairs,
+                lambda p: answer_prompt(*p),
+                lambda t, p: check_answer(t, p[0], t),
+                sampling,
+                retries,
+            )
+            counts["generated"] += ans.generated
+            counts["retried"] += ans.retried
+            counts["answered_separately"] += len(missing)
+            for i, a in zip(missing, ans.results, strict=True):
+                if isinstance(a, Reject):
+                    a.reason = f"answer call: {a.reason}"
+                    a.extra["task"] = results[i]["template"]
+                    results[i] = a
+                else:
+                    results[i] = {**results[i], "response": a}
         rows, rejects = [], []
-        for item, r in zip(chunk, res.results, strict=True):
+        for item, r in zip(chunk, results, strict=True):
             if isinstance(r, Reject):
                 rejects.append(
                     r.to_dict(text_id=item["text_id"], task_type=item["task_type"], sample=item["sample"])

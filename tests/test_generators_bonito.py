@@ -81,6 +81,13 @@ def test_chat_prompt_is_one_shot_with_the_passage_last():
     assert msgs[1]["content"].startswith("Task: " + CHAT_EXAMPLES["ynqa"][0])
 
 
+def test_task_without_answer_is_kept_for_a_second_call():
+    assert parse_chat("Task: How much is a ticket for students?", ITEM) == {
+        "template": "How much is a ticket for students?",
+        "response": None,
+    }
+
+
 def test_parse_chat():
     text = "**Task:** How much does a student ticket cost?\n**Answer:** 2 euros\n\nExplanation: stated in the text."
     assert parse_chat(text, ITEM) == {
@@ -98,7 +105,6 @@ def test_parse_chat():
     "text, item, reason",
     [
         ("Answer: 2 euros", ITEM, "no 'Task:' line"),
-        ("Task: How much is a ticket for students?", ITEM, "no 'Answer:' line"),
         ("Task: How much is a ticket?\nAnswer: 3 pounds", ITEM, "extractive answer not found in the passage"),
         ("Task: What time does the museum close?\nAnswer: 7:15", ITEM, "copies the worked example"),
         (
@@ -120,7 +126,7 @@ class FakeLLM:
     name = "fake"
 
     def __init__(self):
-        self.prompts = 0
+        self.prompts = self.answer_calls = 0
 
     def generate(self, prompts, sampling):
         self.prompts += len(prompts)
@@ -135,7 +141,14 @@ class FakeLLM:
                 )
                 continue
             ask = p[-1]["content"]
+            if not ask.startswith("Passage:"):  # the second call: answer a task written alone
+                self.answer_calls += 1
+                out.append("Answer: 7:15" if "ferry" in ask else "Answer: 2019")
+                continue
             first = ask.split("Passage: ")[1].split()[:3]
+            if "question generation" in ask:  # a task line only
+                out.append("Task: In which year did the stations open?")
+                continue
             if "extractive" in ask:
                 out.append(f"Task: Which words open the passage?\nAnswer: {' '.join(first)}")
             else:
@@ -204,3 +217,16 @@ def test_run_bonito_mode_and_dedup(tmp_path):
 def test_unknown_mode(tmp_path):
     with pytest.raises(ValueError, match="unknown mode"):
         run_bonito("data/passages.jsonl", tmp_path, FakeLLM(), mode="poem", progress=False)
+
+
+def test_missing_answers_come_from_a_second_call(tmp_path):
+    llm = FakeLLM()
+    counts = run_bonito("data/passages.jsonl", tmp_path, llm, task_types=("qg",), retries=0, progress=False)
+    assert counts["answered_separately"] == 7 and llm.answer_calls == 7
+    assert counts["examples"] == 7 and counts["rejects"] == 0
+    assert set(read_shards(tmp_path / "examples")["response"]) == {"2019"}
+    exqa = {**ITEM, "task_type": "exqa"}
+    from generators.bonito import check_answer
+
+    assert check_answer("Answer: 7:15", exqa, "raw") == "7:15"
+    assert check_answer("8:30", exqa, "raw").reason == "extractive answer not found in the passage"
