@@ -345,3 +345,18 @@ def test_bad_taxonomy_is_a_clear_error(tmp_path):
     bad.write_text("fields:\n  - name: X\n")
     with pytest.raises(ValueError, match=r"t\.yaml: fields\[0\]: missing 'subfields'"):
         run_glan(bad, tmp_path / "run", FakeLLM(), progress=False)
+
+
+def test_level_shards_follow_a_shrinking_input(tmp_path):
+    from generators.levels import run_level, write_table_shards
+
+    def process(chunk):
+        return pl.DataFrame({"x": list(chunk)}), []
+
+    run_level(list(range(10)), tmp_path / "lvl", 4, process)  # 3 shards
+    outcome = run_level(list(range(5)), tmp_path / "lvl", 4, process)  # shard 0 same, 1 changed, 2 gone
+    assert outcome.skipped_shards == 1 and outcome.stale_shards == 2 and outcome.rows == 5
+    assert sorted(p.name for p in (tmp_path / "lvl").glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
+    write_table_shards(pl.DataFrame({"x": range(9)}), tmp_path / "t", 4)
+    write_table_shards(pl.DataFrame({"x": range(3)}), tmp_path / "t", 4)
+    assert read_shards(tmp_path / "t")["x"].to_list() == [0, 1, 2]
