@@ -1,0 +1,113 @@
+"""Generation throughput on CPU: the hf backend at batch 1 vs batched, same run, same prompts.
+
+    python -m benchmarks.generation [--prompts 16] [--batch 16] [--max-tokens 64] [--threads 1]
+
+Prompts are real generator prompts (Bonito chat mode over data/passages.jsonl, several task
+types), sampled at temperature 0.7 like a generation run. Tokens/s counts generated tokens
+(the output re-tokenised; padding and the end token not counted) over wall time, model loaded
+and warmed up first. When llama-cpp-python is installed, the same prompts also run through the
+``llamacpp`` backend single-stream (the embedded GGUF), and the hf batched figure is compared
+with it. Last line: ``speedup=<hf batched / hf batch 1>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+
+import torch
+
+from benchmarks.common import REPO
+from generators.bonito import TASK_TYPES, chat_prompt
+from pipelines.llm.base import Sampling
+
+
+def bench_prompts(n: int) -> list:
+    passages = [
+        json.loads(line)["text"] for line in (REPO / "data" / "passages.jsonl").open(encoding="utf-8")
+    ]
+    types = list(TASK_TYPES)
+    return [chat_prompt(passages[i % len(passages)], types[i % len(types)]) for i in range(n)]
+
+
+def tokens_per_s(llm, prompts, sampling, count) -> tuple[float, int, float]:
+    t = time.perf_counter()
+    texts = llm.generate(prompts, sampling)
+    dt = time.perf_counter() - t
+    n = sum(count(x) for x in texts)
+    return n / dt, n, dt
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--prompts", type=int, default=16, help="prompts per measurement (same prompts for every side)"
+    )
+    ap.add_argument("--batch", type=int, default=16, help="hf generation batch size for the batched side")
+    ap.add_argument("--max-tokens", type=int, default=64, help="max new tokens per prompt")
+    ap.add_argument("--model", default="embedded", help="embedded, tiny or a local model folder")
+    ap.add_argument(
+        "--baseline-prompts",
+        type=int,
+        default=None,
+        help="prompts for the slow batch-1 side (default: --prompts, at most 8)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; on a busy shared machine 1 can be faster)",
+    )
+    ap.add_argument("--no-llamacpp", action="store_true", help="skip llama.cpp even when installed")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from pipelines.llm.hf import HFBackend
+
+    llm = HFBackend.load(args.model, device="cpu")
+    tok = llm.tokenizer
+
+    def count(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    prompts = bench_prompts(args.prompts)
+    base_n = args.baseline_prompts or min(args.prompts, 8)
+    sampling = Sampling(temperature=0.7, top_p=0.95, max_tokens=args.max_tokens, seed=0)
+    print(
+        f"model={args.model} dtype={next(llm.model.parameters()).dtype} threads={torch.get_num_threads()} "
+        f"prompts={len(prompts)} max_tokens={args.max_tokens}"
+    )
+
+    llm.generation_batch_size = args.batch
+    llm.generate(prompts[: min(2, len(prompts))], Sampling(max_tokens=4))  # warm-up (allocator, kernels)
+
+    llm.generation_batch_size = 1
+    b1, n1, t1 = tokens_per_s(llm, prompts[:base_n], sampling, count)
+    print(f"hf batch=1: {b1:.1f} tok/s ({n1} tokens in {t1:.1f} s, {base_n} prompts)")
+    llm.generation_batch_size = args.batch
+    bb, nb, tb = tokens_per_s(llm, prompts, sampling, count)
+    print(f"hf batch={args.batch}: {bb:.1f} tok/s ({nb} tokens in {tb:.1f} s, {len(prompts)} prompts)")
+
+    if (
+        not args.no_llamacpp
+        and importlib.util.find_spec("llama_cpp") is not None
+        and args.model == "embedded"
+    ):
+        from pipelines.llm.llamacpp_backend import LlamaCppBackend
+
+        cpp = LlamaCppBackend("embedded", n_threads=torch.get_num_threads())
+        cpp.generate(prompts[:1], Sampling(max_tokens=4))
+        lc, nc, tc = tokens_per_s(cpp, prompts[:base_n], sampling, count)
+        print(f"llama.cpp single-stream: {lc:.1f} tok/s ({nc} tokens in {tc:.1f} s, {base_n} prompts)")
+        print(f"hf batch={args.batch} vs llama.cpp single-stream: {bb / lc:.2f}x")
+    else:
+        print("llama.cpp: not installed (pip install '.[llamacpp]') - skipped")
+    print(f"speedup={bb / b1:.2f}")
+
+
+if __name__ == "__main__":
+    main()
