@@ -204,6 +204,12 @@ def normalise_level(text: str, default: str) -> str:
     return default
 
 
+def _looks_like_words(text: str) -> bool:
+    """Mostly letters, with at least one real word: keeps token soup out of the subject list."""
+    letters = sum(c.isalpha() or c.isspace() for c in text)
+    return letters >= 0.8 * len(text) and re.search(r"[A-Za-z]{3,}", text) is not None
+
+
 _PLACEHOLDERS = {"name", "subject", "subject name", "level", "subtopics", "title", "key concepts", "..."}
 
 
@@ -237,6 +243,8 @@ def parse_subjects(text: str, discipline: dict[str, Any]) -> list[dict[str, Any]
         name = clean_line(name).rstrip(".:")
         key = normalise_text(name)
         if not (2 <= len(name) <= 80) or key in _PLACEHOLDERS or key in seen or len(name.split()) > 10:
+            continue
+        if not _looks_like_words(name):
             continue
         seen.add(key)
         default = LEVEL_NAMES[min(i * len(LEVEL_NAMES) // max(len(rows), 1), len(LEVEL_NAMES) - 1)]
@@ -463,7 +471,7 @@ class _Bar:
         if enabled and total:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="prompt", leave=False)
+            self.bar = tqdm(total=total, desc=desc, unit="item", leave=False)
 
     def __call__(self, n: int) -> None:
         if self.bar is not None:

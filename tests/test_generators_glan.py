@@ -51,6 +51,7 @@ def test_parse_subjects_json_and_garbage():
     assert parse_subjects(js, D) == [
         {"subject": "Optics", "level": "advanced", "subtopics": ["lenses", "lasers"]}
     ]
+    assert isinstance(parse_subjects("{ } ]] 0 1 2 }\n: , 7 :", D), Reject)  # token soup
     rej = parse_subjects("", D)
     assert isinstance(rej, Reject) and "no subject" in rej.reason
 
@@ -356,7 +357,10 @@ def test_level_shards_follow_a_shrinking_input(tmp_path):
     run_level(list(range(10)), tmp_path / "lvl", 4, process)  # 3 shards
     outcome = run_level(list(range(5)), tmp_path / "lvl", 4, process)  # shard 0 same, 1 changed, 2 gone
     assert outcome.skipped_shards == 1 and outcome.stale_shards == 2 and outcome.rows == 5
-    assert sorted(p.name for p in (tmp_path / "lvl").glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert sorted(p.name for p in (tmp_path / "lvl").glob("part-*")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
     write_table_shards(pl.DataFrame({"x": range(9)}), tmp_path / "t", 4)
     write_table_shards(pl.DataFrame({"x": range(3)}), tmp_path / "t", 4)
     assert read_shards(tmp_path / "t")["x"].to_list() == [0, 1, 2]
