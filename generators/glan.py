@@ -121,7 +121,7 @@ SUBJECTS_EXAMPLE = (
 )
 SYLLABUS_ASK = (
     "Write {n} class sessions for the {level} course {subject} ({discipline}{subtopics}). "
-    "One per line: Session number: title - description | key concepts"
+    "One per line: Session number: title - description | three key concepts"
 )
 SYLLABUS_EXAMPLE = (
     SYLLABUS_ASK.format(
@@ -260,8 +260,6 @@ _SESSION = re.compile(r"^(?:session|class|lecture|week)\s*(\d+)\s*[:.)-]?\s*", r
 
 def parse_syllabus(text: str, subject: dict[str, Any]) -> list[dict[str, Any]] | Reject:
     """Sessions from ``Session N: title - description | key concepts`` lines (or JSON)."""
-    if is_degenerate(text):
-        return Reject("degenerate repetition", text)
     sessions: list[dict[str, Any]] = []
     data = extract_json(text) if ("{" in text or "[" in text) else None
     if isinstance(data, dict):
@@ -295,6 +293,8 @@ def parse_syllabus(text: str, subject: dict[str, Any]) -> list[dict[str, Any]] |
                 head, concepts = line, ""
             sep = re.search(r"\s[-–]\s|:\s", head)
             title, desc = (head[: sep.start()], head[sep.end() :]) if sep else (head, "")
+            if not concepts and desc.count(",") >= 2:  # "title - a, b, c": the "|" was left out
+                concepts, desc = desc, ""
             sessions.append(
                 {
                     "title": title.strip(" .:-"),
@@ -310,9 +310,14 @@ def parse_syllabus(text: str, subject: dict[str, Any]) -> list[dict[str, Any]] |
         if not key or key in seen or key in _PLACEHOLDERS or len(s["title"]) > 120 or not concepts:
             continue
         seen.add(key)
-        out.append({**s, "key_concepts": concepts})
+        out.append({**s, "description": s["description"][:300], "key_concepts": concepts})
     if not out:
-        return Reject("no session with a title and key concepts found", text)
+        reason = (
+            "degenerate repetition"
+            if is_degenerate(text)
+            else "no session with a title and key concepts found"
+        )
+        return Reject(reason, text)
     return out
 
 
@@ -351,7 +356,17 @@ def parse_answer(text: str, question: dict[str, Any]) -> str | Reject:
         return Reject("refusal", text)
     if is_degenerate(answer):
         return Reject("degenerate repetition", text)
-    return answer
+    return trim_unfinished(answer)
+
+
+def trim_unfinished(text: str, min_keep: float = 0.5) -> str:
+    """Cut an answer that stops mid-sentence (it hit max_tokens) back to its last full sentence,
+    when that keeps at least ``min_keep`` of it; short or finished answers are left alone."""
+    if len(text.split()) < 30 or text.rstrip()[-1:] in ".!?)]}\"'`":
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)|\n\n", text)]
+    cut = ends[-1] if ends else 0
+    return text[:cut].rstrip() if cut >= min_keep * len(text) else text
 
 
 # ---------------------------------------------------------------------------------------------

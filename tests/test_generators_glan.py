@@ -78,8 +78,17 @@ def test_parse_syllabus_json_and_rejects():
         {"title": "Atoms", "description": "matter", "key_concepts": ["protons", "electrons"]}
     ]
     assert parse_syllabus("Session 1: Stars\nSession 2: Planets", {}).reason.startswith("no session")
-    loop = "Session 1: Grains | " + ", ".join(["grains"] * 60)
-    assert parse_syllabus(loop, {}).reason == "degenerate repetition"
+    loop = "Session 1: Grains | " + ", ".join(["grains"] * 60)  # a loop is repaired: concepts deduplicated
+    assert parse_syllabus(loop, {}) == [{"title": "Grains", "description": "", "key_concepts": ["grains"]}]
+    soup = " ".join(["stars stars stars"] * 30)
+    assert parse_syllabus(soup, {}).reason == "degenerate repetition"
+    no_pipe = "Session 1: Marine chemistry - salts, gases, nutrients, marine chemistry - salts"
+    assert parse_syllabus(no_pipe, {})[0]["key_concepts"] == [
+        "salts",
+        "gases",
+        "nutrients",
+        "marine chemistry - salts",
+    ]
 
 
 def test_parse_question():
@@ -94,6 +103,17 @@ def test_parse_question():
         "Write a homework question for the course about stars and planets.", {}
     ).reason.startswith("echoes")
     assert parse_question("I don't know.", {}).reason == "refusal"
+
+
+def test_unfinished_answer_is_cut_to_its_last_sentence():
+    done = (
+        "Stars shine because fusion in their cores turns hydrogen into helium. The mass lost in each "
+        "reaction becomes energy, as Einstein's relation says. Heavier stars have hotter cores, so they "
+        "fuse faster and live shorter lives. "
+    )
+    assert parse_answer(done + "The energy then travels outwards through the radiative", {}) == done.strip()
+    assert parse_answer(done + "End.", {}) == done + "End."
+    assert parse_answer("A short answer without a full stop", {}) == "A short answer without a full stop"
 
 
 def test_parse_answer_refusal_is_whole_answer():
