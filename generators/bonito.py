@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from generators.dedup import dedup_rows
-from generators.levels import derive_seed, level_rejects, read_level, run_level, write_table_shards
+from generators.levels import (
+    derive_seed,
+    fingerprint,
+    level_rejects,
+    read_level,
+    run_level,
+    write_table_shards,
+)
 from generators.parsing import Reject, extract_json, generate_parsed, is_refusal, labelled
 from pipelines.llm.base import Messages, Prompt, Sampling
 from pipelines.schema import CORE_SCHEMA, make_example, normalise_text, to_table
@@ -385,7 +392,9 @@ def run_bonito(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(items), desc="bonito", unit="task", leave=False)
+    prompts = fingerprint([CHAT_ASK, CHAT_EXAMPLES, EXAMPLE_PASSAGE, ANSWER_ASK, _ANSWER_HOW])
     params = {
+        "prompts": prompts,
         "mode": mode,
         "model": model,
         "seed": seed,

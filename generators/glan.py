@@ -144,6 +144,12 @@ QUESTION_EXAMPLE = (
 )
 
 
+# Part of every level's fingerprint: editing a prompt regenerates what it made.
+PROMPTS_FINGERPRINT = fingerprint(
+    [SUBJECTS_ASK, SUBJECTS_EXAMPLE, SYLLABUS_ASK, SYLLABUS_EXAMPLE, QUESTION_ASK, QUESTION_EXAMPLE]
+)
+
+
 def _few_shot(example: tuple[str, str], ask: str) -> Messages:
     return [
         {"role": "user", "content": example[0]},
@@ -548,7 +554,7 @@ def run_glan(
                 out / name,
                 shard_size,
                 process,
-                params={**params, "model": model, "seed": seed},
+                params={**params, "model": model, "seed": seed, "prompts": PROMPTS_FINGERPRINT},
                 progress=bar,
             )
         finally:
