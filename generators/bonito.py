@@ -40,7 +40,15 @@ from generators.levels import (
     run_level,
     write_table_shards,
 )
-from generators.parsing import Reject, extract_json, generate_parsed, is_refusal, labelled
+from generators.parsing import (
+    Reject,
+    extract_json,
+    generate_parsed,
+    is_degenerate,
+    is_refusal,
+    labelled,
+    trim_unfinished,
+)
 from pipelines.llm.base import Messages, Prompt, Sampling
 from pipelines.schema import CORE_SCHEMA, make_example, normalise_text, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_text
@@ -197,6 +205,9 @@ def check_answer(answer: str, item: dict[str, Any], raw: str) -> str | Reject:
         return Reject("empty answer", raw)
     if is_refusal(answer):
         return Reject("refusal", raw)
+    if is_degenerate(answer):
+        return Reject("degenerate repetition", raw)
+    answer = trim_unfinished(answer)
     passage = normalise_text(item["text"])
     norm = normalise_text(answer).strip(" .\"'")
     example_answer = normalise_text(CHAT_EXAMPLES[item["task_type"]][1]).strip(" .\"'")

@@ -53,9 +53,11 @@ from generators.parsing import (
     clean_line,
     extract_json,
     generate_parsed,
+    is_degenerate,
     is_refusal,
     list_items,
     split_concepts,
+    trim_unfinished,
 )
 from generators.taxonomy import load_taxonomy
 from pipelines.llm.base import Messages, Sampling
@@ -188,15 +190,6 @@ def answer_prompt(q: dict[str, Any]) -> Messages:
 
 # ---------------------------------------------------------------------------------------------
 # Parsers: text -> value | Reject (tested on strings)
-
-
-def is_degenerate(text: str, min_words: int = 30) -> bool:
-    """A looping answer ("science, science, science, ..."): few distinct word trigrams."""
-    words = normalise_text(text).split()
-    if len(words) < min_words:
-        return False
-    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-    return len(set(grams)) / len(grams) < 0.35
 
 
 def normalise_level(text: str, default: str) -> str:
@@ -363,16 +356,6 @@ def parse_answer(text: str, question: dict[str, Any]) -> str | Reject:
     if is_degenerate(answer):
         return Reject("degenerate repetition", text)
     return trim_unfinished(answer)
-
-
-def trim_unfinished(text: str, min_keep: float = 0.5) -> str:
-    """Cut an answer that stops mid-sentence (it hit max_tokens) back to its last full sentence,
-    when that keeps at least ``min_keep`` of it; short or finished answers are left alone."""
-    if len(text.split()) < 30 or text.rstrip()[-1:] in ".!?)]}\"'`":
-        return text
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)|\n\n", text)]
-    cut = ends[-1] if ends else 0
-    return text[:cut].rstrip() if cut >= min_keep * len(text) else text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -203,6 +203,33 @@ def is_refusal(text: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Degenerate and unfinished answers
+
+
+def is_degenerate(text: str, min_words: int = 30) -> bool:
+    """A looping answer: few distinct word trigrams ("science, science, science, ...") or a long
+    run of a handful of characters ("1.1.1.1.1.1...")."""
+    compact = "".join(text.split())
+    if len(compact) >= 20 and len(set(compact)) <= 5:
+        return True
+    words = " ".join(text.casefold().split()).split()
+    if len(words) < min_words:
+        return False
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return len(set(grams)) / len(grams) < 0.35
+
+
+def trim_unfinished(text: str, min_words: int = 15, min_keep: float = 0.3) -> str:
+    """Cut an answer that stops mid-sentence (it hit max_tokens) back to its last full sentence,
+    when that keeps at least ``min_keep`` of it; short or finished answers are left alone."""
+    if len(text.split()) < min_words or text.rstrip()[-1:] in ".!?)]}\"'`":
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)|\n\n", text)]
+    cut = ends[-1] if ends else 0
+    return text[:cut].rstrip() if cut >= min_keep * len(text) else text
+
+
+# ---------------------------------------------------------------------------------------------
 # The LLM call with bounded retries
 
 

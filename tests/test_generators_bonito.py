@@ -230,3 +230,15 @@ def test_missing_answers_come_from_a_second_call(tmp_path):
 
     assert check_answer("Answer: 7:15", exqa, "raw") == "7:15"
     assert check_answer("8:30", exqa, "raw").reason == "extractive answer not found in the passage"
+
+
+def test_looping_and_unfinished_answers():
+    from generators.bonito import check_answer
+
+    qa = {**ITEM, "task_type": "qa"}
+    assert check_answer("1.5.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1", qa, "raw").reason == "degenerate repetition"
+    cut = (
+        "The ferry leaves at 7:15 every morning from the harbour. Students pay half of the normal fare, "
+        "which is 2 euros instead of 4, and they must show a"
+    )
+    assert check_answer(cut, qa, "raw") == "The ferry leaves at 7:15 every morning from the harbour."
