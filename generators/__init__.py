@@ -1,0 +1,14 @@
+"""Generators: write instruction data with an LLM, level by level, resumable and auditable.
+
+| module        | what                                                                      |
+|---------------|---------------------------------------------------------------------------|
+| taxonomy.py   | load and validate a taxonomy (own YAML, NCSES, CIP 2020, flat list)        |
+| glan.py       | GLAN: disciplines -> subjects -> syllabus -> questions -> answers          |
+| bonito.py     | Bonito: passage + task type -> instruction and response (bonito/chat mode) |
+| parsing.py    | JSON repair, line formats, whole-answer refusal checks, bounded retries    |
+| levels.py     | a level = a folder of shards, redone only where its input changed         |
+| dedup.py      | near-duplicate removal (normalised hash + MinHash) with counts            |
+
+    python -m generators.glan data/taxonomy.yaml runs/glan --max-disciplines 2
+    python -m generators.bonito data/passages.jsonl runs/bonito --task-types exqa qa
+"""
