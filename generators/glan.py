@@ -121,9 +121,12 @@ SUBJECTS_EXAMPLE = (
     "Organic Chemistry | intermediate | carbon compounds, functional groups, synthesis\n"
     "Quantum Chemistry | advanced | wave functions, molecular orbitals, spectroscopy",
 )
+# The syllabus is asked in two steps: session titles (short lines, which a small model keeps to),
+# then key concepts per session, only for sessions that came back without them (a big model that
+# writes "title - description | concepts" lines in one go needs no second call).
 SYLLABUS_ASK = (
     "Write {n} class sessions for the {level} course {subject} ({discipline}{subtopics}). "
-    "One per line: Session number: title - description | three key concepts"
+    "One per line: Session number: title - short description"
 )
 SYLLABUS_EXAMPLE = (
     SYLLABUS_ASK.format(
@@ -133,9 +136,14 @@ SYLLABUS_EXAMPLE = (
         discipline="Chemistry",
         subtopics="; atoms, chemical bonds, reactions",
     ),
-    "Session 1: Atoms - what matter is made of | protons, neutrons, electrons, atomic number\n"
-    "Session 2: Chemical bonds - how atoms hold together | ionic bonds, covalent bonds, electronegativity\n"
-    "Session 3: Reactions - how substances change | balancing equations, reaction rates, catalysts",
+    "Session 1: Atoms - what matter is made of\n"
+    "Session 2: Chemical bonds - how atoms hold together\n"
+    "Session 3: Reactions - how substances change",
+)
+CONCEPTS_ASK = 'List three key concepts taught in the session "{title}" of the course {subject}.'
+CONCEPTS_EXAMPLE = (
+    CONCEPTS_ASK.format(title="Chemical bonds", subject="General Chemistry"),
+    "ionic bonds, covalent bonds, electronegativity",
 )
 QUESTION_ASK = "Write a homework question for the {level} course {subject} about: {concepts}."
 QUESTION_EXAMPLE = (
@@ -148,7 +156,16 @@ QUESTION_EXAMPLE = (
 
 # Part of every level's fingerprint: editing a prompt regenerates what it made.
 PROMPTS_FINGERPRINT = fingerprint(
-    [SUBJECTS_ASK, SUBJECTS_EXAMPLE, SYLLABUS_ASK, SYLLABUS_EXAMPLE, QUESTION_ASK, QUESTION_EXAMPLE]
+    [
+        SUBJECTS_ASK,
+        SUBJECTS_EXAMPLE,
+        SYLLABUS_ASK,
+        SYLLABUS_EXAMPLE,
+        CONCEPTS_ASK,
+        CONCEPTS_EXAMPLE,
+        QUESTION_ASK,
+        QUESTION_EXAMPLE,
+    ]
 )
 
 
@@ -173,6 +190,13 @@ def syllabus_prompt(s: dict[str, Any], n: int) -> Messages:
         SYLLABUS_ASK.format(
             n=n, level=s["level"], subject=s["subject"], discipline=s["discipline"], subtopics=extra
         ),
+    )
+
+
+def concepts_prompt(pair: tuple[dict[str, Any], dict[str, Any]]) -> Messages:
+    subject, session = pair
+    return _few_shot(
+        CONCEPTS_EXAMPLE, CONCEPTS_ASK.format(title=session["title"], subject=subject["subject"])
     )
 
 
@@ -257,8 +281,13 @@ def parse_subjects(text: str, discipline: dict[str, Any]) -> list[dict[str, Any]
 _SESSION = re.compile(r"^(?:session|class|lecture|week)\s*(\d+)\s*[:.)-]?\s*", re.I)
 
 
-def parse_syllabus(text: str, subject: dict[str, Any]) -> list[dict[str, Any]] | Reject:
-    """Sessions from ``Session N: title - description | key concepts`` lines (or JSON)."""
+def parse_syllabus(
+    text: str, subject: dict[str, Any], require_concepts: bool = True
+) -> list[dict[str, Any]] | Reject:
+    """Sessions from ``Session N: title - description | key concepts`` lines (or JSON).
+
+    With ``require_concepts`` False, sessions without concepts are kept (their concepts are
+    asked for in a second call); otherwise they are dropped."""
     sessions: list[dict[str, Any]] = []
     data = extract_json(text) if ("{" in text or "[" in text) else None
     if isinstance(data, dict):
@@ -304,9 +333,11 @@ def parse_syllabus(text: str, subject: dict[str, Any]) -> list[dict[str, Any]] |
     out, seen = [], set()
     for s in sessions:
         key = normalise_text(s["title"])
-        concepts = [c for c in s["key_concepts"] if normalise_text(c) not in _PLACEHOLDERS][:10]
-        # A session is only usable with a title and at least one key concept to ask about.
-        if not key or key in seen or key in _PLACEHOLDERS or len(s["title"]) > 120 or not concepts:
+        concepts = clean_concepts(s["key_concepts"])
+        # A session is only usable with a title and (in the end) at least one key concept.
+        if not key or key in seen or key in _PLACEHOLDERS or len(s["title"]) > 120:
+            continue
+        if require_concepts and not concepts:
             continue
         seen.add(key)
         out.append({**s, "description": s["description"][:300], "key_concepts": concepts})
@@ -318,6 +349,34 @@ def parse_syllabus(text: str, subject: dict[str, Any]) -> list[dict[str, Any]] |
         )
         return Reject(reason, text)
     return out
+
+
+def clean_concepts(concepts: Sequence[str], limit: int = 6) -> list[str]:
+    """At most ``limit`` distinct concepts of a few words, placeholders and loops
+    ("ecosystems ecosystems") removed."""
+    out, seen = [], set()
+    for c in concepts:
+        key = normalise_text(c)
+        words = key.split()
+        if not key or key in seen or key in _PLACEHOLDERS or len(words) > 8 or len(set(words)) < len(words):
+            continue
+        seen.add(key)
+        out.append(c.strip())
+    return out[:limit]
+
+
+def parse_concepts(text: str, pair: Any = None) -> list[str] | Reject:
+    """A comma-separated list of key concepts (first non-empty line; a label is allowed)."""
+    lines = [ln for ln in list_items(text) if ln]
+    if not lines:
+        return Reject("no key concepts", text)
+    first = re.sub(r"(?i)^(?:key\s*)?concepts?\s*[:：]\s*", "", lines[0])
+    concepts = (
+        clean_concepts(split_concepts(first)) if ("," in first or ";" in first) else clean_concepts(lines[:6])
+    )
+    if not concepts:
+        return Reject("no key concepts", text)
+    return concepts
 
 
 _ECHO = ("write a homework question", "homework question for", "key concepts:")
@@ -600,19 +659,46 @@ def run_glan(
                 llm,
                 list(chunk),
                 lambda s: syllabus_prompt(s, sessions),
-                parse_syllabus,
+                lambda text, s: parse_syllabus(text, s, require_concepts=False),
                 sampling("syllabi", max_tokens, chunk),
                 retries,
             )
             bump(res)
             rows, rejects = [], []
+            # Second step: key concepts for the sessions written without them.
+            pairs = [
+                (s, sess)
+                for s, r in zip(chunk, res.results, strict=True)
+                if not isinstance(r, Reject)
+                for sess in r[:sessions]
+                if not sess["key_concepts"]
+            ]
+            if pairs:
+                got = generate_parsed(
+                    llm,
+                    pairs,
+                    concepts_prompt,
+                    parse_concepts,
+                    sampling("syllabi", min(max_tokens, 48), pairs),
+                    retries,
+                )
+                bump(got)
+                counts["concept_calls"] = counts.get("concept_calls", 0) + len(pairs)
+                for (s, sess), c in zip(pairs, got.results, strict=True):
+                    if isinstance(c, Reject):
+                        rejects.append(
+                            c.to_dict(level="syllabi/concepts", subject=s["subject"], session=sess["title"])
+                        )
+                    else:
+                        sess["key_concepts"] = c
             for s, r in zip(chunk, res.results, strict=True):
                 if isinstance(r, Reject):
                     rejects.append(
                         r.to_dict(level="syllabi", subject=s["subject"], subject_id=s["subject_id"])
                     )
                     continue
-                for n, sess in enumerate(r[:sessions], 1):
+                r = [sess for sess in r[:sessions] if sess["key_concepts"]]
+                for n, sess in enumerate(r, 1):
                     rows.append(
                         {
                             "session_id": _id(s["subject_id"], n),

@@ -11,6 +11,7 @@ import pytest
 from generators.dedup import dedup_rows
 from generators.glan import (
     parse_answer,
+    parse_concepts,
     parse_question,
     parse_subjects,
     parse_syllabus,
@@ -229,20 +230,27 @@ class FakeLLM:
 
     name = "fake"
 
-    def __init__(self, subject_names=("Mechanics", "Waves")):
-        self.subject_names = subject_names
-        self.prompts = {"subjects": 0, "syllabi": 0, "questions": 0, "answers": 0}
+    def __init__(self, subject_names=("Mechanics", "Waves"), titles_only=False):
+        self.subject_names, self.titles_only = subject_names, titles_only
+        self.prompts = {"subjects": 0, "syllabi": 0, "concepts": 0, "questions": 0, "answers": 0}
 
     def generate(self, prompts, sampling):
         out = []
         for p in prompts:
             ask = p[-1]["content"]
-            if ask.startswith("List"):
+            if "key concepts taught" in ask:
+                self.prompts["concepts"] += 1
+                title = ask.split('"')[1]
+                out.append(f"{title} idea, concept {title[-1]}, topic {title[-1]}")
+            elif ask.startswith("List"):
                 self.prompts["subjects"] += 1
                 out.append("\n".join(f"{n} | introductory | a, b" for n in self.subject_names))
             elif "class sessions" in ask:
                 self.prompts["syllabi"] += 1
                 course = ask.split("course ")[1].split(" (")[0]
+                if self.titles_only:  # as a small model writes them: the concepts come in a second call
+                    out.append("\n".join(f"Session {i}: {course} part {i} - about it" for i in range(1, 4)))
+                    continue
                 out.append(
                     "\n".join(
                         f"Session {i}: {course} part {i} | {course} idea {i}, concept {i}, topic {i}"
@@ -304,7 +312,7 @@ def test_run_glan_resumes_without_regenerating(tmp_path):
     first = _run(tmp_path, FakeLLM())
     again = FakeLLM()
     second = _run(tmp_path, again)
-    assert again.prompts == {"subjects": 0, "syllabi": 0, "questions": 0, "answers": 0}
+    assert again.prompts == {"subjects": 0, "syllabi": 0, "concepts": 0, "questions": 0, "answers": 0}
     assert second["examples"] == first["examples"]
     assert all(v["skipped_shards"] == v["shards"] for v in second["levels"].values())
 
@@ -384,3 +392,24 @@ def test_level_shards_follow_a_shrinking_input(tmp_path):
     write_table_shards(pl.DataFrame({"x": range(9)}), tmp_path / "t", 4)
     write_table_shards(pl.DataFrame({"x": range(3)}), tmp_path / "t", 4)
     assert read_shards(tmp_path / "t")["x"].to_list() == [0, 1, 2]
+
+
+def test_parse_concepts():
+    assert parse_concepts("Key concepts: nebulae, gravity; protostars and more words here", None) == [
+        "nebulae",
+        "gravity",
+        "protostars",
+        "more words here",
+    ]
+    assert parse_concepts("- fusion\n- stellar mass\n- fusion", None) == ["fusion", "stellar mass"]
+    assert parse_concepts("ecosystems ecosystems, ", None).reason == "no key concepts"
+
+
+def test_sessions_without_concepts_get_them_in_a_second_call(tmp_path):
+    llm = FakeLLM(titles_only=True)
+    counts = _run(tmp_path, llm)
+    assert counts["concept_calls"] == 12 and llm.prompts["concepts"] == 12  # 4 subjects x 3 sessions
+    syllabi = read_shards(tmp_path / "run" / "syllabi")
+    assert syllabi.height == 12 and syllabi["description"][0] == "about it"
+    assert json.loads(syllabi["key_concepts"][0]) == ["Mechanics part 1 idea", "concept 1", "topic 1"]
+    assert counts["questions"] == 12
