@@ -197,6 +197,19 @@ def answer_prompt(item: dict[str, Any], task: str) -> Messages:
     return [{"role": "user", "content": ANSWER_ASK.format(task=task, passage=item["text"].strip(), how=how)}]
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", normalise_text(text))
+
+
+def is_span(answer: str, passage: str) -> bool:
+    """The answer's words occur contiguously in the passage (case, punctuation and quotes
+    ignored: '"HDI"' matches '(\u201cHDI\u201d)')."""
+    a, p = _words(answer), _words(passage)
+    if not a:
+        return False
+    return f" {' '.join(a)} " in f" {' '.join(p)} "
+
+
 def check_answer(answer: str, item: dict[str, Any], raw: str) -> str | Reject:
     """An answer is usable when it is non-empty, does not decline, is not the worked example's
     answer, and (extractive QA) is found in the passage."""
@@ -213,7 +226,7 @@ def check_answer(answer: str, item: dict[str, Any], raw: str) -> str | Reject:
     example_answer = normalise_text(CHAT_EXAMPLES[item["task_type"]][1]).strip(" .\"'")
     if norm == example_answer and len(norm.split()) > 1 and norm not in passage:
         return Reject("copies the worked example", raw)
-    if item["task_type"] == "exqa" and norm not in passage:
+    if item["task_type"] == "exqa" and not is_span(answer, item["text"]):
         return Reject("extractive answer not found in the passage", raw)
     return answer
 

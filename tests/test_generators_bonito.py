@@ -242,3 +242,11 @@ def test_looping_and_unfinished_answers():
         "which is 2 euros instead of 4, and they must show a"
     )
     assert check_answer(cut, qa, "raw") == "The ferry leaves at 7:15 every morning from the harbour."
+
+
+def test_extractive_span_ignores_case_and_punctuation():
+    from generators.bonito import is_span
+
+    passage = "made between Hanover Direct, Inc. (\u201cHDI\u201d), a New Jersey Corporation"
+    assert is_span('"HDI"', passage) and is_span("hanover direct inc", passage)
+    assert not is_span("Hanover Inc", passage) and not is_span("DI", passage) and not is_span("...", passage)
