@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     cond = HFBackend(cond_model, cond_tok, max_length=args.max_tokens, token_budget=4096)
     scored = score_table(pool, prior, scores=("color",), cond_llm=cond)
     del cond, cond_model
+    Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
+    # Kept for inspecting what CoLoR picked (runs/ is git-ignored).
+    scored.write_parquet(Path(args.cache_dir) / "scored_pool.parquet")
     times["score_pool"] = time.perf_counter() - t
     print(
         f"scored pool ({times['score_pool']:.0f}s): score_color mean={scored['score_color'].mean():.4f} "
