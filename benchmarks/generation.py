@@ -7,7 +7,7 @@ types), sampled at temperature 0.7 like a generation run. Tokens/s counts genera
 (the output re-tokenised; padding and the end token not counted) over wall time, model loaded
 and warmed up first. When llama-cpp-python is installed, the same prompts also run through the
 ``llamacpp`` backend single-stream (the embedded GGUF), and the hf batched figure is compared
-with it. Last line: ``speedup=<hf batched / hf batch 1>``.
+with it. Last line: ``speedup=<hf batched (generation dtype) / hf batch 1 (fp32 default)>``.
 """
 
 from __future__ import annotations
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="torch CPU threads (default: torch's; on a busy shared machine 1 can be faster)",
     )
+    ap.add_argument(
+        "--generation-dtype",
+        default="bfloat16",
+        help="dtype of the batched side (HFBackend generation_dtype; 'none' = the fp32 model); "
+        "batch 1 is measured with both",
+    )
     ap.add_argument("--no-llamacpp", action="store_true", help="skip llama.cpp even when installed")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -82,15 +88,21 @@ def main(argv: list[str] | None = None) -> None:
         f"prompts={len(prompts)} max_tokens={args.max_tokens}"
     )
 
-    llm.generation_batch_size = args.batch
-    llm.generate(prompts[: min(2, len(prompts))], Sampling(max_tokens=4))  # warm-up (allocator, kernels)
+    gen_dtype = None if args.generation_dtype in ("none", "float32") else args.generation_dtype
 
-    llm.generation_batch_size = 1
-    b1, n1, t1 = tokens_per_s(llm, prompts[:base_n], sampling, count)
-    print(f"hf batch=1: {b1:.1f} tok/s ({n1} tokens in {t1:.1f} s, {base_n} prompts)")
-    llm.generation_batch_size = args.batch
-    bb, nb, tb = tokens_per_s(llm, prompts, sampling, count)
-    print(f"hf batch={args.batch}: {bb:.1f} tok/s ({nb} tokens in {tb:.1f} s, {len(prompts)} prompts)")
+    def measure(batch: int, dtype: str | None, ps: list) -> float:
+        llm.generation_batch_size, llm.generation_dtype = batch, dtype
+        llm.generate(ps[:2], Sampling(max_tokens=4))  # warm-up (allocator, kernels, the dtype copy)
+        rate, n, dt = tokens_per_s(llm, ps, sampling, count)
+        print(
+            f"hf batch={batch} {dtype or 'float32'}: {rate:.1f} tok/s ({n} tokens in {dt:.1f} s, {len(ps)} prompts)"
+        )
+        return rate
+
+    b1 = measure(1, None, prompts[:base_n])  # the baseline: the default backend, one prompt at a time
+    if gen_dtype:
+        measure(1, gen_dtype, prompts[:base_n])
+    bb = measure(args.batch, gen_dtype, prompts)
 
     if (
         not args.no_llamacpp
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         cpp.generate(prompts[:1], Sampling(max_tokens=4))
         lc, nc, tc = tokens_per_s(cpp, prompts[:base_n], sampling, count)
         print(f"llama.cpp single-stream: {lc:.1f} tok/s ({nc} tokens in {tc:.1f} s, {base_n} prompts)")
-        print(f"hf batch={args.batch} vs llama.cpp single-stream: {bb / lc:.2f}x")
+        print(f"hf batch={args.batch} {gen_dtype or 'float32'} vs llama.cpp single-stream: {bb / lc:.2f}x")
     else:
         print("llama.cpp: not installed (pip install '.[llamacpp]') - skipped")
     print(f"speedup={bb / b1:.2f}")

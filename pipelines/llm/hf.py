@@ -26,9 +26,15 @@ class HFBackend:
         generation_batch_size: int = 16,
         token_budget: int = 8192,
         max_length: int = 1024,
+        generation_dtype: str | None = None,
     ):
         self.model, self.tokenizer, self.model_id = model, tokenizer, model_id
         self.generation_batch_size = generation_batch_size
+        # Generation may run on a lower-precision copy (e.g. "bfloat16": on CPUs with AMX/AVX512-BF16
+        # it prefills ~3.7x and decodes ~1.9x faster than fp32), while scoring keeps self.model.
+        # The copy costs the model's size again in memory, so it is opt-in.
+        self.generation_dtype = generation_dtype
+        self._gen_model = None
         self.token_budget, self.max_length = token_budget, max_length
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -43,6 +49,18 @@ class HFBackend:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def generation_model(self):
+        """The model generate() runs: self.model, or its ``generation_dtype`` copy (made once;
+        set ``self._gen_model = None`` after changing self.model's weights)."""
+        dtype = getattr(torch, self.generation_dtype) if self.generation_dtype else None
+        if dtype is None or dtype == next(self.model.parameters()).dtype:
+            return self.model
+        if self._gen_model is None:
+            import copy
+
+            self._gen_model = copy.deepcopy(self.model).to(dtype).eval()
+        return self._gen_model
 
     def _prompt_text(self, prompt: Prompt) -> str:
         return prompt if isinstance(prompt, str) else render_chat(self.tokenizer, prompt)
@@ -63,13 +81,14 @@ class HFBackend:
         out: list[str] = [""] * len(texts)
         tok.padding_side = "left"
         eos = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
+        model = self.generation_model()
         for b in range(0, len(order), self.generation_batch_size):
             batch = order[b : b + self.generation_batch_size]
             enc = tok([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(self.device) for k, v in enc.items()}
             torch.manual_seed(sampling.seed * 1_000_003 + batch[0])
             do_sample = sampling.temperature > 0
-            gen = self.model.generate(
+            gen = model.generate(
                 **enc,
                 max_new_tokens=sampling.max_tokens,
                 do_sample=do_sample,
