@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--generation-dtype",
-        default="bfloat16",
-        help="dtype of the batched side (HFBackend generation_dtype; 'none' = the fp32 model); "
-        "batch 1 is measured with both",
+        default="none",
+        help="generation dtype of the batched side, e.g. bfloat16 (HFBackend generation_dtype; "
+        "default none = the fp32 model); batch 1 is then measured with both",
     )
     ap.add_argument("--no-llamacpp", action="store_true", help="skip llama.cpp even when installed")
     args = ap.parse_args(argv)
