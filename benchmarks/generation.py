@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import subprocess
+import sys
 import time
 
 import torch
@@ -38,6 +40,20 @@ def tokens_per_s(llm, prompts, sampling, count) -> tuple[float, int, float]:
     dt = time.perf_counter() - t
     n = sum(count(x) for x in texts)
     return n / dt, n, dt
+
+
+def llamacpp_only(args) -> None:
+    """The llama.cpp side alone (run as a child process by main); prints llamacpp_rate=<tok/s>."""
+    from pipelines.llm.llamacpp_backend import LlamaCppBackend
+
+    cpp = LlamaCppBackend("embedded", n_threads=torch.get_num_threads())
+    count = lambda text: len(cpp.llm.tokenize(text.encode("utf-8"), add_bos=False))  # noqa: E731
+    prompts = bench_prompts(args.prompts)
+    cpp.generate(prompts[:1], Sampling(max_tokens=4))
+    rate, _, _ = tokens_per_s(
+        cpp, prompts, Sampling(temperature=0.7, top_p=0.95, max_tokens=args.max_tokens), count
+    )
+    print(f"llamacpp_rate={rate}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,11 +82,15 @@ def main(argv: list[str] | None = None) -> None:
         help="generation dtype of the batched side, e.g. bfloat16 (HFBackend generation_dtype; "
         "default none = the fp32 model); batch 1 is then measured with both",
     )
+    ap.add_argument("--llamacpp-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-llamacpp", action="store_true", help="skip llama.cpp even when installed")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.llamacpp_only:
+        llamacpp_only(args)
+        return
 
     from pipelines.llm.hf import HFBackend
 
@@ -109,13 +129,30 @@ def main(argv: list[str] | None = None) -> None:
         and importlib.util.find_spec("llama_cpp") is not None
         and args.model == "embedded"
     ):
-        from pipelines.llm.llamacpp_backend import LlamaCppBackend
-
-        cpp = LlamaCppBackend("embedded", n_threads=torch.get_num_threads())
-        cpp.generate(prompts[:1], Sampling(max_tokens=4))
-        lc, nc, tc = tokens_per_s(cpp, prompts[:base_n], sampling, count)
-        print(f"llama.cpp single-stream: {lc:.1f} tok/s ({nc} tokens in {tc:.1f} s, {base_n} prompts)")
-        print(f"hf batch={args.batch} {gen_dtype or 'float32'} vs llama.cpp single-stream: {bb / lc:.2f}x")
+        # In a child process: a broken llama.cpp build can crash (it segfaulted here once), and
+        # that must not take the hf figures and the speedup line down with it.
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.generation",
+            "--llamacpp-only",
+            "--prompts",
+            str(base_n),
+            "--max-tokens",
+            str(args.max_tokens),
+            "--threads",
+            str(torch.get_num_threads()),
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        rate = [ln.split("=", 1)[1] for ln in res.stdout.splitlines() if ln.startswith("llamacpp_rate=")]
+        if res.returncode == 0 and rate:
+            lc = float(rate[0])
+            print(f"llama.cpp single-stream: {lc:.1f} tok/s ({base_n} prompts)")
+            print(
+                f"hf batch={args.batch} {gen_dtype or 'float32'} vs llama.cpp single-stream: {bb / lc:.2f}x"
+            )
+        else:
+            print(f"llama.cpp: failed (exit code {res.returncode}) - skipped")
     else:
         print("llama.cpp: not installed (pip install '.[llamacpp]') - skipped")
     print(f"speedup={bb / b1:.2f}")
