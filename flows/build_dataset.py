@@ -18,18 +18,23 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task, unmapped
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
-from prefect.filesystems import LocalFileSystem
+# No machine here reaches the internet: keep Prefect's telemetry from logging an error per run.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from pipelines import stages
-from pipelines.config import ConfigError, PipelineConfig, load_config
+from prefect import flow, task, unmapped  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
+from prefect.cache_policies import INPUTS, TASK_SOURCE  # noqa: E402
+from prefect.filesystems import LocalFileSystem  # noqa: E402
+
+from pipelines import stages  # noqa: E402
+from pipelines.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 
 CACHE = INPUTS + TASK_SOURCE
 LLM_RETRIES = dict(retries=2, retry_delay_seconds=[10, 60])
@@ -40,42 +45,43 @@ def _cfg(config_json: str) -> PipelineConfig:
 
 
 @task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def generate_taxonomy_task(config_json: str, run_dir: str) -> dict:
+def generate_taxonomy_task(config_json: str, run_dir: str, run_token: str) -> dict:
     return stages.generate_taxonomy(_cfg(config_json), Path(run_dir))
 
 
 @task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def generate_text_task(config_json: str, run_dir: str) -> dict:
+def generate_text_task(config_json: str, run_dir: str, run_token: str) -> dict:
     return stages.generate_text(_cfg(config_json), Path(run_dir))
 
 
 @task(cache_policy=CACHE, persist_result=True)
-def collect_task(config_json: str, run_dir: str, upstream: list[dict]) -> dict:
+def collect_task(config_json: str, run_dir: str, run_token: str, upstream: list[dict]) -> dict:
     return stages.collect(_cfg(config_json), Path(run_dir))
 
 
 @task(cache_policy=CACHE, persist_result=True)
-def condition_task(config_json: str, run_dir: str) -> dict:
+def condition_task(config_json: str, run_dir: str, run_token: str) -> dict:
     return stages.condition(_cfg(config_json), Path(run_dir))
 
 
 @task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def score_shard_task(config_json: str, run_dir: str, index: int, upstream: list[dict]) -> int:
+def score_shard_task(config_json: str, run_dir: str, run_token: str, index: int, upstream: list[dict]) -> int:
     return stages.score_shard(_cfg(config_json), Path(run_dir), index)
 
 
 @task(cache_policy=CACHE, persist_result=True)
-def select_task(config_json: str, run_dir: str, upstream: dict) -> dict:
+def select_task(config_json: str, run_dir: str, run_token: str, upstream: dict) -> dict:
     return stages.select(_cfg(config_json), Path(run_dir))
 
 
-@task(cache_policy=CACHE, persist_result=True)
-def export_task(config_json: str, run_dir: str, records: list[dict]) -> dict:
+# log_prints off: datasets' fingerprinting prints bytecode that would flood the run log.
+@task(cache_policy=CACHE, persist_result=True, log_prints=False)
+def export_task(config_json: str, run_dir: str, run_token: str, records: list[dict]) -> dict:
     return stages.export(_cfg(config_json), Path(run_dir), records)
 
 
 @task(cache_policy=CACHE, persist_result=True)
-def train_task(config_json: str, run_dir: str, upstream: dict) -> dict:
+def train_task(config_json: str, run_dir: str, run_token: str, upstream: dict) -> dict:
     return stages.train(_cfg(config_json), Path(run_dir))
 
 
@@ -104,6 +110,22 @@ def _stage_sample(stage: str, run_dir: Path):
     return None
 
 
+def run_folder_token(run_dir: Path) -> str:
+    """A random id made once per run folder and passed to every task as an input.
+
+    Cache keys then belong to this folder's life: a deleted and recreated folder (or another
+    machine's cache with the same config and paths) can never return results whose files are gone.
+    """
+    path = run_dir / ".run-token"
+    if not path.exists():
+        import uuid
+
+        from pipelines.shards import atomic_write_text
+
+        atomic_write_text(path, uuid.uuid4().hex)
+    return path.read_text().strip()
+
+
 @flow(name="build-dataset", log_prints=True)
 def build_dataset(config: dict | None = None) -> dict:
     """Run every enabled stage; returns {run_dir, dataset, report, stages}."""
@@ -111,6 +133,7 @@ def build_dataset(config: dict | None = None) -> dict:
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     cj, rd = cfg.model_dump_json(), str(run_dir)
+    token = run_folder_token(run_dir)
     # Task results (the cache behind resume) live in the run folder, next to the data they describe.
     # (A block must be saved before tasks may use it; its name is unique per run folder.)
     storage = LocalFileSystem(basepath=str(run_dir / ".prefect-results"))
@@ -119,7 +142,6 @@ def build_dataset(config: dict | None = None) -> dict:
     def in_run(t):
         return t.with_options(result_storage=storage)
 
-    started = time.perf_counter()
     records: list[dict] = []
 
     def done(rec: dict) -> dict:
@@ -129,24 +151,26 @@ def build_dataset(config: dict | None = None) -> dict:
 
     generated = []
     if cfg.generate.taxonomy.enabled:
-        generated.append(done(in_run(generate_taxonomy_task)(cj, rd)))
+        generated.append(done(in_run(generate_taxonomy_task)(cj, rd, token)))
     if cfg.generate.text.enabled:
-        generated.append(done(in_run(generate_text_task)(cj, rd)))
-    collected = done(in_run(collect_task)(cj, rd, generated))
+        generated.append(done(in_run(generate_text_task)(cj, rd, token)))
+    collected = done(in_run(collect_task)(cj, rd, token, generated))
     upstream = [collected]
     if "color" in cfg.score.scores:
-        upstream.append(done(in_run(condition_task)(cj, rd)))
+        upstream.append(done(in_run(condition_task)(cj, rd, token)))
+    score_started = time.perf_counter()
     # One task per shard: the task runner (threads, or Dask workers) spreads them out.
-    futures = in_run(score_shard_task).map(unmapped(cj), unmapped(rd), list(range(collected["shards"])), unmapped(upstream))
+    futures = in_run(score_shard_task).map(unmapped(cj), unmapped(rd), unmapped(token), list(range(collected["shards"])), unmapped(upstream))
     rows = sum(f.result() for f in futures)
-    done(stages.score_record(cfg, run_dir, started, rows))
-    selected = done(in_run(select_task)(cj, rd, records[-1]))
-    exported = done(in_run(export_task)(cj, rd, records))
+    done(stages.score_record(cfg, run_dir, score_started, rows))
+    selected = done(in_run(select_task)(cj, rd, token, records[-1]))
+    exported = done(in_run(export_task)(cj, rd, token, records))
     if cfg.train.method:
-        done(in_run(train_task)(cj, rd, exported))
+        done(in_run(train_task)(cj, rd, token, exported))
+
+    import polars as pl
 
     from pipelines.report import write_run_report
-    import polars as pl
 
     report = write_run_report(run_dir, records, pl.read_parquet(run_dir / "selected" / "all.parquet"))
     result = {"run_dir": rd, "dataset": exported["outputs"], "report": {k: str(v) for k, v in report.items()},

@@ -43,16 +43,16 @@ class TaxonomyConfig(_Section):
     enabled: bool = True
     path: str = "data/taxonomy.yaml"
     max_disciplines: int | None = Field(2, description="use only the first N disciplines (None: all)")
-    subjects_per_discipline: int = Field(2, gt=0)
+    subjects_per_discipline: int = Field(1, gt=0)
     sessions_per_syllabus: int = Field(4, gt=0)
-    questions_per_syllabus: int = Field(2, gt=0)
+    questions_per_syllabus: int = Field(3, gt=0)
     max_tokens: int = Field(256, gt=0)
 
 
 class TextConfig(_Section):
     enabled: bool = True
     path: str = "data/passages.jsonl"
-    task_types: list[str] = Field(default_factory=lambda: ["exqa", "qa"])
+    task_types: list[str] = Field(default_factory=lambda: ["qa", "ynqa"])
     samples_per_passage: int = Field(1, gt=0)
     mode: Literal["chat", "bonito"] = "chat"
     max_passages: int | None = None

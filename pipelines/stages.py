@@ -73,7 +73,7 @@ def generate_taxonomy(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         resolve_path(c.path), run_dir / "generate_taxonomy", get_llm(cfg.model),
         subjects_per_discipline=c.subjects_per_discipline, sessions=c.sessions_per_syllabus,
         questions_per_syllabus=c.questions_per_syllabus, seed=cfg.run.seed,
-        max_disciplines=c.max_disciplines, max_tokens=c.max_tokens,
+        max_disciplines=c.max_disciplines, max_tokens=c.max_tokens, shard_size=cfg.run.shard_size,
     )
     return _record(run_dir, "generate_taxonomy", t0, counts=counts,
                    rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
@@ -87,7 +87,7 @@ def generate_text(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     counts = run_bonito(
         resolve_path(c.path), run_dir / "generate_text", get_llm(cfg.model),
         task_types=tuple(c.task_types), samples_per_passage=c.samples_per_passage, mode=c.mode,
-        seed=cfg.run.seed, max_passages=c.max_passages, max_tokens=c.max_tokens,
+        seed=cfg.run.seed, max_passages=c.max_passages, max_tokens=c.max_tokens, shard_size=cfg.run.shard_size,
     )
     return _record(run_dir, "generate_text", t0, counts=counts,
                    rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
@@ -129,6 +129,7 @@ def collect(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 def condition(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     """Build (or reuse) CoLoR-Filter's conditional model: the prior fine-tuned on the target set."""
     from instruct_selectors.color_filter import build_conditional
+
     from pipelines.io import read_examples
 
     t0 = time.perf_counter()

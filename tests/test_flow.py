@@ -13,7 +13,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.schema import make_example
 from pipelines.shards import atomic_write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
