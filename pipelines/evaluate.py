@@ -114,7 +114,6 @@ def qa_prompt(question: str, context: str, indicator: bool = False) -> list[dict
     return add_indicator(messages, has_context=bool(context)) if indicator else messages
 
 
-@torch.no_grad()
 def generate_answers(
     model,
     tokenizer,
@@ -123,35 +122,13 @@ def generate_answers(
     max_new_tokens: int = 32,
     batch_size: int = 8,
 ) -> list[str]:
-    """Greedy answers to chat prompts, batched (left padding, length-sorted)."""
-    texts = [
-        tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
-    ]
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    device = next(model.parameters()).device
-    answers: list[str] = [""] * len(ids)
+    """Greedy answers to chat prompts, batched by the hf backend (left padding, length-sorted)."""
+    from pipelines.llm.base import Sampling
+    from pipelines.llm.hf import HFBackend
+
     model.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in idx)
-        pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in idx], device=device)
-        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in idx], device=device)
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        for row, i in enumerate(idx):
-            answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
-    return answers
+    backend = HFBackend(model, tokenizer, generation_batch_size=batch_size)
+    return backend.generate([list(p) for p in prompts], Sampling(temperature=0.0, max_tokens=max_new_tokens))
 
 
 def evaluate_qa(
