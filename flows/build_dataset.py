@@ -269,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(make_deployment(runnable, cfg, args.cron))
         return 0
-    result = runnable(config=cfg.model_dump(mode="json"))
+    try:
+        result = runnable(config=cfg.model_dump(mode="json"))
+    except (ValueError, FileNotFoundError) as e:  # bad input: InputError, a bad taxonomy, a missing file
+        print(f"\nerror: {e}\nrun folder (kept for resume): {cfg.run_dir()}", file=sys.stderr)
+        return 1
     print("\n=== build_dataset finished ===")
     print(f"run folder: {result['run_dir']}")
     for name, path in result["dataset"].items():

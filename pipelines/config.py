@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ class GenerateConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    scores: list[Literal["color", "ifd", "ctx_loss", "ctx_attn"]] = Field(default_factory=lambda: ["color", "ifd", "ctx_loss"])
+    scores: list[Literal["color", "ifd", "ctx_loss", "ctx_attn", "embedding"]] = Field(default_factory=lambda: ["color", "ifd", "ctx_loss"])
     target: str | None = Field("data/target.jsonl", description="CoLoR-Filter target (downstream) set")
     conditional_method: Literal["lora", "full"] = "lora"
     conditional_epochs: float = Field(1.0, gt=0)
@@ -121,6 +121,20 @@ class PipelineConfig(_Section):
     select: SelectConfig = SelectConfig()
     export: ExportConfig = ExportConfig()
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _steps_use_computed_scores(self):
+        """A selection step may only rank or filter on a score this run computes."""
+        provides = {"score_color": "color", "score_ifd": "ifd", "score_ctx_loss": "ctx_loss",
+                    "score_ctx_attn": "ctx_attn", "embedding": "embedding"}
+        for i, step in enumerate(self.select.steps, 1):
+            ((name, options),) = step.items()
+            column = (options or {}).get("column", "embedding" if name == "diversify" else None)
+            needed = provides.get(column)
+            if needed and needed not in self.score.scores:
+                raise ValueError(f"select.steps[{i}] ({name}) uses {column}, but score.scores does not "
+                                 f"include {needed!r} (scores: {', '.join(self.score.scores)})")
+        return self
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the output (not the run name or output folder)."""

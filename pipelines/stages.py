@@ -122,7 +122,7 @@ def collect(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     n_shards = 0
     for n_shards, start in enumerate(range(0, table.height, size), start=1):
         atomic_write_parquet(table.slice(start, size), shard_path(out, n_shards - 1))
-    return _record(run_dir, "collect", t0, rows_in=table.height, rows_out=table.height,
+    return _record(run_dir, "collect", t0, rows_in=table.height + rejects, rows_out=table.height,
                    rejects=rejects, per_source=per_source, shards=n_shards)
 
 

@@ -1,0 +1,48 @@
+"""Run configuration: the documented default file, overrides, and clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import ConfigError, PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_documented_default_file_equals_the_defaults():
+    assert load_config(REPO / "data" / "configs" / "default.toml") == PipelineConfig()
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_config(overrides=["run.seed=7", "score.scores=[ifd, ctx_loss]", "select.steps=[{dedup: {}}]"])
+    assert cfg.run.seed == 7 and cfg.score.scores == ["ifd", "ctx_loss"]
+
+
+def test_fingerprint_ignores_run_name_but_not_seed():
+    a, b = PipelineConfig(), load_config(overrides=["run.name=x"])
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != load_config(overrides=["run.seed=1"]).fingerprint()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["score.bogus=1"], "score.bogus"),
+        (["run.shard_size=0"], "run.shard_size"),
+        (["select.steps=[{top_k: {column: score_ifd}}]"], "give exactly one of k, fraction, tau"),
+        (["score.scores=[ifd]"], "uses score_color, but score.scores does not include 'color'"),
+        (["nonsense"], "section.key=value"),
+    ],
+)
+def test_errors_name_the_option(overrides, message):
+    with pytest.raises(ConfigError, match=None) as err:
+        load_config(overrides=overrides)
+    assert message in str(err.value)
+
+
+def test_yaml_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(bad) in str(err.value)
