@@ -2,8 +2,12 @@
 
     score_color(x) = L_prior(x) - L_cond(x)
 
-each L the mean per-token NLL over the response tokens (the paper's rows all had 512 tokens, so
-it did not matter there; SFT rows vary in length, so we use the mean). θ_cond is the prior
+each L the NLL of the response tokens under ``reduction``: ``"mean"`` (default) per-token mean, or
+``"sum"``, the total = -log p(response), so the score is log p(resp|θ_cond) - log p(resp|θ_prior),
+the paper's quantity for whole sequences. The paper's rows all had 512 tokens, so the two ranked
+alike there; SFT rows vary in length. The mean compares rows of different lengths but its noise is
+largest on 1-3-token answers, so those rows tend to top the ranking; the sum favours rows with many
+tokens the target-tuned model predicts better. θ_cond is the prior
 fine-tuned for one epoch on a small user-given target set (LoRA by default, ``method="full"`` as
 an option). Selection keeps the *largest* scores, globally: k = floor(N / τ) (τ = candidates per
 selected example; the paper sweeps 7..64) or a given k / fraction -- a ``top_k`` step in
@@ -32,8 +36,19 @@ import numpy as np
 import polars as pl
 
 COLUMN = "score_color"
+REDUCTIONS = ("mean", "sum")
 CACHE_FORMAT = 1  # bump when the way conditional models are built changes
 _TRAIN_KWARGS = ("max_steps", "learning_rate", "batch_size", "max_length")
+
+
+def response_nll(token_nll: np.ndarray, reduction: str = "mean") -> float:
+    """One row's L: the mean or the sum of its response-token NLLs; NaN when it has no tokens."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    t = np.asarray(token_nll, dtype=np.float64)
+    if t.size == 0:
+        return float("nan")
+    return float(t.mean() if reduction == "mean" else t.sum())
 
 
 def color_score(loss_prior: np.ndarray, loss_cond: np.ndarray) -> np.ndarray:

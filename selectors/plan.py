@@ -16,7 +16,7 @@ Passes (each one ``llm.loss(...)`` call over the rows that need it; the backend 
 | probe/full    | probe | chat(instruction + context)          | ctx_attn from a separate probe model    |
 
 Every loss is the mean NLL over response tokens (prompt masked), so rows of different lengths
-compare. The formulas live in color_filter.py, ifd.py and context_dependency.py; this file only
+compare; CoLoR may use the sum instead (``color_reduction="sum"``), from the same passes. The formulas live in color_filter.py, ifd.py and context_dependency.py; this file only
 decides which passes to run and feeds them. ``scores`` may also hold ``"embedding"``: the
 mean-pooled last hidden state from the prior/full pass, stored as the ``embedding`` column for
 diversity.py (no extra pass, no extra model).
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 from instruct_selectors.color_filter import COLUMN as COLOR_COLUMN
-from instruct_selectors.color_filter import color_score
+from instruct_selectors.color_filter import REDUCTIONS, color_score, response_nll
 from instruct_selectors.context_dependency import ATTN_COLUMN, LOSS_COLUMN, ctx_loss_score
 from instruct_selectors.ifd import COLUMN as IFD_COLUMN
 from instruct_selectors.ifd import ifd_score
@@ -110,8 +110,10 @@ def _run_pass(llm, p: Pass, table: pl.DataFrame, attn_layer: int | None, progres
     if progress is not None:
         kwargs["progress"] = progress
     results = llm.loss(requests, **kwargs) if requests else []
-    out = {"loss": np.full(n, np.nan)}
+    out = {"loss": np.full(n, np.nan), "token_nll": [None] * n}
     out["loss"][rows] = [r.mean for r in results]
+    for i, r in zip(rows, results, strict=True):
+        out["token_nll"][i] = r.token_nll
     if p.attn:
         out["attn"] = np.full(n, np.nan)
         out["attn"][rows] = [r.extras["attn_ratio"] for r in results]
@@ -136,14 +138,18 @@ def score_table(
     attn_layer: int | None = None,
     progress: Callable[[int], None] | None = None,
     probe_llm=None,
+    color_reduction: str = "mean",
 ) -> pl.DataFrame:
     """Add one ``score_*`` column per requested score (and ``embedding`` when asked); nothing else changes.
 
     ``prior_llm`` / ``cond_llm`` / ``probe_llm`` are backends (``loss(requests, ...)``). ``ctx_attn``
     is read from the prior's pass unless a separate ``probe_llm`` is given; that model needs eager
-    attention. ``attn_layer`` defaults to about two thirds of the probe's depth.
+    attention. ``attn_layer`` defaults to about two thirds of the probe's depth. ``color_reduction``
+    ("mean" or "sum" over response tokens) is CoLoR's L; every other score uses the mean.
     """
     wanted = tuple(dict.fromkeys(scores))
+    if color_reduction not in REDUCTIONS:
+        raise ValueError(f"color_reduction must be one of {REDUCTIONS}, got {color_reduction!r}")
     if "color" in wanted and cond_llm is None:
         raise ValueError(
             "score 'color' needs cond_llm: the conditional model (color_filter.build_conditional)"
@@ -165,9 +171,11 @@ def score_table(
 
     columns = []
     if "color" in wanted:
-        columns.append(
-            _column(COLOR_COLUMN, color_score(got["prior/full"]["loss"], got["cond/full"]["loss"]))
+        prior_l, cond_l = (
+            [response_nll(t, color_reduction) for t in got[name]["token_nll"]]
+            for name in ("prior/full", "cond/full")
         )
+        columns.append(_column(COLOR_COLUMN, color_score(prior_l, cond_l)))
     if "ifd" in wanted:
         columns.append(_column(IFD_COLUMN, ifd_score(got["prior/full"]["loss"], got["prior/alone"]["loss"])))
     if "ctx_loss" in wanted:

@@ -98,6 +98,24 @@ def test_scores_match_hand_computed_reference(prior, cond, tok, table):
     assert scored.select(table.columns).equals(table)
 
 
+def test_color_sum_reduction_matches_hand_computed_reference(prior, cond, tok, table):
+    """color_reduction="sum": total response NLL, = log p(resp | cond) - log p(resp | prior)."""
+    p, c = Counting(HFBackend(prior, tok)), Counting(HFBackend(cond, tok))
+    scored = score_table(table, p, scores=("color",), cond_llm=c, color_reduction="sum")
+    assert len(p.calls) == len(c.calls) == 1  # same passes as the mean, no extra forward
+    for row in scored.iter_rows(named=True):
+        user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
+        req = LossRequest(_chat(user), row["response"])
+        by_hand = float(reference_nll(prior, tok, req).sum() - reference_nll(cond, tok, req).sum())
+        assert row["score_color"] == pytest.approx(by_hand, abs=1e-3)
+    # Multi-token rows: the sum is the mean times the response length, not the mean.
+    mean = score_table(table, HFBackend(prior, tok), scores=("color",), cond_llm=HFBackend(cond, tok))
+    n_tok = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in table["response"].to_list()]
+    assert scored["score_color"].to_numpy() == pytest.approx(mean["score_color"].to_numpy() * n_tok, abs=1e-3)
+    with pytest.raises(ValueError, match="color_reduction"):
+        score_table(table, HFBackend(prior, tok), scores=("color",), cond_llm=c, color_reduction="max")
+
+
 def test_loss_is_mean_over_response_tokens_only(prior, tok):
     """Masking: the score uses exactly the response tokens, whatever the prompt length."""
     res = HFBackend(prior, tok).loss([LossRequest(_chat("hi " * 30), "Paris is nice.")])[0]
