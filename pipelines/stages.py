@@ -155,7 +155,8 @@ def score_shard(cfg: PipelineConfig, run_dir: Path, index: int) -> int:
         rec = load_record(run_dir, "condition")
         cond = get_llm(cfg.model, model=rec["conditional_model"])
     prior = get_llm(cfg.model, eager="ctx_attn" in scores)
-    scored = score_table(table, prior, scores=scores, cond_llm=cond, attn_layer=cfg.score.attn_layer)
+    scored = score_table(table, prior, scores=scores, cond_llm=cond, attn_layer=cfg.score.attn_layer,
+                         color_reduction=cfg.score.color_reduction)
     atomic_write_parquet(scored, out)
     return scored.height
 
