@@ -110,12 +110,26 @@ def _stage_sample(stage: str, run_dir: Path):
     return None
 
 
-def run_folder_token(run_dir: Path) -> str:
+def check_run_folder_config(run_dir: Path, fingerprint: str) -> None:
+    """A run folder belongs to one config: its shards are skipped on resume, so reusing the folder
+    with other settings would silently keep stale outputs. Refuse instead."""
+    path = run_dir / ".config-fingerprint"
+    if path.exists() and path.read_text().strip() != fingerprint:
+        raise ValueError(f"run folder {run_dir} was made with a different configuration "
+                         f"(fingerprint {path.read_text().strip()} vs {fingerprint}): use another --run-name")
+    if not path.exists():
+        from pipelines.shards import atomic_write_text
+
+        atomic_write_text(path, fingerprint)
+
+
+def run_folder_token(run_dir: Path, fingerprint: str) -> str:
     """A random id made once per run folder and passed to every task as an input.
 
     Cache keys then belong to this folder's life: a deleted and recreated folder (or another
     machine's cache with the same config and paths) can never return results whose files are gone.
     """
+    check_run_folder_config(run_dir, fingerprint)
     path = run_dir / ".run-token"
     if not path.exists():
         import uuid
@@ -133,7 +147,7 @@ def build_dataset(config: dict | None = None) -> dict:
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     cj, rd = cfg.model_dump_json(), str(run_dir)
-    token = run_folder_token(run_dir)
+    token = run_folder_token(run_dir, cfg.fingerprint())
     # Task results (the cache behind resume) live in the run folder, next to the data they describe.
     # (A block must be saved before tasks may use it; its name is unique per run folder.)
     storage = LocalFileSystem(basepath=str(run_dir / ".prefect-results"))

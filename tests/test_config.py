@@ -46,3 +46,12 @@ def test_yaml_file_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(bad)
     assert str(bad) in str(err.value)
+
+
+def test_run_folder_refuses_a_different_config(tmp_path):
+    from flows.build_dataset import check_run_folder_config
+
+    check_run_folder_config(tmp_path, "aaa")
+    check_run_folder_config(tmp_path, "aaa")  # same config resumes
+    with pytest.raises(ValueError, match="different configuration"):
+        check_run_folder_config(tmp_path, "bbb")
