@@ -31,7 +31,7 @@ METHODS = ("full", "lora", "lisa", "hft", "mezo")
 
 def split_rows(path: Path, n_train: int, n_heldout: int) -> tuple[list[dict], list[dict]]:
     """Train and held-out QA rows with disjoint passages (several questions share one passage)."""
-    from pipelines.evaluate import load_qa_rows
+    from pipelines.finetune.evaluate import load_qa_rows
 
     rows = load_qa_rows(path)
     contexts = list(dict.fromkeys(r["context"] for r in rows))
@@ -53,7 +53,7 @@ def worker(args: argparse.Namespace) -> dict:
     """One method (or 'baseline') in this process; returns its measurements."""
     import torch
 
-    from pipelines.evaluate import heldout_loss
+    from pipelines.finetune.evaluate import heldout_loss
     from pipelines.finetune import train_model
     from pipelines.finetune.data import load_examples
     from pipelines.finetune.train import peak_rss_mb

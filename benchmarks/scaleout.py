@@ -3,7 +3,7 @@
     python -m benchmarks.scaleout [--rows 128] [--shard-size 16] [--model embedded] [--threads 1]
 
 Rows: Alpaca-format examples from ../shared/datasets/instruct_general/alpaca_en_demo.json, scored
-for IFD and the context-loss variant (the flow's `score` stage, `pipelines.stages.score_shard`,
+for IFD and the context-loss variant (the flow's `score` stage, `flows.stages.score_shard`,
 one task per shard). Each worker loads the model once before the clock starts; each worker
 uses --threads torch threads, so 2 workers use twice the cores of 1. Last line: speedup=<t1/t2>.
 """
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import shared_datasets
-from pipelines.config import PipelineConfig
+from flows.config import PipelineConfig
 from pipelines.schema import make_example, to_table
 from pipelines.shards import atomic_write_parquet, shard_path
 
@@ -35,7 +35,7 @@ def _prepare(run_dir: Path, rows: int, shard_size: int) -> int:
 def _score(cfg_json: str, run_dir: str, index: int, threads: int) -> int:
     import torch
 
-    from pipelines import stages
+    from flows import stages
 
     torch.set_num_threads(threads)
     return stages.score_shard(PipelineConfig.model_validate_json(cfg_json), Path(run_dir), index)
@@ -44,7 +44,7 @@ def _score(cfg_json: str, run_dir: str, index: int, threads: int) -> int:
 def _warm(cfg_json: str, threads: int) -> bool:
     import torch
 
-    from pipelines import stages
+    from flows import stages
 
     torch.set_num_threads(threads)
     stages.get_llm(PipelineConfig.model_validate_json(cfg_json).model)

@@ -18,7 +18,7 @@ import torch
 from benchmarks.common import read_jsonl, shared_datasets
 from pipelines.llm.base import LossRequest
 from pipelines.llm.embedded import load_model_and_tokenizer
-from pipelines.scoring import encode, score_encoded
+from pipelines.llm.nll import encode, score_encoded
 
 
 def main(argv: list[str] | None = None) -> None:

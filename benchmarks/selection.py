@@ -9,7 +9,7 @@ from everything else (other rows of the target type included, at their natural r
 
 1. Conditional model: the embedded SmolLM2 (the prior) + one epoch of LoRA on the target set,
    via ``color_filter.build_conditional`` (cached under ``--cache-dir``; a rerun reuses it).
-2. Score the pool with ``plan.score_table(..., scores=("color",))``: L_prior - L_cond per row,
+2. Score the pool with ``score.score_table(..., scores=("color",))``: L_prior - L_cond per row,
    L the mean response-token NLL (``color``) and, from the same forward passes, the sum
    (``color_sum``: log p(resp | cond) - log p(resp | prior), the paper's whole-sequence form).
 3. Select with ``policies.select``: CoLoR top 10% (mean and sum), random 10% and random 30%
@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 import torch
 from instruct_selectors.color_filter import build_conditional
-from instruct_selectors.plan import build_request, score_table
+from instruct_selectors.score import build_request, score_table
 from instruct_selectors.policies import select
 
 from benchmarks.common import REPO, read_jsonl, shared_datasets

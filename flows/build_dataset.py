@@ -6,7 +6,7 @@
     python -m flows.build_dataset --task-runner dask --dask-workers 2
     python -m flows.build_dataset --serve --cron "0 3 * * *"
 
-The flow is thin: every task calls a function in ``pipelines/stages.py``. Tasks are cached on
+The flow is thin: every task calls a function in ``flows/stages.py``. Tasks are cached on
 their inputs (config JSON, run folder, upstream records) and their source, with results persisted
 in the run folder, and each stage skips the shards it already wrote -- so a run killed at any
 moment and started again with the same config finishes the remaining work only and writes the
@@ -33,8 +33,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact  #
 from prefect.cache_policies import INPUTS, TASK_SOURCE  # noqa: E402
 from prefect.filesystems import LocalFileSystem  # noqa: E402
 
-from pipelines import stages  # noqa: E402
-from pipelines.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from flows import stages  # noqa: E402
+from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 
 CACHE = INPUTS + TASK_SOURCE
 LLM_RETRIES = dict(retries=2, retry_delay_seconds=[10, 60])

@@ -4,7 +4,7 @@
     paths = write_run_report(run_dir, stage_records, selected_table)
     # run_dir/report.md, run_dir/report/score_<name>.png (kept vs dropped histograms)
 
-``stage_records`` are the dicts the stages in ``pipelines/stages.py`` return (``stage``,
+``stage_records`` are the dicts the stages in ``flows/stages.py`` return (``stage``,
 ``rows_in``, ``rows_out``, ``rejects``, ``seconds`` and stage-specific fields); ``table`` is the
 selected table (every row, with ``keep`` / ``dropped_by`` when a selection ran).
 

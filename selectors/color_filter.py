@@ -17,7 +17,7 @@ Build (or reuse) the conditional model, then score with the shared plan:
 
     path = build_conditional("embedded", target_table, cache_dir="runs/cond")
     cond = HFBackend.load(path)
-    scored = plan.score_table(pool, prior, scores=("color",), cond_llm=cond)
+    scored = score.score_table(pool, prior, scores=("color",), cond_llm=cond)
 
 The folder is named by a fingerprint of (prior identity, target rows, settings), so the second
 call with the same inputs returns at once without training.

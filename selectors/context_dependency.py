@@ -5,7 +5,7 @@ Two scores, both columns on the example table:
 * ``score_ctx_attn``: the paper's user attention ratio, read from a probe chat model with eager
   attention at one layer (default about two thirds of its depth): for each response token the
   attention mass on user-content tokens, max over heads, mean over response tokens. The recipe
-  lives in ``pipelines/scoring.py`` (``_attention_ratio``); plan.py asks for it in the same
+  lives in ``pipelines/llm/nll.py`` (``_attention_ratio``); score.py asks for it in the same
   forward pass as the prior's loss when the prior is the probe.
 * ``score_ctx_loss = L(resp | instruction without context) - L(resp | instruction with context)``
   for rows with an explicit context; null otherwise. Positive: the context helps.
@@ -62,7 +62,7 @@ def tag_context_dependent(
     With neither ``threshold`` nor ``quantile`` the paper's 0.6 is used (meant for the attention ratio).
     """
     if column not in table.columns:
-        raise ValueError(f"column {column!r} is missing: score the table first (plan.score_table)")
+        raise ValueError(f"column {column!r} is missing: score the table first (score.score_table)")
     if threshold is None and quantile is None:
         threshold = PAPER_THRESHOLD
     cut = context_threshold(table[column], threshold, quantile)

@@ -4,7 +4,7 @@
     picked = k_center_greedy(X, k)            # indices into X, in pick order
     picked = cluster_stratified(X, k, n_clusters=8, seed=0)
 
-Embeddings are the backend's mean-pooled last hidden states (``plan.score_table(...,
+Embeddings are the backend's mean-pooled last hidden states (``score.score_table(...,
 scores=(..., "embedding"))``), so no extra model is needed. Both functions take the candidates in
 *rank order* (best first, as the ranking steps left them) and prefer earlier rows on ties:
 k-center starts from the top-ranked row, and each cluster gives up its best-ranked rows first.

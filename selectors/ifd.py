@@ -11,7 +11,7 @@ Values > 1 mean the instruction does not help: drop them, then keep the highest,
                    {"top_k": {"column": "score_ifd", "fraction": 0.1}}])
 
 Not to be confused with Superfiltering's exp(L_cond - L_direct), a different ranking.
-The losses come from the shared scoring plan (plan.py); this file only holds the formula.
+The losses come from the shared scoring pass (score.py); this file only holds the formula.
 """
 
 from __future__ import annotations

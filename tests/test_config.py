@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import ConfigError, PipelineConfig, load_config
+from flows.config import ConfigError, PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines.evaluate import (
+from pipelines.finetune.evaluate import (
     evaluate_qa,
     exact_match,
     generate_answers,
@@ -68,7 +68,7 @@ def test_batched_greedy_generation_matches_one_at_a_time(tiny):
 
 
 def test_evaluate_qa_scores_predictions(tiny, monkeypatch):
-    import pipelines.evaluate as ev
+    import pipelines.finetune.evaluate as ev
 
     model, tok = tiny
     monkeypatch.setattr(ev, "generate_answers", lambda m, t, prompts, **kw: ["Paris", "the cat", "nope"])

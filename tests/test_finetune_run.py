@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipelines.evaluate import heldout_loss
+from pipelines.finetune.evaluate import heldout_loss
 from pipelines.finetune import load_run, run_training
 from pipelines.finetune.__main__ import main
 from pipelines.finetune.data import load_examples

@@ -9,14 +9,14 @@ import torch
 from instruct_selectors import color_filter
 from instruct_selectors.color_filter import build_conditional, color_k
 from instruct_selectors.context_dependency import tag_context_dependent
-from instruct_selectors.plan import plan_passes, score_table
+from instruct_selectors.score import plan_passes, score_table
 
 from pipelines.llm.base import LossRequest
 from pipelines.llm.embedded import load_model_and_tokenizer
 from pipelines.llm.hf import HFBackend
 from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.schema import make_example, meta_of, to_table
-from pipelines.scoring import reference_nll
+from pipelines.llm.nll import reference_nll
 
 SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n"
 

@@ -91,7 +91,7 @@ class _FakeVLLM:
     def run(self, ids, params):
         from types import SimpleNamespace
 
-        from pipelines.scoring import Encoded, score_encoded
+        from pipelines.llm.nll import Encoded, score_encoded
 
         tok = self.hf.tokenizer
         if getattr(params, "prompt_logprobs", None) is not None:

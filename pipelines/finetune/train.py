@@ -314,7 +314,7 @@ def run_training(
     skips it). With an eval file of context-QA rows, exact match / token F1 are reported, with
     and without the indicator when ``conditional_indicator`` is on.
     """
-    from pipelines.evaluate import evaluate_run
+    from pipelines.finetune.evaluate import evaluate_run
     from pipelines.llm.embedded import load_model_and_tokenizer
     from pipelines.shards import atomic_write_text
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from pipelines.llm.base import LossRequest, LossResult, Prompt, Sampling
-from pipelines.scoring import render_chat, score_requests
+from pipelines.llm.nll import render_chat, score_requests
 
 
 class HFBackend:

@@ -47,7 +47,7 @@ class LlamaCppBackend:
         if isinstance(prompt, str):
             return prompt
         if self._tokenizer is not None:
-            from pipelines.scoring import render_chat
+            from pipelines.llm.nll import render_chat
 
             return render_chat(self._tokenizer, prompt)
         return None

@@ -19,7 +19,7 @@
 * ``loss`` uses ``/completions`` with ``echo=True, logprobs=1`` (vLLM's way to return prompt
   logprobs) and ``max_tokens=1`` (vLLM rejects 0 in some versions; the one generated token is
   ignored). With ``tokenizer`` set (a tokenizer object, a local folder, ``embedded`` or
-  ``tiny``), prompt and completion are tokenised apart exactly as ``pipelines.scoring.encode``
+  ``tiny``), prompt and completion are tokenised apart exactly as ``pipelines.llm.nll.encode``
   does (chat prompts through the chat template) and sent as token ids, so the result matches the
   hf backend. Without a tokenizer only string prompts can be scored: the joined text is sent and
   completion tokens are those whose ``text_offset`` is at or after the prompt's end (a token
@@ -242,7 +242,7 @@ class OpenAIBackend:
         body = {"model": self.model, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0.0}
         tok = self.tokenizer
         if tok is not None:
-            from pipelines.scoring import encode
+            from pipelines.llm.nll import encode
 
             enc = encode(tok, request, max_length=self.max_length)
             ids = enc.prompt_ids + enc.completion_ids

@@ -170,7 +170,7 @@ class OpenAICompatServer:
 
     def _echo_logprobs(self, text: str, ids: list[int] | None, generated: str) -> dict:
         """Per-token logprobs of prompt (+ generated text), OpenAI's legacy completions layout."""
-        from pipelines.scoring import Encoded, score_encoded
+        from pipelines.llm.nll import Encoded, score_encoded
 
         model, tok = getattr(self.backend, "model", None), getattr(self.backend, "tokenizer", None)
         if model is None or tok is None:

@@ -9,7 +9,7 @@
   prompts with the model's own template, no extra special tokens), and given to vLLM as token
   ids. ``SamplingParams.max_tokens`` is always set (vLLM's default is 16); request ``i`` gets
   ``seed = sampling.seed * 1_000_003 + i``, so identical prompts sampled at temperature > 0 differ.
-* ``loss``: each request is tokenised with ``pipelines.scoring.encode`` (prompt and completion
+* ``loss``: each request is tokenised with ``pipelines.llm.nll.encode`` (prompt and completion
   apart, so no token merges across them) and run with ``SamplingParams(prompt_logprobs=0,
   max_tokens=1)``; the completion NLLs are read from the prompt logprobs at the completion
   positions (:func:`completion_nll`). Prefix caching is off by default: prompt logprobs are not
@@ -109,7 +109,7 @@ class VLLMBackend:
         self._stop_ids = sorted(t for t in stop_ids if isinstance(t, int) and t >= 0)
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
-        from pipelines.scoring import render_chat
+        from pipelines.llm.nll import render_chat
 
         text = prompt if isinstance(prompt, str) else render_chat(self.tokenizer, prompt)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -126,7 +126,7 @@ class VLLMBackend:
 
     def loss(self, requests: Sequence[LossRequest]) -> list[LossResult]:
         """Per-token NLL of each completion given its prompt, from prompt logprobs."""
-        from pipelines.scoring import encode
+        from pipelines.llm.nll import encode
 
         encoded = [encode(self.tokenizer, r, max_length=self.max_length) for r in requests]
         inputs = [{"prompt_token_ids": e.prompt_ids + e.completion_ids} for e in encoded]

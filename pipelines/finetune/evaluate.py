@@ -9,7 +9,7 @@
 
 Example (embedded model, 20 rows)::
 
-    python -c "from pipelines.evaluate import *; from pipelines.llm.embedded import load_model_and_tokenizer as L;
+    python -c "from pipelines.finetune.evaluate import *; from pipelines.llm.embedded import load_model_and_tokenizer as L;
     m, t = L(); print(evaluate_qa(m, t, load_qa_rows('../shared/datasets/context_qa/adversarial_qa_parsed.jsonl', 20)))"
 """
 

@@ -1,6 +1,6 @@
 """One scoring plan: the loss passes the requested scores need, each run once and shared.
 
-    from instruct_selectors.plan import score_table
+    from instruct_selectors.score import score_table
     scored = score_table(table, prior_llm, scores=("color", "ifd", "ctx_loss", "ctx_attn"), cond_llm=cond)
 
 Passes (each one ``llm.loss(...)`` call over the rows that need it; the backend batches them):
@@ -164,7 +164,7 @@ def score_table(
                 "eager_attention=True (or pass a separate probe_llm)"
             )
         if attn_layer is None:
-            from pipelines.scoring import default_probe_layer
+            from pipelines.llm.nll import default_probe_layer
 
             attn_layer = default_probe_layer(probe.model)
     got = {p.name: _run_pass(models[p.model], p, table, attn_layer, progress) for p in passes}

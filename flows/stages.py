@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.config import ModelConfig, PipelineConfig, resolve_path
+from flows.config import ModelConfig, PipelineConfig, resolve_path
 from pipelines.schema import CORE_COLUMNS, to_table
 from pipelines.shards import atomic_write_parquet, atomic_write_text, read_shards, shard_path
 
@@ -143,7 +143,7 @@ def condition(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
 def score_shard(cfg: PipelineConfig, run_dir: Path, index: int) -> int:
     """Score examples shard ``index`` into scored/ (skipped when already there). Returns its rows."""
-    from instruct_selectors.plan import score_table
+    from instruct_selectors.score import score_table
 
     out = shard_path(run_dir / "scored", index)
     if out.exists():

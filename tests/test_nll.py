@@ -7,7 +7,7 @@ import torch
 from pipelines.llm.base import LossRequest
 from pipelines.llm.hf import HFBackend
 from pipelines.llm.tiny import tiny_model, tiny_tokenizer
-from pipelines.scoring import encode, plan_batches, reference_nll, score_requests
+from pipelines.llm.nll import encode, plan_batches, reference_nll, score_requests
 
 
 @pytest.fixture(scope="module")
