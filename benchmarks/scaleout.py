@@ -19,17 +19,15 @@ from pathlib import Path
 
 from benchmarks.common import shared_datasets
 from flows.config import PipelineConfig
+from flows.run_folder import RunFolder
 from pipelines.schema import make_example, to_table
-from pipelines.shards import atomic_write_parquet, shard_path
+from pipelines.shards import write_shards
 
 
-def _prepare(run_dir: Path, rows: int, shard_size: int) -> int:
+def _prepare(run: RunFolder, rows: int, shard_size: int) -> int:
     data = json.loads((shared_datasets() / "instruct_general" / "alpaca_en_demo.json").read_text())[:rows]
     table = to_table(make_example(r["instruction"], r["output"], r.get("input", ""), "alpaca_en_demo") for r in data)
-    n = 0
-    for n, start in enumerate(range(0, table.height, shard_size), start=1):
-        atomic_write_parquet(table.slice(start, shard_size), shard_path(run_dir / "examples", n - 1))
-    return n
+    return write_shards(table, run.examples, shard_size)
 
 
 def _score(cfg_json: str, run_dir: str, index: int, threads: int) -> int:
@@ -38,7 +36,7 @@ def _score(cfg_json: str, run_dir: str, index: int, threads: int) -> int:
     from flows import stages
 
     torch.set_num_threads(threads)
-    return stages.score_shard(PipelineConfig.model_validate_json(cfg_json), Path(run_dir), index)
+    return stages.score_shard(PipelineConfig.model_validate_json(cfg_json), RunFolder(run_dir), index)
 
 
 def _warm(cfg_json: str, threads: int) -> bool:
@@ -51,16 +49,16 @@ def _warm(cfg_json: str, threads: int) -> bool:
     return True
 
 
-def time_workers(workers: int, cfg: PipelineConfig, run_dir: Path, n_shards: int, threads: int) -> float:
+def time_workers(workers: int, cfg: PipelineConfig, run: RunFolder, n_shards: int, threads: int) -> float:
     from dask.distributed import Client, LocalCluster
 
-    shutil.rmtree(run_dir / "scored", ignore_errors=True)
+    shutil.rmtree(run.scored, ignore_errors=True)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         cj = cfg.model_dump_json()
         client.run(_warm, cj, threads)
         t = time.perf_counter()
-        futures = client.map(_score, [cj] * n_shards, [str(run_dir)] * n_shards, range(n_shards),
+        futures = client.map(_score, [cj] * n_shards, [str(run.root)] * n_shards, range(n_shards),
                              [threads] * n_shards, pure=False)
         rows = sum(client.gather(futures))
         elapsed = time.perf_counter() - t
@@ -80,10 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = PipelineConfig.model_validate({"model": {"backend": "hf", "model": args.model, "max_length": 256},
                                          "score": {"scores": ["ifd", "ctx_loss"]}})
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp)
-        n_shards = _prepare(run_dir, args.rows, args.shard_size)
-        t1 = time_workers(1, cfg, run_dir, n_shards, args.threads)
-        t2 = time_workers(2, cfg, run_dir, n_shards, args.threads)
+        run = RunFolder(Path(tmp))
+        n_shards = _prepare(run, args.rows, args.shard_size)
+        t1 = time_workers(1, cfg, run, n_shards, args.threads)
+        t2 = time_workers(2, cfg, run, n_shards, args.threads)
     print(f"speedup={t1 / t2:.3f}")
 
 

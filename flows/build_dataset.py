@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 # No machine here reaches the internet: keep Prefect's telemetry from logging an error per run.
@@ -35,122 +34,87 @@ from prefect.filesystems import LocalFileSystem  # noqa: E402
 
 from flows import stages  # noqa: E402
 from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from flows.run_folder import RunFolder  # noqa: E402
+from instruct_selectors.score import SCORES  # noqa: E402
+from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
+from pipelines.llm import BACKENDS  # noqa: E402
 
 CACHE = INPUTS + TASK_SOURCE
 LLM_RETRIES = dict(retries=2, retry_delay_seconds=[10, 60])
 
-
-def _cfg(config_json: str) -> PipelineConfig:
-    return PipelineConfig.model_validate_json(config_json)
-
-
-@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def generate_taxonomy_task(config_json: str, run_dir: str, run_token: str) -> dict:
-    return stages.generate_taxonomy(_cfg(config_json), Path(run_dir))
+# Tasks take the validated config object and the run folder's path; ``run_token`` is only a
+# cache-key input (see RunFolder.claim), ``upstream`` only orders a task after the ones it needs.
 
 
 @task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def generate_text_task(config_json: str, run_dir: str, run_token: str) -> dict:
-    return stages.generate_text(_cfg(config_json), Path(run_dir))
-
-
-@task(cache_policy=CACHE, persist_result=True)
-def collect_task(config_json: str, run_dir: str, run_token: str, upstream: list[dict]) -> dict:
-    return stages.collect(_cfg(config_json), Path(run_dir))
-
-
-@task(cache_policy=CACHE, persist_result=True)
-def condition_task(config_json: str, run_dir: str, run_token: str) -> dict:
-    return stages.condition(_cfg(config_json), Path(run_dir))
+def generate_taxonomy_task(cfg: PipelineConfig, run_dir: str, run_token: str) -> dict:
+    return stages.generate_taxonomy(cfg, RunFolder(run_dir))
 
 
 @task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def score_shard_task(config_json: str, run_dir: str, run_token: str, index: int, upstream: list[dict]) -> int:
-    return stages.score_shard(_cfg(config_json), Path(run_dir), index)
+def generate_text_task(cfg: PipelineConfig, run_dir: str, run_token: str) -> dict:
+    return stages.generate_text(cfg, RunFolder(run_dir))
 
 
 @task(cache_policy=CACHE, persist_result=True)
-def select_task(config_json: str, run_dir: str, run_token: str, upstream: dict) -> dict:
-    return stages.select(_cfg(config_json), Path(run_dir))
+def collect_task(cfg: PipelineConfig, run_dir: str, run_token: str, upstream: list[dict]) -> dict:
+    return stages.collect(cfg, RunFolder(run_dir))
+
+
+@task(cache_policy=CACHE, persist_result=True)
+def condition_task(cfg: PipelineConfig, run_dir: str, run_token: str) -> dict:
+    return stages.condition(cfg, RunFolder(run_dir))
+
+
+@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
+def score_shard_task(cfg: PipelineConfig, run_dir: str, run_token: str, index: int,
+                     conditional_model: str | None, upstream: dict) -> int:
+    return stages.score_shard(cfg, RunFolder(run_dir), index, conditional_model)
+
+
+@task(cache_policy=CACHE, persist_result=True)
+def select_task(cfg: PipelineConfig, run_dir: str, run_token: str, upstream: dict) -> dict:
+    return stages.select(cfg, RunFolder(run_dir))
 
 
 # log_prints off: datasets' fingerprinting prints bytecode that would flood the run log.
 @task(cache_policy=CACHE, persist_result=True, log_prints=False)
-def export_task(config_json: str, run_dir: str, run_token: str, records: list[dict]) -> dict:
-    return stages.export(_cfg(config_json), Path(run_dir), records)
+def export_task(cfg: PipelineConfig, run_dir: str, run_token: str, records: list[dict]) -> dict:
+    return stages.export(cfg, RunFolder(run_dir), records)
 
 
 @task(cache_policy=CACHE, persist_result=True)
-def train_task(config_json: str, run_dir: str, run_token: str, upstream: dict) -> dict:
-    return stages.train(_cfg(config_json), Path(run_dir))
+def train_task(cfg: PipelineConfig, run_dir: str, run_token: str, dataset_parquet: str) -> dict:
+    return stages.train(cfg, RunFolder(run_dir), dataset_parquet)
 
 
-def _publish(record: dict[str, Any], run_dir: Path) -> None:
+@task(cache_policy=CACHE, persist_result=True)
+def report_task(run_dir: str, run_token: str, records: list[dict]) -> dict:
+    return stages.report(RunFolder(run_dir), records)
+
+
+def _publish(record: dict[str, Any], run: RunFolder) -> None:
     """Per-stage Prefect artifacts: a markdown summary and a table of sample rows."""
     from pipelines.report import sample_rows, stage_markdown
 
     key = record["stage"].replace("_", "-")
     create_markdown_artifact(stage_markdown(record), key=f"{key}-summary", description=f"{record['stage']} counts")
-    sample = _stage_sample(record["stage"], run_dir)
+    sample = run.sample(record["stage"])
     if sample is not None and sample.height:
         create_table_artifact(sample_rows(sample), key=f"{key}-sample", description=f"{record['stage']} sample rows")
 
 
-def _stage_sample(stage: str, run_dir: Path):
-    import polars as pl
-
-    folder = {"generate_taxonomy": run_dir / "generate_taxonomy" / "examples",
-              "generate_text": run_dir / "generate_text" / "examples",
-              "collect": run_dir / "examples", "score": run_dir / "scored"}.get(stage)
-    if folder is not None:
-        first = sorted(folder.glob("part-*.parquet"))
-        return pl.read_parquet(first[0]) if first else None
-    if stage in ("select", "export") and (run_dir / "selected" / "all.parquet").exists():
-        return pl.read_parquet(run_dir / "selected" / "all.parquet")
-    return None
-
-
-def check_run_folder_config(run_dir: Path, fingerprint: str) -> None:
-    """A run folder belongs to one config: its shards are skipped on resume, so reusing the folder
-    with other settings would silently keep stale outputs. Refuse instead."""
-    path = run_dir / ".config-fingerprint"
-    if path.exists() and path.read_text().strip() != fingerprint:
-        raise ValueError(f"run folder {run_dir} was made with a different configuration "
-                         f"(fingerprint {path.read_text().strip()} vs {fingerprint}): use another --run-name")
-    if not path.exists():
-        from pipelines.shards import atomic_write_text
-
-        atomic_write_text(path, fingerprint)
-
-
-def run_folder_token(run_dir: Path, fingerprint: str) -> str:
-    """A random id made once per run folder and passed to every task as an input.
-
-    Cache keys then belong to this folder's life: a deleted and recreated folder (or another
-    machine's cache with the same config and paths) can never return results whose files are gone.
-    """
-    check_run_folder_config(run_dir, fingerprint)
-    path = run_dir / ".run-token"
-    if not path.exists():
-        import uuid
-
-        from pipelines.shards import atomic_write_text
-
-        atomic_write_text(path, uuid.uuid4().hex)
-    return path.read_text().strip()
-
-
 @flow(name="build-dataset", log_prints=True)
 def build_dataset(config: dict | None = None) -> dict:
-    """Run every enabled stage; returns {run_dir, dataset, report, stages}."""
+    """Run every enabled stage; returns {run_dir, dataset, report, kept, stages}."""
     cfg = PipelineConfig.model_validate(config or {})
-    run_dir = cfg.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cj, rd = cfg.model_dump_json(), str(run_dir)
-    token = run_folder_token(run_dir, cfg.fingerprint())
+    run = RunFolder(cfg.run_dir())
+    run.root.mkdir(parents=True, exist_ok=True)
+    rd = str(run.root)
+    token = run.claim(cfg.fingerprint(), cfg.model_dump_json(indent=2))
     # Task results (the cache behind resume) live in the run folder, next to the data they describe.
     # (A block must be saved before tasks may use it; its name is unique per run folder.)
-    storage = LocalFileSystem(basepath=str(run_dir / ".prefect-results"))
+    storage = LocalFileSystem(basepath=str(run.prefect_results))
     storage.save(f"results-{hashlib.sha1(rd.encode()).hexdigest()[:16]}", overwrite=True)
 
     def in_run(t):
@@ -160,36 +124,32 @@ def build_dataset(config: dict | None = None) -> dict:
 
     def done(rec: dict) -> dict:
         records.append(rec)
-        _publish(rec, run_dir)
+        _publish(rec, run)
         return rec
 
     generated = []
     if cfg.generate.taxonomy.enabled:
-        generated.append(done(in_run(generate_taxonomy_task)(cj, rd, token)))
+        generated.append(done(in_run(generate_taxonomy_task)(cfg, rd, token)))
     if cfg.generate.text.enabled:
-        generated.append(done(in_run(generate_text_task)(cj, rd, token)))
-    collected = done(in_run(collect_task)(cj, rd, token, generated))
-    upstream = [collected]
+        generated.append(done(in_run(generate_text_task)(cfg, rd, token)))
+    collected = done(in_run(collect_task)(cfg, rd, token, generated))
+    cond_model = None
     if "color" in cfg.score.scores:
-        upstream.append(done(in_run(condition_task)(cj, rd, token)))
+        cond_model = done(in_run(condition_task)(cfg, rd, token))["conditional_model"]
     score_started = time.perf_counter()
     # One task per shard: the task runner (threads, or Dask workers) spreads them out.
-    futures = in_run(score_shard_task).map(unmapped(cj), unmapped(rd), unmapped(token), list(range(collected["shards"])), unmapped(upstream))
+    futures = in_run(score_shard_task).map(unmapped(cfg), unmapped(rd), unmapped(token),
+                                           list(range(collected["shards"])), unmapped(cond_model),
+                                           unmapped(collected))
     rows = sum(f.result() for f in futures)
-    done(stages.score_record(cfg, run_dir, score_started, rows))
-    selected = done(in_run(select_task)(cj, rd, token, records[-1]))
-    exported = done(in_run(export_task)(cj, rd, token, records))
+    done(stages.score_record(cfg, run, score_started, rows))
+    selected = done(in_run(select_task)(cfg, rd, token, records[-1]))
+    exported = done(in_run(export_task)(cfg, rd, token, records))
     if cfg.train.method:
-        done(in_run(train_task)(cj, rd, token, exported))
-
-    import polars as pl
-
-    from pipelines.report import write_run_report
-
-    report = write_run_report(run_dir, records, pl.read_parquet(run_dir / "selected" / "all.parquet"))
-    result = {"run_dir": rd, "dataset": exported["outputs"], "report": {k: str(v) for k, v in report.items()},
-              "kept": selected["rows_out"], "stages": records}
-    return result
+        done(in_run(train_task)(cfg, rd, token, exported["outputs"]["parquet"]))
+    report = in_run(report_task)(rd, token, records)
+    return {"run_dir": rd, "dataset": exported["outputs"], "report": report,
+            "kept": selected["rows_out"], "stages": records}
 
 
 def _task_runner(args: argparse.Namespace):
@@ -232,13 +192,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--run-name", help="run folder name (default: run-<config fingerprint>)")
     ap.add_argument("--out-dir", help="folder for run folders (default: runs)")
     ap.add_argument("--seed", type=int, help="seed for generation, selection and training")
-    ap.add_argument("--backend", choices=["auto", "hf", "vllm", "openai", "llamacpp"], help="LLM backend")
+    ap.add_argument("--backend", choices=BACKENDS, help="LLM backend")
     ap.add_argument("--model", help="'embedded' (default SmolLM2-135M-Instruct), 'tiny' or a local model folder")
     ap.add_argument("--input", action="append", default=[], help="add an existing dataset (repeatable)")
     ap.add_argument("--no-taxonomy", action="store_true", help="skip the GLAN taxonomy generator")
     ap.add_argument("--no-text", action="store_true", help="skip the text-to-task generator")
-    ap.add_argument("--scores", help="comma-separated scores: color, ifd, ctx_loss, ctx_attn")
-    ap.add_argument("--train", metavar="METHOD", help="also fine-tune: full, lora, rslora, lisa, hft or mezo")
+    ap.add_argument("--scores", help=f"comma-separated scores: {', '.join(SCORES)}")
+    ap.add_argument("--train", metavar="METHOD", choices=METHOD_CHOICES, help="also fine-tune: " + ", ".join(METHOD_CHOICES))
     ap.add_argument("--push-to-hub", metavar="REPO", help="push the dataset (token from HF_TOKEN; private)")
     ap.add_argument("--task-runner", choices=["thread", "dask"], default="thread", help="where shard tasks run")
     ap.add_argument("--dask-address", help="scheduler address of an existing Dask cluster")

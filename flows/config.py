@@ -1,5 +1,10 @@
 """Run configuration: pydantic models with checks, loaded from TOML or YAML (safe-loaded).
 
+Validated once per process (``load_config``) and handed around as a typed ``PipelineConfig``.
+The catalogues it checks against live with their owners: score names in
+``instruct_selectors.score``, backends in ``pipelines.llm``, training methods in
+``pipelines.finetune.methods``.
+
 Every option of ``python -m flows.build_dataset`` lives here; the command line overrides the
 file with ``--set section.key=value`` (values parsed as YAML scalars/lists) or named flags.
 Unknown keys are errors, so a typo never silently falls back to a default.
@@ -14,7 +19,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from instruct_selectors.policies import parse_steps
+from instruct_selectors.score import SCORE_COLUMNS, SCORES
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.finetune.methods import METHOD_CHOICES
+from pipelines.llm import BACKENDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +41,7 @@ class RunConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backend: Literal["auto", "hf", "vllm", "openai", "llamacpp"] = "auto"
+    backend: Literal[BACKENDS] = "auto"
     model: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct), 'tiny', a local folder, or the endpoint's model name")
     base_url: str | None = Field(None, description="openai backend: endpoint URL")
     generation_batch_size: int = Field(16, gt=0)
@@ -66,7 +76,7 @@ class GenerateConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    scores: list[Literal["color", "ifd", "ctx_loss", "ctx_attn", "embedding"]] = Field(default_factory=lambda: ["color", "ifd", "ctx_loss"])
+    scores: list[Literal[SCORES]] = Field(default_factory=lambda: ["color", "ifd", "ctx_loss"])
     target: str | None = Field("data/target.jsonl", description="CoLoR-Filter target (downstream) set")
     conditional_method: Literal["lora", "full"] = "lora"
     conditional_epochs: float = Field(1.0, gt=0)
@@ -94,8 +104,6 @@ class SelectConfig(_Section):
     @field_validator("steps")
     @classmethod
     def _valid_steps(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from instruct_selectors.policies import parse_steps
-
         parse_steps(v)  # raises ValueError naming the step and the option
         return v
 
@@ -107,10 +115,10 @@ class ExportConfig(_Section):
 
 
 class TrainConfig(_Section):
-    method: Literal["full", "lora", "rslora", "lisa", "hft", "mezo"] | None = None
+    method: Literal[METHOD_CHOICES] | None = None
     max_steps: int | None = Field(30, description="None: one epoch")
     eval_path: str | None = Field(None, description="held-out set to evaluate on (default: score.target)")
-    conditional_indicator: bool = Field(False, description="append [IND] to context-dependent rows (meta.ctx_dependent)")
+    conditional_indicator: bool = Field(False, description="append [IND] to context-dependent rows (the ctx_dependent column)")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -126,8 +134,7 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _steps_use_computed_scores(self):
         """A selection step may only rank or filter on a score this run computes."""
-        provides = {"score_color": "color", "score_ifd": "ifd", "score_ctx_loss": "ctx_loss",
-                    "score_ctx_attn": "ctx_attn", "embedding": "embedding"}
+        provides = {column: name for name, column in SCORE_COLUMNS.items()}
         for i, step in enumerate(self.select.steps, 1):
             ((name, options),) = step.items()
             column = (options or {}).get("column", "embedding" if name == "diversify" else None)

@@ -1,26 +1,21 @@
-"""The pipeline's stages as plain functions: (config, run folder) -> stage record.
+"""The pipeline's stages as plain functions: (config, run folder, upstream values) -> stage record.
 
 Each stage reads its inputs from the run folder, writes its outputs there (shard by shard,
-atomically) and returns a small JSON-able record (counts in/out, rejects, seconds, outputs).
-They run and test without Prefect; ``flows/build_dataset.py`` wraps each in a task.
+atomically) and returns a small JSON-able record (counts in/out, rejects, seconds, outputs), also
+saved as ``stages/<stage>.json``. They run and test without Prefect; ``flows/build_dataset.py``
+wraps each in a task. Paths come from :class:`flows.run_folder.RunFolder` only.
 
-Run folder layout::
+Rerun one stage by hand on an existing run folder (its saved config is used):
 
-    generate_taxonomy/  subjects, syllabi, questions, answers tables + examples/ shards + rejects
-    generate_text/      examples/ shards + rejects
-    examples/           every example gathered from generation and inputs (part-*.parquet)
-    conditional/        CoLoR-Filter's conditional model (cached by fingerprint)
-    scored/             examples with score_* columns, one shard per examples shard
-    selected/           every row with keep / keep_reason columns, and summary.json
-    dataset/            the export: Parquet, JSONL, HF dataset on disk, README.md card
-    train/              fine-tuning output and metrics (with --train)
-    stages/             these records, one JSON per stage
+    python -m flows.stages score runs/run-1a2b3c
+    python -m flows.stages select runs/run-1a2b3c
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
-import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +23,9 @@ from typing import Any
 import polars as pl
 
 from flows.config import ModelConfig, PipelineConfig, resolve_path
+from flows.run_folder import GENERATORS, RunFolder
 from pipelines.schema import CORE_COLUMNS, to_table
-from pipelines.shards import atomic_write_parquet, atomic_write_text, read_shards, shard_path
+from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, list_shards, read_shards, shard_path, write_shards
 
 STAGES = ("generate_taxonomy", "generate_text", "collect", "condition", "score", "select", "export", "train")
 
@@ -53,56 +49,48 @@ def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False):
                        cfg.token_budget, cfg.max_length, eager)
 
 
-def _record(run_dir: Path, name: str, started: float, **fields: Any) -> dict[str, Any]:
-    rec = {"stage": name, "seconds": round(time.perf_counter() - started, 2), **fields}
-    atomic_write_text(run_dir / "stages" / f"{name}.json", json.dumps(rec, indent=2, sort_keys=True, default=str))
-    return rec
+def _record(run: RunFolder, name: str, started: float, **fields: Any) -> dict[str, Any]:
+    return run.write_record({"stage": name, "seconds": round(time.perf_counter() - started, 2), **fields})
 
 
-def load_record(run_dir: Path, name: str) -> dict[str, Any] | None:
-    path = run_dir / "stages" / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def generate_taxonomy(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+def generate_taxonomy(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     from generators.glan import run_glan
 
     t0 = time.perf_counter()
     c = cfg.generate.taxonomy
     counts = run_glan(
-        resolve_path(c.path), run_dir / "generate_taxonomy", get_llm(cfg.model),
+        resolve_path(c.path), run.generator("generate_taxonomy"), get_llm(cfg.model),
         subjects_per_discipline=c.subjects_per_discipline, sessions=c.sessions_per_syllabus,
         questions_per_syllabus=c.questions_per_syllabus, seed=cfg.run.seed,
         max_disciplines=c.max_disciplines, max_tokens=c.max_tokens, shard_size=cfg.run.shard_size,
     )
-    return _record(run_dir, "generate_taxonomy", t0, counts=counts,
+    return _record(run, "generate_taxonomy", t0, counts=counts,
                    rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
 
 
-def generate_text(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+def generate_text(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     from generators.bonito import run_bonito
 
     t0 = time.perf_counter()
     c = cfg.generate.text
     counts = run_bonito(
-        resolve_path(c.path), run_dir / "generate_text", get_llm(cfg.model),
+        resolve_path(c.path), run.generator("generate_text"), get_llm(cfg.model),
         task_types=tuple(c.task_types), samples_per_passage=c.samples_per_passage, mode=c.mode,
         seed=cfg.run.seed, max_passages=c.max_passages, max_tokens=c.max_tokens, shard_size=cfg.run.shard_size,
     )
-    return _record(run_dir, "generate_text", t0, counts=counts,
+    return _record(run, "generate_text", t0, counts=counts,
                    rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
 
 
-def collect(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+def collect(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     """Gather generated examples and input datasets into examples/ shards (input order kept)."""
     from pipelines.io import read_examples
 
     t0 = time.perf_counter()
     tables, per_source, rejects = [], {}, 0
-    for stage in ("generate_taxonomy", "generate_text"):
-        folder = run_dir / stage / "examples"
-        if any(folder.glob("part-*.parquet")):
-            t = read_shards(folder).select(CORE_COLUMNS)
+    for stage in GENERATORS:
+        if list_shards(run.generated_examples(stage)):
+            t = read_shards(run.generated_examples(stage)).select(CORE_COLUMNS)
             tables.append(t)
             per_source[stage] = t.height
     for path in cfg.generate.inputs:
@@ -111,22 +99,16 @@ def collect(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         per_source[str(path)] = res.table.height
         rejects += len(res.rejects)
         if res.rejects:
-            from pipelines.shards import atomic_write_jsonl
-
-            atomic_write_jsonl(res.rejects, run_dir / "examples" / f"rejects-{Path(path).name}.jsonl")
+            atomic_write_jsonl(res.rejects, run.input_rejects(path))
     table = pl.concat(tables, how="vertical") if tables else to_table([])
     if table.height == 0:
-        raise RuntimeError("no examples to score: generation produced none and no --input was given")
-    out = run_dir / "examples"
-    size = cfg.run.shard_size
-    n_shards = 0
-    for n_shards, start in enumerate(range(0, table.height, size), start=1):
-        atomic_write_parquet(table.slice(start, size), shard_path(out, n_shards - 1))
-    return _record(run_dir, "collect", t0, rows_in=table.height + rejects, rows_out=table.height,
+        raise ValueError("no examples to score: generation produced none and no --input was given")
+    n_shards = write_shards(table, run.examples, cfg.run.shard_size)
+    return _record(run, "collect", t0, rows_in=table.height + rejects, rows_out=table.height,
                    rejects=rejects, per_source=per_source, shards=n_shards)
 
 
-def condition(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+def condition(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     """Build (or reuse) CoLoR-Filter's conditional model: the prior fine-tuned on the target set."""
     from instruct_selectors.color_filter import build_conditional
 
@@ -135,25 +117,24 @@ def condition(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     target = read_examples(resolve_path(cfg.score.target)).table
     path = build_conditional(
-        cfg.model.model, target, run_dir / "conditional", method=cfg.score.conditional_method,
+        cfg.model.model, target, run.conditional, method=cfg.score.conditional_method,
         epochs=cfg.score.conditional_epochs, seed=cfg.run.seed, max_length=cfg.model.max_length,
     )
-    return _record(run_dir, "condition", t0, rows_in=target.height, conditional_model=str(path))
+    return _record(run, "condition", t0, rows_in=target.height, conditional_model=str(path))
 
 
-def score_shard(cfg: PipelineConfig, run_dir: Path, index: int) -> int:
+def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_model: str | None = None) -> int:
     """Score examples shard ``index`` into scored/ (skipped when already there). Returns its rows."""
     from instruct_selectors.score import score_table
 
-    out = shard_path(run_dir / "scored", index)
+    out = shard_path(run.scored, index)
     if out.exists():
         return pl.read_parquet(out).height
-    table = pl.read_parquet(shard_path(run_dir / "examples", index))
     scores = tuple(cfg.score.scores)
-    cond = None
-    if "color" in scores:
-        rec = load_record(run_dir, "condition")
-        cond = get_llm(cfg.model, model=rec["conditional_model"])
+    if "color" in scores and conditional_model is None:
+        raise ValueError("score 'color' needs the conditional model: run the condition stage first")
+    table = pl.read_parquet(shard_path(run.examples, index))
+    cond = get_llm(cfg.model, model=conditional_model) if "color" in scores else None
     prior = get_llm(cfg.model, eager="ctx_attn" in scores)
     scored = score_table(table, prior, scores=scores, cond_llm=cond, attn_layer=cfg.score.attn_layer,
                          color_reduction=cfg.score.color_reduction)
@@ -161,69 +142,116 @@ def score_shard(cfg: PipelineConfig, run_dir: Path, index: int) -> int:
     return scored.height
 
 
-def examples_shards(run_dir: Path) -> list[int]:
-    return list(range(len(list((run_dir / "examples").glob("part-*.parquet")))))
+def score_record(cfg: PipelineConfig, run: RunFolder, started: float, rows: int) -> dict[str, Any]:
+    """The score stage's record, once every shard is scored (by :func:`score` or by mapped tasks)."""
+    return _record(run, "score", started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores))
 
 
-def score(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+def score(cfg: PipelineConfig, run: RunFolder, conditional_model: str | None = None) -> dict[str, Any]:
+    """Score every examples shard in this process (the flow maps :func:`score_shard` instead)."""
     t0 = time.perf_counter()
-    rows = sum(score_shard(cfg, run_dir, i) for i in examples_shards(run_dir))
-    return score_record(cfg, run_dir, t0, rows)
+    rows = sum(score_shard(cfg, run, i, conditional_model) for i in range(len(list_shards(run.examples))))
+    return score_record(cfg, run, t0, rows)
 
 
-def score_record(cfg: PipelineConfig, run_dir: Path, started: float, rows: int) -> dict[str, Any]:
-    return _record(run_dir, "score", started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores))
-
-
-def select(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+def select(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     from instruct_selectors.context_dependency import tag_context_dependent
     from instruct_selectors.policies import select as apply_steps
 
+    from pipelines.shards import atomic_write_text
+
     t0 = time.perf_counter()
-    table = read_shards(run_dir / "scored")
+    table = read_shards(run.scored)
     column = next((c for c in ("score_ctx_attn", "score_ctx_loss") if c in table.columns), None)
     if column:
         table = tag_context_dependent(table, column, threshold=cfg.score.ctx_threshold, quantile=cfg.score.ctx_quantile)
     selected, summary = apply_steps(table, cfg.select.steps)
-    atomic_write_parquet(selected, run_dir / "selected" / "all.parquet")
-    atomic_write_text(run_dir / "selected" / "summary.json", summary.write_json())
+    atomic_write_parquet(selected, run.selected)
+    atomic_write_text(run.selection_summary, summary.write_json())
     kept = int(selected["keep"].sum())
-    return _record(run_dir, "select", t0, rows_in=table.height, rows_out=kept,
-                   steps=summary.to_dicts())
+    return _record(run, "select", t0, rows_in=table.height, rows_out=kept, steps=summary.to_dicts())
 
 
-def export(cfg: PipelineConfig, run_dir: Path, stages: list[dict[str, Any]]) -> dict[str, Any]:
+def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -> dict[str, Any]:
     from pipelines.export import export_dataset, push_to_hub
 
     t0 = time.perf_counter()
-    selected = pl.read_parquet(run_dir / "selected" / "all.parquet")
+    selected = pl.read_parquet(run.selected)
     table = selected if cfg.export.include_dropped else selected.filter(pl.col("keep"))
     card_info = {
         "config": cfg.model_dump(mode="json"),
         "models": {"generator_and_prior": cfg.model.model, "backend": cfg.model.backend},
-        "stages": stages,
+        "stages": records,
         "fingerprint": cfg.fingerprint(),
     }
-    paths = export_dataset(table, run_dir / "dataset", card_info=card_info)
+    paths = export_dataset(table, run.dataset, card_info=card_info)
     pushed = None
     if cfg.export.push_to_hub:
-        pushed = push_to_hub(run_dir / "dataset", cfg.export.push_to_hub, private=cfg.export.private)
-    return _record(run_dir, "export", t0, rows_in=selected.height, rows_out=table.height,
+        pushed = push_to_hub(run.dataset, cfg.export.push_to_hub, private=cfg.export.private)
+    return _record(run, "export", t0, rows_in=selected.height, rows_out=table.height,
                    outputs={k: str(v) for k, v in paths.items()}, pushed=pushed)
 
 
-def train(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+def train(cfg: PipelineConfig, run: RunFolder, dataset_parquet: str) -> dict[str, Any]:
+    """Fine-tune on the exported rows (``dataset_parquet``: the export record's outputs['parquet'])."""
     from pipelines.finetune import run_training
+    from pipelines.finetune.methods import resolve_method
 
     t0 = time.perf_counter()
-    method = cfg.train.method
-    options = dict(cfg.train.options)
-    if method == "rslora":
-        method, options["rslora"] = "lora", True
+    method, options = resolve_method(cfg.train.method, cfg.train.options)
     metrics = run_training(
-        run_dir / "dataset" / "parquet", run_dir / "train", method=method, model=cfg.model.model,
+        Path(dataset_parquet), run.train, method=method, model=cfg.model.model,
         eval_path=resolve_path(cfg.train.eval_path or cfg.score.target), max_steps=cfg.train.max_steps,
         seed=cfg.run.seed, options=options, conditional_indicator=cfg.train.conditional_indicator,
         eval_before=True, max_length=cfg.model.max_length,
     )
-    return _record(run_dir, "train", t0, method=cfg.train.method, metrics=metrics)
+    return _record(run, "train", t0, method=cfg.train.method, metrics=metrics)
+
+
+def report(run: RunFolder, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Write report.md and the score histograms from the stage records and the selected table."""
+    from pipelines.report import write_run_report
+
+    folder, name = run.report_paths()
+    paths = write_run_report(folder, records, pl.read_parquet(run.selected), out_name=name)
+    return {k: str(v) for k, v in paths.items()}
+
+
+# --------------------------------------------------------------------------- command line
+def run_stage(stage: str, run: RunFolder, cfg: PipelineConfig) -> dict[str, Any]:
+    """Run one stage on an existing run folder, taking upstream values from its stage records."""
+    if stage == "score":
+        cond = run.load_record("condition") if "color" in cfg.score.scores else None
+        return score(cfg, run, cond["conditional_model"] if cond else None)
+    if stage == "export":
+        return export(cfg, run, run.records(STAGES))
+    if stage == "train":
+        exported = run.load_record("export")
+        if exported is None:
+            raise ValueError(f"{run.root} has no export record: run the export stage first")
+        return train(cfg, run, exported["outputs"]["parquet"])
+    if stage == "report":
+        return report(run, run.records(STAGES))
+    return globals()[stage](cfg, run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.stages", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=[*STAGES, "report"], help="the stage to (re)run")
+    ap.add_argument("run_dir", help="an existing run folder (made by python -m flows.build_dataset)")
+    args = ap.parse_args(argv)
+    run = RunFolder(Path(args.run_dir))
+    try:
+        cfg = PipelineConfig.model_validate_json(run.saved_config_json())
+        record = run_stage(args.stage, run, cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    shown = {k: v for k, v in record.items() if k in ("stage", "rows_in", "rows_out", "rejects", "seconds")}
+    print(shown or record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,6 @@ with the reason and the raw answer for the items that never parsed.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -236,13 +235,8 @@ def trim_unfinished(text: str, min_words: int = 15, min_keep: float = 0.3) -> st
 def _call(
     llm: Any, prompts: list[Prompt], sampling: Sampling, progress: Callable[[int], None] | None
 ) -> list[str]:
-    """``llm.generate``, passing the progress callback only to backends that take one."""
-    if progress is not None and "progress" in inspect.signature(llm.generate).parameters:
-        return llm.generate(prompts, sampling, progress=progress)
-    out = llm.generate(prompts, sampling)
-    if progress is not None:
-        progress(len(prompts))
-    return out
+    """``llm.generate`` with the progress callback (every backend takes one: pipelines.llm.base.LLM)."""
+    return llm.generate(prompts, sampling, progress=progress)
 
 
 @dataclass

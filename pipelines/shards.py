@@ -58,8 +58,34 @@ def atomic_write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
     atomic_write_text(path, text)
 
 
+SHARD_GLOB = "part-*.parquet"
+
+
 def shard_path(folder: Path, index: int) -> Path:
     return Path(folder) / f"part-{index:05d}.parquet"
+
+
+def list_shards(folder: Path) -> list[Path]:
+    """The shard files of a folder, in shard order (none when the folder is missing)."""
+    return sorted(Path(folder).glob(SHARD_GLOB))
+
+
+def write_shards(table: pl.DataFrame, folder: Path, shard_size: int) -> int:
+    """Write ``table`` as shards of ``shard_size`` rows (atomic each) and delete surplus old ones.
+
+    An empty table still gets one shard, so its schema survives. Returns the shard count.
+    """
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    folder = Path(folder)
+    n = max(1, -(-table.height // shard_size))
+    for i in range(n):
+        atomic_write_parquet(table.slice(i * shard_size, shard_size), shard_path(folder, i))
+    # Shards left from an earlier, larger write of the same folder would be read back as data.
+    for path in list_shards(folder):
+        if int(path.stem.split("-")[1]) >= n:
+            path.unlink()
+    return n
 
 
 def rejects_path(folder: Path, index: int) -> Path:
@@ -115,9 +141,9 @@ def run_sharded(
 
 def read_shards(folder: Path) -> pl.DataFrame:
     """All shards of a folder, in shard order, as one table."""
-    paths = sorted(Path(folder).glob("part-*.parquet"))
+    paths = list_shards(folder)
     if not paths:
-        raise FileNotFoundError(f"no shards (part-*.parquet) in {folder}")
+        raise FileNotFoundError(f"no shards ({SHARD_GLOB}) in {folder}")
     return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
 
 

@@ -11,8 +11,9 @@ Two scores, both columns on the example table:
   for rows with an explicit context; null otherwise. Positive: the context helps.
 
 :func:`tag_context_dependent` thresholds either column (a value, or a quantile of the non-null
-scores) and writes ``meta.ctx_dependent`` (true/false; rows with a null score are left alone),
-which the fine-tuning stage reads to append the ``[IND]`` indicator.
+scores) and writes its own ``ctx_dependent`` column (true/false; null where the score is null),
+which the fine-tuning stage reads to append the ``[IND]`` indicator. It never rewrites ``meta``:
+a stage adds columns, it does not change another stage's.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipelines.schema import with_meta_field
-
 ATTN_COLUMN = "score_ctx_attn"
 LOSS_COLUMN = "score_ctx_loss"
-META_FIELD = "ctx_dependent"
+FLAG_COLUMN = "ctx_dependent"
 PAPER_THRESHOLD = 0.6  # the paper's README; one of its recipes uses 0.8
 
 
@@ -57,7 +56,7 @@ def tag_context_dependent(
     threshold: float | None = None,
     quantile: float | None = None,
 ) -> pl.DataFrame:
-    """Write ``meta.ctx_dependent`` = (score >= cut-off); rows with a null score keep their meta as is.
+    """Add the ``ctx_dependent`` column = (score >= cut-off); null where the score is null.
 
     With neither ``threshold`` nor ``quantile`` the paper's 0.6 is used (meant for the attention ratio).
     """
@@ -69,4 +68,4 @@ def tag_context_dependent(
     flags = [
         None if v is None or np.isnan(v) else bool(v >= cut) for v in table[column].cast(pl.Float64).to_list()
     ]
-    return with_meta_field(table, META_FIELD, flags)
+    return table.with_columns(pl.Series(FLAG_COLUMN, flags, dtype=pl.Boolean))

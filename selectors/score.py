@@ -38,8 +38,16 @@ from instruct_selectors.ifd import ifd_score
 from pipelines.llm.base import LossRequest
 from pipelines.schema import user_content
 
-SCORES = ("color", "ifd", "ctx_loss", "ctx_attn", "embedding")
 EMBEDDING_COLUMN = "embedding"
+# The score catalogue: each score name and the column it writes (config and policies read it here).
+SCORE_COLUMNS = {
+    "color": COLOR_COLUMN,
+    "ifd": IFD_COLUMN,
+    "ctx_loss": LOSS_COLUMN,
+    "ctx_attn": ATTN_COLUMN,
+    "embedding": EMBEDDING_COLUMN,
+}
+SCORES = tuple(SCORE_COLUMNS)
 
 
 @dataclass(frozen=True)

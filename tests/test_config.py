@@ -49,9 +49,10 @@ def test_yaml_file_errors_name_the_file(tmp_path):
 
 
 def test_run_folder_refuses_a_different_config(tmp_path):
-    from flows.build_dataset import check_run_folder_config
+    from flows.run_folder import RunFolder
 
-    check_run_folder_config(tmp_path, "aaa")
-    check_run_folder_config(tmp_path, "aaa")  # same config resumes
+    run = RunFolder(tmp_path)
+    token = run.claim("aaa", "{}")
+    assert run.claim("aaa", "{}") == token  # same config resumes, same cache token
     with pytest.raises(ValueError, match="different configuration"):
-        check_run_folder_config(tmp_path, "bbb")
+        run.claim("bbb", "{}")

@@ -128,7 +128,7 @@ class FakeLLM:
     def __init__(self):
         self.prompts = self.answer_calls = 0
 
-    def generate(self, prompts, sampling):
+    def generate(self, prompts, sampling, progress=None):
         self.prompts += len(prompts)
         out = []
         for p in prompts:

@@ -96,7 +96,7 @@ class ScriptedLLM:
     def __init__(self, answers):
         self.answers, self.seeds, self.calls = list(answers), [], 0
 
-    def generate(self, prompts, sampling):
+    def generate(self, prompts, sampling, progress=None):
         self.seeds.append(sampling.seed)
         self.calls += 1
         return [self.answers.pop(0) for _ in prompts]

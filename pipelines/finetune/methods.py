@@ -23,6 +23,17 @@ ATTN_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJ = ("gate_proj", "up_proj", "down_proj")
 LORA_TARGETS = list(ATTN_PROJ + MLP_PROJ)
 METHODS = ("full", "lora", "lisa", "hft", "mezo")
+# What users may name: the methods plus rsLoRA, which is LoRA with ``rslora=True``.
+METHOD_CHOICES = (*METHODS, "rslora")
+
+
+def resolve_method(name: str, options: dict) -> tuple[str, dict]:
+    """(method, options) for a user-facing name: ``rslora`` -> ``lora`` with ``rslora=True``."""
+    if name not in METHOD_CHOICES:
+        raise ValueError(f"unknown method {name!r}: choose one of {', '.join(METHOD_CHOICES)}")
+    if name == "rslora":
+        return "lora", {**options, "rslora": True}
+    return name, dict(options)
 
 
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -15,7 +15,9 @@ import importlib.util
 
 from pipelines.llm.base import LLM, LossRequest, LossResult, MissingExtra, Prompt, Sampling
 
-__all__ = ["LLM", "LossRequest", "LossResult", "MissingExtra", "Prompt", "Sampling", "make_backend", "resolve_backend_name"]
+BACKENDS = ("auto", "hf", "vllm", "openai", "llamacpp")
+
+__all__ = ["BACKENDS", "LLM", "LossRequest", "LossResult", "MissingExtra", "Prompt", "Sampling", "make_backend", "resolve_backend_name"]
 
 
 def resolve_backend_name(name: str) -> str:
@@ -45,4 +47,4 @@ def make_backend(name: str = "auto", model: str = "embedded", **options) -> LLM:
         from pipelines.llm.llamacpp_backend import LlamaCppBackend
 
         return LlamaCppBackend(model, **options)
-    raise ValueError(f"unknown backend {name!r}: choose hf, vllm, openai, llamacpp or auto")
+    raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

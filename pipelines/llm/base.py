@@ -9,6 +9,7 @@ so scores and generations use the template the model was trained with.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -57,13 +58,44 @@ class LossResult:
         return float(self.token_nll.sum())
 
 
+Progress = Callable[[int], None]  # called with the number of items just finished
+
+
 @runtime_checkable
 class LLM(Protocol):
+    """What every backend offers and what callers may rely on.
+
+    * ``name``: the backend ("hf", "vllm", "openai", "llamacpp"); ``model_id``: the model it serves.
+    * ``model``: the torch module for in-process backends (hf), else None. Only scores that read
+      hidden states or attention (``want_hidden``, ``attn_layer``) need it; other backends raise
+      ``NotImplementedError`` when asked for them.
+    * ``progress`` is called as items finish, so long calls show movement.
+    """
+
     name: str
+    model_id: str
+    model: object | None
 
-    def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[str]: ...
+    def generate(
+        self, prompts: Sequence[Prompt], sampling: Sampling, progress: Progress | None = None
+    ) -> list[str]: ...
 
-    def loss(self, requests: list[LossRequest]) -> list[LossResult]: ...
+    def loss(
+        self,
+        requests: Sequence[LossRequest],
+        want_hidden: bool = False,
+        attn_layer: int | None = None,
+        progress: Progress | None = None,
+    ) -> list[LossResult]: ...
+
+
+def no_extras(backend: str, want_hidden: bool, attn_layer: int | None) -> None:
+    """Raise when a backend without in-process weights is asked for hidden states or attention."""
+    if want_hidden or attn_layer is not None:
+        raise NotImplementedError(
+            f"the {backend} backend returns losses only: hidden states and attention (embedding, "
+            "target_sim, ctx_attn scores) need the hf backend"
+        )
 
 
 class MissingExtra(ImportError):

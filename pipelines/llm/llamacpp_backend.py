@@ -34,6 +34,7 @@ class LlamaCppBackend:
         else:
             gguf, template_from = Path(model), None
         self.model_id = model
+        self.model = None  # weights live in llama.cpp, not in torch
         self.llm = Llama(model_path=str(gguf), n_threads=n_threads, n_ctx=n_ctx, verbose=False, **options)
         self._tokenizer = None
         if template_from is not None:
@@ -76,5 +77,5 @@ class LlamaCppBackend:
                 progress(1)
         return out
 
-    def loss(self, requests):
+    def loss(self, requests, want_hidden=False, attn_layer=None, progress=None):
         raise NotImplementedError("llamacpp backend generates only; score with the hf or vllm backend")

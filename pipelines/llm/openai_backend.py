@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from pipelines.llm.base import LossRequest, LossResult, Prompt, Sampling
+from pipelines.llm.base import LossRequest, LossResult, Prompt, Sampling, Progress, no_extras
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -84,7 +84,8 @@ class OpenAIBackend:
         every request (e.g. vLLM's ``{"top_k": 20}``)."""
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        self.model = model
+        self.model_id = model
+        self.model = None  # remote: no in-process weights
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip(
             "/"
         )
@@ -189,7 +190,7 @@ class OpenAIBackend:
 
     def _generate_one(self, index: int, prompt: Prompt, sampling: Sampling) -> str:
         body: dict[str, Any] = {
-            "model": self.model,
+            "model": self.model_id,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_tokens,
@@ -212,9 +213,12 @@ class OpenAIBackend:
         """Texts in input order, with a RequestFailed in place of each prompt that failed for good."""
         return self._map(lambda i, p: self._generate_one(i, p, sampling), list(prompts), fail_fast=False)
 
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str]:
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, progress: Progress | None = None) -> list[str]:
         """Texts in input order; raises RequestFailed when any prompt fails for good."""
-        return self._map(lambda i, p: self._generate_one(i, p, sampling), list(prompts), fail_fast=True)
+        out = self._map(lambda i, p: self._generate_one(i, p, sampling), list(prompts), fail_fast=True)
+        if progress:
+            progress(len(out))
+        return out
 
     # --- loss -----------------------------------------------------------------------------------
 
@@ -239,7 +243,7 @@ class OpenAIBackend:
         return self._tokenizer
 
     def _loss_one(self, index: int, request: LossRequest) -> LossResult:
-        body = {"model": self.model, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0.0}
+        body = {"model": self.model_id, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0.0}
         tok = self.tokenizer
         if tok is not None:
             from pipelines.llm.nll import encode
@@ -279,9 +283,14 @@ class OpenAIBackend:
         """Per-token completion NLLs in input order, with a RequestFailed for each failed item."""
         return self._map(self._loss_one, list(requests), fail_fast=False)
 
-    def loss(self, requests: Sequence[LossRequest]) -> list[LossResult]:
+    def loss(self, requests: Sequence[LossRequest], want_hidden: bool = False, attn_layer: int | None = None,
+             progress: Progress | None = None) -> list[LossResult]:
         """Per-token completion NLLs in input order; raises RequestFailed when any item fails."""
-        return self._map(self._loss_one, list(requests), fail_fast=True)
+        no_extras(self.name, want_hidden, attn_layer)
+        out = self._map(self._loss_one, list(requests), fail_fast=True)
+        if progress:
+            progress(len(out))
+        return out
 
 
 def _token_logprobs(data: dict[str, Any], index: int) -> list[float | None]:

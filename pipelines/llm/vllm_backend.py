@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.llm.base import LossRequest, LossResult, MissingExtra, Prompt, Sampling
+from pipelines.llm.base import LossRequest, LossResult, MissingExtra, Prompt, Sampling, Progress, no_extras
 
 
 def sampling_params_kwargs(
@@ -92,6 +92,7 @@ class VLLMBackend:
 
         self._vllm = vllm
         self.model_id = model
+        self.model = None  # weights live in the vLLM engine, not in this process
         engine_kwargs.setdefault("enable_prefix_caching", False)
         self.llm = vllm.LLM(model=resolve_model_path(model), **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
@@ -114,7 +115,7 @@ class VLLMBackend:
         text = prompt if isinstance(prompt, str) else render_chat(self.tokenizer, prompt)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str]:
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, progress: Progress | None = None) -> list[str]:
         """Texts in input order (vLLM batches and schedules them itself)."""
         inputs = [{"prompt_token_ids": self._prompt_ids(p)} for p in prompts]
         params = [
@@ -122,16 +123,23 @@ class VLLMBackend:
             for i in range(len(inputs))
         ]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        if progress:
+            progress(len(outputs))
         return [o.outputs[0].text.strip() for o in outputs]
 
-    def loss(self, requests: Sequence[LossRequest]) -> list[LossResult]:
+    def loss(self, requests: Sequence[LossRequest], want_hidden: bool = False, attn_layer: int | None = None,
+             progress: Progress | None = None) -> list[LossResult]:
         """Per-token NLL of each completion given its prompt, from prompt logprobs."""
         from pipelines.llm.nll import encode
+
+        no_extras(self.name, want_hidden, attn_layer)
 
         encoded = [encode(self.tokenizer, r, max_length=self.max_length) for r in requests]
         inputs = [{"prompt_token_ids": e.prompt_ids + e.completion_ids} for e in encoded]
         params = self._vllm.SamplingParams(**LOSS_PARAMS_KWARGS)
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        if progress:
+            progress(len(outputs))
         return [
             LossResult(completion_nll(o.prompt_logprobs, inp["prompt_token_ids"], len(e.prompt_ids)))
             for o, inp, e in zip(outputs, inputs, encoded, strict=True)

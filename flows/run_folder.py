@@ -1,0 +1,160 @@
+"""The one owner of a run folder's layout: every path and file name in it comes from here.
+
+    run = RunFolder(Path("runs/run-1a2b3c"))
+    run.scored                      # scored/ shards
+    run.write_record(record)        # stages/<stage>.json
+
+Layout::
+
+    config.json             the resolved config (so `python -m flows.stages STAGE RUN_DIR` can rerun a stage)
+    .config-fingerprint     the config's fingerprint: a folder belongs to one config
+    .run-token              random id per folder life, part of every Prefect cache key
+    .prefect-results/       Prefect's persisted task results (the cache behind resume)
+    generate_taxonomy/      GLAN levels (subjects, syllabi, questions, examples/ shards, rejects)
+    generate_text/          Bonito output (examples/ shards, rejects)
+    examples/               every example gathered from generation and inputs (+ rejects-<input>.jsonl)
+    conditional/            CoLoR-Filter's conditional model (cached by fingerprint)
+    scored/                 examples with score_* columns, one shard per examples shard
+    selected/               all.parquet (every row with keep / dropped_by / keep_reason), summary.json
+    dataset/                the export: Parquet, JSONL, HF dataset on disk, README.md card
+    train/                  fine-tuning output and metrics (with --train)
+    stages/                 one JSON record per stage
+    report.md, report/      the run report and its score histograms
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipelines.shards import atomic_write_text, list_shards
+
+GENERATORS = ("generate_taxonomy", "generate_text")
+REPORT_NAME = "report"
+
+
+class RunFolderConflict(ValueError):
+    """The folder was made with another configuration."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    # --- stage outputs -------------------------------------------------------------------
+    def generator(self, stage: str) -> Path:
+        """A generator's own folder (its levels, rejects and examples/)."""
+        if stage not in GENERATORS:
+            raise ValueError(f"unknown generator stage {stage!r}: {GENERATORS}")
+        return self.root / stage
+
+    def generated_examples(self, stage: str) -> Path:
+        return self.generator(stage) / "examples"
+
+    @property
+    def examples(self) -> Path:
+        return self.root / "examples"
+
+    def input_rejects(self, input_path: str | Path) -> Path:
+        return self.examples / f"rejects-{Path(input_path).stem}.jsonl"
+
+    @property
+    def conditional(self) -> Path:
+        return self.root / "conditional"
+
+    @property
+    def scored(self) -> Path:
+        return self.root / "scored"
+
+    @property
+    def selected(self) -> Path:
+        return self.root / "selected" / "all.parquet"
+
+    @property
+    def selection_summary(self) -> Path:
+        return self.root / "selected" / "summary.json"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+    @property
+    def train(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def prefect_results(self) -> Path:
+        return self.root / ".prefect-results"
+
+    def sample(self, stage: str) -> pl.DataFrame | None:
+        """A few rows of what ``stage`` wrote (for artifacts), or None."""
+        folder = {**{g: self.generated_examples(g) for g in GENERATORS},
+                  "collect": self.examples, "score": self.scored}.get(stage)
+        if folder is not None:
+            shards = list_shards(folder)
+            return pl.read_parquet(shards[0]) if shards else None
+        if stage in ("select", "export") and self.selected.exists():
+            return pl.read_parquet(self.selected)
+        return None
+
+    # --- stage records -------------------------------------------------------------------
+    def record_path(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"
+
+    def write_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        text = json.dumps(record, indent=2, sort_keys=True, default=str)
+        atomic_write_text(self.record_path(record["stage"]), text)
+        return record
+
+    def load_record(self, stage: str) -> dict[str, Any] | None:
+        path = self.record_path(stage)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def records(self, stages: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The records of ``stages`` that exist, in that order."""
+        return [r for r in (self.load_record(s) for s in stages) if r is not None]
+
+    # --- ownership: one config per folder ------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    def claim(self, fingerprint: str, config_json: str) -> str:
+        """Bind the folder to one config and return its run token.
+
+        A run folder belongs to one config: its shards are skipped on resume, so reusing the
+        folder with other settings would silently keep stale outputs. The token is a random id
+        made once per folder life and passed to every task, so Prefect's cache keys can never
+        return results of a deleted and recreated folder whose files are gone.
+        """
+        marker = self.root / ".config-fingerprint"
+        if marker.exists() and marker.read_text().strip() != fingerprint:
+            raise RunFolderConflict(
+                f"run folder {self.root} was made with a different configuration "
+                f"(fingerprint {marker.read_text().strip()} vs {fingerprint}): use another --run-name"
+            )
+        if not marker.exists():
+            atomic_write_text(marker, fingerprint)
+        if not self.config_file.exists():
+            atomic_write_text(self.config_file, config_json)
+        token = self.root / ".run-token"
+        if not token.exists():
+            atomic_write_text(token, uuid.uuid4().hex)
+        return token.read_text().strip()
+
+    def saved_config_json(self) -> str:
+        if not self.config_file.exists():
+            raise FileNotFoundError(f"{self.config_file} not found: is {self.root} a run folder?")
+        return self.config_file.read_text()
+
+    def report_paths(self) -> tuple[Path, str]:
+        """(folder the report goes in, its base name): report.md and report/*.png."""
+        return self.root, REPORT_NAME

@@ -1,0 +1,85 @@
+"""Stage functions without Prefect: each takes its inputs as arguments and writes via RunFolder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows import stages
+from flows.config import load_config
+from flows.run_folder import RunFolder
+from pipelines.shards import atomic_write_jsonl, list_shards
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def run_and_cfg(tmp_path):
+    rows = [{"instruction": f"What is {i} plus {i}?", "input": f"Numbers: {i}." if i % 2 else "",
+             "output": f"It is {2 * i}."} for i in range(10)]
+    data = tmp_path / "in.jsonl"
+    atomic_write_jsonl(rows, data)
+    cfg = load_config(overrides=[
+        "generate.taxonomy.enabled=false", "generate.text.enabled=false", f"generate.inputs=[{data}]",
+        "model.model=tiny", "model.backend=hf", "score.scores=[ifd, ctx_loss]", "run.shard_size=4",
+        f"run.out_dir={tmp_path / 'runs'}", "select.steps=[{top_k: {column: score_ifd, fraction: 0.5}}]",
+    ])
+    run = RunFolder(cfg.run_dir())
+    run.claim(cfg.fingerprint(), cfg.model_dump_json())
+    return run, cfg
+
+
+def test_stages_run_in_order_without_prefect(run_and_cfg):
+    run, cfg = run_and_cfg
+    collected = stages.collect(cfg, run)
+    assert collected["rows_out"] == 10 and collected["shards"] == 3 == len(list_shards(run.examples))
+    scored = stages.score(cfg, run)
+    assert scored["rows_out"] == 10 and len(list_shards(run.scored)) == 3
+    selected = stages.select(cfg, run)
+    table = pl.read_parquet(run.selected)
+    assert selected["rows_out"] == int(table["keep"].sum()) == 5
+    # select writes its own ctx_dependent column and leaves meta (the reader's column) alone
+    assert "ctx_dependent" in table.columns
+    exported = stages.export(cfg, run, run.records(stages.STAGES))
+    assert Path(exported["outputs"]["parquet"]).is_dir() and exported["rows_out"] == 5
+    assert run.load_record("export")["rows_out"] == 5
+    report = stages.report(run, run.records(stages.STAGES))
+    assert Path(report["markdown"]).read_text().startswith("# Run report")
+
+
+def test_score_shard_is_skipped_when_done(run_and_cfg):
+    run, cfg = run_and_cfg
+    stages.collect(cfg, run)
+    stages.score_shard(cfg, run, 0)
+    first = list_shards(run.scored)[0].stat().st_mtime_ns
+    assert stages.score_shard(cfg, run, 0) == 4
+    assert list_shards(run.scored)[0].stat().st_mtime_ns == first
+
+
+def test_color_without_conditional_model_is_a_clear_error(run_and_cfg):
+    run, cfg = run_and_cfg
+    stages.collect(cfg, run)
+    cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"scores": ["color"]})})
+    with pytest.raises(ValueError, match="condition stage"):
+        stages.score_shard(cfg, run, 0, conditional_model=None)
+
+
+def test_one_stage_reruns_from_the_command_line(run_and_cfg):
+    run, cfg = run_and_cfg
+    stages.collect(cfg, run)
+    stages.score(cfg, run)
+    res = subprocess.run([sys.executable, "-m", "flows.stages", "select", str(run.root)], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert run.selected.exists() and run.load_record("select")["rows_out"] == 5
+
+
+def test_stage_command_on_a_folder_that_is_not_a_run(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "flows.stages", "select", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    assert "config.json not found" in res.stderr and "Traceback" not in res.stderr
