@@ -68,8 +68,9 @@ def condition_task(cfg: PipelineConfig, run_dir: str, run_token: str) -> dict:
 
 @task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
 def score_shard_task(cfg: PipelineConfig, run_dir: str, run_token: str, index: int,
-                     conditional_model: str | None, upstream: dict) -> int:
-    return stages.score_shard(cfg, RunFolder(run_dir), index, conditional_model)
+                     conditioned: dict, upstream: dict) -> int:
+    return stages.score_shard(cfg, RunFolder(run_dir), index, conditioned.get("conditional_model"),
+                              conditioned.get("target_embedding"))
 
 
 @task(cache_policy=CACHE, persist_result=True)
@@ -133,13 +134,13 @@ def build_dataset(config: dict | None = None) -> dict:
     if cfg.generate.text.enabled:
         generated.append(done(in_run(generate_text_task)(cfg, rd, token)))
     collected = done(in_run(collect_task)(cfg, rd, token, generated))
-    cond_model = None
-    if "color" in cfg.score.scores:
-        cond_model = done(in_run(condition_task)(cfg, rd, token))["conditional_model"]
+    conditioned = {}
+    if set(cfg.score.scores) & set(stages.TARGET_SCORES):
+        conditioned = done(in_run(condition_task)(cfg, rd, token))
     score_started = time.perf_counter()
     # One task per shard: the task runner (threads, or Dask workers) spreads them out.
     futures = in_run(score_shard_task).map(unmapped(cfg), unmapped(rd), unmapped(token),
-                                           list(range(collected["shards"])), unmapped(cond_model),
+                                           list(range(collected["shards"])), unmapped(conditioned),
                                            unmapped(collected))
     rows = sum(f.result() for f in futures)
     done(stages.score_record(cfg, run, score_started, rows))

@@ -81,6 +81,7 @@ class ScoreConfig(_Section):
     conditional_method: Literal["lora", "full"] = "lora"
     conditional_epochs: float = Field(1.0, gt=0)
     color_reduction: Literal["mean", "sum"] = Field("mean", description="CoLoR's L over response tokens: per-token mean, or sum (= -log p(response))")
+    target_pooling: Literal["response", "all"] = Field("response", description="target_sim: mean-pool the last hidden state over response tokens or all tokens")
     attn_layer: int | None = Field(None, description="probe layer for ctx_attn (default: ~2/3 depth)")
     ctx_threshold: float | None = Field(None, description="score_ctx_* value above which a row is context-dependent")
     ctx_quantile: float | None = Field(0.5, ge=0, le=1, description="or: the quantile used as that threshold")

@@ -13,7 +13,8 @@ Layout::
     generate_taxonomy/      GLAN levels (subjects, syllabi, questions, examples/ shards, rejects)
     generate_text/          Bonito output (examples/ shards, rejects)
     examples/               every example gathered from generation and inputs (+ rejects-<input>.jsonl)
-    conditional/            CoLoR-Filter's conditional model (cached by fingerprint)
+    conditional/            what the target set gives: CoLoR-Filter's conditional model (cached by
+                            fingerprint) and target_sim's target embedding (.npy)
     scored/                 examples with score_* columns, one shard per examples shard
     selected/               all.parquet (every row with keep / dropped_by / keep_reason), summary.json
     dataset/                the export: Parquet, JSONL, HF dataset on disk, README.md card
@@ -69,6 +70,10 @@ class RunFolder:
     @property
     def conditional(self) -> Path:
         return self.root / "conditional"
+
+    def target_embedding(self, key: str) -> Path:
+        """The target set's mean embedding for target_sim (``key``: a fingerprint of what made it)."""
+        return self.conditional / f"target-embedding-{key}.npy"
 
     @property
     def scored(self) -> Path:

@@ -108,23 +108,46 @@ def collect(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
                    rejects=rejects, per_source=per_source, shards=n_shards)
 
 
+TARGET_SCORES = ("color", "target_sim")  # the scores that need the condition stage
+
+
 def condition(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
-    """Build (or reuse) CoLoR-Filter's conditional model: the prior fine-tuned on the target set."""
-    from instruct_selectors.color_filter import build_conditional
+    """What the target set gives the scores: CoLoR-Filter's conditional model (the prior fine-tuned
+    on the target rows) and target_sim's target embedding, each built once and reused."""
+    from instruct_selectors.color_filter import build_conditional, fingerprint
 
     from pipelines.io import read_examples
 
     t0 = time.perf_counter()
     target = read_examples(resolve_path(cfg.score.target)).table
-    path = build_conditional(
-        cfg.model.model, target, run.conditional, method=cfg.score.conditional_method,
-        epochs=cfg.score.conditional_epochs, seed=cfg.run.seed, max_length=cfg.model.max_length,
-    )
-    return _record(run, "condition", t0, rows_in=target.height, conditional_model=str(path))
+    made: dict[str, str] = {}
+    if "color" in cfg.score.scores:
+        made["conditional_model"] = str(build_conditional(
+            cfg.model.model, target, run.conditional, method=cfg.score.conditional_method,
+            epochs=cfg.score.conditional_epochs, seed=cfg.run.seed, max_length=cfg.model.max_length,
+        ))
+    if "target_sim" in cfg.score.scores:
+        import numpy as np
+        from instruct_selectors.target_sim import target_embedding
+
+        key = fingerprint(cfg.model.model, target, {"pooling": cfg.score.target_pooling,
+                                                    "max_length": cfg.model.max_length})
+        path = run.target_embedding(key)
+        if not path.exists():
+            vec = target_embedding(get_llm(cfg.model), target, cfg.score.target_pooling)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, vec)
+            tmp.replace(path)
+        made["target_embedding"] = str(path)
+    return _record(run, "condition", t0, rows_in=target.height, **made)
 
 
-def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_model: str | None = None) -> int:
-    """Score examples shard ``index`` into scored/ (skipped when already there). Returns its rows."""
+def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_model: str | None = None,
+                target_embedding: str | None = None) -> int:
+    """Score examples shard ``index`` into scored/ (skipped when already there). Returns its rows.
+
+    ``conditional_model`` and ``target_embedding`` are what the condition stage made (its record)."""
     from instruct_selectors.score import score_table
 
     out = shard_path(run.scored, index)
@@ -133,11 +156,19 @@ def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_mod
     scores = tuple(cfg.score.scores)
     if "color" in scores and conditional_model is None:
         raise ValueError("score 'color' needs the conditional model: run the condition stage first")
+    if "target_sim" in scores and target_embedding is None:
+        raise ValueError("score 'target_sim' needs the target embedding: run the condition stage first")
     table = pl.read_parquet(shard_path(run.examples, index))
     cond = get_llm(cfg.model, model=conditional_model) if "color" in scores else None
     prior = get_llm(cfg.model, eager="ctx_attn" in scores)
+    vector = None
+    if target_embedding is not None:
+        import numpy as np
+
+        vector = np.load(target_embedding)
     scored = score_table(table, prior, scores=scores, cond_llm=cond, attn_layer=cfg.score.attn_layer,
-                         color_reduction=cfg.score.color_reduction)
+                         color_reduction=cfg.score.color_reduction, target_vector=vector,
+                         target_pooling=cfg.score.target_pooling)
     atomic_write_parquet(scored, out)
     return scored.height
 
@@ -147,10 +178,14 @@ def score_record(cfg: PipelineConfig, run: RunFolder, started: float, rows: int)
     return _record(run, "score", started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores))
 
 
-def score(cfg: PipelineConfig, run: RunFolder, conditional_model: str | None = None) -> dict[str, Any]:
-    """Score every examples shard in this process (the flow maps :func:`score_shard` instead)."""
+def score(cfg: PipelineConfig, run: RunFolder, conditioned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score every examples shard in this process (the flow maps :func:`score_shard` instead).
+
+    ``conditioned``: the condition stage's record, when a target score is asked for."""
     t0 = time.perf_counter()
-    rows = sum(score_shard(cfg, run, i, conditional_model) for i in range(len(list_shards(run.examples))))
+    made = conditioned or {}
+    rows = sum(score_shard(cfg, run, i, made.get("conditional_model"), made.get("target_embedding"))
+               for i in range(len(list_shards(run.examples))))
     return score_record(cfg, run, t0, rows)
 
 
@@ -221,8 +256,7 @@ def report(run: RunFolder, records: list[dict[str, Any]]) -> dict[str, str]:
 def run_stage(stage: str, run: RunFolder, cfg: PipelineConfig) -> dict[str, Any]:
     """Run one stage on an existing run folder, taking upstream values from its stage records."""
     if stage == "score":
-        cond = run.load_record("condition") if "color" in cfg.score.scores else None
-        return score(cfg, run, cond["conditional_model"] if cond else None)
+        return score(cfg, run, run.load_record("condition"))
     if stage == "export":
         return export(cfg, run, run.records(STAGES))
     if stage == "train":

@@ -9,14 +9,16 @@ Passes (each one ``llm.loss(...)`` call over the rows that need it; the backend 
 |---------------|-------|--------------------------------------|-----------------------------------------|
 | prior/full    | prior | chat(instruction + context)          | CoLoR's L_prior, IFD numerator,          |
 |               |       |                                      | ctx_loss's second term, ctx_attn (when  |
-|               |       |                                      | the prior is the probe), embeddings     |
+|               |       |                                      | the prior is the probe), embeddings,    |
+|               |       |                                      | target_sim                              |
 | prior/no_ctx  | prior | chat(instruction), rows with context | ctx_loss's first term                   |
 | prior/alone   | prior | start token only                     | IFD denominator                         |
 | cond/full     | cond  | chat(instruction + context)          | CoLoR's L_cond                          |
 | probe/full    | probe | chat(instruction + context)          | ctx_attn from a separate probe model    |
 
 Every loss is the mean NLL over response tokens (prompt masked), so rows of different lengths
-compare; CoLoR may use the sum instead (``color_reduction="sum"``), from the same passes. The formulas live in color_filter.py, ifd.py and context_dependency.py; this file only
+compare; CoLoR may use the sum instead (``color_reduction="sum"``), from the same passes. The
+formulas live in color_filter.py, ifd.py, context_dependency.py and target_sim.py; this file only
 decides which passes to run and feeds them. ``scores`` may also hold ``"embedding"``: the
 mean-pooled last hidden state from the prior/full pass, stored as the ``embedding`` column for
 diversity.py (no extra pass, no extra model).
@@ -34,6 +36,9 @@ from instruct_selectors.color_filter import REDUCTIONS, color_score, response_nl
 from instruct_selectors.context_dependency import ATTN_COLUMN, LOSS_COLUMN, ctx_loss_score
 from instruct_selectors.ifd import COLUMN as IFD_COLUMN
 from instruct_selectors.ifd import ifd_score
+from instruct_selectors.target_sim import COLUMN as TARGET_SIM_COLUMN
+from instruct_selectors.target_sim import EXTRA as TARGET_SIM_EXTRA
+from instruct_selectors.target_sim import POOLINGS, target_sim_score
 
 from pipelines.llm.base import LossRequest
 from pipelines.schema import user_content
@@ -45,6 +50,7 @@ SCORE_COLUMNS = {
     "ifd": IFD_COLUMN,
     "ctx_loss": LOSS_COLUMN,
     "ctx_attn": ATTN_COLUMN,
+    "target_sim": TARGET_SIM_COLUMN,
     "embedding": EMBEDDING_COLUMN,
 }
 SCORES = tuple(SCORE_COLUMNS)
@@ -73,8 +79,9 @@ def plan_passes(scores: Iterable[str], separate_probe: bool = False) -> list[Pas
         raise ValueError(f"unknown score(s) {sorted(unknown)}: choose from {SCORES}")
     attn_on_prior = "ctx_attn" in wanted and not separate_probe
     passes = []
-    if wanted & {"color", "ifd", "ctx_loss", "embedding"} or attn_on_prior:
-        passes.append(Pass("prior", "full", hidden="embedding" in wanted, attn=attn_on_prior))
+    if wanted & {"color", "ifd", "ctx_loss", "target_sim", "embedding"} or attn_on_prior:
+        hidden = bool(wanted & {"embedding", "target_sim"})
+        passes.append(Pass("prior", "full", hidden=hidden, attn=attn_on_prior))
     if "ctx_loss" in wanted:
         passes.append(Pass("prior", "no_ctx", only_with_context=True))
     if "ifd" in wanted:
@@ -126,9 +133,10 @@ def _run_pass(llm, p: Pass, table: pl.DataFrame, attn_layer: int | None, progres
         out["attn"] = np.full(n, np.nan)
         out["attn"][rows] = [r.extras["attn_ratio"] for r in results]
     if p.hidden:
-        out["hidden"] = [None] * n
-        for i, r in zip(rows, results, strict=True):
-            out["hidden"][i] = r.extras["hidden"].astype(np.float32).tolist()
+        for key in ("hidden", "hidden_response"):
+            out[key] = [None] * n
+            for i, r in zip(rows, results, strict=True):
+                out[key][i] = r.extras[key].astype(np.float32)
     return out
 
 
@@ -147,6 +155,8 @@ def score_table(
     progress: Callable[[int], None] | None = None,
     probe_llm=None,
     color_reduction: str = "mean",
+    target_vector: np.ndarray | None = None,
+    target_pooling: str = "response",
 ) -> pl.DataFrame:
     """Add one ``score_*`` column per requested score (and ``embedding`` when asked); nothing else changes.
 
@@ -154,6 +164,8 @@ def score_table(
     is read from the prior's pass unless a separate ``probe_llm`` is given; that model needs eager
     attention. ``attn_layer`` defaults to about two thirds of the probe's depth. ``color_reduction``
     ("mean" or "sum" over response tokens) is CoLoR's L; every other score uses the mean.
+    ``target_sim`` needs ``target_vector`` (target_sim.target_embedding, computed once per run with
+    the same ``target_pooling``): cosine of each row's pooled hidden state with it.
     """
     wanted = tuple(dict.fromkeys(scores))
     if color_reduction not in REDUCTIONS:
@@ -162,6 +174,10 @@ def score_table(
         raise ValueError(
             "score 'color' needs cond_llm: the conditional model (color_filter.build_conditional)"
         )
+    if "target_sim" in wanted and target_vector is None:
+        raise ValueError("score 'target_sim' needs target_vector (target_sim.target_embedding of the target rows)")
+    if target_pooling not in POOLINGS:
+        raise ValueError(f"target_pooling must be one of {POOLINGS}, got {target_pooling!r}")
     passes = plan_passes(wanted, separate_probe=probe_llm is not None)
     models = {"prior": prior_llm, "cond": cond_llm, "probe": probe_llm}
     if "ctx_attn" in wanted:
@@ -193,6 +209,10 @@ def score_table(
     if "ctx_attn" in wanted:
         source = "probe/full" if probe_llm is not None else "prior/full"
         columns.append(_column(ATTN_COLUMN, got[source]["attn"]))
+    if "target_sim" in wanted:
+        pooled = np.stack(got["prior/full"][TARGET_SIM_EXTRA[target_pooling]])
+        columns.append(_column(TARGET_SIM_COLUMN, target_sim_score(pooled, np.asarray(target_vector))))
     if "embedding" in wanted:
-        columns.append(pl.Series(EMBEDDING_COLUMN, got["prior/full"]["hidden"], dtype=pl.List(pl.Float32)))
+        hidden = [h.tolist() for h in got["prior/full"]["hidden"]]
+        columns.append(pl.Series(EMBEDDING_COLUMN, hidden, dtype=pl.List(pl.Float32)))
     return table.with_columns(columns)

@@ -10,6 +10,7 @@ from instruct_selectors import color_filter
 from instruct_selectors.color_filter import build_conditional, color_k
 from instruct_selectors.context_dependency import tag_context_dependent
 from instruct_selectors.score import plan_passes, score_table
+from instruct_selectors.target_sim import target_embedding
 
 from pipelines.llm.base import LossRequest
 from pipelines.llm.embedded import load_model_and_tokenizer
@@ -149,12 +150,50 @@ def test_ctx_attn_needs_eager_attention(tok, table):
         score_table(table, HFBackend(model, tok), scores=("ctx_attn",))
 
 
+def _hidden(model, tok, user: str, response: str) -> tuple[np.ndarray, np.ndarray]:
+    """Hand reference: last hidden state, mean over all tokens and over the response tokens."""
+    prompt = tok(_chat(user), add_special_tokens=False)["input_ids"]
+    resp = tok(response, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        h = model(torch.tensor([prompt + resp]), output_hidden_states=True).hidden_states[-1][0].double()
+    return h.mean(0).numpy(), h[len(prompt) :].mean(0).numpy()
+
+
+@pytest.mark.parametrize("pooling", ["response", "all"])
+def test_target_sim_matches_hand_computation(prior, tok, table, pooling):
+    target = table[:2]
+    vec = target_embedding(HFBackend(prior, tok), target, pooling=pooling)
+    scored = score_table(table, HFBackend(prior, tok), scores=("target_sim",), target_vector=vec,
+                         target_pooling=pooling)
+
+    def pooled(row):
+        user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
+        every, resp = _hidden(prior, tok, user, row["response"])
+        return resp if pooling == "response" else every
+
+    unit = [pooled(r) / np.linalg.norm(pooled(r)) for r in target.iter_rows(named=True)]
+    expected_target = np.mean(unit, axis=0)
+    assert vec == pytest.approx(expected_target, abs=1e-4)
+    for row in scored.iter_rows(named=True):
+        h = pooled(row)
+        cos = float(h @ expected_target / (np.linalg.norm(h) * np.linalg.norm(expected_target)))
+        assert row["score_target_sim"] == pytest.approx(cos, abs=1e-4)
+    # A target row is closer to the target than a row unlike it.
+    assert scored["score_target_sim"][0] > scored["score_target_sim"][3]
+    with pytest.raises(ValueError, match="target_vector"):
+        score_table(table, HFBackend(prior, tok), scores=("target_sim",))
+
+
 def test_shared_plan_runs_each_pass_once(prior, cond, tok, table):
     p, c = Counting(HFBackend(prior, tok)), Counting(HFBackend(cond, tok))
-    scored = score_table(table, p, scores=("color", "ifd", "ctx_loss", "ctx_attn", "embedding"), cond_llm=c)
+    vec = target_embedding(HFBackend(prior, tok), table[:2])
+    scored = score_table(table, p, scores=("color", "ifd", "ctx_loss", "ctx_attn", "target_sim", "embedding"),
+                         cond_llm=c, target_vector=vec)
+    assert scored["score_target_sim"].null_count() == 0
     n, n_ctx = table.height, int((table["context"] != "").sum())
-    # prior: with-context pass (shared by CoLoR, IFD, ctx_loss, attention, embeddings), no-context
-    # pass over the rows that have a context, response-alone pass. cond: one pass.
+    # prior: with-context pass (shared by CoLoR, IFD, ctx_loss, attention, embeddings, target
+    # similarity), no-context pass over the rows that have a context, response-alone pass.
+    # cond: one pass.
     assert p.calls == [(n, ("attn_layer", "want_hidden")), (n_ctx, ()), (n, ())]
     assert c.calls == [(n, ())]
     assert scored["embedding"].list.len().to_list() == [prior.config.hidden_size] * n

@@ -83,3 +83,20 @@ def test_stage_command_on_a_folder_that_is_not_a_run(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 1
     assert "config.json not found" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_target_sim_runs_through_condition_and_score(run_and_cfg):
+    run, cfg = run_and_cfg
+    score = cfg.score.model_copy(update={"scores": ["ifd", "target_sim"]})
+    steps = [{"top_k": {"column": "score_target_sim", "fraction": 0.3}}]
+    cfg = cfg.model_copy(update={"score": score, "select": cfg.select.model_copy(update={"steps": steps})})
+    stages.collect(cfg, run)
+    conditioned = stages.condition(cfg, run)
+    assert Path(conditioned["target_embedding"]).exists() and "conditional_model" not in conditioned
+    stages.score(cfg, run, conditioned)
+    assert stages.select(cfg, run)["rows_out"] == 3
+    table = pl.read_parquet(run.selected)
+    assert table["score_target_sim"].null_count() == 0
+    assert table["score_target_sim"].is_between(-1, 1).all()
+    with pytest.raises(ValueError, match="condition stage"):
+        stages.score_shard(cfg, RunFolder(run.root / "other"), 0)

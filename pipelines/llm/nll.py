@@ -6,7 +6,8 @@ completion positions go through the LM head (its vocab-wide matmul is ~20% of a 
 FLOPs per token), and prompt tokens are masked out of the loss.
 
 Optionally, from the same forward pass:
-* ``hidden``: the mean-pooled last hidden state of the whole sequence (embeddings for diversity);
+* ``hidden``: the mean-pooled last hidden state of the whole sequence (embeddings for diversity),
+  and ``hidden_response``: the same pooled over the completion tokens only (target similarity);
 * ``attn_ratio``: the user attention ratio of arXiv 2411.02688 at one probe layer -- for each
   completion token the attention mass on user-content tokens, max over heads, mean over
   completion tokens (needs eager attention; template, system, special and newline tokens are
@@ -184,8 +185,11 @@ def score_encoded(
                 c = len(it.completion_ids)
                 extras = {}
                 if want_hidden:
-                    n = it.length
-                    extras["hidden"] = hidden[row, :n].float().mean(0).cpu().numpy()
+                    # Two poolings of the last hidden state: whole sequence, and the completion's
+                    # own tokens only (target similarity compares what a row answers).
+                    p = len(it.prompt_ids)
+                    extras["hidden"] = hidden[row, : it.length].float().mean(0).cpu().numpy()
+                    extras["hidden_response"] = hidden[row, p : it.length].float().mean(0).cpu().numpy()
                 if probe is not None:
                     extras["attn_ratio"] = _attention_ratio(probe.weights[row], it)
                 results[i] = LossResult(nll[offset : offset + c].astype(np.float64), extras)
