@@ -171,6 +171,27 @@ def plot_score(table: pl.DataFrame, column: str, path: Path) -> Path:
     return path
 
 
+def selection_composition(table: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows kept and dropped per source and per task type: what a target-aware selection favoured."""
+    if "keep" not in table.columns or table.is_empty():
+        return []
+    from pipelines.schema import meta_field
+
+    keys = {"source": table["source"]} if "source" in table.columns else {}
+    if "meta" in table.columns:
+        keys["task_type"] = meta_field(table, "task_type")
+    out = []
+    for group, values in keys.items():
+        counts = (
+            pl.DataFrame({"value": values.fill_null("(none)"), "keep": table["keep"]})
+            .group_by("value")
+            .agg(kept=pl.col("keep").sum(), dropped=(~pl.col("keep")).sum())
+            .sort(["kept", "dropped", "value"], descending=[True, True, False])
+        )
+        out += [{"by": group, **r} for r in counts.to_dicts()]
+    return out
+
+
 def _selection_section(table: pl.DataFrame) -> list[str]:
     if "keep" not in table.columns:
         return []
@@ -185,6 +206,10 @@ def _selection_section(table: pl.DataFrame) -> list[str]:
         )
         rows = [{"dropped by": r["dropped_by"], "rows": r["len"]} for r in by.to_dicts()]
         lines += [markdown_table(rows)]
+    composition = selection_composition(table)
+    if composition:
+        lines += ["Kept and dropped rows per source and task type:", "",
+                  markdown_table(composition, ["by", "value", "kept", "dropped"])]
     return lines
 
 

@@ -130,3 +130,12 @@ def test_score_summary_ignores_null_and_nan():
         3.0,
     )
     assert b["count"] == 0 and b["mean"] is None
+
+
+def test_report_shows_kept_and_dropped_per_source_and_task_type(tmp_path):
+    rows = [make_example(f"Q{i}?", f"A{i}.", source="glan" if i < 6 else "bonito",
+                         meta={"task_type": "qa" if i % 2 else "summarization"}) for i in range(10)]
+    table = to_table(rows).with_columns(pl.Series("keep", [i < 4 for i in range(10)]))
+    md = write_run_report(tmp_path, STAGES[:1], table)["markdown"].read_text()
+    assert "| source | glan | 4 | 2 |" in md and "| source | bonito | 0 | 4 |" in md
+    assert "| task_type | qa | 2 | 3 |" in md and "| task_type | summarization | 2 | 3 |" in md
