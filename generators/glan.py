@@ -17,6 +17,12 @@ Every level is its own table of shards in the run folder, reusable as input:
 | questions_unique/ | question kept after dedup      | normalised hash + MinHash (dropped.jsonl)   |
 | examples/         | example (core schema)          | one answer query per question               |
 
+Each level is also a function of its own (``run_subjects``, ``run_syllabi``, ``run_questions``,
+``dedup_questions``, ``run_examples``): input table, llm, that level's folder and
+:class:`GlanSettings` in, :class:`LevelRun` (table + counts) out; ``run_glan`` chains them:
+
+    syllabi = run_syllabi(subjects, llm, Path("runs/glan/syllabi"), GlanSettings(seed=1)).table
+
 Edit a level's rows (or pass an edited table, e.g. ``run/subjects`` or a ``.jsonl``, in place
 of the taxonomy) and run again: only the shards whose input changed are regenerated, and a
 killed run resumes where it stopped (see ``levels.py``). Rejected answers go to each folder's
@@ -24,8 +30,8 @@ killed run resumes where it stopped (see ``levels.py``). Rejected answers go to 
 
 Key concepts (as in the paper, both modes): ``one`` = one session, 1..min(5, m) of its m
 concepts; ``two`` = two sessions, 2..min(5, m1+m2) concepts from the union of theirs.
-Prompts are few-shot with a simple line format, which a 135M model follows far more often than
-nested JSON; the parsers still accept JSON answers from bigger models.
+Prompts (``glan_prompts.py``) are few-shot with a simple line format, which a 135M model follows
+far more often than nested JSON; the parsers still accept JSON answers from bigger models.
 """
 
 from __future__ import annotations
@@ -34,12 +40,31 @@ import json
 import random
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from generators.dedup import dedup_rows
+from generators.glan_prompts import (  # all re-exported: callers import prompts from here too
+    CONCEPTS_ASK,  # noqa: F401
+    CONCEPTS_EXAMPLE,  # noqa: F401
+    PROMPTS_FINGERPRINT,
+    QUESTION_ASK,  # noqa: F401
+    QUESTION_EXAMPLE,
+    SUBJECTS_ASK,  # noqa: F401
+    SUBJECTS_EXAMPLE,  # noqa: F401
+    SYLLABUS_ASK,  # noqa: F401
+    SYLLABUS_EXAMPLE,  # noqa: F401
+    _few_shot,  # noqa: F401
+    answer_prompt,
+    concepts_prompt,
+    question_prompt,
+    subjects_prompt,
+    syllabus_prompt,
+)
 from generators.levels import (
     derive_seed,
     fingerprint,
@@ -49,6 +74,7 @@ from generators.levels import (
     write_table_shards,
 )
 from generators.parsing import (
+    Attempts,
     Reject,
     clean_line,
     extract_json,
@@ -60,7 +86,7 @@ from generators.parsing import (
     trim_unfinished,
 )
 from generators.taxonomy import load_taxonomy
-from pipelines.llm.base import Messages, Sampling
+from pipelines.llm.base import Sampling
 from pipelines.schema import make_example, normalise_text, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_text
 
@@ -110,106 +136,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "question": S,
     },
 }
-
-# ---------------------------------------------------------------------------------------------
-# Prompts (few-shot: one worked example as a previous turn, then the real request)
-
-SUBJECTS_ASK = "List {n} subjects taught in {discipline}{about}. One per line: name | level | subtopics"
-SUBJECTS_EXAMPLE = (
-    SUBJECTS_ASK.format(n=3, discipline="Chemistry", about=""),
-    "General Chemistry | introductory | atoms, chemical bonds, reactions\n"
-    "Organic Chemistry | intermediate | carbon compounds, functional groups, synthesis\n"
-    "Quantum Chemistry | advanced | wave functions, molecular orbitals, spectroscopy",
-)
-# The syllabus is asked in two steps: session titles (short lines, which a small model keeps to),
-# then key concepts per session, only for sessions that came back without them (a big model that
-# writes "title - description | concepts" lines in one go needs no second call).
-SYLLABUS_ASK = (
-    "Write {n} class sessions for the {level} course {subject} ({discipline}{subtopics}). "
-    "One per line: Session number: title - short description"
-)
-SYLLABUS_EXAMPLE = (
-    SYLLABUS_ASK.format(
-        n=3,
-        level="introductory",
-        subject="General Chemistry",
-        discipline="Chemistry",
-        subtopics="; atoms, chemical bonds, reactions",
-    ),
-    "Session 1: Atoms - what matter is made of\n"
-    "Session 2: Chemical bonds - how atoms hold together\n"
-    "Session 3: Reactions - how substances change",
-)
-CONCEPTS_ASK = 'List three key concepts taught in the session "{title}" of the course {subject}.'
-CONCEPTS_EXAMPLE = (
-    CONCEPTS_ASK.format(title="Chemical bonds", subject="General Chemistry"),
-    "ionic bonds, covalent bonds, electronegativity",
-)
-QUESTION_ASK = "Write a homework question for the {level} course {subject} about: {concepts}."
-QUESTION_EXAMPLE = (
-    QUESTION_ASK.format(
-        level="introductory", subject="General Chemistry", concepts="covalent bonds, electronegativity"
-    ),
-    "Explain why the bond between hydrogen and chlorine is polar, using the electronegativity of each atom.",
-)
-
-
-# Part of every level's fingerprint: editing a prompt regenerates what it made.
-PROMPTS_FINGERPRINT = fingerprint(
-    [
-        SUBJECTS_ASK,
-        SUBJECTS_EXAMPLE,
-        SYLLABUS_ASK,
-        SYLLABUS_EXAMPLE,
-        CONCEPTS_ASK,
-        CONCEPTS_EXAMPLE,
-        QUESTION_ASK,
-        QUESTION_EXAMPLE,
-    ]
-)
-
-
-def _few_shot(example: tuple[str, str], ask: str) -> Messages:
-    return [
-        {"role": "user", "content": example[0]},
-        {"role": "assistant", "content": example[1]},
-        {"role": "user", "content": ask},
-    ]
-
-
-def subjects_prompt(d: dict[str, Any], n: int) -> Messages:
-    about = f" ({d['description']})" if d.get("description") else ""
-    return _few_shot(SUBJECTS_EXAMPLE, SUBJECTS_ASK.format(n=n, discipline=d["discipline"], about=about))
-
-
-def syllabus_prompt(s: dict[str, Any], n: int) -> Messages:
-    subtopics = json.loads(s["subtopics"] or "[]")
-    extra = f"; {', '.join(subtopics)}" if subtopics else ""
-    return _few_shot(
-        SYLLABUS_EXAMPLE,
-        SYLLABUS_ASK.format(
-            n=n, level=s["level"], subject=s["subject"], discipline=s["discipline"], subtopics=extra
-        ),
-    )
-
-
-def concepts_prompt(pair: tuple[dict[str, Any], dict[str, Any]]) -> Messages:
-    subject, session = pair
-    return _few_shot(
-        CONCEPTS_EXAMPLE, CONCEPTS_ASK.format(title=session["title"], subject=subject["subject"])
-    )
-
-
-def question_prompt(spec: dict[str, Any]) -> Messages:
-    ask = QUESTION_ASK.format(
-        level=spec["level"], subject=spec["subject"], concepts=", ".join(spec["key_concepts"])
-    )
-    return _few_shot(QUESTION_EXAMPLE, ask)
-
-
-def answer_prompt(q: dict[str, Any]) -> Messages:
-    # The answer is asked exactly as the example will be trained: the question alone.
-    return [{"role": "user", "content": q["question"]}]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,7 +409,7 @@ def question_specs(
 
 
 # ---------------------------------------------------------------------------------------------
-# Levels
+# Tables: ids, empty-safe tables, the level a run starts from
 
 
 def _id(*parts: Any) -> str:
@@ -545,6 +471,316 @@ class _Bar:
             self.bar.close()
 
 
+# ---------------------------------------------------------------------------------------------
+# One function per LLM level: (input table, llm, that level's folder, settings) -> LevelRun
+
+_DISCIPLINE_COLS = ("discipline_id", "field", "subfield", "discipline")
+_SUBJECT_COLS = ("subject_id", *_DISCIPLINE_COLS, "subject", "level")
+_SPEC_COLS = ("subject_id", "field", "subfield", "discipline", "subject", "level", "mode")
+_META_COLS = ("field", "subfield", "discipline", "subject", "level", "mode", "question_id")
+
+
+@dataclass(frozen=True)
+class GlanSettings:
+    """Sampling and sharding that every LLM level shares (each level's sizes are its own arguments)."""
+
+    seed: int = 0
+    shard_size: int = 16
+    max_tokens: int = 256
+    temperature: float | None = None  # None: the paper's value per level (PAPER_TEMPERATURE)
+    top_p: float = 0.95
+    retries: int = 2
+    progress: bool = False
+
+    def sampling(self, level: str, max_tokens: int, items: Sequence[Any]) -> Sampling:
+        """Seeded by the run seed, the level and what is asked, so a rerun asks the same."""
+        t = PAPER_TEMPERATURE[level] if self.temperature is None else self.temperature
+        seed = derive_seed(self.seed, level, list(items))
+        return Sampling(temperature=t, top_p=self.top_p, max_tokens=max_tokens, seed=seed)
+
+
+@dataclass(frozen=True)
+class Calls:
+    """LLM answers a level asked for, summed over the shards it generated (none when resumed)."""
+
+    generated: int = 0
+    retried: int = 0
+    concept_calls: int = 0  # syllabi only: sessions whose key concepts took a second query
+
+    @classmethod
+    def of(cls, attempts: Attempts, concept_calls: int = 0) -> Calls:
+        return cls(attempts.generated, attempts.retried, concept_calls)
+
+    def __add__(self, other: Calls) -> Calls:
+        return Calls(
+            self.generated + other.generated,
+            self.retried + other.retried,
+            self.concept_calls + other.concept_calls,
+        )
+
+
+@dataclass
+class LevelRun:
+    """What a level returns: its whole table (shards kept from earlier runs included) and counts."""
+
+    table: pl.DataFrame
+    outcome: dict[str, int]  # LevelOutcome.as_dict(): rows, rejects, shards, skipped/stale shards
+    calls: Calls
+
+
+_Chunk = Callable[[Sequence[Any]], tuple[pl.DataFrame, list[dict[str, Any]], Calls]]
+
+
+def _model_name(llm: Any) -> str:
+    return getattr(llm, "model_id", getattr(llm, "name", type(llm).__name__))
+
+
+def _run(
+    name: str,
+    items: list[Any],
+    folder: Path,
+    process: _Chunk,
+    params: dict[str, Any],
+    llm: Any,
+    settings: GlanSettings,
+) -> LevelRun:
+    """:func:`run_level` with a bar, plus what every level's fingerprint holds (model, seed,
+    prompts), so changing any of them regenerates the level; sums the calls shard by shard."""
+    calls: list[Calls] = []
+
+    def counted(chunk: Sequence[Any]) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+        table, rejects, used = process(chunk)
+        calls.append(used)
+        return table, rejects
+
+    params = {**params, "model": _model_name(llm), "seed": settings.seed, "prompts": PROMPTS_FINGERPRINT}
+    bar = _Bar(settings.progress, name, len(items))  # items done, updated shard by shard
+    try:
+        outcome = run_level(items, folder, settings.shard_size, counted, params=params, progress=bar)
+    finally:
+        bar.close()
+    return LevelRun(read_level(folder, SCHEMAS.get(name)), outcome.as_dict(), sum(calls, Calls()))
+
+
+def run_subjects(
+    disciplines: pl.DataFrame,
+    llm: Any,
+    folder: str | Path,
+    settings: GlanSettings,
+    *,
+    per_discipline: int = 4,
+    queries: int = 2,
+) -> LevelRun:
+    """Subjects: ``queries`` queries per discipline, merged, the first ``per_discipline`` distinct
+    kept (one query of a small model repeats itself; several give a wider list)."""
+    params = {"n": per_discipline, "q": queries, "t": settings.temperature, "mt": settings.max_tokens}
+    process = partial(
+        _subjects_chunk, llm=llm, settings=settings, per_discipline=per_discipline, queries=queries
+    )
+    return _run("subjects", disciplines.to_dicts(), Path(folder), process, params, llm, settings)
+
+
+def _subjects_chunk(chunk, llm, settings: GlanSettings, per_discipline: int, queries: int):
+    asks = [(d, q) for d in chunk for q in range(queries)]
+    res = generate_parsed(
+        llm,
+        asks,
+        lambda dq: subjects_prompt(dq[0], per_discipline),
+        lambda text, dq: parse_subjects(text, dq[0]),
+        settings.sampling("subjects", settings.max_tokens, chunk),
+        settings.retries,
+    )
+    rows, rejects, seen = [], [], {}
+    for (d, q), r in zip(asks, res.results, strict=True):
+        if isinstance(r, Reject):
+            rejects.append(r.to_dict(level="subjects", discipline=d["discipline"], query=q))
+            continue
+        kept = seen.setdefault(d["discipline_id"], set())
+        for s in r:
+            key = normalise_text(s["subject"])
+            if key not in kept and len(kept) < per_discipline:
+                kept.add(key)
+                rows.append(_subject_row(d, s))
+    return _rows_table(rows, "subjects"), rejects, Calls.of(res)
+
+
+def _subject_row(d: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "subject_id": _id(d["discipline_id"], s["subject"]),
+        **{k: d[k] for k in _DISCIPLINE_COLS},
+        "subject": s["subject"],
+        "level": s["level"],
+        "subtopics": json.dumps(s["subtopics"]),
+    }
+
+
+def run_syllabi(
+    subjects: pl.DataFrame, llm: Any, folder: str | Path, settings: GlanSettings, *, sessions: int = 6
+) -> LevelRun:
+    """Syllabi: one query per subject, one row per class session with its key concepts."""
+    params = {"n": sessions, "t": settings.temperature, "mt": settings.max_tokens}
+    process = partial(_syllabi_chunk, llm=llm, settings=settings, sessions=sessions)
+    return _run("syllabi", subjects.to_dicts(), Path(folder), process, params, llm, settings)
+
+
+def _syllabi_chunk(chunk, llm, settings: GlanSettings, sessions: int):
+    res = generate_parsed(
+        llm,
+        list(chunk),
+        lambda s: syllabus_prompt(s, sessions),
+        lambda text, s: parse_syllabus(text, s, require_concepts=False),
+        settings.sampling("syllabi", settings.max_tokens, chunk),
+        settings.retries,
+    )
+    rejects, concept_calls = _fill_concepts(chunk, res.results, llm, settings, sessions)
+    rows = []
+    for s, r in zip(chunk, res.results, strict=True):
+        if isinstance(r, Reject):
+            rejects.append(r.to_dict(level="syllabi", subject=s["subject"], subject_id=s["subject_id"]))
+            continue
+        usable = [sess for sess in r[:sessions] if sess["key_concepts"]]
+        rows += [_session_row(s, n, sess) for n, sess in enumerate(usable, 1)]
+    return _rows_table(rows, "syllabi"), rejects, Calls.of(res) + concept_calls
+
+
+def _fill_concepts(
+    chunk, results: list[Any], llm, settings: GlanSettings, sessions: int
+) -> tuple[list[dict[str, Any]], Calls]:
+    """Second syllabus step: a small model keeps to short title lines, so the sessions that came
+    back without key concepts get them from one short query each (filled in place)."""
+    pairs = [
+        (s, sess)
+        for s, r in zip(chunk, results, strict=True)
+        if not isinstance(r, Reject)
+        for sess in r[:sessions]
+        if not sess["key_concepts"]
+    ]
+    if not pairs:
+        return [], Calls()
+    got = generate_parsed(
+        llm,
+        pairs,
+        concepts_prompt,
+        parse_concepts,
+        settings.sampling("syllabi", min(settings.max_tokens, 48), pairs),
+        settings.retries,
+    )
+    rejects = []
+    for (s, sess), c in zip(pairs, got.results, strict=True):
+        if isinstance(c, Reject):
+            rejects.append(c.to_dict(level="syllabi/concepts", subject=s["subject"], session=sess["title"]))
+        else:
+            sess["key_concepts"] = c
+    return rejects, Calls.of(got, concept_calls=len(pairs))
+
+
+def _session_row(s: dict[str, Any], n: int, sess: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "session_id": _id(s["subject_id"], n),
+        **{k: s[k] for k in _SUBJECT_COLS},
+        "session": n,
+        "title": sess["title"],
+        "description": sess["description"],
+        "key_concepts": json.dumps(sess["key_concepts"]),
+    }
+
+
+def run_questions(
+    syllabi: pl.DataFrame,
+    llm: Any,
+    folder: str | Path,
+    settings: GlanSettings,
+    *,
+    per_syllabus: int = 4,
+    modes: Sequence[str] = ("one", "two"),
+) -> LevelRun:
+    """Questions: ``per_syllabus`` seeded draws of sessions + key concepts per subject (see
+    :func:`question_specs`), one homework question each. Dedup is :func:`dedup_questions`."""
+    specs = question_specs(syllabi, per_syllabus, settings.seed, modes)
+    params = {"t": settings.temperature, "mt": settings.max_tokens}
+    process = partial(_questions_chunk, llm=llm, settings=settings)
+    return _run("questions", specs, Path(folder), process, params, llm, settings)
+
+
+def _questions_chunk(chunk, llm, settings: GlanSettings):
+    res = generate_parsed(
+        llm,
+        list(chunk),
+        question_prompt,
+        parse_question,
+        settings.sampling("questions", min(settings.max_tokens, 160), chunk),
+        settings.retries,
+    )
+    rows, rejects = [], []
+    for spec, r in zip(chunk, res.results, strict=True):
+        if isinstance(r, Reject):
+            rejects.append(
+                r.to_dict(level="questions", subject=spec["subject"], key_concepts=spec["key_concepts"])
+            )
+        else:
+            rows.append(_question_row(spec, r))
+    return _rows_table(rows, "questions"), rejects, Calls.of(res)
+
+
+def _question_row(spec: dict[str, Any], question: str) -> dict[str, Any]:
+    return {
+        "question_id": _id(spec["subject_id"], spec["index"], question),
+        **{k: spec[k] for k in _SPEC_COLS},
+        "sessions": json.dumps(spec["sessions"]),
+        "key_concepts": json.dumps(spec["key_concepts"]),
+        "question": question,
+    }
+
+
+def dedup_questions(
+    questions: pl.DataFrame, folder: str | Path, shard_size: int, near_threshold: float = 0.8
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Questions kept after exact + near dedup, written to ``folder`` (the dropped ones to its
+    ``dropped.jsonl``). Cheap and whole-table, so redone every run: it always matches the questions."""
+    kept, dropped, counts = dedup_rows(questions, "question", "question_id", near_threshold)
+    write_table_shards(kept, Path(folder), shard_size)
+    atomic_write_jsonl(dropped.to_dicts(), Path(folder) / "dropped.jsonl")
+    return kept, counts
+
+
+def run_examples(questions: pl.DataFrame, llm: Any, folder: str | Path, settings: GlanSettings) -> LevelRun:
+    """Answers: one query per question (the question alone, as the example will be trained),
+    kept as examples in the core schema with the GLAN path in ``meta``."""
+    t = settings.temperature or "paper"
+    source = f"glan(model={_model_name(llm)}, seed={settings.seed}, temperature={t})"
+    params = {"t": settings.temperature, "mt": settings.max_tokens}
+    process = partial(_examples_chunk, llm=llm, settings=settings, source=source)
+    return _run("examples", questions.to_dicts(), Path(folder), process, params, llm, settings)
+
+
+def _examples_chunk(chunk, llm, settings: GlanSettings, source: str):
+    res = generate_parsed(
+        llm,
+        list(chunk),
+        answer_prompt,
+        parse_answer,
+        settings.sampling("examples", settings.max_tokens, chunk),
+        settings.retries,
+    )
+    rows, rejects = [], []
+    for q, r in zip(chunk, res.results, strict=True):
+        if isinstance(r, Reject):
+            rejects.append(r.to_dict(level="answers", question_id=q["question_id"], question=q["question"]))
+            continue
+        meta = {
+            "generator": "glan",
+            **{k: q[k] for k in _META_COLS},
+            "sessions": json.loads(q["sessions"]),
+            "key_concepts": json.loads(q["key_concepts"]),
+        }
+        rows.append(make_example(q["question"], r, "", source, meta))
+    return to_table(rows), rejects, Calls.of(res)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole chain
+
+
 def run_glan(
     taxonomy_path: str | Path,
     out_dir: str | Path,
@@ -572,253 +808,66 @@ def run_glan(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = getattr(llm, "model_id", getattr(llm, "name", type(llm).__name__))
-    counts: dict[str, Any] = {"levels": {}, "generated": 0, "retried": 0}
-    start, table = _load_start(Path(taxonomy_path))
-    if start == "disciplines" and max_disciplines is not None:
-        table = table.head(max_disciplines)
-    if start == "disciplines":
-        write_table_shards(table, out / "disciplines", shard_size=max(1, table.height))
-    counts["start_level"] = start
-    counts["disciplines"] = table.height if start == "disciplines" else 0
-
-    def sampling(level: str, tokens: int, chunk: Sequence[Any]) -> Sampling:
-        t = PAPER_TEMPERATURE[level] if temperature is None else temperature
-        return Sampling(
-            temperature=t, top_p=top_p, max_tokens=tokens, seed=derive_seed(seed, level, list(chunk))
-        )
-
-    def level(name: str, items: list[Any], process: Callable, params: dict[str, Any]):
-        bar = _Bar(progress, name, len(items))  # items done, updated shard by shard
-        try:
-            outcome = run_level(
-                items,
-                out / name,
-                shard_size,
-                process,
-                params={**params, "model": model, "seed": seed, "prompts": PROMPTS_FINGERPRINT},
-                progress=bar,
-            )
-        finally:
-            bar.close()
-        counts["levels"][name] = outcome.as_dict()
-        return read_level(out / name, SCHEMAS.get(name))
-
-    def bump(attempts) -> None:
-        counts["generated"] += attempts.generated
-        counts["retried"] += attempts.retried
-
-    # -- subjects: several queries per discipline, merged, the first N distinct kept
-    if start == "disciplines":
-
-        def make_subjects(chunk):
-            queries = [(d, q) for d in chunk for q in range(queries_per_discipline)]
-            res = generate_parsed(
-                llm,
-                queries,
-                lambda dq: subjects_prompt(dq[0], subjects_per_discipline),
-                lambda text, dq: parse_subjects(text, dq[0]),
-                sampling("subjects", max_tokens, chunk),
-                retries,
-            )
-            bump(res)
-            rows, rejects, per = [], [], {}
-            for (d, q), r in zip(queries, res.results, strict=True):
-                if isinstance(r, Reject):
-                    rejects.append(r.to_dict(level="subjects", discipline=d["discipline"], query=q))
-                    continue
-                for s in r:
-                    kept = per.setdefault(d["discipline_id"], {})
-                    key = normalise_text(s["subject"])
-                    if key not in kept and len(kept) < subjects_per_discipline:
-                        kept[key] = True
-                        rows.append(
-                            {
-                                "subject_id": _id(d["discipline_id"], s["subject"]),
-                                **{k: d[k] for k in ("discipline_id", "field", "subfield", "discipline")},
-                                "subject": s["subject"],
-                                "level": s["level"],
-                                "subtopics": json.dumps(s["subtopics"]),
-                            }
-                        )
-            return _rows_table(rows, "subjects"), rejects
-
-        table = level(
-            "subjects",
-            table.to_dicts(),
-            make_subjects,
-            {"n": subjects_per_discipline, "q": queries_per_discipline, "t": temperature, "mt": max_tokens},
-        )
-        start = "subjects"
-
-    # -- syllabus: one query per subject, one row per class session
-    if start == "subjects":
-
-        def make_syllabi(chunk):
-            res = generate_parsed(
-                llm,
-                list(chunk),
-                lambda s: syllabus_prompt(s, sessions),
-                lambda text, s: parse_syllabus(text, s, require_concepts=False),
-                sampling("syllabi", max_tokens, chunk),
-                retries,
-            )
-            bump(res)
-            rows, rejects = [], []
-            # Second step: key concepts for the sessions written without them.
-            pairs = [
-                (s, sess)
-                for s, r in zip(chunk, res.results, strict=True)
-                if not isinstance(r, Reject)
-                for sess in r[:sessions]
-                if not sess["key_concepts"]
-            ]
-            if pairs:
-                got = generate_parsed(
-                    llm,
-                    pairs,
-                    concepts_prompt,
-                    parse_concepts,
-                    sampling("syllabi", min(max_tokens, 48), pairs),
-                    retries,
-                )
-                bump(got)
-                counts["concept_calls"] = counts.get("concept_calls", 0) + len(pairs)
-                for (s, sess), c in zip(pairs, got.results, strict=True):
-                    if isinstance(c, Reject):
-                        rejects.append(
-                            c.to_dict(level="syllabi/concepts", subject=s["subject"], session=sess["title"])
-                        )
-                    else:
-                        sess["key_concepts"] = c
-            for s, r in zip(chunk, res.results, strict=True):
-                if isinstance(r, Reject):
-                    rejects.append(
-                        r.to_dict(level="syllabi", subject=s["subject"], subject_id=s["subject_id"])
-                    )
-                    continue
-                r = [sess for sess in r[:sessions] if sess["key_concepts"]]
-                for n, sess in enumerate(r, 1):
-                    rows.append(
-                        {
-                            "session_id": _id(s["subject_id"], n),
-                            **{
-                                k: s[k]
-                                for k in (
-                                    "subject_id",
-                                    "discipline_id",
-                                    "field",
-                                    "subfield",
-                                    "discipline",
-                                    "subject",
-                                    "level",
-                                )
-                            },
-                            "session": n,
-                            "title": sess["title"],
-                            "description": sess["description"],
-                            "key_concepts": json.dumps(sess["key_concepts"]),
-                        }
-                    )
-            return _rows_table(rows, "syllabi"), rejects
-
-        table = level(
-            "syllabi", table.to_dicts(), make_syllabi, {"n": sessions, "t": temperature, "mt": max_tokens}
-        )
-        start = "syllabi"
-
-    # -- questions: sampled sessions + key concepts -> one homework question each
-    if start == "syllabi":
-        specs = question_specs(table, questions_per_syllabus, seed, session_modes)
-
-        def make_questions(chunk):
-            res = generate_parsed(
-                llm,
-                list(chunk),
-                question_prompt,
-                parse_question,
-                sampling("questions", min(max_tokens, 160), chunk),
-                retries,
-            )
-            bump(res)
-            rows, rejects = [], []
-            for spec, r in zip(chunk, res.results, strict=True):
-                if isinstance(r, Reject):
-                    rejects.append(
-                        r.to_dict(
-                            level="questions", subject=spec["subject"], key_concepts=spec["key_concepts"]
-                        )
-                    )
-                    continue
-                rows.append(
-                    {
-                        "question_id": _id(spec["subject_id"], spec["index"], r),
-                        **{
-                            k: spec[k]
-                            for k in (
-                                "subject_id",
-                                "field",
-                                "subfield",
-                                "discipline",
-                                "subject",
-                                "level",
-                                "mode",
-                            )
-                        },
-                        "sessions": json.dumps(spec["sessions"]),
-                        "key_concepts": json.dumps(spec["key_concepts"]),
-                        "question": r,
-                    }
-                )
-            return _rows_table(rows, "questions"), rejects
-
-        table = level("questions", specs, make_questions, {"t": temperature, "mt": max_tokens})
-        start = "questions"
-
-    # -- dedup (cheap, whole table, redone every run so it always matches the questions)
-    kept, dropped, dedup_counts = dedup_rows(table, "question", "question_id", near_threshold)
-    write_table_shards(kept, out / "questions_unique", shard_size)
-    atomic_write_jsonl(dropped.to_dicts(), out / "questions_unique" / "dropped.jsonl")
-    counts["dedup"] = dedup_counts
-
-    # -- answers -> examples in the core schema
-    source = f"glan(model={model}, seed={seed}, temperature={temperature or 'paper'})"
-
-    def make_examples(chunk):
-        res = generate_parsed(
-            llm, list(chunk), answer_prompt, parse_answer, sampling("examples", max_tokens, chunk), retries
-        )
-        bump(res)
-        rows, rejects = [], []
-        for q, r in zip(chunk, res.results, strict=True):
-            if isinstance(r, Reject):
-                rejects.append(
-                    r.to_dict(level="answers", question_id=q["question_id"], question=q["question"])
-                )
-                continue
-            meta = {
-                "generator": "glan",
-                **{
-                    k: q[k]
-                    for k in ("field", "subfield", "discipline", "subject", "level", "mode", "question_id")
-                },
-                "sessions": json.loads(q["sessions"]),
-                "key_concepts": json.loads(q["key_concepts"]),
-            }
-            rows.append(make_example(q["question"], r, "", source, meta))
-        return to_table(rows), rejects
-
-    examples = level("examples", kept.to_dicts(), make_examples, {"t": temperature, "mt": max_tokens})
-    for name in ("subjects", "syllabi", "questions"):
-        if name in counts["levels"]:
-            counts[name] = read_level(out / name, SCHEMAS[name]).height
-    counts["examples"] = examples.height
-    counts["rejects"] = sum(
-        len(level_rejects(out / name)) for name in ("subjects", "syllabi", "questions", "examples")
+    settings = GlanSettings(
+        seed=seed,
+        shard_size=shard_size,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        retries=retries,
+        progress=progress,
     )
-    counts["deduplicated"] = dedup_counts["exact"] + dedup_counts["near"]
+    start, table = _load_start(Path(taxonomy_path))
+    if start == "disciplines":
+        table = table if max_disciplines is None else table.head(max_disciplines)
+        write_table_shards(table, out / "disciplines", shard_size=max(1, table.height))
+    disciplines = table.height if start == "disciplines" else 0
+    todo = LEVELS[LEVELS.index(start) + 1 :]
+    runs: dict[str, LevelRun] = {}
+    if "subjects" in todo:
+        runs["subjects"] = run_subjects(
+            table,
+            llm,
+            out / "subjects",
+            settings,
+            per_discipline=subjects_per_discipline,
+            queries=queries_per_discipline,
+        )
+        table = runs["subjects"].table
+    if "syllabi" in todo:
+        runs["syllabi"] = run_syllabi(table, llm, out / "syllabi", settings, sessions=sessions)
+        table = runs["syllabi"].table
+    if "questions" in todo:
+        runs["questions"] = run_questions(
+            table, llm, out / "questions", settings, per_syllabus=questions_per_syllabus, modes=session_modes
+        )
+        table = runs["questions"].table
+    kept, dedup = dedup_questions(table, out / "questions_unique", shard_size, near_threshold)
+    runs["examples"] = run_examples(kept, llm, out / "examples", settings)
+    counts = _counts(out, start, disciplines, runs, dedup)
     atomic_write_text(out / "counts.json", json.dumps(counts, indent=2, sort_keys=True))
     return counts
+
+
+def _counts(
+    out: Path, start: str, disciplines: int, runs: dict[str, LevelRun], dedup: dict[str, int]
+) -> dict[str, Any]:
+    """The levels' counts merged: per-level outcomes and rows, LLM calls summed, rejects on disk."""
+    calls = sum((r.calls for r in runs.values()), Calls())
+    return {
+        "levels": {name: r.outcome for name, r in runs.items()},
+        "generated": calls.generated,
+        "retried": calls.retried,
+        "start_level": start,
+        "disciplines": disciplines,
+        **({"concept_calls": calls.concept_calls} if calls.concept_calls else {}),
+        "dedup": dedup,
+        **{name: r.table.height for name, r in runs.items()},
+        "rejects": sum(
+            len(level_rejects(out / name)) for name in ("subjects", "syllabi", "questions", "examples")
+        ),
+        "deduplicated": dedup["exact"] + dedup["near"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,13 +10,18 @@ import pytest
 
 from generators.dedup import dedup_rows
 from generators.glan import (
+    GlanSettings,
+    dedup_questions,
     parse_answer,
     parse_concepts,
     parse_question,
     parse_subjects,
     parse_syllabus,
     question_specs,
+    run_examples,
     run_glan,
+    run_questions,
+    run_syllabi,
     sample_concepts,
 )
 from generators.parsing import Reject
@@ -234,7 +239,7 @@ class FakeLLM:
         self.subject_names, self.titles_only = subject_names, titles_only
         self.prompts = {"subjects": 0, "syllabi": 0, "concepts": 0, "questions": 0, "answers": 0}
 
-    def generate(self, prompts, sampling):
+    def generate(self, prompts, sampling, progress=None):
         out = []
         for p in prompts:
             ask = p[-1]["content"]
@@ -413,3 +418,114 @@ def test_sessions_without_concepts_get_them_in_a_second_call(tmp_path):
     assert syllabi.height == 12 and syllabi["description"][0] == "about it"
     assert json.loads(syllabi["key_concepts"][0]) == ["Mechanics part 1 idea", "concept 1", "topic 1"]
     assert counts["questions"] == 12
+
+
+# ---- one level at a time ------------------------------------------------------------------
+
+NO_PROMPTS = {"subjects": 0, "syllabi": 0, "concepts": 0, "questions": 0, "answers": 0}
+
+
+def test_questions_level_alone_from_a_hand_made_syllabi_table(tmp_path):
+    llm = FakeLLM()
+    run = run_questions(
+        _syllabi_table(), llm, tmp_path / "q", GlanSettings(seed=1, shard_size=4), per_syllabus=3
+    )
+    specs = question_specs(_syllabi_table(), 3, seed=1)
+    assert llm.prompts == {**NO_PROMPTS, "questions": 6}  # 2 subjects x 3 draws, nothing else asked
+    assert run.table["key_concepts"].to_list() == [json.dumps(s["key_concepts"]) for s in specs]
+    assert run.table["subject"].to_list() == ["A"] * 3 + ["B"] * 3
+    assert all(q.startswith("Using ") for q in run.table["question"])
+    assert run.outcome == {"rows": 6, "rejects": 0, "shards": 2, "skipped_shards": 0, "stale_shards": 0}
+    assert (run.calls.generated, run.calls.retried, run.calls.concept_calls) == (6, 0, 0)
+    again = FakeLLM()
+    rerun = run_questions(
+        _syllabi_table(), again, tmp_path / "q", GlanSettings(seed=1, shard_size=4), per_syllabus=3
+    )
+    assert again.prompts == NO_PROMPTS and rerun.outcome["skipped_shards"] == 2 and rerun.calls.generated == 0
+    assert rerun.table.equals(run.table)
+
+
+def _questions_table(*questions):
+    return pl.DataFrame(
+        [
+            {
+                "question_id": f"q{i}",
+                "subject_id": "A",
+                "field": "f",
+                "subfield": "sf",
+                "discipline": "D",
+                "subject": "Mechanics",
+                "level": "introductory",
+                "mode": "one",
+                "sessions": json.dumps(["Forces"]),
+                "key_concepts": json.dumps(["force", "mass"]),
+                "question": q,
+            }
+            for i, q in enumerate(questions)
+        ]
+    )
+
+
+def test_examples_level_alone_from_a_questions_table(tmp_path):
+    q = "Why does a heavier cart need a larger force to reach the same speed?"
+    questions = _questions_table(q, "How does concept 3 follow from the first law of motion?")  # refused
+    run = run_examples(questions, FakeLLM(), tmp_path / "ex", GlanSettings(seed=2, temperature=0.5))
+    assert run.table["instruction"].to_list() == [q]
+    assert run.table["response"].to_list() == [f"A worked answer to: {q[:40]}"]
+    assert run.table["source"][0] == "glan(model=fake, seed=2, temperature=0.5)"
+    meta = json.loads(run.table["meta"][0])
+    assert (
+        meta["question_id"] == "q0"
+        and meta["key_concepts"] == ["force", "mass"]
+        and meta["generator"] == "glan"
+    )
+    assert run.outcome["rows"] == 1 and run.outcome["rejects"] == 1
+    assert (run.calls.generated, run.calls.retried) == (4, 2)  # the refusal is asked 3 times
+    (rej,) = [json.loads(x) for x in (tmp_path / "ex" / "rejects-00000.jsonl").read_text().splitlines()]
+    assert rej["reason"] == "refusal" and rej["question_id"] == "q1" and rej["attempts"] == 3
+
+
+def test_dedup_level_alone(tmp_path):
+    q = "Why does a heavier cart need a larger force to reach the same speed?"
+    kept, counts = dedup_questions(_questions_table(q, q.upper()), tmp_path / "u", shard_size=4)
+    assert kept["question_id"].to_list() == ["q0"] and counts["exact"] == 1
+    assert read_shards(tmp_path / "u").equals(kept)
+    assert [
+        json.loads(x)["question_id"] for x in (tmp_path / "u" / "dropped.jsonl").read_text().splitlines()
+    ] == ["q1"]
+
+
+def test_syllabi_level_alone_asks_missing_concepts(tmp_path):
+    subjects = pl.DataFrame(
+        [
+            {
+                "subject_id": "s1",
+                "discipline_id": "d",
+                "field": "f",
+                "subfield": "sf",
+                "discipline": "Physics",
+                "subject": "Mechanics",
+                "level": "introductory",
+                "subtopics": json.dumps(["forces"]),
+            }
+        ]
+    )
+    llm = FakeLLM(titles_only=True)
+    run = run_syllabi(subjects, llm, tmp_path / "syl", GlanSettings(), sessions=2)
+    assert run.table["title"].to_list() == ["Mechanics part 1", "Mechanics part 2"]  # 3 written, 2 kept
+    assert json.loads(run.table["key_concepts"][1]) == ["Mechanics part 2 idea", "concept 2", "topic 2"]
+    assert llm.prompts == {**NO_PROMPTS, "syllabi": 1, "concepts": 2}
+    assert (run.calls.generated, run.calls.concept_calls) == (3, 2)
+
+
+def test_a_level_called_alone_reuses_what_run_glan_wrote(tmp_path):
+    """Same fingerprint both ways: a level rerun by hand on run_glan's folder regenerates nothing."""
+    _run(tmp_path, FakeLLM())
+    run_dir = tmp_path / "run"
+    llm = FakeLLM()
+    settings = GlanSettings(shard_size=2)
+    run = run_questions(
+        read_shards(run_dir / "syllabi"), llm, run_dir / "questions", settings, per_syllabus=3
+    )
+    assert llm.prompts == NO_PROMPTS and run.outcome["skipped_shards"] == run.outcome["shards"] == 6
+    assert run.table.equals(read_shards(run_dir / "questions"))
