@@ -18,14 +18,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 # No machine here reaches the internet: keep Prefect's telemetry from logging an error per run.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Prefect's temporary API server must create and migrate its database on a new PREFECT_HOME, and
+# on a loaded 2-core machine that alone outlasts Prefect's default 20 s start-up limit: the first
+# run on a fresh machine failed that way. A user's own setting still wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
 from prefect import flow, task, unmapped  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
@@ -153,6 +159,26 @@ def build_dataset(config: dict | None = None) -> dict:
             "kept": selected["rows_out"], "stages": records}
 
 
+class _NoTracebacks(logging.Filter):
+    """Keeps tracebacks off the terminal: they go to the run log; main() prints one clear line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.exc_info
+
+
+def route_tracebacks(log_path: Path) -> None:
+    """Every log line (tracebacks included) to ``log_path``; the console loses records with tracebacks."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    if not any(getattr(h, "baseFilename", None) == str(log_path) for h in root.handlers):
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.addFilter(_NoTracebacks())
+
+
 def _task_runner(args: argparse.Namespace):
     if args.task_runner == "dask":
         try:
@@ -238,6 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return 0
+    for note in cfg.notes():
+        print(f"note: {note}", file=sys.stderr)
+    try:
+        stages.check_inputs(cfg)  # seconds, before Prefect starts or any model loads
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    run = RunFolder(cfg.run_dir())
+    route_tracebacks(run.log)
     runnable = configured_flow(args)
     if args.serve:
         from prefect import serve
@@ -246,8 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         result = runnable(config=cfg.model_dump(mode="json"))
-    except (ValueError, FileNotFoundError) as e:  # bad input: InputError, a bad taxonomy, a missing file
-        print(f"\nerror: {e}\nrun folder (kept for resume): {cfg.run_dir()}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 -- one clear line; the traceback is in the run log
+        logging.getLogger("flows.build_dataset").debug("build_dataset failed", exc_info=True)
+        what = str(e) if isinstance(e, ValueError | FileNotFoundError) else f"{type(e).__name__}: {e}"
+        print(f"\nerror: {what}\nfull log: {run.log}\nrun folder (kept; the same command resumes): "
+              f"{run.root}", file=sys.stderr)
         return 1
     print("\n=== build_dataset finished ===")
     print(f"run folder: {result['run_dir']}")

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from instruct_selectors.policies import parse_steps
 from instruct_selectors.score import SCORE_COLUMNS, SCORES
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipelines.finetune.methods import METHOD_CHOICES
 from pipelines.llm import BACKENDS
@@ -92,13 +92,17 @@ class ScoreConfig(_Section):
         return list(dict.fromkeys(v))
 
 
+def default_steps() -> list[dict[str, Any]]:
+    return [
+        {"dedup": {"near": True, "near_threshold": 0.8}},
+        {"threshold": {"column": "score_ifd", "max": 1.0}},
+        {"top_k": {"column": "score_color", "fraction": 0.5}},
+    ]
+
+
 class SelectConfig(_Section):
     steps: list[dict[str, Any]] = Field(
-        default_factory=lambda: [
-            {"dedup": {"near": True, "near_threshold": 0.8}},
-            {"threshold": {"column": "score_ifd", "max": 1.0}},
-            {"top_k": {"column": "score_color", "fraction": 0.5}},
-        ],
+        default_factory=default_steps,
         description="selection steps in order: dedup -> filters -> rank -> diversify",
     )
 
@@ -132,18 +136,34 @@ class PipelineConfig(_Section):
     export: ExportConfig = ExportConfig()
     train: TrainConfig = TrainConfig()
 
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
     @model_validator(mode="after")
     def _steps_use_computed_scores(self):
-        """A selection step may only rank or filter on a score this run computes."""
+        """A selection step may only rank or filter on a score this run computes.
+
+        A *default* step whose score is turned off (``--scores ifd,ctx_loss``) is dropped with a
+        note, so flags compose; a step the user wrote on such a score is an error."""
         provides = {column: name for name, column in SCORE_COLUMNS.items()}
+        kept = []
         for i, step in enumerate(self.select.steps, 1):
             ((name, options),) = step.items()
             column = (options or {}).get("column", "embedding" if name == "diversify" else None)
             needed = provides.get(column)
             if needed and needed not in self.score.scores:
+                if step in default_steps():
+                    self._notes.append(f"default selection step {name}({column}) skipped: score "
+                                       f"{needed!r} is not computed (scores: {', '.join(self.score.scores)})")
+                    continue
                 raise ValueError(f"select.steps[{i}] ({name}) uses {column}, but score.scores does not "
                                  f"include {needed!r} (scores: {', '.join(self.score.scores)})")
+            kept.append(step)
+        self.select.steps = kept
         return self
+
+    def notes(self) -> list[str]:
+        """What validation adapted (e.g. default steps skipped), for the run log."""
+        return list(self._notes)
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the output (not the run name or output folder)."""

@@ -10,6 +10,7 @@ Layout::
     .config-fingerprint     the config's fingerprint: a folder belongs to one config
     .run-token              random id per folder life, part of every Prefect cache key
     .prefect-results/       Prefect's persisted task results (the cache behind resume)
+    run.log                 every log line of the runs in this folder, with tracebacks
     generate_taxonomy/      GLAN levels (subjects, syllabi, questions, examples/ shards, rejects)
     generate_text/          Bonito output (examples/ shards, rejects)
     examples/               every example gathered from generation and inputs (+ rejects-<input>.jsonl)
@@ -94,6 +95,11 @@ class RunFolder:
     @property
     def train(self) -> Path:
         return self.root / "train"
+
+    @property
+    def log(self) -> Path:
+        """Full log of the runs in this folder, tracebacks included (the terminal gets one line)."""
+        return self.root / "run.log"
 
     @property
     def prefect_results(self) -> Path:

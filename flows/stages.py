@@ -49,6 +49,29 @@ def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False):
                        cfg.token_budget, cfg.max_length, eager)
 
 
+def check_inputs(cfg: PipelineConfig) -> dict[str, int]:
+    """Read every input file the run will use, before any model loads: a bad taxonomy, passage
+    file, input dataset or target set fails here in seconds, naming the file (and line, field).
+    Returns rows per input; bad rows inside a file are not errors (the stages keep them as rejects)."""
+    from pipelines.io import read_examples, read_passages
+
+    counts: dict[str, int] = {}
+    if cfg.generate.taxonomy.enabled:
+        from generators.taxonomy import load_taxonomy
+
+        counts[cfg.generate.taxonomy.path] = len(load_taxonomy(resolve_path(cfg.generate.taxonomy.path)))
+    if cfg.generate.text.enabled:
+        counts[cfg.generate.text.path] = read_passages(resolve_path(cfg.generate.text.path)).table.height
+    for path in cfg.generate.inputs:
+        counts[path] = read_examples(resolve_path(path)).table.height
+    if set(cfg.score.scores) & set(TARGET_SCORES):
+        target = read_examples(resolve_path(cfg.score.target)).table
+        if target.is_empty():
+            raise ValueError(f"{cfg.score.target}: the target set has no usable rows")
+        counts[cfg.score.target] = target.height
+    return counts
+
+
 def _record(run: RunFolder, name: str, started: float, **fields: Any) -> dict[str, Any]:
     return run.write_record({"stage": name, "seconds": round(time.perf_counter() - started, 2), **fields})
 

@@ -30,7 +30,8 @@ def test_fingerprint_ignores_run_name_but_not_seed():
         (["score.bogus=1"], "score.bogus"),
         (["run.shard_size=0"], "run.shard_size"),
         (["select.steps=[{top_k: {column: score_ifd}}]"], "give exactly one of k, fraction, tau"),
-        (["score.scores=[ifd]"], "uses score_color, but score.scores does not include 'color'"),
+        (["score.scores=[ifd]", "select.steps=[{top_k: {column: score_color, fraction: 0.3}}]"],
+         "uses score_color, but score.scores does not include 'color'"),
         (["nonsense"], "section.key=value"),
     ],
 )
@@ -56,3 +57,11 @@ def test_run_folder_refuses_a_different_config(tmp_path):
     assert run.claim("aaa", "{}") == token  # same config resumes, same cache token
     with pytest.raises(ValueError, match="different configuration"):
         run.claim("bbb", "{}")
+
+
+def test_default_steps_on_a_score_turned_off_are_skipped_with_a_note():
+    cfg = load_config(overrides=["score.scores=[ifd, ctx_loss]"])
+    assert all("score_color" not in str(step) for step in cfg.select.steps)
+    assert {"threshold": {"column": "score_ifd", "max": 1.0}} in cfg.select.steps
+    assert any("skipped" in note and "'color'" in note for note in cfg.notes())
+    assert load_config().notes() == []

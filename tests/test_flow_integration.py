@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(2400)
 def test_default_flow_small_budget_on_embedded_model(tmp_path):
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), HF_HUB_OFFLINE="1",
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", PREFECT_LOGGING_LEVEL="WARNING")
+               PREFECT_LOGGING_LEVEL="WARNING")
     args = ["--out-dir", str(tmp_path / "runs"), "--run-name", "small", "--backend", "hf",
             "--set", "generate.taxonomy.max_disciplines=1", "--set", "generate.taxonomy.subjects_per_discipline=1",
             "--set", "generate.text.max_passages=2", "--set", "generate.text.task_types=[exqa]"]
