@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if cfg.model.threads is None and args.task_runner == "dask" and not args.dask_address:
+        cfg.model.threads = max(1, (os.cpu_count() or 1) // args.dask_workers)  # share the cores
     run = RunFolder(cfg.run_dir())
     route_tracebacks(run.log)
     runnable = configured_flow(args)

@@ -47,6 +47,8 @@ class ModelConfig(_Section):
     generation_batch_size: int = Field(16, gt=0)
     token_budget: int = Field(4096, gt=0, description="scoring: tokens per batch (rows x longest row)")
     max_length: int = Field(512, gt=8, description="scoring/training: truncate rows to this many tokens")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads per process (None: all cores, "
+                                "divided among local Dask workers); 1 helps on a machine shared with other jobs")
 
 
 class TaxonomyConfig(_Section):
@@ -169,6 +171,7 @@ class PipelineConfig(_Section):
         """Hash of everything that changes the output (not the run name or output folder)."""
         data = self.model_dump(mode="json")
         data["run"].pop("name"), data["run"].pop("out_dir")
+        data["model"].pop("threads")  # where the work runs, not what it produces
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def run_dir(self) -> Path:

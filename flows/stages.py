@@ -45,6 +45,12 @@ def _cached_llm(backend: str, model: str, base_url: str | None, batch: int, budg
 
 def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False):
     """One loaded backend per (settings, model) per process: stages and shard tasks share it."""
+    if cfg.threads:
+        import torch
+
+        # Set on purpose: torch's default (every core) spins in OpenMP barriers when the
+        # machine is shared with another job or with other Dask workers.
+        torch.set_num_threads(cfg.threads)
     return _cached_llm(cfg.backend, model or cfg.model, cfg.base_url, cfg.generation_batch_size,
                        cfg.token_budget, cfg.max_length, eager)
 

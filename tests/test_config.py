@@ -21,6 +21,7 @@ def test_overrides_parse_yaml_values():
 def test_fingerprint_ignores_run_name_but_not_seed():
     a, b = PipelineConfig(), load_config(overrides=["run.name=x"])
     assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() == load_config(overrides=["model.threads=1"]).fingerprint()  # where, not what
     assert a.fingerprint() != load_config(overrides=["run.seed=1"]).fingerprint()
 
 
