@@ -49,6 +49,7 @@ from generators.parsing import (
     labelled,
     trim_unfinished,
 )
+from pipelines.progress import StageBar
 from pipelines.llm.base import Messages, Prompt, Sampling
 from pipelines.schema import CORE_SCHEMA, make_example, normalise_text, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_text
@@ -411,11 +412,8 @@ def run_bonito(
                 rows.append(to_row(r, item, mode, source))
         return to_table(rows), rejects
 
-    bar = None
-    if progress and items:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc="bonito", unit="task", leave=False)
+    # Tasks done per shard; generation batches and tok/s in between (pipelines.progress).
+    bar = StageBar("bonito", len(items), enabled=progress, unit="task")
     prompts = fingerprint([CHAT_ASK, CHAT_EXAMPLES, EXAMPLE_PASSAGE, ANSWER_ASK, _ANSWER_HOW])
     params = {
         "prompts": prompts,
@@ -428,12 +426,10 @@ def run_bonito(
         "r": retries,
     }
     try:
-        outcome = run_level(
-            items, out / "generated", shard_size, process, params=params, progress=bar.update if bar else None
-        )
+        with bar.active():
+            outcome = run_level(items, out / "generated", shard_size, process, params=params, progress=bar)
     finally:
-        if bar:
-            bar.close()
+        bar.close()
     generated = read_level(out / "generated", CORE_SCHEMA)
     # Dedup within a passage: the same question about two passages is two examples.
     with_text = (

@@ -86,6 +86,7 @@ from generators.parsing import (
     trim_unfinished,
 )
 from generators.taxonomy import load_taxonomy
+from pipelines.progress import StageBar
 from pipelines.llm.base import Sampling
 from pipelines.schema import make_example, normalise_text, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_text
@@ -452,23 +453,6 @@ def _load_start(path: Path) -> tuple[str, pl.DataFrame]:
     )
 
 
-class _Bar:
-    """A tqdm bar per level (no bar when progress is off)."""
-
-    def __init__(self, enabled: bool, desc: str, total: int):
-        self.bar = None
-        if enabled and total:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="item", leave=False)
-
-    def __call__(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,9 +538,11 @@ def _run(
         return table, rejects
 
     params = {**params, "model": _model_name(llm), "seed": settings.seed, "prompts": PROMPTS_FINGERPRINT}
-    bar = _Bar(settings.progress, name, len(items))  # items done, updated shard by shard
+    # Items done per shard; generation batches and tok/s in between (pipelines.progress).
+    bar = StageBar(f"glan {name}", len(items), enabled=settings.progress)
     try:
-        outcome = run_level(items, folder, settings.shard_size, counted, params=params, progress=bar)
+        with bar.active():
+            outcome = run_level(items, folder, settings.shard_size, counted, params=params, progress=bar)
     finally:
         bar.close()
     return LevelRun(read_level(folder, SCHEMAS.get(name)), outcome.as_dict(), sum(calls, Calls()))

@@ -235,8 +235,20 @@ def trim_unfinished(text: str, min_words: int = 15, min_keep: float = 0.3) -> st
 def _call(
     llm: Any, prompts: list[Prompt], sampling: Sampling, progress: Callable[[int], None] | None
 ) -> list[str]:
-    """``llm.generate`` with the progress callback (every backend takes one: pipelines.llm.base.LLM)."""
-    return llm.generate(prompts, sampling, progress=progress)
+    """``llm.generate`` with the progress callback (every backend takes one: pipelines.llm.base.LLM);
+    each finished batch and the tokens it produced also reach the stage's active progress bar."""
+    from pipelines.progress import on_batch, on_tokens
+
+    def batch_done(n: int) -> None:
+        on_batch(n)
+        if progress is not None:
+            progress(n)
+
+    texts = llm.generate(prompts, sampling, progress=batch_done)
+    tokenizer = getattr(llm, "tokenizer", None)
+    if tokenizer is not None:
+        on_tokens(sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts))
+    return texts
 
 
 @dataclass
