@@ -254,6 +254,17 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     return cfg
 
 
+def stage_table(records: list[dict]) -> str:
+    """Seconds and rows per stage, as printed at the end of a run."""
+    lines = [f"{'stage':<18} {'seconds':>8} {'rows in':>8} {'rows out':>8} {'rejects':>8}"]
+    for r in records:
+        cells = [r.get(k) for k in ("rows_in", "rows_out", "rejects")]
+        lines.append(f"{r['stage']:<18} {r.get('seconds', 0):>8.1f} "
+                     + " ".join(f"{'' if c is None else c:>8}" for c in cells))
+    lines.append(f"{'total':<18} {sum(r.get('seconds', 0) for r in records):>8.1f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -290,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{run.root}", file=sys.stderr)
         return 1
     print("\n=== build_dataset finished ===")
+    print(stage_table(result["stages"]))
     print(f"run folder: {result['run_dir']}")
     for name, path in result["dataset"].items():
         print(f"dataset ({name}): {path}")
