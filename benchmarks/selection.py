@@ -213,7 +213,15 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
 
     results = [{"target": name, "arm": "base", "rows": 0, "target_share": float("nan"), "train_s": 0.0,
                 **eval_metrics(model, tok, held, args.max_tokens, qa, args.batch_size * 2)}]
+    print("  base: " + " ".join(f"{k}={results[0][k]:.4f}" for k in ("eval_loss", "exact_match", "f1")
+                                if k in results[0]), flush=True)
+    done: dict[str, dict] = {}
     for arm, steps in arms(args).items():
+        same = next((a for a, s in done.items() if s["steps"] == steps), None)
+        if same is not None:  # the default is one of the arms: same rows, same seed, same result
+            results.append({**done[same]["result"], "arm": arm})
+            print(f"  {arm}: same selection as {same}", flush=True)
+            continue
         chosen, _ = select(scored, steps)
         rows = chosen.filter(pl.col("keep")) if steps else chosen
         share = float((meta_field(rows, "task_type") == name).mean()) if not qa else float("nan")
@@ -232,6 +240,7 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
                   + f"; median response tokens {np.median(n_tok):.0f}", flush=True)
         results.append({"target": name, "arm": arm, "rows": rows.height, "target_share": share,
                         "train_s": train_s, **metrics})
+        done[arm] = {"steps": steps, "result": results[-1]}
         print(f"  {arm}: rows={rows.height} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
               + f" ({train_s:.0f}s)", flush=True)
     return results
@@ -294,9 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
         results += run_target(name, t0, model, tok, args)
+        if args.json:  # after every target, so a run cut short keeps what it measured
+            Path(args.json).write_text(json.dumps(results, indent=1))
     res = pl.DataFrame(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
     with pl.Config(tbl_rows=100, tbl_cols=12, tbl_hide_dataframe_shape=True, float_precision=4):
         for name in res["target"].unique(maintain_order=True).to_list():
             print(f"\n{name}")

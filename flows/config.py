@@ -78,11 +78,13 @@ class GenerateConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    scores: list[Literal[SCORES]] = Field(default_factory=lambda: ["color", "ifd", "ctx_loss"])
-    target: str | None = Field("data/target.jsonl", description="CoLoR-Filter target (downstream) set")
+    # target_sim, not CoLoR, ranks by default: it won on every target of benchmarks.selection
+    # (numbers in instruct_selectors/color_filter.py's docstring).
+    scores: list[Literal[SCORES]] = Field(default_factory=lambda: ["target_sim", "ifd", "ctx_loss"])
+    target: str | None = Field("data/target.jsonl", description="target (downstream) rows for target_sim and CoLoR-Filter")
     conditional_method: Literal["lora", "full"] = "lora"
     conditional_epochs: float = Field(1.0, gt=0)
-    color_reduction: Literal["mean", "sum"] = Field("mean", description="CoLoR's L over response tokens: per-token mean, or sum (= -log p(response))")
+    color_reduction: Literal["mean", "sum"] = Field("sum", description="CoLoR's L over response tokens: sum (= -log p(response)), or per-token mean (ranks 1-token answers first)")
     target_pooling: Literal["response", "all"] = Field("response", description="target_sim: mean-pool the last hidden state over response tokens or all tokens")
     attn_layer: int | None = Field(None, description="probe layer for ctx_attn (default: ~2/3 depth)")
     ctx_threshold: float | None = Field(None, description="score_ctx_* value above which a row is context-dependent")
@@ -98,7 +100,7 @@ def default_steps() -> list[dict[str, Any]]:
     return [
         {"dedup": {"near": True, "near_threshold": 0.8}},
         {"threshold": {"column": "score_ifd", "max": 1.0}},
-        {"top_k": {"column": "score_color", "fraction": 0.5}},
+        {"top_k": {"column": "score_target_sim", "fraction": 0.5}},
     ]
 
 

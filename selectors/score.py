@@ -17,7 +17,7 @@ Passes (each one ``llm.loss(...)`` call over the rows that need it; the backend 
 | probe/full    | probe | chat(instruction + context)          | ctx_attn from a separate probe model    |
 
 Every loss is the mean NLL over response tokens (prompt masked), so rows of different lengths
-compare; CoLoR may use the sum instead (``color_reduction="sum"``), from the same passes. The
+compare, except CoLoR's, which sums them by default (``color_reduction``, see color_filter.py). The
 formulas live in color_filter.py, ifd.py, context_dependency.py and target_sim.py; this file only
 decides which passes to run and feeds them. ``scores`` may also hold ``"embedding"``: the
 mean-pooled last hidden state from the prior/full pass, stored as the ``embedding`` column for
@@ -154,7 +154,7 @@ def score_table(
     attn_layer: int | None = None,
     progress: Callable[[int], None] | None = None,
     probe_llm=None,
-    color_reduction: str = "mean",
+    color_reduction: str = "sum",
     target_vector: np.ndarray | None = None,
     target_pooling: str = "response",
 ) -> pl.DataFrame:

@@ -62,7 +62,16 @@ def test_run_folder_refuses_a_different_config(tmp_path):
 
 def test_default_steps_on_a_score_turned_off_are_skipped_with_a_note():
     cfg = load_config(overrides=["score.scores=[ifd, ctx_loss]"])
-    assert all("score_color" not in str(step) for step in cfg.select.steps)
+    assert all("score_target_sim" not in str(step) for step in cfg.select.steps)
     assert {"threshold": {"column": "score_ifd", "max": 1.0}} in cfg.select.steps
-    assert any("skipped" in note and "'color'" in note for note in cfg.notes())
+    assert any("skipped" in note and "'target_sim'" in note for note in cfg.notes())
     assert load_config().notes() == []
+
+
+def test_default_config_selects_with_the_benchmark_winner():
+    """benchmarks.selection: target_sim beat CoLoR (either reduction) and random on every target."""
+    cfg = PipelineConfig()
+    assert "target_sim" in cfg.score.scores and cfg.score.target_pooling == "response"
+    ranks = [s["top_k"]["column"] for s in cfg.select.steps if "top_k" in s]
+    assert ranks == ["score_target_sim"]
+    assert cfg.score.color_reduction == "sum"  # when CoLoR is asked for: the mean lost everywhere

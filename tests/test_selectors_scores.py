@@ -78,7 +78,8 @@ def _chat(user: str) -> str:
 
 def test_scores_match_hand_computed_reference(prior, cond, tok, table):
     scored = score_table(
-        table, HFBackend(prior, tok), scores=("color", "ifd", "ctx_loss"), cond_llm=HFBackend(cond, tok)
+        table, HFBackend(prior, tok), scores=("color", "ifd", "ctx_loss"), cond_llm=HFBackend(cond, tok),
+        color_reduction="mean",
     )
     for row in scored.iter_rows(named=True):
         user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
@@ -110,7 +111,8 @@ def test_color_sum_reduction_matches_hand_computed_reference(prior, cond, tok, t
         by_hand = float(reference_nll(prior, tok, req).sum() - reference_nll(cond, tok, req).sum())
         assert row["score_color"] == pytest.approx(by_hand, abs=1e-3)
     # Multi-token rows: the sum is the mean times the response length, not the mean.
-    mean = score_table(table, HFBackend(prior, tok), scores=("color",), cond_llm=HFBackend(cond, tok))
+    mean = score_table(table, HFBackend(prior, tok), scores=("color",), cond_llm=HFBackend(cond, tok),
+                       color_reduction="mean")
     n_tok = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in table["response"].to_list()]
     assert scored["score_color"].to_numpy() == pytest.approx(mean["score_color"].to_numpy() * n_tok, abs=1e-3)
     with pytest.raises(ValueError, match="color_reduction"):
