@@ -33,6 +33,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # run on a fresh machine failed that way. A user's own setting still wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
+from instruct_selectors.score import SCORES  # noqa: E402
 from prefect import flow, task, unmapped  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import INPUTS, TASK_SOURCE  # noqa: E402
@@ -41,7 +42,6 @@ from prefect.filesystems import LocalFileSystem  # noqa: E402
 from flows import stages  # noqa: E402
 from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 from flows.run_folder import RunFolder  # noqa: E402
-from instruct_selectors.score import SCORES  # noqa: E402
 from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
 from pipelines.llm import BACKENDS  # noqa: E402
 

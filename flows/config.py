@@ -21,7 +21,15 @@ from typing import Any, Literal
 import yaml
 from instruct_selectors.policies import parse_steps
 from instruct_selectors.score import SCORE_COLUMNS, SCORES
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.finetune.methods import METHOD_CHOICES
 from pipelines.llm import BACKENDS

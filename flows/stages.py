@@ -25,7 +25,14 @@ import polars as pl
 from flows.config import ModelConfig, PipelineConfig, resolve_path
 from flows.run_folder import GENERATORS, RunFolder
 from pipelines.schema import CORE_COLUMNS, to_table
-from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, list_shards, read_shards, shard_path, write_shards
+from pipelines.shards import (
+    atomic_write_jsonl,
+    atomic_write_parquet,
+    list_shards,
+    read_shards,
+    shard_path,
+    write_shards,
+)
 
 STAGES = ("generate_taxonomy", "generate_text", "collect", "condition", "score", "select", "export", "train")
 

@@ -25,14 +25,15 @@ from typing import Any
 import polars as pl
 
 from pipelines.shards import (
-    atomic_write_parquet,
     atomic_write_text,
     chunk,
+    list_shards,
     read_rejects,
     read_shards,
     rejects_path,
     run_sharded,
     shard_path,
+    write_shards,
 )
 
 MANIFEST = "inputs.json"
@@ -66,7 +67,7 @@ def _prune(folder: Path, hashes: list[str]) -> int:
     manifest = folder / MANIFEST
     old = json.loads(manifest.read_text()) if manifest.exists() else {}
     stale = 0
-    for path in sorted(folder.glob("part-*.parquet")):
+    for path in list_shards(folder):
         index = int(path.stem.split("-")[1])
         if index >= len(hashes) or old.get(str(index)) != hashes[index]:
             path.unlink()
@@ -109,7 +110,7 @@ def run_level(
 
 def read_level(folder: Path, schema: dict[str, Any] | None = None) -> pl.DataFrame:
     """All shards of a level as one table (empty table with ``schema`` when there are none)."""
-    if not any(Path(folder).glob("part-*.parquet")):
+    if not list_shards(folder):
         return pl.DataFrame(schema=schema or {})
     return read_shards(folder)
 
@@ -119,13 +120,5 @@ def level_rejects(folder: Path) -> list[dict[str, Any]]:
 
 
 def write_table_shards(table: pl.DataFrame, folder: Path, shard_size: int) -> int:
-    """Write ``table`` as ``part-*.parquet`` shards (atomic each) and delete any surplus old ones."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    n = max(1, -(-table.height // shard_size))
-    for i in range(n):
-        atomic_write_parquet(table.slice(i * shard_size, shard_size), shard_path(folder, i))
-    for path in folder.glob("part-*.parquet"):
-        if int(path.stem.split("-")[1]) >= n:
-            path.unlink()
-    return n
+    """Whole-table steps write through the one shard writer (:func:`pipelines.shards.write_shards`)."""
+    return write_shards(table, folder, shard_size)
