@@ -105,15 +105,15 @@ class RunFolder:
     def prefect_results(self) -> Path:
         return self.root / ".prefect-results"
 
-    def sample(self, stage: str) -> pl.DataFrame | None:
-        """A few rows of what ``stage`` wrote (for artifacts), or None."""
+    def sample(self, stage: str, n: int = 5) -> pl.DataFrame | None:
+        """The first ``n`` rows of what ``stage`` wrote (for artifacts), or None; reads only those."""
         folder = {**{g: self.generated_examples(g) for g in GENERATORS},
                   "collect": self.examples, "score": self.scored}.get(stage)
         if folder is not None:
             shards = list_shards(folder)
-            return pl.read_parquet(shards[0]) if shards else None
+            return pl.scan_parquet(shards[0]).head(n).collect() if shards else None
         if stage in ("select", "export") and self.selected.exists():
-            return pl.read_parquet(self.selected)
+            return pl.scan_parquet(self.selected).head(n).collect()
         return None
 
     # --- stage records -------------------------------------------------------------------
