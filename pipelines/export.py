@@ -16,6 +16,10 @@ byte-identical files: no timestamps, Parquet without statistics, the HF fingerpr
 the content -- a resumed run compares equal to an uninterrupted one. Files are written to a
 temp name and renamed, so a killed export never leaves a half-written file.
 
+The same module writes an example table for other tools in any format :mod:`pipelines.io`
+reads (:func:`write_examples`, :func:`to_records`) and rejects files (:func:`write_rejects`):
+one writer module, every write atomic.
+
 The card holds no YAML because ``datasets``' ``push_to_hub`` writes the metadata header
 (features, splits, data files) itself; :func:`push_to_hub` puts the prose under that header.
 """
@@ -35,9 +39,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
+from pipelines.io import FORMATS
 from pipelines.report import markdown_table, score_summary, stage_counts_table
-from pipelines.schema import with_messages
-from pipelines.shards import atomic_write_parquet, atomic_write_text, shard_path
+from pipelines.schema import CORE_COLUMNS, user_content, with_messages
+from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, atomic_write_text, shard_path
 
 if TYPE_CHECKING:
     import datasets
@@ -123,17 +128,90 @@ def to_hf_dataset(rows: pl.DataFrame) -> datasets.Dataset:
 
 
 def _save_hf(rows: pl.DataFrame, hf_dir: Path) -> None:
-    # save_to_disk writes a folder: build it beside the target and swap it in, so a killed
-    # export leaves either the old folder or the new one.
-    hf_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=hf_dir.parent, prefix=f".{hf_dir.name}.", suffix=".tmp"))
+    atomic_save_to_disk(to_hf_dataset(rows), hf_dir)
+
+
+def atomic_save_to_disk(ds: datasets.Dataset, path: Path) -> None:
+    """``ds.save_to_disk(path)``, atomically.
+
+    save_to_disk writes a folder file by file: build it in a temp folder beside the target (same
+    file system, so the renames are atomic) and swap it in, so a killed write leaves either the
+    old folder or the new one, never a half-written one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        to_hf_dataset(rows).save_to_disk(str(tmp / "ds"))
-        if hf_dir.exists():
-            os.replace(hf_dir, tmp / "old")  # removed with tmp below
-        os.replace(tmp / "ds", hf_dir)
+        ds.save_to_disk(str(tmp / "ds"))
+        if path.exists():
+            os.replace(path, tmp / "old")  # removed with tmp below
+        os.replace(tmp / "ds", path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers for exchange with other tools (pipelines.io reads these formats back; the pipeline's
+# own shards use pipelines.shards). Every file is written to a temp name and renamed.
+
+
+def to_records(table: pl.DataFrame, fmt: str) -> list[dict[str, Any]]:
+    """Example rows as records of ``fmt`` (one of pipelines.io.FORMATS).
+
+    Other formats carry the meta keys as extra fields (read back into meta), so alpaca and qa
+    round-trip whole; ``messages`` and ``prompt_completion`` fold the context into the user turn
+    (schema.user_content), so reading them back gives context "" and a different id.
+    """
+    out = []
+    for row in table.select(CORE_COLUMNS).iter_rows(named=True):
+        i, c, r = row["instruction"], row["context"], row["response"]
+        meta = json.loads(row["meta"] or "{}")
+        if fmt == "example":
+            out.append({**row, "meta": meta})
+            continue
+        if fmt == "alpaca":
+            rec = {"instruction": i, "input": c, "output": r}
+        elif fmt == "qa":
+            rec = {"question": i, "context": c, "answer": r}
+        elif fmt == "messages":
+            rec = {
+                "messages": [
+                    {"role": "user", "content": user_content(i, c)},
+                    {"role": "assistant", "content": r},
+                ]
+            }
+        elif fmt == "prompt_completion":
+            rec = {"prompt": user_content(i, c), "completion": r}
+        else:
+            raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        out.append({**{k: v for k, v in meta.items() if k not in rec}, **rec})
+    return out
+
+
+def write_examples(table: pl.DataFrame, path: Path | str, fmt: str = "example") -> Path:
+    """Write an example table atomically as ``.jsonl``, ``.json`` (array), ``.parquet``, or a saved
+    HF dataset (any other path: a folder)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        atomic_write_parquet(
+            pl.DataFrame(to_records(table, fmt)) if fmt != "example" else table.select(CORE_COLUMNS), path
+        )
+    elif path.suffix == ".jsonl":
+        atomic_write_jsonl(to_records(table, fmt), path)
+    elif path.suffix == ".json":
+        atomic_write_text(path, json.dumps(to_records(table, fmt), ensure_ascii=False, indent=1) + "\n")
+    else:
+        from datasets import Dataset
+
+        records = to_records(table, fmt) if fmt != "example" else table.select(CORE_COLUMNS).to_dicts()
+        atomic_save_to_disk(Dataset.from_list(records), path)
+    return path
+
+
+def write_rejects(rejects: list[dict[str, Any]], path: Path | str) -> Path:
+    """Write rejects as JSONL atomically (an empty list still writes an empty file, so a run shows 0)."""
+    path = Path(path)
+    atomic_write_jsonl(rejects, path)
+    return path
 
 
 def _redact(value: Any) -> Any:

@@ -1,6 +1,7 @@
 """Read instruction data from files into the example table, with every bad row accounted for.
 
-    from pipelines.io import read_examples, write_rejects
+    from pipelines.io import read_examples
+    from pipelines.export import write_rejects          # every writer lives in pipelines.export
     res = read_examples("data/target.jsonl")            # format detected from the fields
     res.table, res.rejects, res.counts                   # counts: records = examples + rejects
     write_rejects(res.rejects, "run/rejects-target.jsonl")
@@ -48,16 +49,17 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.schema import CORE_COLUMNS, make_example, to_table, user_content
-from pipelines.shards import atomic_write_jsonl, atomic_write_parquet
+from pipelines.schema import make_example, to_table
 
 FORMATS = ("example", "alpaca", "messages", "prompt_completion", "qa")
 # Fields whose presence decides the format, in priority order (first match wins).
+# This project's own rows come first: an exported row also carries a derived `messages` column,
+# and reading it as chat would fold its context into the instruction (and change its id).
 _SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("example", ("instruction", "response")),
     ("messages", ("messages",)),
     ("prompt_completion", ("prompt", "completion")),
     ("alpaca", ("instruction", "output")),
-    ("example", ("instruction", "response")),
     ("qa", ("question", "answer")),
 )
 _DETECT_RECORDS = 100  # records looked at by format auto-detection
@@ -481,13 +483,6 @@ def read_examples(
     return ReadResult(to_table(rows), rejects, counts, fmt)
 
 
-def write_rejects(rejects: list[dict[str, Any]], path: Path | str) -> Path:
-    """Write rejects as JSONL atomically (an empty list still writes an empty file, so a run shows 0)."""
-    path = Path(path)
-    atomic_write_jsonl(rejects, path)
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
 # Passages for the generators
 
@@ -545,65 +540,6 @@ def read_passages(path: Path | str, text_field: str = "text", min_chars: int = 1
     return ReadResult(table, rejects, counts, "text")
 
 
-# ---------------------------------------------------------------------------------------------
-# Writers (for exchange with other tools; the pipeline's own shards use pipelines.shards)
-
-
-def to_records(table: pl.DataFrame, fmt: str) -> list[dict[str, Any]]:
-    """Example rows as records of ``fmt``.
-
-    Other formats carry the meta keys as extra fields (read back into meta), so alpaca and qa
-    round-trip whole; ``messages`` and ``prompt_completion`` fold the context into the user turn
-    (schema.user_content), so reading them back gives context "" and a different id.
-    """
-    out = []
-    for row in table.select(CORE_COLUMNS).iter_rows(named=True):
-        i, c, r = row["instruction"], row["context"], row["response"]
-        meta = json.loads(row["meta"] or "{}")
-        if fmt == "example":
-            out.append({**row, "meta": meta})
-            continue
-        if fmt == "alpaca":
-            rec = {"instruction": i, "input": c, "output": r}
-        elif fmt == "qa":
-            rec = {"question": i, "context": c, "answer": r}
-        elif fmt == "messages":
-            rec = {
-                "messages": [
-                    {"role": "user", "content": user_content(i, c)},
-                    {"role": "assistant", "content": r},
-                ]
-            }
-        elif fmt == "prompt_completion":
-            rec = {"prompt": user_content(i, c), "completion": r}
-        else:
-            raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-        out.append({**{k: v for k, v in meta.items() if k not in rec}, **rec})
-    return out
-
-
-def write_examples(table: pl.DataFrame, path: Path | str, fmt: str = "example") -> Path:
-    """Write an example table atomically as ``.jsonl``, ``.json`` (array), ``.parquet``, or a saved
-    HF dataset (any other path: a folder)."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        atomic_write_parquet(
-            pl.DataFrame(to_records(table, fmt)) if fmt != "example" else table.select(CORE_COLUMNS), path
-        )
-    elif path.suffix == ".jsonl":
-        atomic_write_jsonl(to_records(table, fmt), path)
-    elif path.suffix == ".json":
-        from pipelines.shards import atomic_write_text
-
-        atomic_write_text(path, json.dumps(to_records(table, fmt), ensure_ascii=False, indent=1) + "\n")
-    else:
-        from datasets import Dataset
-
-        records = to_records(table, fmt) if fmt != "example" else table.select(CORE_COLUMNS).to_dicts()
-        Dataset.from_list(records).save_to_disk(str(path))
-    return path
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Read a dataset file into the example schema and report counts.")
     ap.add_argument("path", help="JSONL, JSON, Parquet, or a saved HF dataset folder")
@@ -611,13 +547,19 @@ def main(argv: list[str] | None = None) -> None:
         "--format", default="auto", choices=("auto", *FORMATS), help="row format (default: detect)"
     )
     ap.add_argument("--split", default=None, help="split of a saved DatasetDict")
-    ap.add_argument("--out", default=None, help="write the examples here (.parquet or .jsonl)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="write the examples here (.parquet, .jsonl, .json, or a folder: a saved HF dataset)",
+    )
     ap.add_argument("--rejects", default=None, help="write the rejects here (JSONL)")
     args = ap.parse_args(argv)
     try:
         res = read_examples(args.path, args.format, split=args.split)
     except InputError as e:
         raise SystemExit(f"error: {e}") from None
+    from pipelines.export import write_examples, write_rejects  # export imports this module
+
     if args.out:
         write_examples(res.table, args.out)
     if args.rejects:

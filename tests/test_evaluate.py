@@ -1,22 +1,27 @@
 """Evaluation: SQuAD-style EM/F1 on hand-made strings, held-out loss against a direct computation,
 batched greedy generation against one-at-a-time generation."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from pipelines.finetune.data import IGNORE_INDEX, encode_chat
 from pipelines.finetune.evaluate import (
     evaluate_qa,
     exact_match,
+    fit_prompts,
     generate_answers,
     heldout_loss,
+    load_qa_rows,
     normalize_answer,
     qa_prompt,
     token_f1,
 )
-from pipelines.finetune.data import IGNORE_INDEX, encode_chat
 from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.schema import make_example, to_messages, to_table
+from pipelines.shards import read_rejects
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +45,68 @@ def test_token_f1():
     assert token_f1("red", ["blue", "red car"]) == pytest.approx(2 * 1 * 0.5 / 1.5)
 
 
-def test_heldout_loss_is_the_mean_nll_of_assistant_tokens(tiny):
+@pytest.mark.parametrize("max_length", [512, 24])
+def test_heldout_loss_is_the_mean_nll_of_assistant_tokens(tiny, max_length):
+    """Also for rows over max_length: encoded as training encodes them (answer kept, prompt's tail), none dropped."""
     model, tok = tiny
-    rows = [("What is 2+2?", "", "four"), ("Name a colour.", "Sky is blue.", "blue, the sky's colour")]
+    rows = [
+        ("What is 2+2?", "", "four"),
+        ("Name a colour.", "Sky is blue. " * 10, "blue, the sky's colour"),
+        ("Say it.", "", "word " * 40),
+    ]
     table = to_table([make_example(i, r, context=c) for i, c, r in rows])
     total, count = 0.0, 0
-    for i, c, r in rows:
-        enc = encode_chat(tok, to_messages(i, c, r))
+    for row in table.iter_rows(named=True):  # the stored (stripped) texts
+        enc = encode_chat(tok, to_messages(row["instruction"], row["context"], row["response"]), max_length)
         with torch.no_grad():
             logits = model(torch.tensor([enc.input_ids])).logits[0, :-1]
         labels = torch.tensor(enc.labels[1:])
         total += F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum").item()
         count += int((labels != IGNORE_INDEX).sum())
-    assert heldout_loss(model, tok, table, batch_size=2) == pytest.approx(total / count, rel=1e-5)
+    loss = heldout_loss(model, tok, table, batch_size=2, max_length=max_length)
+    assert loss == pytest.approx(total / count, rel=1e-5)
+
+
+def test_long_generation_prompts_keep_their_tail(tiny):
+    model, tok = tiny
+    short, long = qa_prompt("Who?", "Ann wrote it."), qa_prompt("Who wrote it?", "Ann wrote it. " * 40)
+    fitted = fit_prompts(tok, [short, long], max_new_tokens=8, max_length=48)
+    assert fitted[0] == short  # fits: unchanged, still messages
+    full = tok.apply_chat_template(long, tokenize=False, add_generation_prompt=True)
+    assert isinstance(fitted[1], str) and full.endswith(fitted[1]) and len(fitted[1]) < len(full)
+    assert len(tok(fitted[1], add_special_tokens=False)["input_ids"]) <= 48 - 8
+    preds = generate_answers(model, tok, [short, long], max_new_tokens=8, max_length=48)
+    assert preds[0] == generate_answers(model, tok, [short], max_new_tokens=8)[0] and len(preds) == 2
+
+
+def test_load_qa_rows_derives_fields_and_keeps_bad_lines_as_rejects(tmp_path, caplog):
+    path = tmp_path / "qa.jsonl"
+    lines = [
+        json.dumps(
+            {"context": "Box 1 holds 1 apple.", "question": "How many?", "answer": "1", "subset": "a"}
+        ),
+        "{not json",
+        json.dumps({"context": "Box 2 holds 2 apples.", "question": "How many?", "answer": "2"}),
+        json.dumps({"question": "No answer?"}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING"):
+        rows = load_qa_rows(path, rejects_path=tmp_path / "rej" / "rejects-00000.jsonl")
+    assert "2 bad row(s)" in caplog.text
+    assert [(r["question"], r["context"], r["answer"]) for r in rows] == [
+        ("How many?", "Box 1 holds 1 apple.", "1"),
+        ("How many?", "Box 2 holds 2 apples.", "2"),
+    ]
+    assert rows[0]["subset"] == "a"  # the file's other fields ride along
+    assert sorted(r["line"] for r in read_rejects(tmp_path / "rej")) == [2, 4]
+    assert len(load_qa_rows(path, limit=1)) == 1
+    # Any format the reader takes: QA fields from the example table.
+    (tmp_path / "ex.jsonl").write_text(
+        json.dumps({"instruction": "Name a colour.", "response": "Blue."}) + "\n"
+    )
+    assert load_qa_rows(tmp_path / "ex.jsonl") == [
+        {"question": "Name a colour.", "context": "", "answer": "Blue."}
+    ]
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(tiny):

@@ -20,7 +20,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.export import export_dataset, push_to_hub
+from pipelines.export import export_dataset, push_to_hub, write_examples, write_rejects
+from pipelines.io import read_examples
 from pipelines.schema import make_example, to_table
 from pipelines.shards import read_shards
 
@@ -145,6 +146,44 @@ def test_card_is_prose_with_provenance(tmp_path):
     # Score summary over the 5 finite values 0.5, 0.9, 1.2, 0.3, 0.7: mean 0.72, median 0.7.
     assert "| score_ifd | 5 | 0.72 |" in card and "| 0.7 |" in card
     assert "1.5" not in card  # timings belong to the run report, so the card is reproducible
+
+
+def test_write_examples_to_an_hf_folder_is_atomic(tmp_path, monkeypatch):
+    """A failed save_to_disk leaves the previous folder whole and no temp folder behind."""
+    import datasets
+
+    target = tmp_path / "hf_rows"
+    write_examples(_table(3), target)
+    assert read_examples(target).table.height == 3
+    write_examples(_table(5), target)  # replaces the folder
+    assert read_examples(target).table.height == 5
+
+    def half_written(self, path, *args, **kwargs):
+        Path(path).mkdir(parents=True)
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        write_examples(_table(7), target)
+    assert read_examples(target).table.height == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf_rows"]
+
+
+def test_writers_leave_no_temp_files(tmp_path):
+    for name in ("rows.jsonl", "rows.json", "rows.parquet"):
+        back = read_examples(
+            write_examples(_table(4), tmp_path / name, fmt="qa" if name == "rows.json" else "example")
+        )
+        assert back.table.height == 4 and not back.rejects
+    write_rejects([], tmp_path / "rejects.jsonl")
+    assert (tmp_path / "rejects.jsonl").read_text() == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "rejects.jsonl",
+        "rows.json",
+        "rows.jsonl",
+        "rows.parquet",
+    ]
 
 
 def test_unknown_card_keys_are_an_error(tmp_path):

@@ -5,6 +5,7 @@ import json
 import polars as pl
 import pytest
 
+from pipelines.export import export_dataset
 from pipelines.finetune.data import (
     IGNORE_INDEX,
     INDICATOR,
@@ -12,11 +13,16 @@ from pipelines.finetune.data import (
     add_indicator,
     chat_rows,
     encode_chat,
+    encode_rows,
     ensure_indicator_token,
     load_examples,
+    read_rows,
 )
+from pipelines.llm.base import LossRequest
+from pipelines.llm.nll import encode
 from pipelines.llm.tiny import tiny_model, tiny_tokenizer
-from pipelines.schema import make_example, to_table
+from pipelines.schema import make_example, to_messages, to_table, user_content
+from pipelines.shards import read_rejects
 
 
 @pytest.fixture
@@ -60,9 +66,8 @@ def test_multi_turn_labels_every_assistant_turn_and_no_user_turn(tok):
     assert labelled == "yes<|im_end|>no<|im_end|>"
 
 
-def test_truncation_and_collator_padding(tok):
+def test_collator_padding(tok):
     messages = [{"role": "user", "content": "hi " * 50}, {"role": "assistant", "content": "ok"}]
-    assert encode_chat(tok, messages, max_length=10).n_target == 0  # answer cut away
     a = encode_chat(tok, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
     b = encode_chat(tok, messages)
     batch = ChatCollator(tok.pad_token_id)([vars(a), vars(b)])
@@ -70,6 +75,73 @@ def test_truncation_and_collator_padding(tok):
     assert batch["input_ids"].shape == (2, len(b.input_ids))
     assert batch["attention_mask"][0, :n].all() and not batch["attention_mask"][0, n:].any()
     assert (batch["labels"][0, n:] == IGNORE_INDEX).all()
+
+
+def _labelled(enc):
+    return [t for t in enc.labels if t != IGNORE_INDEX]
+
+
+def test_over_long_row_keeps_the_whole_answer_and_the_prompt_tail(tok):
+    messages = [{"role": "user", "content": "hi " * 50 + "END"}, {"role": "assistant", "content": "ok"}]
+    full = encode_chat(tok, messages)
+    enc = encode_chat(tok, messages, max_length=10)
+    assert len(enc.input_ids) == 10 and enc.truncated and not full.truncated
+    answer = tok("ok<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert _labelled(enc) == answer == enc.input_ids[-len(answer) :]  # whole answer, at the end
+    # The prompt is the tail of the untruncated prompt (the assistant header, the end of the user turn).
+    prompt = enc.input_ids[: -len(answer)]
+    full_prompt = full.input_ids[: full.labels.index(answer[0])]
+    assert prompt == full_prompt[-len(prompt) :]
+    assert tok.decode(prompt).endswith("<|im_start|>assistant\n")
+    # Nothing is dropped, however short the limit: every row keeps answer tokens.
+    rows = [messages, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]]
+    encoded, truncated = encode_rows(tok, rows, max_length=4)
+    assert len(encoded) == 2 and truncated == 2 and all(e.n_target > 0 for e in encoded)
+    assert all(len(e.input_ids) <= 4 for e in encoded)
+
+
+def test_long_answer_is_cut_to_its_cap_and_the_prompt_keeps_a_quarter(tok):
+    messages = [{"role": "user", "content": "question " * 40}, {"role": "assistant", "content": "word " * 80}]
+    enc = encode_chat(tok, messages, max_length=40)
+    assert len(enc.input_ids) == 40
+    assert enc.labels[:10] == [IGNORE_INDEX] * 10 and enc.n_target == 30  # prompt room: 40 // 4
+    answer = tok("word " * 80, add_special_tokens=False)["input_ids"]
+    assert _labelled(enc) == answer[:30]
+
+
+def test_truncated_multi_turn_keeps_earlier_labels_aligned(tok):
+    messages = [
+        {"role": "user", "content": "Say yes."},
+        {"role": "assistant", "content": "yes"},
+        {"role": "user", "content": "Now say no. " + "please " * 30},
+        {"role": "assistant", "content": "no"},
+    ]
+    full = encode_chat(tok, messages)
+    tail = full.input_ids.index(tok.eos_token_id, len(full.input_ids) - 4)  # last answer's end-of-turn
+    for max_length in (12, len(full.input_ids) - 1):
+        enc = encode_chat(tok, messages, max_length=max_length)
+        n = len(enc.input_ids)
+        # Ids and labels are one window of the untruncated row, ending at the last answer's end-of-turn.
+        assert enc.input_ids == full.input_ids[tail + 1 - n : tail + 1]
+        assert enc.labels == full.labels[tail + 1 - n : tail + 1]
+        assert tok.decode(_labelled(enc)).endswith("no<|im_end|>")
+
+
+def test_trainer_and_scorer_cut_an_over_long_row_the_same_way(tok):
+    """The trainer's labelled tokens are the scorer's completion tokens (+ the end-of-turn token it
+    does not score), with the same prompt tail, for an answer under its cap and one over it."""
+    for answer, max_length in (("Paris is the capital.", 24), ("Paris is the capital. " * 20, 48)):
+        instruction, context = "Where is it? " * 30, "Some passage. " * 10
+        enc = encode_chat(tok, to_messages(instruction, context, answer), max_length=max_length)
+        req = LossRequest([{"role": "user", "content": user_content(instruction, context)}], answer)
+        scored = encode(tok, req, max_length=max_length)
+        assert enc.truncated and scored.length == len(enc.input_ids) == max_length
+        labelled = _labelled(enc)
+        if labelled[-1] == tok.eos_token_id:  # answer whole: the trainer also learns to stop
+            labelled = labelled[:-1]
+        assert labelled == scored.completion_ids
+        prompt = enc.input_ids[: len(enc.input_ids) - enc.n_target]
+        assert scored.prompt_ids[-len(prompt) :] == prompt
 
 
 def test_add_indicator_places_it_at_end_of_last_user_message():
@@ -131,5 +203,48 @@ def test_load_examples_formats(tmp_path):
         + "\n"
     )
     assert chat_rows(load_examples(chat))[0][-1]["content"] == "v"
-    with pytest.raises(ValueError, match="cannot read"):
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="unknown file type"):
         load_examples(tmp_path / "x.csv")
+
+
+def test_load_examples_keeps_bad_lines_as_rejects(tmp_path, caplog):
+    path = tmp_path / "qa.jsonl"
+    good = {"context": "ctx", "question": "q?", "answer": "x"}
+    path.write_text(
+        json.dumps(good) + "\n" + '{"question": "broken' + "\n" + json.dumps({"question": "no answer"}) + "\n"
+    )
+    with caplog.at_level("WARNING"):
+        rows = load_examples(path, rejects_path=tmp_path / "rejects" / "rejects-00000.jsonl")
+    assert rows["response"].to_list() == ["x"]
+    assert "2 bad row(s)" in caplog.text
+    lines = {r["line"]: r for r in read_rejects(tmp_path / "rejects")}
+    assert lines[2]["reason"].startswith("malformed JSON line") and lines[2]["file"] == str(path)
+    assert lines[3]["field"] == "answer"
+    table, rejects = read_rows(path)
+    assert table.height == 1 and len(rejects) == 2
+
+
+def test_load_examples_chat_rows_keep_system_and_earlier_turns(tmp_path):
+    conv = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Say yes."},
+        {"role": "assistant", "content": "yes"},
+        {"role": "user", "content": "Say no."},
+        {"role": "assistant", "content": "no"},
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": conv, "ctx_dependent": True}) + "\n")
+    (row,) = load_examples(path)
+    assert row["messages"] == conv
+    assert chat_rows([row], conditional_indicator=True)[0][-2]["content"] == "Say no. [IND]"
+
+
+def test_load_examples_reads_an_export_as_example_rows(tmp_path):
+    table = to_table([make_example("Q?", "A.", context="P."), make_example("R?", "B.")]).with_columns(
+        pl.Series("keep", [True, False]), pl.Series("ctx_dependent", [True, None])
+    )
+    paths = export_dataset(table, tmp_path / "dataset", card_info={})
+    rows = load_examples(paths["parquet"])  # rows carry a derived `messages` column too
+    assert rows["context"].to_list() == ["P."] and rows["id"].to_list() == [table["id"][0]]
+    assert chat_rows(rows, conditional_indicator=True)[0][-2]["content"] == "Q?\n\nP. [IND]"

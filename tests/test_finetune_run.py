@@ -61,6 +61,8 @@ def test_saved_run_reloads_with_the_same_eval_loss(tmp_path, qa_files, method, i
 
 def test_cli_trains_evaluates_and_says_where(tmp_path, qa_files, capsys):
     train, held = qa_files
+    with train.open("a") as f:  # a bad line is a counted reject beside the run, not a failure
+        f.write('{"question": "cut off\n')
     out = tmp_path / "cli"
     metrics = main(
         [
@@ -84,6 +86,10 @@ def test_cli_trains_evaluates_and_says_where(tmp_path, qa_files, capsys):
     )
     assert f"saved run to {out}" in capsys.readouterr().out
     assert metrics["method"] == "hft" and metrics["steps"] == 1
+    assert (metrics["train_rejects"], metrics["eval_rejects"], metrics["rows"]) == (1, 0, 8)
+    (reject,) = [json.loads(line) for line in (out / "rejects-train.jsonl").read_text().splitlines()]
+    assert reject["line"] == 9 and reject["file"] == str(train)
+    assert not (out / "rejects-eval.jsonl").exists()
     assert json.loads((out / "run_settings.json").read_text())["base_model"] == "tiny"
 
 

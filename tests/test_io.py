@@ -9,8 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.io import InputError, read_examples, read_passages, write_examples, write_rejects
-from pipelines.schema import user_content
+from pipelines.export import write_examples, write_rejects
+from pipelines.io import InputError, read_examples, read_passages
+from pipelines.schema import make_example, to_table, user_content
 from pipelines.shards import read_rejects
 
 GOOD = {"instruction": "Name a colour.", "response": "Blue."}
@@ -260,3 +261,29 @@ def test_dataset_dict_splits_and_wrapped_json_array(tmp_path):
     assert read_examples(tmp_path / "dd", split="test").table.height == 2
     (tmp_path / "w.json").write_text(json.dumps({"data": rows * 3}), encoding="utf-8")
     assert read_examples(tmp_path / "w.json").table.height == 3
+
+
+def test_cli_reads_converts_and_keeps_rejects(tmp_path, capsys):
+    """python -m pipelines.io data.jsonl --out rows.parquet --rejects rejects.jsonl (as the README says)."""
+    from pipelines.io import main
+
+    data = _jsonl(tmp_path / "data.jsonl", [json.dumps(GOOD), "{oops", json.dumps({"instruction": "x"})])
+    main([str(data), "--out", str(tmp_path / "rows.parquet"), "--rejects", str(tmp_path / "rejects.jsonl")])
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["records"] == 3 and counts["examples"] == 1 and counts["rejects"] == 2
+    assert read_examples(tmp_path / "rows.parquet").table["response"].to_list() == ["Blue."]
+    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [2, 3] and rejects[1]["field"] == "response"
+
+
+def test_exported_rows_read_back_as_examples_not_chat(tmp_path):
+    """An exported row carries a derived `messages` column; auto-detection reads it as this project's
+    own row, so its context and id survive."""
+    from pipelines.export import export_dataset
+
+    table = to_table([make_example("Q?", "A.", context="Passage.", meta={"level": 1})])
+    res = read_examples(export_dataset(table, tmp_path / "ds", card_info={})["parquet"])
+    assert res.fmt == "example"
+    assert res.table.select("id", "instruction", "context", "response").equals(
+        table.select("id", "instruction", "context", "response")
+    )

@@ -6,8 +6,9 @@ import torch
 
 from pipelines.llm.base import LossRequest
 from pipelines.llm.hf import HFBackend
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.llm.nll import encode, plan_batches, reference_nll, score_requests
+from pipelines.llm.tiny import tiny_model, tiny_tokenizer
+from pipelines.truncation import budget, truncate_ids
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,42 @@ def test_plan_batches_respects_budget_and_covers_all():
     assert 1 in batches[0]
 
 
+def test_truncation_rule():
+    p, c = list(range(100)), list(range(1000, 1030))
+    assert truncate_ids(p[:10], c[:5], 64) == (p[:10], c[:5], False)  # fits: untouched
+    # The completion fits under its cap (64 - min(100, 64 // 4) = 48): kept whole, prompt's tail fills the rest.
+    assert truncate_ids(p, c, 64) == (p[-34:], c, True)
+    # Over its cap: cut to it; the prompt keeps a quarter, or all of itself when shorter.
+    assert truncate_ids(p, c, 20) == (p[-5:], c[:15], True)
+    assert truncate_ids(p[:3], c, 20) == (p[:3], c[:17], True)
+    # At least one prompt token (the first completion token is predicted from it), never a drop.
+    assert truncate_ids(p, c, 3) == (p[-1:], c[:2], True)
+    assert budget(0, 30, 8) == (0, 8) and budget(5, 0, 3) == (3, 0)
+    with pytest.raises(ValueError, match="at least 2"):
+        truncate_ids(p, c, 1)
+
+
 def test_truncation_keeps_completion_and_prompt_tail(tiny):
     _, tok = tiny
     it = encode(tok, LossRequest("word " * 200, "answer " * 200), max_length=64)
-    assert it.length <= 64 and len(it.completion_ids) >= 32
+    assert it.length == 64 and len(it.completion_ids) == 48
+    whole = tok("answer " * 8, add_special_tokens=False)["input_ids"]  # 25 tokens: under the cap of 48
+    it = encode(tok, LossRequest("word " * 200 + "END", "answer " * 8), max_length=64)
+    assert it.completion_ids == whole and it.length == 64
+    assert tok.decode(it.prompt_ids).endswith("END")
+
+
+def test_user_mask_follows_the_prompt_tail(tiny):
+    _, tok = tiny
+    content = "What is the capital of France? " * 20 + "Answer briefly."
+    req = LossRequest([{"role": "user", "content": content}], "Paris.")
+    full = encode(tok, req, want_user_mask=True)
+    it = encode(tok, req, max_length=40, want_user_mask=True)
+    assert it.length == 40 and len(it.user_mask) == len(it.prompt_ids)
+    assert it.prompt_ids == full.prompt_ids[-len(it.prompt_ids) :]
+    assert it.user_mask == full.user_mask[-len(it.user_mask) :]
+    kept = "".join(tok.decode([t]) for t, m in zip(it.prompt_ids, it.user_mask, strict=True) if m)
+    assert kept.replace(" ", "").endswith("Answerbriefly.") and any(it.user_mask)
 
 
 def test_hidden_and_attention_extras(tiny):

@@ -5,11 +5,13 @@
   conditional-instruction indicator to context-dependent rows when asked.
 * :func:`encode_chat` renders messages with the model's own chat template and returns token ids
   plus labels that are -100 everywhere except the assistant turns (their text and the
-  end-of-turn token), so the loss is on assistant tokens only.
+  end-of-turn token), so the loss is on assistant tokens only. Over-long rows are cut by
+  :mod:`pipelines.truncation` (the scorer's rule): the answer whole up to its cap, the prompt's tail.
 * :func:`add_indicator` / :func:`ensure_indicator_token` are the two halves of conditional
   instruction fine-tuning: training appends ``" [IND]"`` to the user message of rows tagged
   ``meta.ctx_dependent``; inference appends it when the prompt carries a context.
-* :func:`load_examples` reads a saved selection (Parquet shard folder/file or JSONL).
+* :func:`load_examples` / :func:`read_rows` read a saved selection or an evaluation set through
+  :func:`pipelines.io.read_examples` (the project's one example reader; bad rows are rejects).
 
 Try it: ``python -c "from pipelines.finetune.data import *; from pipelines.llm.tiny import tiny_tokenizer;
 print(encode_chat(tiny_tokenizer(), [{'role':'user','content':'hi'},{'role':'assistant','content':'yo'}]))"``
@@ -17,7 +19,8 @@ print(encode_chat(tiny_tokenizer(), [{'role':'user','content':'hi'},{'role':'ass
 
 from __future__ import annotations
 
-import json
+import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,10 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipelines.schema import make_example, meta_of, to_messages, to_table
+from pipelines.export import write_rejects
+from pipelines.io import read_examples
+from pipelines.schema import meta_of, to_messages, with_meta_field
+from pipelines.truncation import truncate_ids
 
 IGNORE_INDEX = -100
 INDICATOR = "[IND]"
@@ -131,6 +137,7 @@ def chat_rows(table_or_dataset: Any, conditional_indicator: bool = False) -> lis
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    truncated: bool = False  # the prompt or the answer lost tokens to max_length
 
     @property
     def n_target(self) -> int:
@@ -143,13 +150,8 @@ def _render(tokenizer, messages: Sequence[Mapping[str, str]], generation_prompt:
     )
 
 
-def encode_chat(tokenizer, messages: Sequence[Mapping[str, str]], max_length: int | None = None) -> Encoded:
-    """Token ids and labels for one conversation; only assistant turns (+ end-of-turn) are labelled.
-
-    The text is rendered once per assistant turn and cut into segments (prompt up to the assistant
-    header, then the answer). Each segment is tokenised on its own, which is also how inference
-    sees it: the prompt is tokenised, the answer is generated token by token after it.
-    """
+def _segments(tokenizer, messages: Sequence[Mapping[str, str]]) -> list[tuple[str, bool]]:
+    """The rendered conversation cut into (text, is_answer) pieces, in order."""
     segments: list[tuple[str, bool]] = []
     done = ""
     eos = tokenizer.eos_token
@@ -169,28 +171,45 @@ def encode_chat(tokenizer, messages: Sequence[Mapping[str, str]], max_length: in
         done = full
     if not segments:
         raise ValueError("conversation has no assistant message to learn from")
-    rest = _render(tokenizer, messages, generation_prompt=False)[len(done) :]
-    segments.append((rest, False))
+    segments.append((_render(tokenizer, messages, generation_prompt=False)[len(done) :], False))
+    return segments
 
-    input_ids: list[int] = []
-    labels: list[int] = []
-    for text, target in segments:
-        if not text:
-            continue
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        input_ids += ids
-        labels += ids if target else [IGNORE_INDEX] * len(ids)
-    if max_length is not None:
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return Encoded(input_ids, labels)
+
+def encode_chat(tokenizer, messages: Sequence[Mapping[str, str]], max_length: int | None = None) -> Encoded:
+    """Token ids and labels for one conversation; only assistant turns (+ end-of-turn) are labelled.
+
+    The text is rendered once per assistant turn and cut into segments (prompt up to the assistant
+    header, then the answer). Each segment is tokenised on its own, which is also how inference
+    sees it: the prompt is tokenised, the answer is generated token by token after it.
+
+    Over ``max_length``: the last answer is the completion and everything before it (earlier
+    turns too, with their labels) the prompt, cut by :func:`pipelines.truncation.truncate_ids`
+    -- the scorer's rule, so both see the same answer tokens. Template text after the last
+    answer carries no loss and goes first. Rows are never dropped.
+    """
+    pieces = [
+        (tokenizer(text, add_special_tokens=False)["input_ids"], target)
+        for text, target in _segments(tokenizer, messages)
+        if text
+    ]
+    input_ids = [t for ids, _ in pieces for t in ids]
+    labels = [t for ids, target in pieces for t in (ids if target else [IGNORE_INDEX] * len(ids))]
+    if max_length is None or len(input_ids) <= max_length:
+        return Encoded(input_ids, labels)
+    last = max(i for i, (_, target) in enumerate(pieces) if target)
+    start = sum(len(ids) for ids, _ in pieces[:last])
+    completion = pieces[last][0]
+    prompt, completion, cut = truncate_ids(input_ids[:start], completion, max_length)
+    prompt_labels = labels[start - len(prompt) : start]
+    return Encoded(prompt + completion, prompt_labels + completion, cut)
 
 
 def encode_rows(
     tokenizer, conversations: Sequence[Sequence[Mapping[str, str]]], max_length: int
 ) -> tuple[list[Encoded], int]:
-    """Encode every conversation; drop those whose answer was cut away by ``max_length``. Returns (kept, dropped)."""
-    kept = [e for e in (encode_chat(tokenizer, m, max_length) for m in conversations) if e.n_target > 0]
-    return kept, len(conversations) - len(kept)
+    """Encode every conversation (none is dropped). Returns (encoded, how many were truncated)."""
+    encoded = [encode_chat(tokenizer, m, max_length) for m in conversations]
+    return encoded, sum(e.truncated for e in encoded)
 
 
 class ChatCollator:
@@ -215,49 +234,73 @@ class ChatCollator:
 
 
 # --------------------------------------------------------------------------- files
-def _qa_table(rows: list[dict]) -> pl.DataFrame:
-    """Context-QA rows (context, question, answer) -> example table, tagged context-dependent."""
-    return to_table(
-        make_example(
-            r["question"],
-            str(r["answer"]),
-            r.get("context") or "",
-            source="context_qa",
-            meta={"ctx_dependent": bool(r.get("context"))},
-        )
-        for r in rows
-    )
+log = logging.getLogger(__name__)
 
 
-def load_examples(path: str | Path, limit: int | None = None) -> pl.DataFrame | list[dict]:
-    """Read a selection: a Parquet shard folder or file, or JSONL (example rows, ``messages`` rows or QA rows).
+def _conversation(row: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict]:
+    """A chat row rebuilt whole: pipelines.io keeps its system prompt and earlier turns in meta."""
+    system = [{"role": "system", "content": meta["system"]}] if meta.get("system") else []
+    history = [{"role": m["role"], "content": m["content"]} for m in meta.get("history") or []]
+    last = [
+        {"role": "user", "content": row["instruction"]},
+        {"role": "assistant", "content": row["response"]},
+    ]
+    return system + history + last
 
-    If the table has a boolean ``keep`` column (a selector's decision), only kept rows are used.
-    Returns a polars example table, or a list of dicts for ``messages``-only JSONL.
+
+def read_rows(path: str | Path, limit: int | None = None) -> tuple[pl.DataFrame | list[dict], list[dict]]:
+    """``(rows, rejects)`` of a selection or evaluation file, read by :func:`pipelines.io.read_examples`.
+
+    Any container and row format that reader takes (Parquet shard folder or file, JSONL, JSON, a
+    saved HF dataset). A bad line is a reject (file, line, field, reason), not an error.
+
+    * The reader files fields outside the example schema under meta: a ``keep`` that is false
+      (a selector's decision) drops the row; ``ctx_dependent`` is read from there by
+      :func:`is_ctx_dependent` (a key the row's own meta already had wins over the column).
+    * Context-QA rows (question, answer [, context]) get source ``context_qa`` (evaluation adds
+      EM/F1 for those) and ``meta.ctx_dependent`` = they carry a context.
+    * Chat ``messages`` rows come back as ``{"messages", "meta"}`` dicts with the whole
+      conversation, so training sees the system prompt and every turn; the rest as an example table.
+
+    ``limit`` keeps the first N rows that are left.
     """
-    path = Path(path)
-    if path.is_dir():
-        # Stage output is part-*.parquet shards; accept any Parquet files in the folder too.
-        files = sorted(path.glob("part-*.parquet")) or sorted(path.glob("*.parquet"))
-        if not files:
-            raise FileNotFoundError(f"no Parquet files in {path}")
-        table = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-    elif path.suffix == ".parquet":
-        table = pl.read_parquet(path)
-    elif path.suffix in {".jsonl", ".json"}:
-        with path.open(encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        if rows and "messages" in rows[0] and "instruction" not in rows[0]:
-            return rows[:limit] if limit else rows
-        table = (
-            _qa_table(rows)
-            if rows and "question" in rows[0]
-            else pl.DataFrame(rows, infer_schema_length=None)
-        )
-    else:
-        raise ValueError(f"cannot read {path}: expected a Parquet folder/file or a .jsonl file")
-    if "keep" in table.columns and table["keep"].dtype == pl.Boolean:
-        table = table.filter(pl.col("keep"))
-    if "meta" in table.columns and table["meta"].dtype != pl.Utf8:
-        table = table.with_columns(pl.col("meta").map_elements(json.dumps, return_dtype=pl.Utf8))
-    return table.head(limit) if limit else table
+    res = read_examples(path)
+    table = res.table
+    keep = [meta_of(m).get("keep") is not False for m in table["meta"].to_list()]
+    if not all(keep):
+        table = table.filter(pl.Series(keep, dtype=pl.Boolean))
+    if limit:
+        table = table.head(limit)
+    if res.fmt == "qa":
+        table = with_meta_field(table, "ctx_dependent", [bool(c) for c in table["context"]])
+        table = table.with_columns(pl.lit("context_qa").alias("source"))
+    if res.fmt == "messages":
+        chats = [
+            {"messages": _conversation(r, meta_of(r["meta"])), "meta": r["meta"]}
+            for r in table.iter_rows(named=True)
+        ]
+        return chats, res.rejects
+    return table, res.rejects
+
+
+def note_rejects(path: str | Path, rejects: list[dict], rejects_path: str | Path | None = None) -> int:
+    """Log how many rows of ``path`` were rejected, write them to ``rejects_path`` when given; the count."""
+    if rejects:
+        reasons = Counter(f"{r['field']}: {r['reason']}" if r["field"] else r["reason"] for r in rejects)
+        log.warning("%s: %d bad row(s) left out (%s)", path, len(rejects), dict(reasons.most_common(3)))
+    if rejects_path is not None:
+        write_rejects(rejects, rejects_path)
+    return len(rejects)
+
+
+def load_examples(
+    path: str | Path, limit: int | None = None, *, rejects_path: str | Path | None = None
+) -> pl.DataFrame | list[dict]:
+    """The rows of :func:`read_rows`: an example table, or ``{"messages", "meta"}`` dicts for chat files.
+
+    Bad rows never raise: their count is logged as a warning, and they are written to
+    ``rejects_path`` (JSONL with file, line, field, reason) when one is given.
+    """
+    rows, rejects = read_rows(path, limit)
+    note_rejects(path, rejects, rejects_path)
+    return rows

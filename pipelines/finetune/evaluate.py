@@ -1,11 +1,14 @@
 """Evaluation for fine-tuned models: held-out loss, and exact match / token F1 with greedy generation.
 
-* :func:`heldout_loss` -- mean NLL per assistant token over a target set (same masking as training).
+* :func:`heldout_loss` -- mean NLL per assistant token over a target set (same masking and
+  truncation as training: :mod:`pipelines.truncation`).
 * :func:`exact_match` / :func:`token_f1` -- SQuAD-style: lower-case, strip punctuation and
   articles (a/an/the), collapse whitespace; F1 over bag-of-tokens overlap. Several gold answers:
   the best one counts.
 * :func:`evaluate_qa` -- greedy, batched generation on context-QA rows (context, question,
-  answer), e.g. ``../shared/datasets/context_qa/*.jsonl``, optionally with the ``[IND]`` indicator.
+  answer), e.g. ``../shared/datasets/context_qa/*.jsonl``, optionally with the ``[IND]`` indicator;
+  over-long prompts keep their tail by the same rule. :func:`load_qa_rows` reads them through
+  :func:`pipelines.io.read_examples` (bad lines are counted rejects, not errors).
 
 Example (embedded model, 20 rows)::
 
@@ -15,7 +18,6 @@ Example (embedded model, 20 rows)::
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections import Counter
@@ -26,8 +28,11 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipelines.finetune.data import ChatCollator, add_indicator, chat_rows, encode_rows
-from pipelines.schema import user_content
+from pipelines.finetune.data import ChatCollator, add_indicator, chat_rows, encode_rows, note_rejects
+from pipelines.io import read_examples
+from pipelines.llm.nll import render_chat
+from pipelines.schema import meta_of, user_content
+from pipelines.truncation import budget
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -73,10 +78,12 @@ def heldout_loss(
     max_length: int = 512,
     conditional_indicator: bool = False,
 ) -> float:
-    """Mean NLL per assistant token over ``table`` (example table, or rows with ``messages``)."""
+    """Mean NLL per assistant token over ``table`` (example table, or rows with ``messages``).
+
+    Rows are encoded exactly as for training (:func:`encode_rows`): over-long rows are cut by the
+    one truncation rule and none is dropped.
+    """
     encoded, _ = encode_rows(tokenizer, chat_rows(table, conditional_indicator), max_length)
-    if not encoded:
-        raise ValueError(f"every evaluation row lost its answer to truncation at max_length={max_length}")
     encoded.sort(key=lambda e: len(e.input_ids))  # similar lengths per batch: little padding
     collate = ChatCollator(tokenizer.pad_token_id)
     device = next(model.parameters()).device
@@ -95,11 +102,22 @@ def heldout_loss(
 
 
 # --------------------------------------------------------------------------- QA by generation
-def load_qa_rows(path: str | Path, limit: int | None = None) -> list[dict]:
-    """Rows of a context-QA JSONL file (context, question, answer)."""
-    with Path(path).open(encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return rows[:limit] if limit else rows
+def load_qa_rows(
+    path: str | Path, limit: int | None = None, *, rejects_path: str | Path | None = None
+) -> list[dict]:
+    """QA rows ``{question, context, answer}`` of a file, read by :func:`pipelines.io.read_examples`.
+
+    Any format that reader takes; the fields come from the example table (question = instruction,
+    answer = response), the file's other fields (kept in meta) ride along. Bad rows never raise:
+    their count is logged, and they are written to ``rejects_path`` when one is given.
+    """
+    res = read_examples(path)
+    note_rejects(path, res.rejects, rejects_path)
+    table = res.table.head(limit) if limit else res.table
+    return [
+        {**meta_of(r["meta"]), "question": r["instruction"], "context": r["context"], "answer": r["response"]}
+        for r in table.iter_rows(named=True)
+    ]
 
 
 def _qa_fields(row: Mapping[str, Any]) -> tuple[str, str, Any]:
@@ -114,6 +132,23 @@ def qa_prompt(question: str, context: str, indicator: bool = False) -> list[dict
     return add_indicator(messages, has_context=bool(context)) if indicator else messages
 
 
+def fit_prompts(
+    tokenizer, prompts: Sequence[Sequence[Mapping[str, str]]], max_new_tokens: int, max_length: int
+) -> list[list[dict] | str]:
+    """Prompts cut as training cuts a row whose answer is ``max_new_tokens`` long.
+
+    :func:`pipelines.truncation.budget` decides how much of the rendered prompt stays; a prompt
+    that fits is returned unchanged, a longer one as the text of its tail tokens (the backend
+    uses a string prompt verbatim, so the chat template is not applied twice).
+    """
+    out: list[list[dict] | str] = []
+    for p in prompts:
+        ids = tokenizer(render_chat(tokenizer, p), add_special_tokens=False)["input_ids"]
+        keep, _ = budget(len(ids), max_new_tokens, max_length)
+        out.append(list(p) if keep == len(ids) else tokenizer.decode(ids[len(ids) - keep :]))
+    return out
+
+
 def generate_answers(
     model,
     tokenizer,
@@ -121,14 +156,23 @@ def generate_answers(
     *,
     max_new_tokens: int = 32,
     batch_size: int = 8,
+    max_length: int | None = None,
 ) -> list[str]:
-    """Greedy answers to chat prompts, batched by the hf backend (left padding, length-sorted)."""
+    """Greedy answers to chat prompts, batched by the hf backend (left padding, length-sorted).
+
+    With ``max_length``, over-long prompts keep their tail by the one truncation rule (:func:`fit_prompts`).
+    """
     from pipelines.llm.base import Sampling
     from pipelines.llm.hf import HFBackend
 
     model.eval()
     backend = HFBackend(model, tokenizer, generation_batch_size=batch_size)
-    return backend.generate([list(p) for p in prompts], Sampling(temperature=0.0, max_tokens=max_new_tokens))
+    todo = (
+        fit_prompts(tokenizer, prompts, max_new_tokens, max_length)
+        if max_length is not None
+        else [list(p) for p in prompts]
+    )
+    return backend.generate(todo, Sampling(temperature=0.0, max_tokens=max_new_tokens))
 
 
 def evaluate_qa(
@@ -139,11 +183,17 @@ def evaluate_qa(
     *,
     batch_size: int = 8,
     indicator: bool = False,
+    max_length: int | None = None,
 ) -> dict:
-    """Exact match and token F1 (means over rows) of greedy answers; also returns the predictions."""
+    """Exact match and token F1 (means over rows) of greedy answers; also returns the predictions.
+
+    ``max_length``: cut over-long prompts as training cuts rows (see :func:`generate_answers`).
+    """
     fields = [_qa_fields(r) for r in rows]
     prompts = [qa_prompt(q, c, indicator) for q, c, _ in fields]
-    preds = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    preds = generate_answers(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=max_length
+    )
     golds = [a if isinstance(a, list | tuple) else str(a) for _, _, a in fields]  # several golds: best counts
     em = [exact_match(p, g) for p, g in zip(preds, golds, strict=True)]
     f1 = [token_f1(p, g) for p, g in zip(preds, golds, strict=True)]
@@ -185,7 +235,15 @@ def evaluate_run(
         variants = [False, True] if conditional_indicator else [False]
         predictions = {}
         for ind in variants:
-            res = evaluate_qa(model, tokenizer, qa_rows, max_new_tokens, batch_size=batch_size, indicator=ind)
+            res = evaluate_qa(
+                model,
+                tokenizer,
+                qa_rows,
+                max_new_tokens,
+                batch_size=batch_size,
+                indicator=ind,
+                max_length=max_length,
+            )
             suffix = "_ind" if ind else ""
             metrics[f"exact_match{suffix}"], metrics[f"f1{suffix}"] = res["exact_match"], res["f1"]
             predictions[f"prediction{suffix}"] = res["predictions"]

@@ -30,7 +30,8 @@ from pipelines.finetune.data import (
     encode_rows,
     ensure_indicator_token,
     grow_embeddings,
-    load_examples,
+    note_rejects,
+    read_rows,
 )
 from pipelines.finetune.methods import METHODS, apply_hft, apply_lora, count_params, set_trainable
 
@@ -143,7 +144,8 @@ def train_model(
     model's embeddings grow by one row, and context-dependent rows get ``" [IND]"``.
 
     metrics: method, steps, train_loss, train_runtime_s, train_tokens (non-pad), tokens_per_s,
-    trainable_params, total_params, rows, dropped_too_long, learning_rate, peak_rss_mb (+ method extras).
+    trainable_params, total_params, rows, truncated_rows (cut to max_length: the whole answer up to its
+    cap, the prompt's tail), learning_rate, peak_rss_mb (+ method extras).
     """
     from transformers import Trainer, set_seed
 
@@ -155,9 +157,10 @@ def train_model(
         model = copy.deepcopy(model)
     set_seed(seed)
     indicator_id = ensure_indicator_token(tokenizer, model) if conditional_indicator else None
-    encoded, dropped = encode_rows(tokenizer, chat_rows(table_or_dataset, conditional_indicator), max_length)
-    if not encoded:
-        raise ValueError(f"every row lost its answer to truncation at max_length={max_length}")
+    # Over-long rows are cut by the scorer's rule (pipelines.truncation), never dropped.
+    encoded, truncated = encode_rows(
+        tokenizer, chat_rows(table_or_dataset, conditional_indicator), max_length
+    )
     dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
     lr = learning_rate if learning_rate is not None else DEFAULT_LR[method]
     device = next(model.parameters()).device
@@ -225,7 +228,7 @@ def train_model(
         "trainable_params": trainable,
         "total_params": count_params(model),
         "rows": len(encoded),
-        "dropped_too_long": dropped,
+        "truncated_rows": truncated,
         "learning_rate": lr,
         "conditional_indicator": conditional_indicator,
         "peak_rss_mb": peak_rss_mb(),
@@ -312,7 +315,9 @@ def run_training(
     seed, options, conditional_indicator) and train_limit (first N rows), device, eval_limit,
     eval_before (held-out loss of the untrained model too), max_new_tokens (QA generation; 0
     skips it). With an eval file of context-QA rows, exact match / token F1 are reported, with
-    and without the indicator when ``conditional_indicator`` is on.
+    and without the indicator when ``conditional_indicator`` is on. Rows the reader rejects are
+    counted (train_rejects, eval_rejects) and written to ``rejects-train.jsonl`` /
+    ``rejects-eval.jsonl`` in ``out_dir``.
     """
     from pipelines.finetune.evaluate import evaluate_run
     from pipelines.llm.embedded import load_model_and_tokenizer
@@ -335,9 +340,20 @@ def run_training(
     options = dict(opts.get("options") or {})
     _check_options(method, options)
 
-    rows = load_examples(selection_path, limit=opts.get("train_limit"))
+    # Bad input lines are rejects, not errors: written beside the run and counted in its metrics.
+    out = Path(out_dir)
+    counts: dict[str, int] = {}
+
+    def read(path: str | Path, limit: int | None, name: str):
+        rows, rejects = read_rows(path, limit=limit)
+        counts[f"{name}_rejects"] = note_rejects(
+            path, rejects, out / f"rejects-{name}.jsonl" if rejects else None
+        )
+        return rows
+
+    rows = read(selection_path, opts.get("train_limit"), "train")
     mdl, tok = load_model_and_tokenizer(model, device=opts.get("device"))
-    eval_rows = load_examples(eval_path, limit=opts.get("eval_limit")) if eval_path else None
+    eval_rows = read(eval_path, opts.get("eval_limit"), "eval") if eval_path else None
     indicator = bool(train_kw.get("conditional_indicator", False))
     eval_kw = {
         "batch_size": train_kw.get("batch_size", 8),
@@ -367,7 +383,7 @@ def run_training(
     if hasattr(trained, "merge_and_unload"):
         trained = trained.merge_and_unload()  # plain model: faster evaluation
     metrics.pop("lisa_history", None)
-    metrics["out_dir"] = str(out)
+    metrics.update(counts, out_dir=str(out))
     if eval_rows is not None:
         metrics["eval_path"] = str(eval_path)
         metrics.update({f"{k}_before": v for k, v in before.items()})

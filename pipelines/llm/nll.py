@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.llm.base import LossRequest, LossResult, Prompt
+from pipelines.truncation import truncate_ids
 
 
 @dataclass
@@ -64,7 +65,11 @@ def _user_content_mask(tokenizer, text: str, content: str) -> tuple[list[int], l
 
 
 def encode(tokenizer, request: LossRequest, max_length: int = 1024, want_user_mask: bool = False) -> Encoded:
-    """Tokenise one request. Prompt and completion are tokenised apart so no merge crosses them."""
+    """Tokenise one request. Prompt and completion are tokenised apart so no merge crosses them.
+
+    Rows over ``max_length`` keep the whole completion up to its cap and the prompt's tail
+    (:func:`pipelines.truncation.truncate_ids`).
+    """
     prompt: Prompt = request.prompt
     user_mask = None
     if isinstance(prompt, str):
@@ -79,13 +84,12 @@ def encode(tokenizer, request: LossRequest, max_length: int = 1024, want_user_ma
         else:
             prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(request.completion, add_special_tokens=False)["input_ids"]
-    # Too long: keep at most half the budget for the prompt's tail, the rest for the completion.
-    if len(prompt_ids) + len(completion_ids) > max_length:
-        completion_ids = completion_ids[: max(1, max_length - min(len(prompt_ids), max_length // 2))]
-        keep = max_length - len(completion_ids)
-        prompt_ids = prompt_ids[-keep:]
-        if user_mask is not None:
-            user_mask = user_mask[-keep:]
+    # Too long: the project's one rule (pipelines.truncation), so training and evaluation cut the
+    # same row the same way. The user mask follows the prompt's kept tail.
+    n_prompt = len(prompt_ids)
+    prompt_ids, completion_ids, _ = truncate_ids(prompt_ids, completion_ids, max_length)
+    if user_mask is not None:
+        user_mask = user_mask[n_prompt - len(prompt_ids) :]
     return Encoded(prompt_ids, completion_ids, user_mask)
 
 
