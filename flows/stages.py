@@ -255,7 +255,7 @@ def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -
         "stages": records,
         "fingerprint": cfg.fingerprint(),
     }
-    paths = export_dataset(table, run.dataset, card_info=card_info)
+    paths = export_dataset(table, run.dataset, card_info=card_info, selected=selected)
     pushed = None
     if cfg.export.push_to_hub:
         pushed = push_to_hub(run.dataset, cfg.export.push_to_hub, private=cfg.export.private)

@@ -40,9 +40,16 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.io import FORMATS
-from pipelines.report import markdown_table, score_summary, stage_counts_table
+from pipelines.report import (
+    markdown_table,
+    plot_score,
+    score_columns,
+    score_summary,
+    selection_composition,
+    stage_counts_table,
+)
 from pipelines.schema import CORE_COLUMNS, user_content, with_messages
-from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, atomic_write_text, shard_path
+from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, atomic_write_text, write_shards
 
 if TYPE_CHECKING:
     import datasets
@@ -64,8 +71,13 @@ def export_dataset(
     *,
     card_info: Mapping[str, Any],
     shard_rows: int = 5000,
+    selected: pl.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write Parquet shards, JSONL, the HF dataset and README.md into ``out_dir``.
+
+    ``selected``: every row that entered selection, with ``keep`` -- the card then shows what the
+    selection kept and dropped per source and task type, with kept-vs-dropped score histograms
+    (``plots/<score>.png``).
 
     ``card_info`` (all optional): title, description, generators (list or dict), models (dict),
     config (dict, or TOML/YAML text), stages (stage records), fingerprint. Unknown keys are an
@@ -81,13 +93,7 @@ def export_dataset(
     rows = export_table(table)
 
     parquet_dir = out / "parquet"
-    n_shards = max(1, math.ceil(rows.height / shard_rows))  # an empty table still gets one shard (its schema)
-    for i in range(n_shards):
-        atomic_write_parquet(rows.slice(i * shard_rows, shard_rows), shard_path(parquet_dir, i))
-    # Shards left over from an earlier, larger export of the same folder would be read back as data.
-    for stale in parquet_dir.glob("part-*.parquet"):
-        if int(stale.stem.split("-")[1]) >= n_shards:
-            stale.unlink()
+    write_shards(rows, parquet_dir, shard_rows)  # an empty table still gets one shard (its schema)
 
     jsonl = out / "data.jsonl"
     atomic_write_text(jsonl, "".join(_json_line(r) for r in rows.iter_rows(named=True)))
@@ -95,8 +101,12 @@ def export_dataset(
     hf_dir = out / "hf"
     _save_hf(rows, hf_dir)
 
+    plots = {}
+    if selected is not None and "keep" in selected.columns:
+        plots = {c: plot_score(selected, c, out / "plots" / f"{c}.png").relative_to(out).as_posix()
+                 for c in score_columns(selected)}
     card = out / "README.md"
-    atomic_write_text(card, dataset_card_text(rows, card_info))
+    atomic_write_text(card, dataset_card_text(rows, card_info, selected, plots))
     return {"dir": out, "parquet": parquet_dir, "jsonl": jsonl, "hf": hf_dir, "card": card}
 
 
@@ -250,8 +260,26 @@ def _short(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
-def dataset_card_text(rows: pl.DataFrame, info: Mapping[str, Any]) -> str:
-    """The card's prose: what the data is, how it was made, counts per stage, score summary, config.
+def _selection_card(selected: pl.DataFrame, plots: Mapping[str, str]) -> list[str]:
+    kept = int(selected["keep"].sum())
+    lines = ["## What selection kept", "", f"{kept} of {selected.height} rows kept.", ""]
+    composition = selection_composition(selected)
+    if composition:
+        lines += ["Kept and dropped rows per source and task type:", "",
+                  markdown_table(composition, ["by", "value", "kept", "dropped"])]
+    for column, png in plots.items():
+        lines += [f"![{column}, kept vs dropped]({png})", ""]
+    return lines
+
+
+def dataset_card_text(
+    rows: pl.DataFrame,
+    info: Mapping[str, Any],
+    selected: pl.DataFrame | None = None,
+    plots: Mapping[str, str] | None = None,
+) -> str:
+    """The card's prose: what the data is, how it was made, counts per stage, what selection kept
+    (when ``selected`` is given), score summary, config.
 
     Deterministic in (rows, info): stage timings are left out (they belong to the run report).
     """
@@ -301,6 +329,8 @@ def dataset_card_text(rows: pl.DataFrame, info: Mapping[str, Any]) -> str:
             if stage.get("stage") == "select" and stage.get("steps"):
                 cols_ = ["step", "name", "rows_in", "rows_out", "dropped", "detail"]
                 lines += ["Selection steps:", "", markdown_table(stage["steps"], cols_)]
+    if selected is not None and "keep" in selected.columns:
+        lines += _selection_card(selected, plots or {})
     summary = score_summary(rows)
     if summary:
         lines += [

@@ -371,3 +371,14 @@ def test_push_without_a_token_says_how_to_set_it(tmp_path, monkeypatch, no_netwo
     paths = export_dataset(_table(), tmp_path / "ds", card_info={})
     with pytest.raises(RuntimeError, match="HF_TOKEN"):
         push_to_hub(paths["dir"], "someone/x")
+
+
+def test_card_shows_what_selection_kept_and_dropped(tmp_path):
+    rows = [make_example(f"Q{i}?", f"A{i}.", source="glan" if i < 6 else "bonito") for i in range(10)]
+    selected = to_table(rows).with_columns(pl.Series("score_target_sim", [i / 10 for i in range(10)]),
+                                           pl.Series("keep", [i >= 5 for i in range(10)]))
+    paths = export_dataset(selected.filter(pl.col("keep")), tmp_path / "d", card_info={}, selected=selected)
+    card = paths["card"].read_text()
+    assert "5 of 10 rows kept." in card
+    assert "| source | bonito | 4 | 0 |" in card and "| source | glan | 1 | 5 |" in card
+    assert "(plots/score_target_sim.png)" in card and (tmp_path / "d" / "plots" / "score_target_sim.png").exists()
