@@ -49,7 +49,7 @@ from pipelines.report import (
     stage_counts_table,
 )
 from pipelines.schema import CORE_COLUMNS, user_content, with_messages
-from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, atomic_write_text, write_shards
+from pipelines.shards import SHARD_GLOB, atomic_write_jsonl, atomic_write_parquet, atomic_write_text, write_shards
 
 if TYPE_CHECKING:
     import datasets
@@ -305,7 +305,7 @@ def dataset_card_text(
         "",
         "## Files",
         "",
-        "- `parquet/part-*.parquet`: the rows in Parquet shards",
+        f"- `parquet/{SHARD_GLOB}`: the rows in Parquet shards",
         "- `data.jsonl`: the same rows as JSON lines",
         '- `hf/`: `datasets.load_from_disk("hf")`',
         "",
