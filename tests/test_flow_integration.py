@@ -29,7 +29,7 @@ def test_default_flow_small_budget_on_embedded_model(tmp_path):
     collect = json.loads((run_dir / "stages" / "collect.json").read_text())
     assert collect["rows_out"] > 0
     selected = pl.read_parquet(run_dir / "selected" / "all.parquet")
-    for col in ("score_color", "score_ifd", "score_ctx_loss"):
+    for col in ("score_target_sim", "score_ifd", "score_ctx_loss"):
         assert col in selected.columns
     assert selected["score_ifd"].drop_nulls().len() == selected.height
     assert (run_dir / "dataset" / "README.md").exists()
