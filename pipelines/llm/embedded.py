@@ -96,3 +96,43 @@ def load_model_and_tokenizer(
         tok.pad_token = tok.eos_token
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return mdl.to(device).eval(), tok
+
+
+def ct2_model_dir(source: str | os.PathLike, quantization: str | None = "int8") -> Path:
+    """A CTranslate2 conversion of the local transformers folder ``source``, made once and cached.
+
+    Cached under :func:`cache_dir` by the source folder's identity (its resolved path and each
+    file's name, size and mtime), the quantization and the ctranslate2 version, so an edited or
+    replaced model converts again. Atomic like the dequantised model: converted into a temporary
+    folder, then renamed (a process that loses the race keeps the winner's folder). Offline: the
+    converter reads ``source`` with transformers, nothing is downloaded. ``quantization`` None keeps
+    the weights as they are (float32 here), "int8" quantises them for ct2's int8 CPU kernels.
+    """
+    import hashlib
+    import shutil
+
+    import ctranslate2
+    from ctranslate2.converters import TransformersConverter
+
+    src = Path(source).resolve()
+    if not (src / "config.json").exists():
+        raise FileNotFoundError(f"{src} is not a transformers model folder (no config.json)")
+    ident = hashlib.sha256(f"{src}\n{ctranslate2.__version__}\n{quantization}".encode())
+    for f in sorted(p for p in src.iterdir() if p.is_file()):
+        st = f.stat()
+        ident.update(f"\n{f.name} {st.st_size} {st.st_mtime_ns}".encode())
+    target = cache_dir() / f"ct2-{src.name}-{quantization or 'none'}-{ident.hexdigest()[:16]}"
+    if (target / "model.bin").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        TransformersConverter(str(src), low_cpu_mem_usage=True).convert(str(tmp), quantization=quantization)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: keep theirs
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
