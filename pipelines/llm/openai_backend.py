@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from pipelines.llm.base import LossRequest, LossResult, Prompt, Sampling, Progress, no_extras
+from pipelines.llm.base import LossRequest, LossResult, Progress, Prompt, Sampling, no_extras
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.llm.base import LossRequest, LossResult, MissingExtra, Prompt, Sampling, Progress, no_extras
+from pipelines.llm.base import LossRequest, LossResult, MissingExtra, Progress, Prompt, Sampling, no_extras
 
 
 def sampling_params_kwargs(
