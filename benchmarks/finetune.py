@@ -53,9 +53,9 @@ def worker(args: argparse.Namespace) -> dict:
     """One method (or 'baseline') in this process; returns its measurements."""
     import torch
 
-    from pipelines.finetune.evaluate import heldout_loss
     from pipelines.finetune import train_model
     from pipelines.finetune.data import load_examples
+    from pipelines.finetune.evaluate import heldout_loss
     from pipelines.finetune.train import peak_rss_mb
     from pipelines.llm.embedded import load_model_and_tokenizer
 

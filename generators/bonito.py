@@ -49,8 +49,8 @@ from generators.parsing import (
     labelled,
     trim_unfinished,
 )
-from pipelines.progress import StageBar
 from pipelines.llm.base import Messages, Prompt, Sampling
+from pipelines.progress import StageBar
 from pipelines.schema import CORE_SCHEMA, make_example, normalise_text, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_text
 

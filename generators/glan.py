@@ -86,8 +86,8 @@ from generators.parsing import (
     trim_unfinished,
 )
 from generators.taxonomy import load_taxonomy
-from pipelines.progress import StageBar
 from pipelines.llm.base import Sampling
+from pipelines.progress import StageBar
 from pipelines.schema import make_example, normalise_text, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_text
 

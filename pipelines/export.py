@@ -49,7 +49,13 @@ from pipelines.report import (
     stage_counts_table,
 )
 from pipelines.schema import CORE_COLUMNS, user_content, with_messages
-from pipelines.shards import SHARD_GLOB, atomic_write_jsonl, atomic_write_parquet, atomic_write_text, write_shards
+from pipelines.shards import (
+    SHARD_GLOB,
+    atomic_write_jsonl,
+    atomic_write_parquet,
+    atomic_write_text,
+    write_shards,
+)
 
 if TYPE_CHECKING:
     import datasets

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from pipelines.finetune.evaluate import heldout_loss
 from pipelines.finetune import load_run, run_training
 from pipelines.finetune.__main__ import main
 from pipelines.finetune.data import load_examples
+from pipelines.finetune.evaluate import heldout_loss
 
 
 @pytest.fixture

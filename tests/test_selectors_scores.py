@@ -15,9 +15,9 @@ from instruct_selectors.target_sim import target_embedding
 from pipelines.llm.base import LossRequest
 from pipelines.llm.embedded import load_model_and_tokenizer
 from pipelines.llm.hf import HFBackend
+from pipelines.llm.nll import reference_nll
 from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.schema import make_example, to_table
-from pipelines.llm.nll import reference_nll
 
 SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n"
 
