@@ -38,13 +38,14 @@ STAGES = ("generate_taxonomy", "generate_text", "collect", "condition", "score",
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_llm(backend: str, model: str, base_url: str | None, batch: int, budget: int, max_length: int, eager: bool):
+def _cached_llm(backend: str, model: str, base_url: str | None, batch: int, budget: int, max_length: int,
+                eager: bool, engine: str):
     from pipelines.llm import make_backend, resolve_backend_name
 
     name = resolve_backend_name(backend)
     if name == "hf":
         return make_backend("hf", model, eager_attention=eager, generation_batch_size=batch,
-                            token_budget=budget, max_length=max_length)
+                            token_budget=budget, max_length=max_length, generation_engine=engine)
     if name == "openai":
         return make_backend("openai", model, base_url=base_url)
     return make_backend(name, model)
@@ -59,7 +60,7 @@ def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False):
         # machine is shared with another job or with other Dask workers.
         torch.set_num_threads(cfg.threads)
     return _cached_llm(cfg.backend, model or cfg.model, cfg.base_url, cfg.generation_batch_size,
-                       cfg.token_budget, cfg.max_length, eager)
+                       cfg.token_budget, cfg.max_length, eager, cfg.generation_engine)
 
 
 def check_inputs(cfg: PipelineConfig) -> dict[str, int]:
