@@ -68,7 +68,7 @@ class TaxonomyConfig(_Section):
     max_disciplines: int | None = Field(2, description="use only the first N disciplines (None: all)")
     subjects_per_discipline: int = Field(1, gt=0)
     sessions_per_syllabus: int = Field(4, gt=0)
-    questions_per_syllabus: int = Field(3, gt=0)
+    questions_per_syllabus: int = Field(4, gt=0)
     max_tokens: int = Field(256, gt=0)
 
 
