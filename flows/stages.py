@@ -26,6 +26,7 @@ from flows.config import ModelConfig, PipelineConfig, resolve_path
 from flows.run_folder import GENERATORS, RunFolder
 from pipelines.schema import CORE_COLUMNS, to_table
 from pipelines.shards import (
+    atomic_write_bytes,
     atomic_write_jsonl,
     atomic_write_parquet,
     list_shards,
@@ -171,11 +172,11 @@ def condition(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
                                                     "max_length": cfg.model.max_length})
         path = run.target_embedding(key)
         if not path.exists():
-            vec = target_embedding(get_llm(cfg.model), target, cfg.score.target_pooling)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, vec)
-            tmp.replace(path)
+            import io
+
+            buf = io.BytesIO()
+            np.save(buf, target_embedding(get_llm(cfg.model), target, cfg.score.target_pooling))
+            atomic_write_bytes(path, buf.getvalue())
         made["target_embedding"] = str(path)
     return _record(run, "condition", t0, rows_in=target.height, **made)
 

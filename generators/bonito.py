@@ -38,7 +38,6 @@ from generators.levels import (
     level_rejects,
     read_level,
     run_level,
-    write_table_shards,
 )
 from generators.parsing import (
     Reject,
@@ -52,7 +51,7 @@ from generators.parsing import (
 from pipelines.llm.base import Messages, Prompt, Sampling
 from pipelines.progress import StageBar
 from pipelines.schema import CORE_SCHEMA, make_example, normalise_text, to_table
-from pipelines.shards import atomic_write_jsonl, atomic_write_text
+from pipelines.shards import atomic_write_jsonl, atomic_write_text, write_shards
 
 TASK_TYPES: dict[str, str] = {
     "exqa": "extractive question answering",
@@ -444,7 +443,7 @@ def run_bonito(
     )
     if "text_id" in kept.columns:
         kept = kept.drop("text_id")
-    write_table_shards(kept, out / "examples", shard_size)
+    write_shards(kept, out / "examples", shard_size)
     atomic_write_jsonl(dropped.to_dicts(), out / "examples" / "dropped.jsonl")
     rejects = level_rejects(out / "generated")
     counts.update(

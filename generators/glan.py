@@ -71,7 +71,6 @@ from generators.levels import (
     level_rejects,
     read_level,
     run_level,
-    write_table_shards,
 )
 from generators.parsing import (
     Attempts,
@@ -89,7 +88,7 @@ from generators.taxonomy import load_taxonomy
 from pipelines.llm.base import Sampling
 from pipelines.progress import StageBar
 from pipelines.schema import make_example, normalise_text, to_table
-from pipelines.shards import atomic_write_jsonl, atomic_write_text
+from pipelines.shards import atomic_write_jsonl, atomic_write_text, write_shards
 
 LEVELS = ("disciplines", "subjects", "syllabi", "questions", "questions_unique", "examples")
 LEVEL_NAMES = ("introductory", "intermediate", "advanced")
@@ -724,7 +723,7 @@ def dedup_questions(
     """Questions kept after exact + near dedup, written to ``folder`` (the dropped ones to its
     ``dropped.jsonl``). Cheap and whole-table, so redone every run: it always matches the questions."""
     kept, dropped, counts = dedup_rows(questions, "question", "question_id", near_threshold)
-    write_table_shards(kept, Path(folder), shard_size)
+    write_shards(kept, Path(folder), shard_size)
     atomic_write_jsonl(dropped.to_dicts(), Path(folder) / "dropped.jsonl")
     return kept, counts
 
@@ -806,7 +805,7 @@ def run_glan(
     start, table = _load_start(Path(taxonomy_path))
     if start == "disciplines":
         table = table if max_disciplines is None else table.head(max_disciplines)
-        write_table_shards(table, out / "disciplines", shard_size=max(1, table.height))
+        write_shards(table, out / "disciplines", shard_size=max(1, table.height))
     disciplines = table.height if start == "disciplines" else 0
     todo = LEVELS[LEVELS.index(start) + 1 :]
     runs: dict[str, LevelRun] = {}

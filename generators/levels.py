@@ -9,7 +9,7 @@ whose input chunk changed are deleted and regenerated; the rest are kept. A kill
 the same way: a shard on disk whose fingerprint matches is never regenerated.
 
 Also: stable per-item seeds (:func:`derive_seed`) so an item gets the same sampling whichever
-shard it lands in, and :func:`write_table_shards` for whole-table steps (dedup) that are cheap
+shard it lands in, and :func:`pipelines.shards.write_shards` for whole-table steps (dedup) that are cheap
 to redo on every run.
 """
 
@@ -33,7 +33,6 @@ from pipelines.shards import (
     rejects_path,
     run_sharded,
     shard_path,
-    write_shards,
 )
 
 MANIFEST = "inputs.json"
@@ -117,8 +116,3 @@ def read_level(folder: Path, schema: dict[str, Any] | None = None) -> pl.DataFra
 
 def level_rejects(folder: Path) -> list[dict[str, Any]]:
     return read_rejects(folder) if Path(folder).exists() else []
-
-
-def write_table_shards(table: pl.DataFrame, folder: Path, shard_size: int) -> int:
-    """Whole-table steps write through the one shard writer (:func:`pipelines.shards.write_shards`)."""
-    return write_shards(table, folder, shard_size)

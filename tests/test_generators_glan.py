@@ -382,7 +382,8 @@ def test_bad_taxonomy_is_a_clear_error(tmp_path):
 
 
 def test_level_shards_follow_a_shrinking_input(tmp_path):
-    from generators.levels import run_level, write_table_shards
+    from generators.levels import run_level
+    from pipelines.shards import write_shards
 
     def process(chunk):
         return pl.DataFrame({"x": list(chunk)}), []
@@ -394,8 +395,8 @@ def test_level_shards_follow_a_shrinking_input(tmp_path):
         "part-00000.parquet",
         "part-00001.parquet",
     ]
-    write_table_shards(pl.DataFrame({"x": range(9)}), tmp_path / "t", 4)
-    write_table_shards(pl.DataFrame({"x": range(3)}), tmp_path / "t", 4)
+    write_shards(pl.DataFrame({"x": range(9)}), tmp_path / "t", 4)
+    write_shards(pl.DataFrame({"x": range(3)}), tmp_path / "t", 4)
     assert read_shards(tmp_path / "t")["x"].to_list() == [0, 1, 2]
 
 
