@@ -40,7 +40,7 @@ import json
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,8 +58,10 @@ from generators.glan_prompts import (  # all re-exported: callers import prompts
     SUBJECTS_EXAMPLE,  # noqa: F401
     SYLLABUS_ASK,  # noqa: F401
     SYLLABUS_EXAMPLE,  # noqa: F401
+    LEVEL_SCHEMAS,
     _few_shot,  # noqa: F401
     answer_prompt,
+    ask_for_json,
     concepts_prompt,
     question_prompt,
     subjects_prompt,
@@ -78,6 +80,7 @@ from generators.parsing import (
     clean_line,
     extract_json,
     generate_parsed,
+    is_clean_json,
     is_degenerate,
     is_refusal,
     list_items,
@@ -85,7 +88,7 @@ from generators.parsing import (
     trim_unfinished,
 )
 from generators.taxonomy import load_taxonomy
-from pipelines.llm.base import Sampling
+from pipelines.llm.base import Messages, Sampling
 from pipelines.progress import StageBar
 from pipelines.schema import make_example, normalise_text, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_text, write_shards
@@ -474,12 +477,20 @@ class GlanSettings:
     top_p: float = 0.95
     retries: int = 2
     progress: bool = False
+    structured: bool = False  # the backend constrains decoding to a JSON schema (LLM.structured_output)
 
     def sampling(self, level: str, max_tokens: int, items: Sequence[Any]) -> Sampling:
-        """Seeded by the run seed, the level and what is asked, so a rerun asks the same."""
+        """Seeded by the run seed, the level and what is asked, so a rerun asks the same. With a
+        ``structured`` backend the JSON levels ask for their schema (LEVEL_SCHEMAS)."""
         t = PAPER_TEMPERATURE[level] if self.temperature is None else self.temperature
         seed = derive_seed(self.seed, level, list(items))
-        return Sampling(temperature=t, top_p=self.top_p, max_tokens=max_tokens, seed=seed)
+        schema = LEVEL_SCHEMAS.get(level) if self.structured else None
+        return Sampling(temperature=t, top_p=self.top_p, max_tokens=max_tokens, seed=seed, json_schema=schema)
+
+    def prompt(self, level: str, messages: Messages) -> Messages:
+        """The level's prompt, asking for its JSON schema when decoding is constrained to it."""
+        schema = LEVEL_SCHEMAS.get(level) if self.structured else None
+        return messages if schema is None else ask_for_json(messages, schema)
 
 
 @dataclass(frozen=True)
@@ -489,17 +500,34 @@ class Calls:
     generated: int = 0
     retried: int = 0
     concept_calls: int = 0  # syllabi only: sessions whose key concepts took a second query
+    # JSON levels (subjects, syllabi): answers read, and those that were not a clean JSON document
+    # and went through extraction/repair or the line format.
+    json_answers: int = 0
+    repaired: int = 0
 
     @classmethod
-    def of(cls, attempts: Attempts, concept_calls: int = 0) -> Calls:
-        return cls(attempts.generated, attempts.retried, concept_calls)
+    def of(cls, attempts: Attempts, concept_calls: int = 0, repairs: RepairCount | None = None) -> Calls:
+        r = repairs or RepairCount()
+        return cls(attempts.generated, attempts.retried, concept_calls, r.answers, r.repaired)
 
     def __add__(self, other: Calls) -> Calls:
-        return Calls(
-            self.generated + other.generated,
-            self.retried + other.retried,
-            self.concept_calls + other.concept_calls,
-        )
+        return Calls(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+@dataclass
+class RepairCount:
+    """Counts, for a JSON level's parser, how many answers needed repair (see :func:`counting`)."""
+
+    answers: int = 0
+    repaired: int = 0
+
+    def counting(self, parse: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+        def wrapped(text: str, item: Any) -> Any:
+            self.answers += 1
+            self.repaired += not is_clean_json(text)
+            return parse(text, item)
+
+        return wrapped
 
 
 @dataclass
@@ -536,7 +564,8 @@ def _run(
         calls.append(used)
         return table, rejects
 
-    params = {**params, "model": _model_name(llm), "seed": settings.seed, "prompts": PROMPTS_FINGERPRINT}
+    params = {**params, "model": _model_name(llm), "seed": settings.seed, "prompts": PROMPTS_FINGERPRINT,
+              **({"structured": True} if settings.structured else {})}
     # Items done per shard; generation batches and tok/s in between (pipelines.progress).
     bar = StageBar(f"glan {name}", len(items), enabled=settings.progress)
     try:
@@ -567,11 +596,12 @@ def run_subjects(
 
 def _subjects_chunk(chunk, llm, settings: GlanSettings, per_discipline: int, queries: int):
     asks = [(d, q) for d in chunk for q in range(queries)]
+    repairs = RepairCount()
     res = generate_parsed(
         llm,
         asks,
-        lambda dq: subjects_prompt(dq[0], per_discipline),
-        lambda text, dq: parse_subjects(text, dq[0]),
+        lambda dq: settings.prompt("subjects", subjects_prompt(dq[0], per_discipline)),
+        repairs.counting(lambda text, dq: parse_subjects(text, dq[0])),
         settings.sampling("subjects", settings.max_tokens, chunk),
         settings.retries,
     )
@@ -586,7 +616,7 @@ def _subjects_chunk(chunk, llm, settings: GlanSettings, per_discipline: int, que
             if key not in kept and len(kept) < per_discipline:
                 kept.add(key)
                 rows.append(_subject_row(d, s))
-    return _rows_table(rows, "subjects"), rejects, Calls.of(res)
+    return _rows_table(rows, "subjects"), rejects, Calls.of(res, repairs=repairs)
 
 
 def _subject_row(d: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
@@ -609,11 +639,12 @@ def run_syllabi(
 
 
 def _syllabi_chunk(chunk, llm, settings: GlanSettings, sessions: int):
+    repairs = RepairCount()
     res = generate_parsed(
         llm,
         list(chunk),
-        lambda s: syllabus_prompt(s, sessions),
-        lambda text, s: parse_syllabus(text, s, require_concepts=False),
+        lambda s: settings.prompt("syllabi", syllabus_prompt(s, sessions)),
+        repairs.counting(lambda text, s: parse_syllabus(text, s, require_concepts=False)),
         settings.sampling("syllabi", settings.max_tokens, chunk),
         settings.retries,
     )
@@ -625,7 +656,7 @@ def _syllabi_chunk(chunk, llm, settings: GlanSettings, sessions: int):
             continue
         usable = [sess for sess in r[:sessions] if sess["key_concepts"]]
         rows += [_session_row(s, n, sess) for n, sess in enumerate(usable, 1)]
-    return _rows_table(rows, "syllabi"), rejects, Calls.of(res) + concept_calls
+    return _rows_table(rows, "syllabi"), rejects, Calls.of(res, repairs=repairs) + concept_calls
 
 
 def _fill_concepts(
@@ -801,6 +832,8 @@ def run_glan(
         top_p=top_p,
         retries=retries,
         progress=progress,
+        # Test doubles may not declare it; every backend in pipelines.llm does.
+        structured=bool(getattr(llm, "structured_output", False)),
     )
     start, table = _load_start(Path(taxonomy_path))
     if start == "disciplines":
@@ -829,13 +862,14 @@ def run_glan(
         table = runs["questions"].table
     kept, dedup = dedup_questions(table, out / "questions_unique", shard_size, near_threshold)
     runs["examples"] = run_examples(kept, llm, out / "examples", settings)
-    counts = _counts(out, start, disciplines, runs, dedup)
+    counts = _counts(out, start, disciplines, runs, dedup, settings.structured)
     atomic_write_text(out / "counts.json", json.dumps(counts, indent=2, sort_keys=True))
     return counts
 
 
 def _counts(
-    out: Path, start: str, disciplines: int, runs: dict[str, LevelRun], dedup: dict[str, int]
+    out: Path, start: str, disciplines: int, runs: dict[str, LevelRun], dedup: dict[str, int],
+    structured: bool = False,
 ) -> dict[str, Any]:
     """The levels' counts merged: per-level outcomes and rows, LLM calls summed, rejects on disk."""
     calls = sum((r.calls for r in runs.values()), Calls())
@@ -846,6 +880,8 @@ def _counts(
         "start_level": start,
         "disciplines": disciplines,
         **({"concept_calls": calls.concept_calls} if calls.concept_calls else {}),
+        # How often the JSON levels' answers needed repair, and whether decoding was constrained.
+        "json_repair": {"answers": calls.json_answers, "repaired": calls.repaired, "constrained": structured},
         "dedup": dedup,
         **{name: r.table.height for name, r in runs.items()},
         "rejects": sum(

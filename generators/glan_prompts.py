@@ -57,6 +57,29 @@ QUESTION_EXAMPLE = (
 )
 
 
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+# What the JSON levels ask a backend with constrained decoding for (LLM.structured_output); the
+# parsers (glan.parse_subjects / parse_syllabus) read these shapes as well as the line formats.
+LEVEL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "subjects": {
+        "title": "subjects", "type": "object", "additionalProperties": False, "required": ["subjects"],
+        "properties": {"subjects": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["name", "level", "subtopics"],
+            "properties": {"name": {"type": "string"},
+                           "level": {"type": "string", "enum": ["introductory", "intermediate", "advanced"]},
+                           "subtopics": _STRINGS}}}},
+    },
+    "syllabi": {
+        "title": "syllabus", "type": "object", "additionalProperties": False, "required": ["sessions"],
+        "properties": {"sessions": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["title", "description", "key_concepts"],
+            "properties": {"title": {"type": "string"}, "description": {"type": "string"},
+                           "key_concepts": _STRINGS}}}},
+    },
+}
+JSON_ASK = "Reply with JSON only, matching this schema: {schema}"
+
+
 # Part of every level's fingerprint: editing a prompt regenerates what it made.
 PROMPTS_FINGERPRINT = fingerprint(
     [
@@ -68,8 +91,18 @@ PROMPTS_FINGERPRINT = fingerprint(
         CONCEPTS_EXAMPLE,
         QUESTION_ASK,
         QUESTION_EXAMPLE,
+        JSON_ASK,
+        LEVEL_SCHEMAS,
     ]
 )
+
+
+def ask_for_json(messages: Messages, schema: dict[str, Any]) -> Messages:
+    """``messages`` with the last user turn asking for ``schema`` (decoding is constrained to it;
+    saying so keeps the model's content sensible inside the forced shape)."""
+    *head, last = messages
+    ask = JSON_ASK.format(schema=json.dumps(schema, separators=(",", ":")))
+    return [*head, {**last, "content": f"{last['content']}\n\n{ask}"}]
 
 
 def _few_shot(example: tuple[str, str], ask: str) -> Messages:

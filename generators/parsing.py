@@ -124,6 +124,15 @@ def extract_json(text: str) -> Any | None:
     return None
 
 
+def is_clean_json(text: str) -> bool:
+    """Whether ``text`` is one JSON document as it stands (no fences, prose or repair needed)."""
+    try:
+        json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # Line formats (what a small model follows more reliably than nested JSON)
 

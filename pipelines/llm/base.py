@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,13 +21,19 @@ Prompt = str | Messages
 
 @dataclass(frozen=True)
 class Sampling:
-    """Generation settings. ``max_tokens`` is always explicit (vLLM defaults it to 16)."""
+    """Generation settings. ``max_tokens`` is always explicit (vLLM defaults it to 16).
+
+    ``json_schema``: ask for an answer that is JSON of this schema. Backends with
+    ``structured_output`` constrain decoding to it (vLLM guided decoding, OpenAI
+    ``response_format``); the others ignore it, so callers still parse and repair their answers.
+    """
 
     temperature: float = 0.7
     top_p: float = 0.95
     max_tokens: int = 256
     seed: int = 0
     stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,14 @@ class LLM(Protocol):
       hidden states or attention (``want_hidden``, ``attn_layer``) need it; other backends raise
       ``NotImplementedError`` when asked for them.
     * ``progress`` is called as items finish, so long calls show movement.
+    * ``structured_output``: whether ``generate`` honours ``Sampling.json_schema`` (constrained
+      decoding), so callers may skip repairing the answer.
     """
 
     name: str
     model_id: str
     model: object | None
+    structured_output: bool
 
     def generate(
         self, prompts: Sequence[Prompt], sampling: Sampling, progress: Progress | None = None

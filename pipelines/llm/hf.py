@@ -48,6 +48,7 @@ def resolve_generation_engine(engine: str, model_id: str, device: torch.device |
 
 class HFBackend:
     name = "hf"
+    structured_output = False  # answers to a json_schema are parsed and repaired by the caller
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from pipelines.llm.base import MissingExtra, Prompt, Sampling
 
 class LlamaCppBackend:
     name = "llamacpp"
+    structured_output = False  # answers to a json_schema are parsed and repaired by the caller
 
     def __init__(self, model: str = "embedded", n_threads: int | None = None, n_ctx: int = 2048, **options):
         try:

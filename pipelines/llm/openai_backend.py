@@ -62,8 +62,15 @@ class RequestFailed(RuntimeError):
         }
 
 
+def response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's structured-output request field (vLLM's server honours it too)."""
+    return {"type": "json_schema", "json_schema": {"name": schema.get("title", "answer"), "schema": schema,
+                                                   "strict": True}}
+
+
 class OpenAIBackend:
     name = "openai"
+    structured_output = True  # decoding constrained to Sampling.json_schema
 
     def __init__(
         self,
@@ -198,6 +205,8 @@ class OpenAIBackend:
         }
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.json_schema is not None:
+            body["response_format"] = response_format(sampling.json_schema)
         try:
             if isinstance(prompt, str):
                 data = self._post("/completions", {**body, "prompt": prompt}, index)

@@ -54,7 +54,20 @@ def sampling_from_request(body: dict[str, Any], default_max_tokens: int = 256) -
         max_tokens=int(max_tokens if max_tokens is not None else default_max_tokens),
         seed=int(body.get("seed") or 0),
         stop=stop,
+        json_schema=_requested_schema(body),
     )
+
+
+def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema of an OpenAI ``response_format`` request, handed to the backend (which
+    constrains decoding to it when it can: LLM.structured_output)."""
+    fmt = body.get("response_format")
+    if not fmt or fmt.get("type") != "json_schema":
+        return None
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    if not isinstance(schema, dict):
+        raise BadRequest("response_format.json_schema.schema must be an object")
+    return schema
 
 
 class OpenAICompatServer:

@@ -45,6 +45,17 @@ def sampling_params_kwargs(
     return kwargs
 
 
+def structured_kwargs(vllm: Any, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """SamplingParams keyword that constrains decoding to ``schema``: ``structured_outputs`` in
+    vLLM >= 0.10.2, ``guided_decoding`` before (the older name is gone in newer releases)."""
+    if schema is None:
+        return {}
+    sp = vllm.sampling_params
+    if hasattr(sp, "StructuredOutputsParams"):
+        return {"structured_outputs": sp.StructuredOutputsParams(json=schema)}
+    return {"guided_decoding": sp.GuidedDecodingParams(json=schema)}
+
+
 # Scoring: prompt logprobs of the actual tokens only; the one generated token is thrown away.
 LOSS_PARAMS_KWARGS: dict[str, Any] = {"prompt_logprobs": 0, "max_tokens": 1, "temperature": 0.0}
 
@@ -77,6 +88,7 @@ def completion_nll(
 
 class VLLMBackend:
     name = "vllm"
+    structured_output = True  # decoding constrained to Sampling.json_schema
 
     def __init__(self, model: str = "embedded", max_length: int | None = None, **engine_kwargs: Any):
         """``model``: ``embedded`` or a local model folder / hub id; ``engine_kwargs`` go to ``vllm.LLM``
@@ -119,7 +131,8 @@ class VLLMBackend:
         """Texts in input order (vLLM batches and schedules them itself)."""
         inputs = [{"prompt_token_ids": self._prompt_ids(p)} for p in prompts]
         params = [
-            self._vllm.SamplingParams(**sampling_params_kwargs(sampling, i, self._stop_ids))
+            self._vllm.SamplingParams(**sampling_params_kwargs(sampling, i, self._stop_ids),
+                                      **structured_kwargs(self._vllm, sampling.json_schema))
             for i in range(len(inputs))
         ]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
