@@ -88,6 +88,16 @@ class GenerateConfig(_Section):
     inputs: list[str] = Field(default_factory=list, description="existing datasets to add (JSONL, Parquet, Alpaca, messages, HF on disk)")
 
 
+class JudgeConfig(_Section):
+    """The LLM that writes score_judge (instruct_selectors/judge.py): by default the run's model."""
+
+    backend: Literal[BACKENDS] | None = Field(None, description="default: model.backend")
+    model: str | None = Field(None, description="default: model.model; a stronger judge is usually worth it")
+    base_url: str | None = Field(None, description="openai backend: the judge's endpoint")
+    retries: int = Field(2, ge=0, description="re-asks for an answer without a valid 'Rating: N'")
+    max_tokens: int = Field(24, gt=0)
+
+
 class ScoreConfig(_Section):
     # target_sim, not CoLoR, ranks by default: it won on every target of benchmarks.selection
     # (numbers in instruct_selectors/color_filter.py's docstring).
@@ -100,6 +110,7 @@ class ScoreConfig(_Section):
     attn_layer: int | None = Field(None, description="probe layer for ctx_attn (default: ~2/3 depth)")
     ctx_threshold: float | None = Field(None, description="score_ctx_* value above which a row is context-dependent")
     ctx_quantile: float | None = Field(0.5, ge=0, le=1, description="or: the quantile used as that threshold")
+    judge: JudgeConfig = JudgeConfig()
 
     @field_validator("scores")
     @classmethod

@@ -80,6 +80,13 @@ class RunFolder:
     def scored(self) -> Path:
         return self.root / "scored"
 
+    def score_rejects(self, index: int) -> Path:
+        """Rows of scored shard ``index`` whose judge answer never parsed (score_judge is null)."""
+        return self.scored / f"rejects-judge-{index:05d}.jsonl"
+
+    def score_rejects_files(self) -> list[Path]:
+        return sorted(self.scored.glob("rejects-judge-*.jsonl"))
+
     @property
     def selected(self) -> Path:
         return self.root / "selected" / "all.parquet"

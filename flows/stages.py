@@ -207,13 +207,33 @@ def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_mod
     scored = score_table(table, prior, scores=scores, cond_llm=cond, attn_layer=cfg.score.attn_layer,
                          color_reduction=cfg.score.color_reduction, target_vector=vector,
                          target_pooling=cfg.score.target_pooling)
+    if "judge" in scores:
+        from instruct_selectors.judge import judge_rows
+
+        j = cfg.score.judge
+        judged = judge_rows(table, get_llm(judge_model(cfg)), retries=j.retries, max_tokens=j.max_tokens,
+                            seed=cfg.run.seed)
+        scored = scored.with_columns(judged.column())
+        if judged.rejects:  # written before the shard: the shard's existence marks this index done
+            atomic_write_jsonl(judged.rejects, run.score_rejects(index))
     atomic_write_parquet(scored, out)
     return scored.height
 
 
+def judge_model(cfg: PipelineConfig) -> ModelConfig:
+    """The run's model settings with the judge's own backend/model/endpoint where set."""
+    j = cfg.score.judge
+    chosen = {"backend": j.backend, "model": j.model, "base_url": j.base_url}
+    return cfg.model.model_copy(update={k: v for k, v in chosen.items() if v is not None})
+
+
 def score_record(cfg: PipelineConfig, run: RunFolder, started: float, rows: int) -> dict[str, Any]:
     """The score stage's record, once every shard is scored (by :func:`score` or by mapped tasks)."""
-    return _record(run, "score", started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores))
+    extra: dict[str, Any] = {}
+    if "judge" in cfg.score.scores:
+        rejects = sum(len(p.read_text().splitlines()) for p in run.score_rejects_files())
+        extra = {"rejects": rejects, "judge": {"model": judge_model(cfg).model, "unparsed": rejects}}
+    return _record(run, "score", started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores), **extra)
 
 
 def score(cfg: PipelineConfig, run: RunFolder, conditioned: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from instruct_selectors.color_filter import COLUMN as COLOR_COLUMN
 from instruct_selectors.color_filter import REDUCTIONS, color_score, response_nll
 from instruct_selectors.context_dependency import ATTN_COLUMN, LOSS_COLUMN, ctx_loss_score
 from instruct_selectors.ifd import COLUMN as IFD_COLUMN
+from instruct_selectors.judge import COLUMN as JUDGE_COLUMN
 from instruct_selectors.ifd import ifd_score
 from instruct_selectors.target_sim import COLUMN as TARGET_SIM_COLUMN
 from instruct_selectors.target_sim import EXTRA as TARGET_SIM_EXTRA
@@ -52,8 +53,11 @@ SCORE_COLUMNS = {
     "ctx_attn": ATTN_COLUMN,
     "target_sim": TARGET_SIM_COLUMN,
     "embedding": EMBEDDING_COLUMN,
+    "judge": JUDGE_COLUMN,
 }
 SCORES = tuple(SCORE_COLUMNS)
+# Scores an LLM writes (judge.py's ratings), not loss passes: score_table skips them.
+GENERATED_SCORES = ("judge",)
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ def score_table(
     ("mean" or "sum" over response tokens) is CoLoR's L; every other score uses the mean.
     ``target_sim`` needs ``target_vector`` (target_sim.target_embedding, computed once per run with
     the same ``target_pooling``): cosine of each row's pooled hidden state with it.
+    ``judge`` (in GENERATED_SCORES) is not a loss: judge.judge_rows adds it, so it is skipped here.
     """
     wanted = tuple(dict.fromkeys(scores))
     if color_reduction not in REDUCTIONS:

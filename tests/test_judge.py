@@ -1,0 +1,127 @@
+"""The judge score: strict answer format, bounded retries, rejects, and the score stage wiring."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import polars as pl
+import pytest
+from instruct_selectors.judge import COLUMN, SCHEMA, judge_rows, parse_rating
+
+from flows import stages
+from flows.config import load_config
+from flows.run_folder import RunFolder
+from pipelines.llm.serve import OpenAICompatServer
+from pipelines.schema import make_example, to_table
+from pipelines.shards import atomic_write_jsonl, list_shards
+
+
+@pytest.mark.parametrize("text, rating", [
+    ("Rating: 4", 4), ('{"rating": 5}', 5), ("**Rating:** 2", 2), ("rating = 3/5", 3),
+    ("The answer is fine.\nRating: 1", 1), ("Rating: 4\nRating: 4", 4),
+])
+def test_parse_rating_accepts_the_strict_formats(text, rating):
+    assert parse_rating(text) == rating
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("Good answer, I would give it a four.", "no 'Rating: N'"), ("Rating: 7", "not an integer from 1 to 5"),
+    ("Rating: 2 ... on reflection Rating: 5", "several different ratings"), ('{"rating": true}', "not an integer"),
+    ("", "no 'Rating: N'"), ("4", "no 'Rating: N'"),
+])
+def test_parse_rating_rejects_anything_else_with_a_reason(text, reason):
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_rating(text)
+
+
+class ScriptedJudge:
+    """Known answers per instruction: ``script[instruction]`` is a list of answers, one per attempt."""
+
+    name = model_id = "scripted"
+    model = None
+
+    def __init__(self, script: dict[str, list[str]], structured_output: bool = False):
+        self.script, self.structured_output = script, structured_output
+        self.asked: dict[str, int] = {}
+        self.samplings = []
+
+    def generate(self, prompts, sampling, progress=None):
+        self.samplings.append(sampling)
+        out = []
+        for p in prompts:
+            instruction = re.search(r"### Instruction\n(.*?)\n", p[-1]["content"]).group(1)
+            n = self.asked.get(instruction, 0)
+            self.asked[instruction] = n + 1
+            answers = self.script[instruction]
+            out.append(answers[min(n, len(answers) - 1)])
+        return out
+
+
+def _table(instructions):
+    return to_table([make_example(i, f"answer to {i}", source="test") for i in instructions])
+
+
+def test_judge_rows_retries_garbage_and_keeps_what_never_parses():
+    script = {"a": ["Rating: 5"], "b": ["great!", "Rating: 2"], "c": ["no idea", "still none", "nope"]}
+    llm = ScriptedJudge(script)
+    judged = judge_rows(_table(["a", "b", "c"]), llm, retries=2)
+    assert judged.scores == [5, 2, None]
+    assert judged.calls == 3 + 2 + 1 and judged.retried == 2 + 1
+    (reject,) = judged.rejects
+    assert reject["raw"] == "nope" and reject["attempts"] == 3 and "no 'Rating: N'" in reject["reason"]
+    assert llm.samplings[0].temperature == 0.0 and llm.samplings[1].temperature > 0  # greedy first
+    assert judged.column().to_list() == [5.0, 2.0, None]
+    assert llm.samplings[0].json_schema is None
+
+
+def test_judge_asks_a_constrained_backend_for_the_schema():
+    llm = ScriptedJudge({"a": ['{"rating": 3}']}, structured_output=True)
+    assert judge_rows(_table(["a"]), llm).scores == [3]
+    assert llm.samplings[0].json_schema == SCHEMA
+
+
+class ServedJudge:
+    """A judge behind the project's OpenAI-compatible server: row i gets rating i % 5 + 1, and
+    the instruction 'What is 3 plus 3?' always gets garbage."""
+
+    name = model_id = "served"
+    model = None
+    structured_output = False
+
+    def generate(self, prompts, sampling, progress=None):
+        texts = []
+        for p in prompts:
+            i = int(re.search(r"What is (\d+) plus", p[-1]["content"]).group(1))
+            texts.append("I cannot rate this." if i == 3 else f"Rating: {i % 5 + 1}")
+        return texts
+
+
+def test_score_stage_writes_score_judge_rejects_and_counts(tmp_path):
+    rows = [{"instruction": f"What is {i} plus {i}?", "output": f"It is {2 * i}."} for i in range(6)]
+    atomic_write_jsonl(rows, tmp_path / "in.jsonl")
+    with OpenAICompatServer(ServedJudge(), model_name="served") as server:
+        cfg = load_config(overrides=[
+            "generate.taxonomy.enabled=false", "generate.text.enabled=false",
+            f"generate.inputs=[{tmp_path / 'in.jsonl'}]", "model.model=tiny", "model.backend=hf",
+            "score.scores=[ifd, judge]", "run.shard_size=4", f"run.out_dir={tmp_path / 'runs'}",
+            "score.judge.backend=openai", "score.judge.model=served", f"score.judge.base_url={server.url}",
+            "score.judge.retries=1",
+            "select.steps=[{threshold: {column: score_judge, min: 3}}]",
+        ])
+        run = RunFolder(cfg.run_dir())
+        run.claim(cfg.fingerprint(), cfg.model_dump_json())
+        stages.collect(cfg, run)
+        record = stages.score(cfg, run)
+        scored = pl.concat([pl.read_parquet(p) for p in list_shards(run.scored)])
+        assert scored[COLUMN].to_list() == [1.0, 2.0, 3.0, None, 5.0, 1.0]
+        assert record["rejects"] == 1 and record["judge"] == {"model": "served", "unparsed": 1}
+        (rejects_file,) = run.score_rejects_files()
+        reject = json.loads(rejects_file.read_text())
+        assert reject["raw"] == "I cannot rate this." and reject["attempts"] == 2
+        # resumable by shard: a second pass redoes nothing
+        mtimes = [p.stat().st_mtime_ns for p in list_shards(run.scored)]
+        stages.score(cfg, run)
+        assert [p.stat().st_mtime_ns for p in list_shards(run.scored)] == mtimes
+    selected = stages.select(cfg, run)
+    assert selected["rows_out"] == 2  # ratings 3 and 5; the null is not kept by a min threshold
