@@ -143,6 +143,7 @@ class ExportConfig(_Section):
     push_to_hub: str | None = Field(None, description="repo id to push to (token from HF_TOKEN)")
     private: bool = True
     include_dropped: bool = Field(False, description="export every row with its keep/reason columns")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="hold out this share of rows as a seeded test split (test/ beside the train files; both pushed)")
 
 
 class TrainConfig(_Section):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from instruct_selectors.score import SCORE_COLUMNS, SCORE_DEFINITIONS
 
 from flows.config import ModelConfig, PipelineConfig, resolve_path
 from flows.run_folder import GENERATORS, RunFolder
@@ -265,6 +266,36 @@ def select(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     return _record(run, "select", t0, rows_in=table.height, rows_out=kept, steps=summary.to_dicts())
 
 
+def models_per_stage(cfg: PipelineConfig, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Lineage for the card: which model (and backend) each stage that ran used."""
+    ran = {r["stage"] for r in records}
+    main = f"{cfg.model.model} ({cfg.model.backend} backend)"
+    models = {stage: main for stage in ("generate_taxonomy", "generate_text") if stage in ran}
+    if "score" in ran:
+        models["score (prior)"] = main
+        if "color" in cfg.score.scores:
+            models["condition (CoLoR conditional)"] = (f"{cfg.model.model} fine-tuned on {cfg.score.target} "
+                                                       f"({cfg.score.conditional_method})")
+        if "judge" in cfg.score.scores:
+            j = judge_model(cfg)
+            models["score (judge)"] = f"{j.model} ({j.backend} backend)"
+    if cfg.train.method:
+        models["train"] = f"{cfg.model.model} ({cfg.train.method})"
+    return models
+
+
+def generator_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    g = cfg.generate
+    out: dict[str, Any] = {}
+    if g.taxonomy.enabled:
+        out["GLAN (generate_taxonomy)"] = g.taxonomy.model_dump(mode="json", exclude={"enabled"})
+    if g.text.enabled:
+        out["Bonito (generate_text)"] = g.text.model_dump(mode="json", exclude={"enabled"})
+    if g.inputs:
+        out["inputs"] = list(g.inputs)
+    return out
+
+
 def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -> dict[str, Any]:
     from pipelines.export import export_dataset, push_to_hub
 
@@ -273,11 +304,14 @@ def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -
     table = selected if cfg.export.include_dropped else selected.filter(pl.col("keep"))
     card_info = {
         "config": cfg.model_dump(mode="json"),
-        "models": {"generator_and_prior": cfg.model.model, "backend": cfg.model.backend},
+        "models": models_per_stage(cfg, records),
+        "generators": generator_settings(cfg),
+        "scores": {SCORE_COLUMNS[s]: SCORE_DEFINITIONS[s] for s in cfg.score.scores},
         "stages": records,
         "fingerprint": cfg.fingerprint(),
     }
-    paths = export_dataset(table, run.dataset, card_info=card_info, selected=selected)
+    paths = export_dataset(table, run.dataset, card_info=card_info, selected=selected,
+                           test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
     pushed = None
     if cfg.export.push_to_hub:
         pushed = push_to_hub(run.dataset, cfg.export.push_to_hub, private=cfg.export.private)

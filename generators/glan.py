@@ -51,6 +51,7 @@ from generators.dedup import dedup_rows
 from generators.glan_prompts import (  # all re-exported: callers import prompts from here too
     CONCEPTS_ASK,  # noqa: F401
     CONCEPTS_EXAMPLE,  # noqa: F401
+    LEVEL_SCHEMAS,
     PROMPTS_FINGERPRINT,
     QUESTION_ASK,  # noqa: F401
     QUESTION_EXAMPLE,
@@ -58,7 +59,6 @@ from generators.glan_prompts import (  # all re-exported: callers import prompts
     SUBJECTS_EXAMPLE,  # noqa: F401
     SYLLABUS_ASK,  # noqa: F401
     SYLLABUS_EXAMPLE,  # noqa: F401
-    LEVEL_SCHEMAS,
     _few_shot,  # noqa: F401
     answer_prompt,
     ask_for_json,

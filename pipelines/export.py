@@ -9,6 +9,8 @@ Layout of ``out_dir``::
     parquet/part-00000.parquet ...  the rows, shard_rows per shard (pipelines.shards.read_shards)
     data.jsonl                      the same rows, one JSON object per line (keys sorted)
     hf/                             datasets.Dataset.save_to_disk (datasets.load_from_disk)
+    test/{parquet,data.jsonl,hf}    with ``test_fraction`` > 0: the held-out split in the same forms
+                                    (the top-level files are then the train split)
     README.md                       the dataset card's prose, no YAML header
 
 Every row carries the table's columns plus ``messages`` (TRL chat format). The same table gives
@@ -26,6 +28,7 @@ The card holds no YAML because ``datasets``' ``push_to_hub`` writes the metadata
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -61,7 +64,7 @@ if TYPE_CHECKING:
     import datasets
 
 MESSAGES_DTYPE = pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))
-CARD_KEYS = {"title", "description", "generators", "models", "config", "stages", "fingerprint"}
+CARD_KEYS = {"title", "description", "generators", "models", "config", "stages", "fingerprint", "scores"}
 # Config keys whose values must never reach a card (e.g. an endpoint's api_key); token_budget is fine.
 SECRET_KEY = re.compile(r"(^|_)(token|api_key|apikey|secret|password)$", re.IGNORECASE)
 
@@ -71,6 +74,20 @@ def export_table(table: pl.DataFrame) -> pl.DataFrame:
     return with_messages(table).with_columns(pl.col("messages").cast(MESSAGES_DTYPE))
 
 
+def split_train_test(table: pl.DataFrame, test_fraction: float, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A seeded train/test split: the ``round(test_fraction * rows)`` rows whose hash of
+    (seed, id) is smallest are the test split. Depends only on the ids and the seed, so a rerun
+    (or the same rows in another order) splits the same way; each split keeps the table's order."""
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    n_test = round(test_fraction * table.height)
+    if n_test == 0:
+        return table, table.clear()
+    keys = pl.Series([hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in table["id"]])
+    is_test = keys.rank("ordinal") <= n_test
+    return table.filter(~is_test), table.filter(is_test)
+
+
 def export_dataset(
     table: pl.DataFrame,
     out_dir: str | Path,
@@ -78,6 +95,8 @@ def export_dataset(
     card_info: Mapping[str, Any],
     shard_rows: int = 5000,
     selected: pl.DataFrame | None = None,
+    test_fraction: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, Path]:
     """Write Parquet shards, JSONL, the HF dataset and README.md into ``out_dir``.
 
@@ -86,9 +105,12 @@ def export_dataset(
     (``plots/<score>.png``).
 
     ``card_info`` (all optional): title, description, generators (list or dict), models (dict),
-    config (dict, or TOML/YAML text), stages (stage records), fingerprint. Unknown keys are an
-    error so a typo does not silently drop provenance. Returns
-    {"dir", "parquet", "jsonl", "hf", "card"} -> paths.
+    config (dict, or TOML/YAML text), stages (stage records), fingerprint, scores (score column ->
+    definition). Unknown keys are an error so a typo does not silently drop provenance.
+
+    ``test_fraction`` > 0 holds out a seeded test split (:func:`split_train_test`) under ``test/``.
+    Returns {"dir", "parquet", "jsonl", "hf", "card"} (+ "test_parquet", "test_jsonl", "test_hf")
+    -> paths.
     """
     if shard_rows <= 0:
         raise ValueError(f"shard_rows must be positive, got {shard_rows}")
@@ -97,23 +119,29 @@ def export_dataset(
         raise ValueError(f"unknown card_info keys {sorted(unknown)}; expected some of {sorted(CARD_KEYS)}")
     out = Path(out_dir)
     rows = export_table(table)
-
-    parquet_dir = out / "parquet"
-    write_shards(rows, parquet_dir, shard_rows)  # an empty table still gets one shard (its schema)
-
-    jsonl = out / "data.jsonl"
-    atomic_write_text(jsonl, "".join(_json_line(r) for r in rows.iter_rows(named=True)))
-
-    hf_dir = out / "hf"
-    _save_hf(rows, hf_dir)
-
+    train, test = split_train_test(rows, test_fraction, seed)
+    paths = {"dir": out, **_write_split(train, out, shard_rows)}
+    if test_fraction > 0:
+        paths |= {f"test_{k}": v for k, v in _write_split(test, out / "test", shard_rows).items()}
     plots = {}
     if selected is not None and "keep" in selected.columns:
         plots = {c: plot_score(selected, c, out / "plots" / f"{c}.png").relative_to(out).as_posix()
                  for c in score_columns(selected)}
     card = out / "README.md"
-    atomic_write_text(card, dataset_card_text(rows, card_info, selected, plots))
-    return {"dir": out, "parquet": parquet_dir, "jsonl": jsonl, "hf": hf_dir, "card": card}
+    splits = {"train": train.height, "test": test.height} if test_fraction > 0 else None
+    atomic_write_text(card, dataset_card_text(rows, card_info, selected, plots, splits=splits))
+    return {**paths, "card": card}
+
+
+def _write_split(rows: pl.DataFrame, out: Path, shard_rows: int) -> dict[str, Path]:
+    """One split as Parquet shards, JSONL and an HF dataset under ``out``."""
+    parquet_dir = out / "parquet"
+    write_shards(rows, parquet_dir, shard_rows)  # an empty table still gets one shard (its schema)
+    jsonl = out / "data.jsonl"
+    atomic_write_text(jsonl, "".join(_json_line(r) for r in rows.iter_rows(named=True)))
+    hf_dir = out / "hf"
+    _save_hf(rows, hf_dir)
+    return {"parquet": parquet_dir, "jsonl": jsonl, "hf": hf_dir}
 
 
 def _json_line(row: dict[str, Any]) -> str:
@@ -248,16 +276,17 @@ def _config_text(config: Any) -> tuple[str, str]:
 
 
 def _generators(rows: pl.DataFrame, info: Mapping[str, Any]) -> str:
-    given = info.get("generators")
+    """The generators' settings (when given) and the rows per ``source``."""
+    given, text = info.get("generators"), ""
     if isinstance(given, Mapping):
-        return markdown_table([{"generator": k, "settings": _short(v)} for k, v in given.items()])
-    if given:
-        return "".join(f"- {g}\n" for g in given)
+        text = markdown_table([{"generator": k, "settings": _short(v)} for k, v in given.items()]) + "\n"
+    elif given:
+        text = "".join(f"- {g}\n" for g in given) + "\n"
     if "source" not in rows.columns or rows.height == 0:
-        return "_(not recorded)_\n"
+        return text or "_(not recorded)_\n"
     # The source column names the generator and its parameters for every row.
     counts = rows.group_by("source").len().sort(["len", "source"], descending=[True, False])
-    return markdown_table(
+    return text + "Rows per source:\n\n" + markdown_table(
         [{"source": r["source"] or "(empty)", "rows": r["len"]} for r in counts.head(20).to_dicts()]
     )
 
@@ -283,8 +312,10 @@ def dataset_card_text(
     info: Mapping[str, Any],
     selected: pl.DataFrame | None = None,
     plots: Mapping[str, str] | None = None,
+    splits: Mapping[str, int] | None = None,
 ) -> str:
-    """The card's prose: what the data is, how it was made, counts per stage, what selection kept
+    """The card's prose: what the data is, its splits, how it was made (models per stage, generator
+    settings, score definitions, counts per stage and per selection step), what selection kept
     (when ``selected`` is given), score summary, config.
 
     Deterministic in (rows, info): stage timings are left out (they belong to the run report).
@@ -315,19 +346,28 @@ def dataset_card_text(
         "- `data.jsonl`: the same rows as JSON lines",
         '- `hf/`: `datasets.load_from_disk("hf")`',
         "",
-        "## How it was made",
-        "",
-        "Generators (rows per `source`):",
-        "",
-        _generators(rows, info),
     ]
+    if splits:
+        lines[-1:] = [
+            "- `test/`: the held-out split, in the same three forms (the files above are the train split)",
+            "",
+            "## Splits",
+            "",
+            markdown_table([{"split": k, "rows": v} for k, v in splits.items()]),
+            "A seeded split on the row ids (`export.test_fraction`, `run.seed`): a rerun splits the same way.",
+            "",
+        ]
+    lines += ["## How it was made", "", "Generators:", "", _generators(rows, info)]
     models = info.get("models")
     if models:
-        lines += ["Models:", ""]
+        lines += ["Models, per stage:", ""]
         items = models.items() if isinstance(models, Mapping) else ((None, m) for m in models)
         lines += [f"- {k}: `{v}`" if k else f"- `{v}`" for k, v in items] + [""]
     if info.get("fingerprint"):
         lines += [f"Config fingerprint: `{info['fingerprint']}`", ""]
+    if info.get("scores"):
+        lines += ["Scores:", "", markdown_table([{"column": f"`{k}`", "definition": v}
+                                                 for k, v in info["scores"].items()])]
     stages = info.get("stages") or []
     if stages:
         lines += ["## Counts per stage", "", stage_counts_table(stages, with_seconds=False)]
@@ -381,6 +421,8 @@ def push_to_hub(
     else:
         folder = Path(export)
         ds = datasets.load_from_disk(str(folder / "hf"))
+        if (folder / "test" / "hf").exists():  # export.test_fraction: push both splits
+            ds = datasets.DatasetDict(train=ds, test=datasets.load_from_disk(str(folder / "test" / "hf")))
         if card_text is None and (folder / "README.md").exists():
             card_text = (folder / "README.md").read_text(encoding="utf-8")
 

@@ -35,8 +35,8 @@ from instruct_selectors.color_filter import COLUMN as COLOR_COLUMN
 from instruct_selectors.color_filter import REDUCTIONS, color_score, response_nll
 from instruct_selectors.context_dependency import ATTN_COLUMN, LOSS_COLUMN, ctx_loss_score
 from instruct_selectors.ifd import COLUMN as IFD_COLUMN
-from instruct_selectors.judge import COLUMN as JUDGE_COLUMN
 from instruct_selectors.ifd import ifd_score
+from instruct_selectors.judge import COLUMN as JUDGE_COLUMN
 from instruct_selectors.target_sim import COLUMN as TARGET_SIM_COLUMN
 from instruct_selectors.target_sim import EXTRA as TARGET_SIM_EXTRA
 from instruct_selectors.target_sim import POOLINGS, target_sim_score
@@ -56,6 +56,16 @@ SCORE_COLUMNS = {
     "judge": JUDGE_COLUMN,
 }
 SCORES = tuple(SCORE_COLUMNS)
+# One line per score for dataset cards and reports (the formulas are in each score's module).
+SCORE_DEFINITIONS = {
+    "color": "CoLoR-Filter: response loss under the prior minus under the prior fine-tuned on the target rows (higher: more target-like)",
+    "ifd": "IFD: response loss with the instruction / without it (above 1: the instruction does not help)",
+    "ctx_loss": "context dependency: response loss without the context minus with it",
+    "ctx_attn": "context dependency: share of the response's attention that goes to the context tokens",
+    "target_sim": "RDS+: cosine of the row's mean-pooled hidden state with the target rows' mean",
+    "embedding": "the row's mean-pooled last hidden state (for diversity)",
+    "judge": "LLM judge's 1-5 rating of helpfulness and correctness (rubric in judge.py)",
+}
 # Scores an LLM writes (judge.py's ratings), not loss passes: score_table skips them.
 GENERATED_SCORES = ("judge",)
 

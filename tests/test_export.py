@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.export import export_dataset, push_to_hub, write_examples, write_rejects
+from pipelines.export import export_dataset, push_to_hub, split_train_test, write_examples, write_rejects
 from pipelines.io import read_examples
 from pipelines.schema import make_example, to_table
 from pipelines.shards import read_shards
@@ -39,7 +39,7 @@ def _table(n: int = 7) -> pl.DataFrame:
         )
         for i in range(n)
     ]
-    scores = [0.5, 0.9, float("nan"), None, 1.2, 0.3, 0.7, 0.1, 0.2, 0.4][:n]
+    scores = ([0.5, 0.9, float("nan"), None, 1.2, 0.3, 0.7, 0.1, 0.2, 0.4] * (n // 10 + 1))[:n]
     return to_table(rows).with_columns(
         pl.Series("score_ifd", scores, dtype=pl.Float64),
         pl.Series("keep", [True] * n),
@@ -382,3 +382,43 @@ def test_card_shows_what_selection_kept_and_dropped(tmp_path):
     assert "5 of 10 rows kept." in card
     assert "| source | bonito | 4 | 0 |" in card and "| source | glan | 1 | 5 |" in card
     assert "(plots/score_target_sim.png)" in card and (tmp_path / "d" / "plots" / "score_target_sim.png").exists()
+
+
+def test_split_train_test_is_seeded_disjoint_and_order_free():
+    table = _table(40)
+    train, test = split_train_test(table, 0.25, seed=1)
+    assert (train.height, test.height) == (30, 10)
+    assert set(train["id"]) | set(test["id"]) == set(table["id"]) and not set(train["id"]) & set(test["id"])
+    assert train["id"].to_list() == [i for i in table["id"] if i in set(train["id"])]  # order kept
+    shuffled_train, shuffled_test = split_train_test(table.reverse(), 0.25, seed=1)
+    assert set(shuffled_test["id"]) == set(test["id"])  # depends on ids and seed only
+    assert set(split_train_test(table, 0.25, seed=2)[1]["id"]) != set(test["id"])
+    assert split_train_test(table, 0.0)[1].height == 0
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_train_test(table, 1.0)
+
+
+def test_export_with_a_test_split_writes_both_and_pushes_both(tmp_path, monkeypatch, no_network):
+    import datasets
+
+    info = {**CARD_INFO, "scores": {"score_ifd": "IFD: loss with / without the instruction"},
+            "generators": {"GLAN (generate_taxonomy)": {"questions_per_syllabus": 4}}}
+    paths = export_dataset(_table(20), tmp_path / "ds", card_info=info, test_fraction=0.2, seed=0)
+    train = datasets.load_from_disk(str(paths["hf"]))
+    test = datasets.load_from_disk(str(paths["test_hf"]))
+    assert (len(train), len(test)) == (16, 4)
+    assert len(paths["test_jsonl"].read_text().splitlines()) == 4
+    card = paths["card"].read_text()
+    assert "## Splits" in card and "| test | 4 |" in card
+    assert "questions_per_syllabus" in card and "IFD: loss with / without the instruction" in card
+    assert "Rows per source" in card
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    hub = FakeHub()
+    hub.install(monkeypatch, tmp_path)
+    push_to_hub(paths["dir"], "someone/split-test")
+    pushed = sorted(p for p in hub.files if p.endswith(".parquet"))
+    assert pushed == ["data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet"]
+    shard = pq.read_table(io.BytesIO(hub.files["data/test-00000-of-00001.parquet"]))
+    assert sorted(shard.column("id").to_pylist()) == sorted(test["id"])
