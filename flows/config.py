@@ -48,6 +48,13 @@ class RunConfig(_Section):
     shard_size: int = Field(64, gt=0, description="rows per shard (unit of resume and scale-out)")
 
 
+class Price(_Section):
+    """Money per million tokens (any currency), for the token tables' cost column."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
+
+
 class ModelConfig(_Section):
     backend: Literal[BACKENDS] = "auto"
     model: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct), 'tiny', a local folder, or the endpoint's model name")
@@ -60,6 +67,8 @@ class ModelConfig(_Section):
     max_length: int = Field(512, gt=8, description="scoring/training: truncate rows to this many tokens")
     threads: int | None = Field(None, gt=0, description="torch CPU threads per process (None: all cores, "
                                 "divided among local Dask workers); 1 helps on a machine shared with other jobs")
+    price_per_million: Price | None = Field(None, description="prices of this model's tokens: stage records, "
+                                            "report and card show a cost (None: tokens only)")
 
 
 class TaxonomyConfig(_Section):
@@ -197,6 +206,7 @@ class PipelineConfig(_Section):
         data = self.model_dump(mode="json")
         data["run"].pop("name"), data["run"].pop("out_dir")
         data["model"].pop("threads")  # where the work runs, not what it produces
+        data["model"].pop("price_per_million")  # what it costs, not what it produces
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def run_dir(self) -> Path:

@@ -21,6 +21,7 @@ Layout::
     dataset/                the export: Parquet, JSONL, HF dataset on disk, README.md card
     train/                  fine-tuning output and metrics (with --train)
     stages/                 one JSON record per stage
+    stages/usage/           model usage ledgers per stage (and per score shard), kept across attempts
     report.md, report/      the run report and its score histograms
 """
 
@@ -131,6 +132,17 @@ class RunFolder:
         text = json.dumps(record, indent=2, sort_keys=True, default=str)
         atomic_write_text(self.record_path(record["stage"]), text)
         return record
+
+    def usage_file(self, stage: str, index: int | None = None) -> Path:
+        """Model usage (tokens, calls, retries) of ``stage``, or of its shard ``index``."""
+        name = stage if index is None else f"{stage}-{index:05d}"
+        return self.root / "stages" / "usage" / f"{name}.json"
+
+    def usage_files(self, stage: str) -> list[Path]:
+        """The stage's own ledger and its shards' ledgers."""
+        folder = self.root / "stages" / "usage"
+        return sorted(p for p in folder.glob(f"{stage}*.json")
+                      if p.stem == stage or p.stem[len(stage):].lstrip("-").isdigit())
 
     def load_record(self, stage: str) -> dict[str, Any] | None:
         path = self.record_path(stage)

@@ -25,6 +25,7 @@ from instruct_selectors.score import SCORE_COLUMNS, SCORE_DEFINITIONS
 
 from flows.config import ModelConfig, PipelineConfig, resolve_path
 from flows.run_folder import GENERATORS, RunFolder
+from flows.usage import saved_usage, stage_usage, usage_field
 from pipelines.schema import CORE_COLUMNS, to_table
 from pipelines.shards import (
     atomic_write_bytes,
@@ -97,14 +98,15 @@ def generate_taxonomy(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     c = cfg.generate.taxonomy
-    counts = run_glan(
-        resolve_path(c.path), run.generator("generate_taxonomy"), get_llm(cfg.model),
-        subjects_per_discipline=c.subjects_per_discipline, sessions=c.sessions_per_syllabus,
-        questions_per_syllabus=c.questions_per_syllabus, seed=cfg.run.seed,
-        max_disciplines=c.max_disciplines, max_tokens=c.max_tokens, shard_size=cfg.run.shard_size,
-    )
-    return _record(run, "generate_taxonomy", t0, counts=counts,
-                   rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
+    with stage_usage(run, "generate_taxonomy") as used:
+        counts = run_glan(
+            resolve_path(c.path), run.generator("generate_taxonomy"), get_llm(cfg.model),
+            subjects_per_discipline=c.subjects_per_discipline, sessions=c.sessions_per_syllabus,
+            questions_per_syllabus=c.questions_per_syllabus, seed=cfg.run.seed,
+            max_disciplines=c.max_disciplines, max_tokens=c.max_tokens, shard_size=cfg.run.shard_size,
+        )
+        return _record(run, "generate_taxonomy", t0, counts=counts, usage=usage_field(cfg, used),
+                       rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
 
 
 def generate_text(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
@@ -112,13 +114,14 @@ def generate_text(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     c = cfg.generate.text
-    counts = run_bonito(
-        resolve_path(c.path), run.generator("generate_text"), get_llm(cfg.model),
-        task_types=tuple(c.task_types), samples_per_passage=c.samples_per_passage, mode=c.mode,
-        seed=cfg.run.seed, max_passages=c.max_passages, max_tokens=c.max_tokens, shard_size=cfg.run.shard_size,
-    )
-    return _record(run, "generate_text", t0, counts=counts,
-                   rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
+    with stage_usage(run, "generate_text") as used:
+        counts = run_bonito(
+            resolve_path(c.path), run.generator("generate_text"), get_llm(cfg.model),
+            task_types=tuple(c.task_types), samples_per_passage=c.samples_per_passage, mode=c.mode,
+            seed=cfg.run.seed, max_passages=c.max_passages, max_tokens=c.max_tokens, shard_size=cfg.run.shard_size,
+        )
+        return _record(run, "generate_text", t0, counts=counts, usage=usage_field(cfg, used),
+                       rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
 
 
 def collect(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
@@ -176,10 +179,11 @@ def condition(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
             import io
 
             buf = io.BytesIO()
-            np.save(buf, target_embedding(get_llm(cfg.model), target, cfg.score.target_pooling))
+            with stage_usage(run, "condition"):
+                np.save(buf, target_embedding(get_llm(cfg.model), target, cfg.score.target_pooling))
             atomic_write_bytes(path, buf.getvalue())
         made["target_embedding"] = str(path)
-    return _record(run, "condition", t0, rows_in=target.height, **made)
+    return _record(run, "condition", t0, rows_in=target.height, usage=saved_usage(cfg, run, "condition"), **made)
 
 
 def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_model: str | None = None,
@@ -187,8 +191,6 @@ def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_mod
     """Score examples shard ``index`` into scored/ (skipped when already there). Returns its rows.
 
     ``conditional_model`` and ``target_embedding`` are what the condition stage made (its record)."""
-    from instruct_selectors.score import score_table
-
     out = shard_path(run.scored, index)
     if out.exists():
         return pl.read_parquet(out).height
@@ -205,6 +207,17 @@ def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_mod
         import numpy as np
 
         vector = np.load(target_embedding)
+    with stage_usage(run, "score", index):  # saved before the shard, like the judge's rejects
+        scored = _score_rows(cfg, run, index, table, prior, cond, vector)
+    atomic_write_parquet(scored, out)
+    return scored.height
+
+
+def _score_rows(cfg: PipelineConfig, run: RunFolder, index: int, table: pl.DataFrame, prior, cond,
+                vector) -> pl.DataFrame:
+    from instruct_selectors.score import score_table
+
+    scores = tuple(cfg.score.scores)
     scored = score_table(table, prior, scores=scores, cond_llm=cond, attn_layer=cfg.score.attn_layer,
                          color_reduction=cfg.score.color_reduction, target_vector=vector,
                          target_pooling=cfg.score.target_pooling)
@@ -217,8 +230,7 @@ def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_mod
         scored = scored.with_columns(judged.column())
         if judged.rejects:  # written before the shard: the shard's existence marks this index done
             atomic_write_jsonl(judged.rejects, run.score_rejects(index))
-    atomic_write_parquet(scored, out)
-    return scored.height
+    return scored
 
 
 def judge_model(cfg: PipelineConfig) -> ModelConfig:
@@ -234,7 +246,8 @@ def score_record(cfg: PipelineConfig, run: RunFolder, started: float, rows: int)
     if "judge" in cfg.score.scores:
         rejects = sum(len(p.read_text().splitlines()) for p in run.score_rejects_files())
         extra = {"rejects": rejects, "judge": {"model": judge_model(cfg).model, "unparsed": rejects}}
-    return _record(run, "score", started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores), **extra)
+    return _record(run, "score", started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores),
+                   usage=saved_usage(cfg, run, "score"), **extra)
 
 
 def score(cfg: PipelineConfig, run: RunFolder, conditioned: dict[str, Any] | None = None) -> dict[str, Any]:

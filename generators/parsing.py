@@ -243,9 +243,11 @@ def trim_unfinished(text: str, min_words: int = 15, min_keep: float = 0.3) -> st
 
 def _call(
     llm: Any, prompts: list[Prompt], sampling: Sampling, progress: Callable[[int], None] | None
-) -> list[str]:
+) -> list[str | Reject]:
     """``llm.generate`` with the progress callback (every backend takes one: pipelines.llm.base.LLM);
-    each finished batch and the tokens it produced also reach the stage's active progress bar."""
+    each finished batch and the tokens it produced also reach the stage's active progress bar.
+    Backends with ``generate_results`` (openai) are called through it: a prompt whose request
+    failed for good (after the backend's own retries) comes back as a Reject with the reason."""
     from pipelines.progress import on_batch, on_tokens
 
     def batch_done(n: int) -> None:
@@ -253,11 +255,25 @@ def _call(
         if progress is not None:
             progress(n)
 
-    texts = llm.generate(prompts, sampling, progress=batch_done)
+    per_item = getattr(llm, "generate_results", None)
+    if per_item is not None:
+        texts = [t if isinstance(t, str) else _request_reject(t)
+                 for t in per_item(prompts, sampling, progress=batch_done)]
+    else:
+        texts = llm.generate(prompts, sampling, progress=batch_done)
     tokenizer = getattr(llm, "tokenizer", None)
     if tokenizer is not None:
-        on_tokens(sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts))
+        on_tokens(sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts if isinstance(t, str)))
     return texts
+
+
+def _request_reject(failure: Any) -> Reject:
+    """A failed request (pipelines.llm.openai_backend.RequestFailed) as a Reject with its reason."""
+    info = failure.as_reject() if hasattr(failure, "as_reject") else {"error": str(failure)}
+    reason = f"{info.pop('reason', 'llm request failed')}: {info.pop('error', failure)}"
+    if "attempts" in info:  # HTTP attempts; "attempts" in a reject counts generate_parsed's rounds
+        info["http_attempts"] = info.pop("attempts")
+    return Reject(reason, "", {"request_failed": True, **info})
 
 
 @dataclass
@@ -281,7 +297,8 @@ def generate_parsed(
     """Generate for every item in one batched call, re-ask (new seed) only the items whose
     answer did not parse, at most ``retries`` more times; the last Reject is kept with the
     number of attempts. ``parse`` returns a value or a :class:`Reject`; it may also raise
-    ValueError, which becomes a Reject with the message as reason."""
+    ValueError, which becomes a Reject with the message as reason. A prompt whose request failed
+    for good (see :func:`_call`) is a Reject at once, not re-asked."""
     results: list[Any] = [None] * len(items)
     prompts = [build_prompt(item) for item in items]
     pending = list(range(len(items)))
@@ -294,6 +311,10 @@ def generate_parsed(
         out.generated += len(texts)
         still = []
         for i, text in zip(pending, texts, strict=True):
+            if isinstance(text, Reject):  # the request failed for good: the backend already retried
+                text.extra["attempts"] = attempt + 1
+                results[i] = text
+                continue
             try:
                 value = parse(text, items[i])
             except ValueError as e:

@@ -50,6 +50,7 @@ from pipelines.report import (
     score_summary,
     selection_composition,
     stage_counts_table,
+    usage_section,
 )
 from pipelines.schema import CORE_COLUMNS, user_content, with_messages
 from pipelines.shards import (
@@ -307,6 +308,12 @@ def _selection_card(selected: pl.DataFrame, plots: Mapping[str, str]) -> list[st
     return lines
 
 
+def usage_card(stages: list[Mapping[str, Any]]) -> list[str]:
+    """The card's token section: model tokens, calls, retries and failures per stage and in
+    total (cost when model.price_per_million is set), from the stage records' ``usage``."""
+    return usage_section(stages, title="## Model tokens used")
+
+
 def dataset_card_text(
     rows: pl.DataFrame,
     info: Mapping[str, Any],
@@ -375,6 +382,7 @@ def dataset_card_text(
             if stage.get("stage") == "select" and stage.get("steps"):
                 cols_ = ["step", "name", "rows_in", "rows_out", "dropped", "detail"]
                 lines += ["Selection steps:", "", markdown_table(stage["steps"], cols_)]
+        lines += usage_card(stages)
     if selected is not None and "keep" in selected.columns:
         lines += _selection_card(selected, plots or {})
     summary = score_summary(rows)

@@ -88,6 +88,20 @@ def stage_counts_table(stages: Sequence[Mapping[str, Any]], with_seconds: bool =
     return markdown_table(rows, ["stage", *fields])
 
 
+def usage_section(stages: Sequence[Mapping[str, Any]], title: str = "## Model usage") -> list[str]:
+    """Tokens, calls, retries, failures and seconds per stage and backend, with totals (and cost
+    when the model is priced: model.price_per_million); nothing when no stage called a model."""
+    from pipelines.llm.usage import USAGE_COLUMNS, usage_rows
+
+    rows = usage_rows(stages)
+    if not rows:
+        return []
+    columns = ["stage", "backend", *USAGE_COLUMNS]
+    if any(r["cost"] is not None for r in rows):
+        columns.append("cost")
+    return [title, "", markdown_table(rows, columns)]
+
+
 def stage_markdown(stage: Mapping[str, Any]) -> str:
     """One stage record as markdown: the counts, then any nested details (dicts, step lists)."""
     name = stage.get("stage", "stage")
@@ -235,6 +249,7 @@ def write_run_report(
         "",
     ]
     lines += ["## Stages", "", stage_counts_table(stages)]
+    lines += usage_section(stages)
     lines += _selection_section(table)
 
     summary = score_summary(table)

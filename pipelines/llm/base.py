@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from pipelines.llm.usage import Usage
+
 Messages = list[dict[str, str]]
 Prompt = str | Messages
 
@@ -78,12 +80,21 @@ class LLM(Protocol):
     * ``progress`` is called as items finish, so long calls show movement.
     * ``structured_output``: whether ``generate`` honours ``Sampling.json_schema`` (constrained
       decoding), so callers may skip repairing the answer.
+    * ``usage``: the running total of this backend's calls (tokens, calls, retries, failures,
+      seconds); every ``generate``/``loss`` adds to it and to the ledgers open in the calling
+      context (``pipelines.llm.usage.track_usage``), which is how a stage counts its own calls.
+
+    Backends whose requests can fail one by one (openai: an endpoint that keeps answering 503)
+    also offer ``generate_results(prompts, sampling, progress)``, returning an exception object
+    with ``as_reject()`` in place of each failed prompt; callers that keep going past failures
+    (``generators.parsing.generate_parsed``) use it when present.
     """
 
     name: str
     model_id: str
     model: object | None
     structured_output: bool
+    usage: Usage
 
     def generate(
         self, prompts: Sequence[Prompt], sampling: Sampling, progress: Progress | None = None

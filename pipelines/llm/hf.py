@@ -30,6 +30,7 @@ import torch
 
 from pipelines.llm.base import LossRequest, LossResult, Prompt, Sampling
 from pipelines.llm.nll import render_chat, score_requests
+from pipelines.llm.usage import Usage, generated_length, metered
 
 GENERATION_ENGINES = ("auto", "hf", "ct2")
 
@@ -89,6 +90,7 @@ class HFBackend:
         self.ct2_max_prompt_spread = ct2_max_prompt_spread
         self._ct2 = None
         self._ct2_tmp = None
+        self.usage = Usage()  # running total of this backend's calls (pipelines/llm/usage.py)
 
     @classmethod
     def load(
@@ -164,9 +166,15 @@ class HFBackend:
         The seed is set per batch from ``sampling.seed`` and the batch's first prompt index, so
         the same call gives the same texts.
         """
+        with metered(self, len(prompts)) as usage:
+            return self._generate(prompts, sampling, progress, usage)
+
+    def _generate(self, prompts: Sequence[Prompt], sampling: Sampling, progress: Callable[[int], None] | None,
+                  usage: Usage) -> list[str]:
         texts = [self._prompt_text(p) for p in prompts]
         tok = self.tokenizer
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        usage.prompt_tokens += sum(len(i) for i in ids)
         order = sorted(range(len(texts)), key=lambda i: (-len(ids[i]), i))
         out: list[str] = [""] * len(texts)
         tok.padding_side = "left"
@@ -183,6 +191,7 @@ class HFBackend:
             else:
                 new = self._hf_batch(model, [texts[i] for i in batch], sampling, seed, eos)
             for row, i in enumerate(batch):
+                usage.completion_tokens += generated_length(new[row], eos)
                 out[i] = _cut_at_stop(tok.decode(new[row], skip_special_tokens=True), sampling.stop)
             if progress:
                 progress(len(batch))
@@ -214,16 +223,20 @@ class HFBackend:
         attn_layer: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[LossResult]:
-        return score_requests(
-            self.model,
-            self.tokenizer,
-            requests,
-            token_budget=self.token_budget,
-            max_length=self.max_length,
-            want_hidden=want_hidden,
-            attn_layer=attn_layer,
-            progress=progress,
-        )
+        with metered(self, len(requests)) as usage:
+            results = score_requests(
+                self.model,
+                self.tokenizer,
+                requests,
+                token_budget=self.token_budget,
+                max_length=self.max_length,
+                want_hidden=want_hidden,
+                attn_layer=attn_layer,
+                progress=progress,
+                lengths=(counted := []),
+            )
+            usage.prompt_tokens += sum(counted)  # every token read: prompt and completion
+        return results
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipelines.llm.base import MissingExtra, Prompt, Sampling
+from pipelines.llm.usage import Usage, metered
 
 
 class LlamaCppBackend:
@@ -36,6 +37,7 @@ class LlamaCppBackend:
             gguf, template_from = Path(model), None
         self.model_id = model
         self.model = None  # weights live in llama.cpp, not in torch
+        self.usage = Usage()  # running total of this backend's calls (pipelines/llm/usage.py)
         self.llm = Llama(model_path=str(gguf), n_threads=n_threads, n_ctx=n_ctx, verbose=False, **options)
         self._tokenizer = None
         if template_from is not None:
@@ -68,12 +70,16 @@ class LlamaCppBackend:
                 seed=sampling.seed * 1_000_003 + i,
                 stop=list(sampling.stop) or None,
             )
-            if text is None:
-                res = self.llm.create_chat_completion(messages=list(prompt), **common)
-                out.append(res["choices"][0]["message"]["content"].strip())
-            else:
-                res = self.llm.create_completion(text, **common)
-                out.append(res["choices"][0]["text"].strip())
+            with metered(self, 1) as usage:
+                if text is None:
+                    res = self.llm.create_chat_completion(messages=list(prompt), **common)
+                    out.append(res["choices"][0]["message"]["content"].strip())
+                else:
+                    res = self.llm.create_completion(text, **common)
+                    out.append(res["choices"][0]["text"].strip())
+                counts = res.get("usage") or {}
+                usage.prompt_tokens += int(counts.get("prompt_tokens") or 0)
+                usage.completion_tokens += int(counts.get("completion_tokens") or 0)
             if progress:
                 progress(1)
         return out

@@ -226,10 +226,14 @@ def score_requests(
     want_hidden: bool = False,
     attn_layer: int | None = None,
     progress: Callable[[int], None] | None = None,
+    lengths: list[int] | None = None,
 ) -> list[LossResult]:
-    """Tokenise and score ``requests``; see :func:`score_encoded`."""
+    """Tokenise and score ``requests``; see :func:`score_encoded`. ``lengths``, when given, gets
+    each row's token count (prompt + completion, after truncation) appended: for usage counts."""
     want_mask = attn_layer is not None
     items = [encode(tokenizer, r, max_length, want_user_mask=want_mask) for r in requests]
+    if lengths is not None:
+        lengths += [it.length for it in items]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return score_encoded(model, items, pad, token_budget, want_hidden, attn_layer, progress)
 

@@ -8,9 +8,13 @@
   ``concurrency`` requests in flight (threads sharing one pooled ``httpx.Client``). Request ``i``
   carries ``seed = sampling.seed * 1_000_003 + i`` so identical prompts sampled at temperature > 0
   still differ, and the same call gives the same texts on a seeded server.
-* Retries: HTTP 408/409/429/5xx, timeouts and connection errors are retried up to ``max_retries``
-  times with exponential backoff (``backoff * 2**attempt`` seconds, capped at ``max_backoff``,
-  jittered, at least the server's ``Retry-After``). Other 4xx are not retried.
+* Retries: HTTP 408/409/429/5xx, timeouts, connection errors (refused, reset mid-body) and a 200
+  whose body is not the JSON layout asked for (generate) are retried up to ``max_retries`` times
+  with exponential backoff (``backoff * 2**attempt`` seconds, capped at ``max_backoff``, jittered
+  to 50-100%), waiting at least the server's ``Retry-After`` in seconds (itself capped at
+  ``max_backoff``). Other 4xx are not retried.
+* Usage: every call adds the server's ``usage`` token counts, the items asked, the retries and the
+  items that failed for good to ``self.usage`` and to the open ledgers (pipelines/llm/usage.py).
 * Failures: ``generate``/``loss`` raise :class:`RequestFailed` (which prompt, HTTP status,
   attempts, server message) as soon as one request has exhausted its retries. Callers that
   want per-item failures -- to put them into a rejects file and keep the rest -- call
@@ -41,6 +45,7 @@ import httpx
 import numpy as np
 
 from pipelines.llm.base import LossRequest, LossResult, Progress, Prompt, Sampling, no_extras
+from pipelines.llm.usage import Usage, record
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -101,6 +106,8 @@ class OpenAIBackend:
         self.max_length, self.extra_body = max_length, dict(extra_body or {})
         self._tokenizer_spec, self._tokenizer = tokenizer, None
         self._tokenizer_lock = threading.Lock()
+        self.usage = Usage()  # running total of this backend's calls (pipelines/llm/usage.py)
+        self._sleep = time.sleep  # the backoff wait (tests record it instead)
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -130,11 +137,18 @@ class OpenAIBackend:
                 pass  # an HTTP date: keep our own backoff
         return delay
 
-    def _post(self, path: str, body: dict[str, Any], index: int) -> dict[str, Any]:
+    def _post(self, path: str, body: dict[str, Any], index: int, tally: Usage | None = None,
+              extract: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+        """POST with retries; returns the JSON body, or ``extract(body)`` when given (a layout
+        error there -- KeyError, IndexError, TypeError -- is retried like a malformed body).
+        ``tally`` gets the retries and the server's token counts."""
         body = {**self.extra_body, **body}
+        tally = tally if tally is not None else Usage()
         failure: RequestFailed | None = None
         for attempt in range(self.max_retries + 1):
             response = None
+            if attempt:
+                tally.add(Usage(retries=1))
             try:
                 response = self._client.post(path, json=body)
             except httpx.TimeoutException:
@@ -148,11 +162,25 @@ class OpenAIBackend:
             else:
                 if response.status_code == 200:
                     try:
-                        return response.json()
+                        data = response.json()
+                        result = extract(data) if extract is not None else data
                     except ValueError:
-                        raise RequestFailed(
+                        failure = RequestFailed(
                             index, f"response is not JSON: {response.text[:300]!r}", 200, attempt + 1
-                        ) from None
+                        )
+                    except (KeyError, IndexError, TypeError) as e:
+                        failure = RequestFailed(
+                            index, f"unexpected response layout ({type(e).__name__}: {e}): "
+                            f"{response.text[:300]!r}", 200, attempt + 1)
+                    else:
+                        counts = data.get("usage") if isinstance(data, dict) else None
+                        if isinstance(counts, dict):
+                            tally.add(Usage(prompt_tokens=int(counts.get("prompt_tokens") or 0),
+                                            completion_tokens=int(counts.get("completion_tokens") or 0)))
+                        return result
+                    if attempt < self.max_retries:
+                        self._sleep(self._delay(attempt, None))
+                    continue
                 failure = RequestFailed(
                     index,
                     f"HTTP {response.status_code} from {self.base_url}{path}: {response.text[:500]}",
@@ -162,23 +190,46 @@ class OpenAIBackend:
                 if response.status_code not in RETRY_STATUSES:
                     raise failure
             if attempt < self.max_retries:
-                time.sleep(self._delay(attempt, response))
+                self._sleep(self._delay(attempt, response))
         assert failure is not None
         raise failure
 
-    def _map(self, fn: Callable[[int, Any], Any], items: Sequence[Any], fail_fast: bool) -> list[Any]:
-        """``fn(i, item)`` for every item with at most ``concurrency`` in flight; results in order.
+    def _map(self, fn: Callable[[int, Any, Usage], Any], items: Sequence[Any], fail_fast: bool,
+             progress: Progress | None = None) -> list[Any]:
+        """``fn(i, item, tally)`` for every item with at most ``concurrency`` in flight; results in
+        order. The items' usage (tokens, retries, failures, seconds) is recorded once, here.
 
         fail_fast: raise the first RequestFailed and cancel what has not started; otherwise a
         RequestFailed takes the failed item's place.
         """
+        tally, started = Usage(), time.perf_counter()
+        try:
+            out = self._map_items(fn, items, fail_fast, tally)
+        finally:
+            tally.seconds = time.perf_counter() - started
+            record(self, tally)
+        if progress:
+            progress(len(out))
+        return out
+
+    def _map_items(self, fn: Callable[[int, Any, Usage], Any], items: Sequence[Any], fail_fast: bool,
+                   tally: Usage) -> list[Any]:
         out: list[Any] = [None] * len(items)
         if not items:
             return out
+
+        def one(i: int, item: Any) -> Any:
+            tally.add(Usage(calls=1))
+            try:
+                return fn(i, item, tally)
+            except RequestFailed:
+                tally.add(Usage(failures=1))
+                raise
+
         with ThreadPoolExecutor(
             max_workers=min(self.concurrency, len(items)), thread_name_prefix="openai"
         ) as pool:
-            futures = {pool.submit(fn, i, item): i for i, item in enumerate(items)}
+            futures = {pool.submit(one, i, item): i for i, item in enumerate(items)}
             if fail_fast:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
                 failed = [f for f in done if f.exception() is not None]
@@ -195,7 +246,7 @@ class OpenAIBackend:
 
     # --- generate -------------------------------------------------------------------------------
 
-    def _generate_one(self, index: int, prompt: Prompt, sampling: Sampling) -> str:
+    def _generate_one(self, index: int, prompt: Prompt, sampling: Sampling, tally: Usage) -> str:
         body: dict[str, Any] = {
             "model": self.model_id,
             "temperature": sampling.temperature,
@@ -207,27 +258,22 @@ class OpenAIBackend:
             body["stop"] = list(sampling.stop)
         if sampling.json_schema is not None:
             body["response_format"] = response_format(sampling.json_schema)
-        try:
-            if isinstance(prompt, str):
-                data = self._post("/completions", {**body, "prompt": prompt}, index)
-                text = data["choices"][0]["text"]
-            else:
-                data = self._post("/chat/completions", {**body, "messages": list(prompt)}, index)
-                text = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as e:
-            raise RequestFailed(index, f"unexpected response layout ({type(e).__name__}: {e})", 200) from None
+        if isinstance(prompt, str):
+            text = self._post("/completions", {**body, "prompt": prompt}, index, tally, _completion_text)
+        else:
+            text = self._post("/chat/completions", {**body, "messages": list(prompt)}, index, tally, _chat_text)
         return (text or "").strip()  # same convention as the hf backend
 
-    def generate_results(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[str | RequestFailed]:
+    def generate_results(self, prompts: Sequence[Prompt], sampling: Sampling,
+                         progress: Progress | None = None) -> list[str | RequestFailed]:
         """Texts in input order, with a RequestFailed in place of each prompt that failed for good."""
-        return self._map(lambda i, p: self._generate_one(i, p, sampling), list(prompts), fail_fast=False)
+        return self._map(lambda i, p, t: self._generate_one(i, p, sampling, t), list(prompts),
+                         fail_fast=False, progress=progress)
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling, progress: Progress | None = None) -> list[str]:
         """Texts in input order; raises RequestFailed when any prompt fails for good."""
-        out = self._map(lambda i, p: self._generate_one(i, p, sampling), list(prompts), fail_fast=True)
-        if progress:
-            progress(len(out))
-        return out
+        return self._map(lambda i, p, t: self._generate_one(i, p, sampling, t), list(prompts),
+                         fail_fast=True, progress=progress)
 
     # --- loss -----------------------------------------------------------------------------------
 
@@ -251,7 +297,7 @@ class OpenAIBackend:
                     self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec))
         return self._tokenizer
 
-    def _loss_one(self, index: int, request: LossRequest) -> LossResult:
+    def _loss_one(self, index: int, request: LossRequest, tally: Usage) -> LossResult:
         body = {"model": self.model_id, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0.0}
         tok = self.tokenizer
         if tok is not None:
@@ -259,7 +305,7 @@ class OpenAIBackend:
 
             enc = encode(tok, request, max_length=self.max_length)
             ids = enc.prompt_ids + enc.completion_ids
-            data = self._post("/completions", {**body, "prompt": ids}, index)
+            data = self._post("/completions", {**body, "prompt": ids}, index, tally)
             values = _token_logprobs(data, index)
             if len(values) < len(ids):
                 raise RequestFailed(
@@ -277,7 +323,7 @@ class OpenAIBackend:
                     "an empty prompt conditions on the start token: pass tokenizer= to score it"
                 )
             full = request.prompt + request.completion
-            data = self._post("/completions", {**body, "prompt": full}, index)
+            data = self._post("/completions", {**body, "prompt": full}, index, tally)
             values = _token_logprobs(data, index)
             offsets = data["choices"][0]["logprobs"].get("text_offset") or []
             if len(offsets) != len(values):
@@ -296,10 +342,15 @@ class OpenAIBackend:
              progress: Progress | None = None) -> list[LossResult]:
         """Per-token completion NLLs in input order; raises RequestFailed when any item fails."""
         no_extras(self.name, want_hidden, attn_layer)
-        out = self._map(self._loss_one, list(requests), fail_fast=True)
-        if progress:
-            progress(len(out))
-        return out
+        return self._map(self._loss_one, list(requests), fail_fast=True, progress=progress)
+
+
+def _completion_text(data: dict[str, Any]) -> str:
+    return data["choices"][0]["text"]
+
+
+def _chat_text(data: dict[str, Any]) -> str:
+    return data["choices"][0]["message"]["content"]
 
 
 def _token_logprobs(data: dict[str, Any], index: int) -> list[float | None]:

@@ -17,7 +17,9 @@ Requests run one at a time through the backend (a lock: a torch model is not saf
 several threads and the CPU is the bottleneck anyway); the HTTP layer itself is threaded, so
 clients may hold many connections. ``before_request`` is a hook for tests (fault injection,
 counting concurrent requests): it may return ``(status, json_payload[, headers])`` to answer
-instead of the backend. Binds to 127.0.0.1 by default; there is no authentication.
+instead of the backend, or a callable that gets the request handler and writes (or withholds)
+the raw response itself: a connection reset mid-body, a body that is not JSON. Answers carry
+OpenAI's ``usage`` token counts when the backend has a tokenizer. Binds to 127.0.0.1 by default; there is no authentication.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class OpenAICompatServer:
         sampling = sampling_from_request(body)
         with self._lock:
             (text,) = self.backend.generate([messages], sampling)
+            usage = self._usage(messages, text)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
             "object": "chat.completion",
@@ -137,7 +140,23 @@ class OpenAICompatServer:
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             ],
+            **usage,
         }
+
+    def _usage(self, prompt, generated: str, echo_tokens: int = 0) -> dict:
+        """OpenAI's ``usage`` field (prompt tokens as the backend's tokenizer counts them, chat
+        prompts through its template), or nothing when the backend has no tokenizer."""
+        tok = getattr(self.backend, "tokenizer", None)
+        if tok is None:
+            return {}
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
+            from pipelines.llm.nll import render_chat
+
+            prompt = render_chat(tok, prompt)
+        n_prompt = len(prompt) if isinstance(prompt, list) else len(tok(prompt, add_special_tokens=False)["input_ids"])
+        n_out = len(tok(generated, add_special_tokens=False)["input_ids"]) if generated else 0
+        return {"usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out,
+                          "total_tokens": n_prompt + n_out}}
 
     def completions(self, body: dict) -> dict:
         prompt = body.get("prompt")
@@ -150,19 +169,24 @@ class OpenAICompatServer:
             raise BadRequest("'prompt' must be a string, a list of token ids, or a list of those")
         sampling = sampling_from_request(body, default_max_tokens=16)
         echo, logprobs = bool(body.get("echo")), body.get("logprobs")
-        choices = []
+        choices, counts = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         with self._lock:
             for index, p in enumerate(prompts):
-                choices.append(self._one_completion(index, p, sampling, echo, logprobs))
+                choice, generated = self._one_completion(index, p, sampling, echo, logprobs)
+                choices.append(choice)
+                one = self._usage(p, generated).get("usage", {})
+                counts = {k: counts[k] + one.get(k, 0) for k in counts}
         return {
             "id": f"cmpl-{uuid.uuid4().hex[:16]}",
             "object": "text_completion",
             "created": int(time.time()),
             "model": self.model_name,
             "choices": choices,
+            **({"usage": counts} if getattr(self.backend, "tokenizer", None) is not None else {}),
         }
 
-    def _one_completion(self, index: int, prompt, sampling: Sampling, echo: bool, logprobs) -> dict:
+    def _one_completion(self, index: int, prompt, sampling: Sampling, echo: bool, logprobs) -> tuple[dict, str]:
+        """One choice, and the text generated for it (for the usage counts)."""
         tok = getattr(self.backend, "tokenizer", None)
         if isinstance(prompt, list):
             if tok is None:
@@ -179,7 +203,7 @@ class OpenAICompatServer:
         choice["logprobs"] = (
             self._echo_logprobs(text, ids, generated) if echo and logprobs is not None else None
         )
-        return choice
+        return choice, generated
 
     def _echo_logprobs(self, text: str, ids: list[int] | None, generated: str) -> dict:
         """Per-token logprobs of prompt (+ generated text), OpenAI's legacy completions layout."""
@@ -247,6 +271,8 @@ def _make_handler(server: OpenAICompatServer) -> type[BaseHTTPRequestHandler]:
                     return self._error(400, f"request body is not JSON: {e}")
             if server.before_request is not None:
                 answer = server.before_request(path, body)
+                if callable(answer):
+                    return answer(self)
                 if answer is not None:
                     return self._send(*answer)
             routes = {

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.llm.base import LossRequest, LossResult, MissingExtra, Progress, Prompt, Sampling, no_extras
+from pipelines.llm.usage import Usage, metered
 
 
 def sampling_params_kwargs(
@@ -105,6 +106,7 @@ class VLLMBackend:
         self._vllm = vllm
         self.model_id = model
         self.model = None  # weights live in the vLLM engine, not in this process
+        self.usage = Usage()  # running total of this backend's calls (pipelines/llm/usage.py)
         engine_kwargs.setdefault("enable_prefix_caching", False)
         self.llm = vllm.LLM(model=resolve_model_path(model), **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
@@ -135,7 +137,10 @@ class VLLMBackend:
                                       **structured_kwargs(self._vllm, sampling.json_schema))
             for i in range(len(inputs))
         ]
-        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        with metered(self, len(inputs)) as usage:
+            outputs = self.llm.generate(inputs, params, use_tqdm=False)
+            usage.prompt_tokens += sum(len(i["prompt_token_ids"]) for i in inputs)
+            usage.completion_tokens += sum(len(getattr(o.outputs[0], "token_ids", None) or ()) for o in outputs)
         if progress:
             progress(len(outputs))
         return [o.outputs[0].text.strip() for o in outputs]
@@ -150,7 +155,9 @@ class VLLMBackend:
         encoded = [encode(self.tokenizer, r, max_length=self.max_length) for r in requests]
         inputs = [{"prompt_token_ids": e.prompt_ids + e.completion_ids} for e in encoded]
         params = self._vllm.SamplingParams(**LOSS_PARAMS_KWARGS)
-        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        with metered(self, len(inputs)) as usage:
+            outputs = self.llm.generate(inputs, params, use_tqdm=False)
+            usage.prompt_tokens += sum(len(i["prompt_token_ids"]) for i in inputs)
         if progress:
             progress(len(outputs))
         return [
