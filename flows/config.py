@@ -155,11 +155,29 @@ class ExportConfig(_Section):
     test_fraction: float = Field(0.0, ge=0, lt=1, description="hold out this share of rows as a seeded test split (test/ beside the train files; both pushed)")
 
 
+class ControlTokensConfig(_Section):
+    """Conditional training (Korbak et al. 2023; pipelines/finetune/control.py): every row of the
+    selection table trains, its prompt prefixed <|good|> when ``column`` passes the cut-off, else
+    <|bad|>; evaluation asks with <|good|>."""
+
+    column: str = Field(description="a score column this run computes, e.g. score_judge")
+    threshold: float | None = Field(None, description="good: column >= threshold")
+    quantile: float | None = Field(None, ge=0, le=1, description="or: the cut-off is this quantile of the scores")
+    largest: bool = Field(True, description="false: good is column <= the cut-off (lower is better)")
+
+    @model_validator(mode="after")
+    def _one_cutoff(self):
+        if (self.threshold is None) == (self.quantile is None):
+            raise ValueError("give exactly one of threshold or quantile")
+        return self
+
+
 class TrainConfig(_Section):
     method: Literal[METHOD_CHOICES] | None = None
     max_steps: int | None = Field(30, description="None: one epoch")
     eval_path: str | None = Field(None, description="held-out set to evaluate on (default: score.target)")
     conditional_indicator: bool = Field(False, description="append [IND] to context-dependent rows (the ctx_dependent column)")
+    control_tokens: ControlTokensConfig | None = Field(None, description="train on every selected row with <|good|>/<|bad|> prefixes (off: None)")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -195,6 +213,22 @@ class PipelineConfig(_Section):
                                  f"include {needed!r} (scores: {', '.join(self.score.scores)})")
             kept.append(step)
         self.select.steps = kept
+        return self
+
+    @model_validator(mode="after")
+    def _control_column_is_computed(self):
+        """train.control_tokens.column must be a scalar score this run computes."""
+        control = self.train.control_tokens
+        if control is None:
+            return self
+        provides = {column: name for name, column in SCORE_COLUMNS.items() if name != "embedding"}
+        needed = provides.get(control.column)
+        if needed is None:
+            raise ValueError(f"train.control_tokens.column {control.column!r} is not a score column "
+                             f"(one of: {', '.join(provides)})")
+        if needed not in self.score.scores:
+            raise ValueError(f"train.control_tokens uses {control.column}, but score.scores does not "
+                             f"include {needed!r} (scores: {', '.join(self.score.scores)})")
         return self
 
     def notes(self) -> list[str]:

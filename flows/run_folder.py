@@ -19,7 +19,8 @@ Layout::
     scored/                 examples with score_* columns, one shard per examples shard
     selected/               all.parquet (every row with keep / dropped_by / keep_reason), summary.json
     dataset/                the export: Parquet, JSONL, HF dataset on disk, README.md card
-    train/                  fine-tuning output and metrics (with --train)
+    train/                  fine-tuning output and metrics (with --train); control_rows.parquet with
+                            train.control_tokens (every selected row, labelled <|good|>/<|bad|>)
     stages/                 one JSON record per stage
     stages/usage/           model usage ledgers per stage (and per score shard), kept across attempts
     report.md, report/      the run report and its score histograms
@@ -103,6 +104,11 @@ class RunFolder:
     @property
     def train(self) -> Path:
         return self.root / "train"
+
+    @property
+    def control_rows(self) -> Path:
+        """train.control_tokens: every selected row with its <|good|>/<|bad|> label, the trainer's input."""
+        return self.root / "train" / "control_rows.parquet"
 
     @property
     def log(self) -> Path:

@@ -333,19 +333,30 @@ def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -
 
 
 def train(cfg: PipelineConfig, run: RunFolder, dataset_parquet: str) -> dict[str, Any]:
-    """Fine-tune on the exported rows (``dataset_parquet``: the export record's outputs['parquet'])."""
+    """Fine-tune on the exported rows (``dataset_parquet``: the export record's outputs['parquet']).
+
+    With ``train.control_tokens``, on every row of the selection table instead (bar dedup's drops
+    and the export's test split), each prompt prefixed by its <|good|>/<|bad|> label."""
     from pipelines.finetune import run_training
     from pipelines.finetune.methods import resolve_method
 
     t0 = time.perf_counter()
     method, options = resolve_method(cfg.train.method, cfg.train.options)
+    source, control = Path(dataset_parquet), {}
+    if cfg.train.control_tokens:  # conditioning instead of selection: every selected row, labelled
+        from pipelines.finetune.control import write_control_rows
+
+        test_split = ((run.load_record("export") or {}).get("outputs") or {}).get("test_parquet")
+        control = {"control_rows": write_control_rows(run.selected, run.control_rows, test_split,
+                                                      **cfg.train.control_tokens.model_dump())}
+        source = run.control_rows
     metrics = run_training(
-        Path(dataset_parquet), run.train, method=method, model=cfg.model.model,
+        source, run.train, method=method, model=cfg.model.model,
         eval_path=resolve_path(cfg.train.eval_path or cfg.score.target), max_steps=cfg.train.max_steps,
         seed=cfg.run.seed, options=options, conditional_indicator=cfg.train.conditional_indicator,
-        eval_before=True, max_length=cfg.model.max_length,
+        control_tokens=bool(cfg.train.control_tokens), eval_before=True, max_length=cfg.model.max_length,
     )
-    return _record(run, "train", t0, method=cfg.train.method, metrics=metrics)
+    return _record(run, "train", t0, method=cfg.train.method, metrics=metrics, **control)
 
 
 def report(run: RunFolder, records: list[dict[str, Any]]) -> dict[str, str]:

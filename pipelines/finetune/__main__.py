@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="add [IND] to context-dependent rows (meta.ctx_dependent) and evaluate QA with and without it",
     )
+    p.add_argument(
+        "--control-tokens",
+        action="store_true",
+        help="prefix each row's prompt with its control_token label (<|good|>/<|bad|>, written by "
+        "python -m pipelines.finetune.control) and evaluate with <|good|>",
+    )
     p.add_argument("--lora-r", type=int, default=16, help="LoRA rank")
     p.add_argument("--lora-alpha", type=float, default=32, help="LoRA alpha")
     p.add_argument("--rslora", action="store_true", help="rank-stabilised LoRA (scale alpha/sqrt(r))")
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         max_length=args.max_length,
         seed=args.seed,
         conditional_indicator=args.conditional_indicator,
+        control_tokens=args.control_tokens,
         options=options,
         train_limit=args.train_limit,
         eval_limit=args.eval_limit,

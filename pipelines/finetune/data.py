@@ -9,7 +9,9 @@
   :mod:`pipelines.truncation` (the scorer's rule): the answer whole up to its cap, the prompt's tail.
 * :func:`add_indicator` / :func:`ensure_indicator_token` are the two halves of conditional
   instruction fine-tuning: training appends ``" [IND]"`` to the user message of rows tagged
-  ``meta.ctx_dependent``; inference appends it when the prompt carries a context.
+  ``meta.ctx_dependent``; inference appends it when the prompt carries a context. Both go through
+  :mod:`pipelines.finetune.prompt_tags` (:data:`INDICATOR_TAG`), the mechanism the control tokens
+  of :mod:`pipelines.finetune.control` share.
 * :func:`load_examples` / :func:`read_rows` read a saved selection or an evaluation set through
   :func:`pipelines.io.read_examples` (the project's one example reader; bad rows are rejects).
 
@@ -30,6 +32,7 @@ import polars as pl
 import torch
 
 from pipelines.export import write_rejects
+from pipelines.finetune.prompt_tags import PromptTag, apply_tags, ensure_tokens, mark
 from pipelines.io import read_examples
 from pipelines.schema import meta_of, to_messages, with_meta_field
 from pipelines.truncation import truncate_ids
@@ -59,45 +62,25 @@ def add_indicator(messages: Sequence[Mapping[str, str]], has_context: bool | Non
     :func:`pipelines.schema.user_content` builds prompts (instruction, blank line, passage).
     Without a context the messages come back unchanged; the indicator is never added twice.
     """
-    out = [dict(m) for m in messages]
-    users = [i for i, m in enumerate(out) if m["role"] == "user"]
-    if not users:
+    if not any(m["role"] == "user" for m in messages):
         raise ValueError("add_indicator: no user message to mark")
-    last = out[users[-1]]
     if has_context is None:
-        has_context = "\n\n" in last["content"].strip()
-    if has_context and not last["content"].endswith(INDICATOR):
-        last["content"] = last["content"] + " " + INDICATOR
-    return out
+        has_context = "\n\n" in [m for m in messages if m["role"] == "user"][-1]["content"].strip()
+    return mark(messages, INDICATOR, "suffix") if has_context else [dict(m) for m in messages]
+
+
+# Training: context-dependent rows get " [IND]" (they carry a context by definition).
+INDICATOR_TAG = PromptTag(
+    "conditional_indicator", (INDICATOR,), "suffix", lambda row: INDICATOR if is_ctx_dependent(row) else None
+)
 
 
 def ensure_indicator_token(tokenizer, model=None) -> int:
     """Add ``[IND]`` to ``tokenizer`` (in place) and grow ``model``'s embeddings to match; return its id.
 
-    The new embedding row is set to the mean of the existing rows (deterministic, unlike
-    transformers' sampled init), so a base model re-built at load time gets the same row.
+    The new embedding row is set to the mean of the existing rows (:func:`pipelines.finetune.prompt_tags.grow_embeddings`).
     """
-    from tokenizers import AddedToken
-
-    if INDICATOR not in tokenizer.get_vocab():
-        tokenizer.add_tokens([AddedToken(INDICATOR, special=True, normalized=False)], special_tokens=True)
-    token_id = tokenizer.convert_tokens_to_ids(INDICATOR)
-    if model is not None:
-        grow_embeddings(model, len(tokenizer))
-    return token_id
-
-
-@torch.no_grad()
-def grow_embeddings(model, vocab_size: int) -> None:
-    """Resize input/output embeddings to ``vocab_size``; new rows get the mean of the old ones."""
-    old = model.get_input_embeddings().weight.shape[0]
-    if old >= vocab_size:
-        return
-    model.resize_token_embeddings(vocab_size, mean_resizing=False)
-    for layer in {
-        id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
-    }.values():
-        layer.weight[old:] = layer.weight[:old].mean(dim=0, keepdim=True)
+    return ensure_tokens(tokenizer, [INDICATOR], model)[0]
 
 
 # --------------------------------------------------------------------------- rows -> messages
@@ -119,14 +102,18 @@ def _iter_rows(table_or_dataset: Any) -> Iterable[Mapping[str, Any]]:
     return iter(table_or_dataset)  # HF Dataset or a list of dicts: both yield dicts
 
 
-def chat_rows(table_or_dataset: Any, conditional_indicator: bool = False) -> list[list[dict]]:
-    """One message list per row; with ``conditional_indicator`` tagged rows get ``" [IND]"``."""
+def chat_rows(
+    table_or_dataset: Any, conditional_indicator: bool = False, tags: Sequence[PromptTag] = ()
+) -> list[list[dict]]:
+    """One message list per row; with ``conditional_indicator`` tagged rows get ``" [IND]"``.
+
+    ``tags``: further :class:`~pipelines.finetune.prompt_tags.PromptTag` s written into each row
+    (e.g. the control tokens of :mod:`pipelines.finetune.control`), after ``[IND]``.
+    """
+    tags = ((INDICATOR_TAG,) if conditional_indicator else ()) + tuple(tags)
     out = []
     for row in _iter_rows(table_or_dataset):
-        messages = _row_messages(row)
-        if conditional_indicator and is_ctx_dependent(row):
-            messages = add_indicator(messages, has_context=True)
-        out.append(messages)
+        out.append(apply_tags(row, _row_messages(row), tags))
     if not out:
         raise ValueError("no training rows")
     return out

@@ -6,7 +6,8 @@
   articles (a/an/the), collapse whitespace; F1 over bag-of-tokens overlap. Several gold answers:
   the best one counts.
 * :func:`evaluate_qa` -- greedy, batched generation on context-QA rows (context, question,
-  answer), e.g. ``../shared/datasets/context_qa/*.jsonl``, optionally with the ``[IND]`` indicator;
+  answer), e.g. ``../shared/datasets/context_qa/*.jsonl``, optionally with the ``[IND]`` indicator
+  and/or the ``<|good|>`` control token (:mod:`pipelines.finetune.control`);
   over-long prompts keep their tail by the same rule. :func:`load_qa_rows` reads them through
   :func:`pipelines.io.read_examples` (bad lines are counted rejects, not errors).
 
@@ -28,7 +29,15 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipelines.finetune.data import ChatCollator, add_indicator, chat_rows, encode_rows, note_rejects
+from pipelines.finetune.control import GOOD_TAG, prompt_good
+from pipelines.finetune.data import (
+    INDICATOR_TAG,
+    ChatCollator,
+    add_indicator,
+    chat_rows,
+    encode_rows,
+    note_rejects,
+)
 from pipelines.io import read_examples
 from pipelines.llm.nll import render_chat
 from pipelines.schema import meta_of, user_content
@@ -77,13 +86,16 @@ def heldout_loss(
     batch_size: int = 8,
     max_length: int = 512,
     conditional_indicator: bool = False,
+    control_tokens: bool = False,
 ) -> float:
     """Mean NLL per assistant token over ``table`` (example table, or rows with ``messages``).
 
     Rows are encoded exactly as for training (:func:`encode_rows`): over-long rows are cut by the
-    one truncation rule and none is dropped.
+    one truncation rule and none is dropped. ``control_tokens``: every prompt starts with
+    ``<|good|>`` (a model trained with control tokens, asked for good answers).
     """
-    encoded, _ = encode_rows(tokenizer, chat_rows(table, conditional_indicator), max_length)
+    tags = ((INDICATOR_TAG,) if conditional_indicator else ()) + ((GOOD_TAG,) if control_tokens else ())
+    encoded, _ = encode_rows(tokenizer, chat_rows(table, tags=tags), max_length)
     encoded.sort(key=lambda e: len(e.input_ids))  # similar lengths per batch: little padding
     collate = ChatCollator(tokenizer.pad_token_id)
     device = next(model.parameters()).device
@@ -126,10 +138,12 @@ def _qa_fields(row: Mapping[str, Any]) -> tuple[str, str, Any]:
     return row["instruction"], row.get("context") or "", row["response"]
 
 
-def qa_prompt(question: str, context: str, indicator: bool = False) -> list[dict]:
-    """The user turn a QA row is asked with (same shape as training rows); ``[IND]`` if asked and there is a context."""
+def qa_prompt(question: str, context: str, indicator: bool = False, good: bool = False) -> list[dict]:
+    """The user turn a QA row is asked with (same shape as training rows); ``[IND]`` if asked and
+    there is a context; ``<|good|>`` first if ``good`` (:func:`pipelines.finetune.control.prompt_good`)."""
     messages = [{"role": "user", "content": user_content(question, context)}]
-    return add_indicator(messages, has_context=bool(context)) if indicator else messages
+    messages = add_indicator(messages, has_context=bool(context)) if indicator else messages
+    return prompt_good(messages) if good else messages
 
 
 def fit_prompts(
@@ -183,6 +197,7 @@ def evaluate_qa(
     *,
     batch_size: int = 8,
     indicator: bool = False,
+    good: bool = False,
     max_length: int | None = None,
 ) -> dict:
     """Exact match and token F1 (means over rows) of greedy answers; also returns the predictions.
@@ -190,7 +205,7 @@ def evaluate_qa(
     ``max_length``: cut over-long prompts as training cuts rows (see :func:`generate_answers`).
     """
     fields = [_qa_fields(r) for r in rows]
-    prompts = [qa_prompt(q, c, indicator) for q, c, _ in fields]
+    prompts = [qa_prompt(q, c, indicator, good) for q, c, _ in fields]
     preds = generate_answers(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=max_length
     )
@@ -217,9 +232,14 @@ def evaluate_run(
     max_length: int = 512,
     max_new_tokens: int = 32,
     conditional_indicator: bool = False,
+    control_tokens: bool = False,
     predictions_path: str | Path | None = None,
 ) -> dict:
-    """Held-out loss, plus EM/F1 when ``rows`` are context-QA (with and without ``[IND]`` if it was trained)."""
+    """Held-out loss, plus EM/F1 when ``rows`` are context-QA (with and without ``[IND]`` if it was trained).
+
+    ``control_tokens`` (the model was trained with them): every prompt, for the loss and for
+    generation, starts with ``<|good|>``.
+    """
     metrics: dict[str, Any] = {
         "eval_loss": heldout_loss(
             model,
@@ -228,6 +248,7 @@ def evaluate_run(
             batch_size=batch_size,
             max_length=max_length,
             conditional_indicator=conditional_indicator,
+            control_tokens=control_tokens,
         )
     }
     if max_new_tokens > 0 and _is_qa(rows):
@@ -242,6 +263,7 @@ def evaluate_run(
                 max_new_tokens,
                 batch_size=batch_size,
                 indicator=ind,
+                good=control_tokens,
                 max_length=max_length,
             )
             suffix = "_ind" if ind else ""

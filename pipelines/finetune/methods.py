@@ -16,6 +16,7 @@ Run ``python -m pipelines.finetune --help`` for the options as command-line flag
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -60,8 +61,9 @@ def set_trainable(model: nn.Module, trainable: bool) -> None:
 
 
 # --------------------------------------------------------------------------- LoRA
-def apply_lora(model: nn.Module, options: dict, indicator_id: int | None = None) -> nn.Module:
-    """Wrap ``model`` in a peft LoRA model; with an indicator token its embedding row trains too."""
+def apply_lora(model: nn.Module, options: dict, new_token_ids: Sequence[int] = ()) -> nn.Module:
+    """Wrap ``model`` in a peft LoRA model; the embedding rows of ``new_token_ids`` (added special
+    tokens: ``[IND]``, control tokens) train too."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -72,7 +74,7 @@ def apply_lora(model: nn.Module, options: dict, indicator_id: int | None = None)
         use_rslora=bool(options.get("rslora", False)),
         # A new token's embedding is random-ish: let just that row train (peft's trainable tokens),
         # not the whole vocabulary matrix.
-        trainable_token_indices=[indicator_id] if indicator_id is not None else None,
+        trainable_token_indices=list(new_token_ids) or None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)

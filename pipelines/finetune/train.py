@@ -24,16 +24,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipelines.finetune.control import CONTROL_TAG, CONTROL_TOKENS
 from pipelines.finetune.data import (
+    INDICATOR_TAG,
     ChatCollator,
     chat_rows,
     encode_rows,
-    ensure_indicator_token,
-    grow_embeddings,
     note_rejects,
     read_rows,
 )
 from pipelines.finetune.methods import METHODS, apply_hft, apply_lora, count_params, set_trainable
+from pipelines.finetune.prompt_tags import ensure_tokens, grow_embeddings, tag_tokens
 
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "lisa": 5e-5, "hft": 2e-5, "mezo": 1e-5}
 # Everything `options` may carry; anything else is a typo and raises.
@@ -131,6 +132,7 @@ def train_model(
     seed: int = 0,
     options: dict | None = None,
     conditional_indicator: bool = False,
+    control_tokens: bool = False,
 ) -> tuple[nn.Module, dict]:
     """Fine-tune ``model`` on the rows with ``method``; return ``(trained model, metrics)``.
 
@@ -141,7 +143,9 @@ def train_model(
     ``lora`` the returned model is the adapter merged into a plain transformers model, unless
     ``options={"merge": False}`` (then a peft ``PeftModel``). With ``conditional_indicator`` the
     token ``[IND]`` is added to ``tokenizer`` in place (it changes no other text's tokens), the
-    model's embeddings grow by one row, and context-dependent rows get ``" [IND]"``.
+    model's embeddings grow by one row, and context-dependent rows get ``" [IND]"``. With
+    ``control_tokens`` ``<|good|>`` and ``<|bad|>`` are added the same way and every row's prompt
+    starts with its label (the ``control_token`` field, see :mod:`pipelines.finetune.control`).
 
     metrics: method, steps, train_loss, train_runtime_s, train_tokens (non-pad), tokens_per_s,
     trainable_params, total_params, rows, truncated_rows (cut to max_length: the whole answer up to its
@@ -156,11 +160,10 @@ def train_model(
     if not options.get("inplace", False):
         model = copy.deepcopy(model)
     set_seed(seed)
-    indicator_id = ensure_indicator_token(tokenizer, model) if conditional_indicator else None
+    tags = prompt_tags(conditional_indicator, control_tokens, CONTROL_TAG)
+    new_ids = ensure_tokens(tokenizer, tag_tokens(tags), model) if tags else []
     # Over-long rows are cut by the scorer's rule (pipelines.truncation), never dropped.
-    encoded, truncated = encode_rows(
-        tokenizer, chat_rows(table_or_dataset, conditional_indicator), max_length
-    )
+    encoded, truncated = encode_rows(tokenizer, chat_rows(table_or_dataset, tags=tags), max_length)
     dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
     lr = learning_rate if learning_rate is not None else DEFAULT_LR[method]
     device = next(model.parameters()).device
@@ -174,7 +177,7 @@ def train_model(
         if method == "full":
             set_trainable(model, True)
         elif method == "lora":
-            model = apply_lora(model, options, indicator_id)
+            model = apply_lora(model, options, new_ids)
         elif method == "hft":
             extras["hft_frozen"] = len(apply_hft(model, seed))
         elif method == "lisa":
@@ -231,10 +234,26 @@ def train_model(
         "truncated_rows": truncated,
         "learning_rate": lr,
         "conditional_indicator": conditional_indicator,
+        **({"control_tokens": control_token_rows(tokenizer, encoded)} if control_tokens else {}),
         "peak_rss_mb": peak_rss_mb(),
         **extras,
     }
     return model, metrics
+
+
+def prompt_tags(conditional_indicator: bool, control_tokens: bool, control_tag) -> tuple:
+    """The prompt tags a run writes: ``[IND]`` by the row's flag, then a control token
+    (``control_tag``: :data:`~pipelines.finetune.control.CONTROL_TAG`, each row's label, when
+    training; :data:`~pipelines.finetune.control.GOOD_TAG` when evaluating)."""
+    return ((INDICATOR_TAG,) if conditional_indicator else ()) + ((control_tag,) if control_tokens else ())
+
+
+def control_token_rows(tokenizer, encoded) -> dict[str, int]:
+    """Rows whose encoded input holds each control token, and rows where truncation cut it off
+    (the prompt keeps its tail, so a very long prompt loses its start)."""
+    ids = dict(zip(CONTROL_TOKENS, tokenizer.convert_tokens_to_ids(list(CONTROL_TOKENS)), strict=True))
+    counts = {tok: sum(ids[tok] in e.input_ids for e in encoded) for tok in CONTROL_TOKENS}
+    return {**counts, "cut": len(encoded) - sum(counts.values())}
 
 
 def _train_mezo(model, dataset, tokenizer, batch_size, epochs, max_steps, lr, seed, options) -> dict:
@@ -312,10 +331,12 @@ def run_training(
     """Load ``model``, train on the selection, save the run to ``out_dir``, evaluate, write metrics.json.
 
     ``opts``: train_model's keywords (epochs, max_steps, learning_rate, batch_size, max_length,
-    seed, options, conditional_indicator) and train_limit (first N rows), device, eval_limit,
+    seed, options, conditional_indicator, control_tokens) and train_limit (first N rows), device, eval_limit,
     eval_before (held-out loss of the untrained model too), max_new_tokens (QA generation; 0
     skips it). With an eval file of context-QA rows, exact match / token F1 are reported, with
-    and without the indicator when ``conditional_indicator`` is on. Rows the reader rejects are
+    and without the indicator when ``conditional_indicator`` is on; with ``control_tokens`` every
+    evaluation prompt starts with ``<|good|>`` (the selection rows must carry labels:
+    :func:`pipelines.finetune.control.control_rows`). Rows the reader rejects are
     counted (train_rejects, eval_rejects) and written to ``rejects-train.jsonl`` /
     ``rejects-eval.jsonl`` in ``out_dir``.
     """
@@ -331,6 +352,7 @@ def run_training(
         "max_length",
         "seed",
         "conditional_indicator",
+        "control_tokens",
     }
     run_keys = {"options", "train_limit", "device", "eval_limit", "eval_before", "max_new_tokens"}
     unknown = sorted(set(opts) - train_keys - run_keys)
@@ -355,17 +377,19 @@ def run_training(
     mdl, tok = load_model_and_tokenizer(model, device=opts.get("device"))
     eval_rows = read(eval_path, opts.get("eval_limit"), "eval") if eval_path else None
     indicator = bool(train_kw.get("conditional_indicator", False))
+    control = bool(train_kw.get("control_tokens", False))
     eval_kw = {
         "batch_size": train_kw.get("batch_size", 8),
         "max_length": train_kw.get("max_length", 512),
         "max_new_tokens": int(opts.get("max_new_tokens", 32)),
         "conditional_indicator": indicator,
+        "control_tokens": control,
     }
 
     before = {}
     if eval_rows is not None and opts.get("eval_before", False):
-        if indicator:
-            ensure_indicator_token(tok, mdl)
+        if indicator or control:  # the untrained model, asked the way the trained one will be
+            ensure_tokens(tok, tag_tokens(prompt_tags(indicator, control, CONTROL_TAG)), mdl)
         before = evaluate_run(mdl, tok, eval_rows, **{**eval_kw, "max_new_tokens": 0})
     # Train the loaded model itself (no copy) and keep a LoRA adapter unmerged so it saves as an adapter.
     trained, metrics = train_model(
