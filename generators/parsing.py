@@ -270,7 +270,8 @@ def _call(
 def _request_reject(failure: Any) -> Reject:
     """A failed request (pipelines.llm.openai_backend.RequestFailed) as a Reject with its reason."""
     info = failure.as_reject() if hasattr(failure, "as_reject") else {"error": str(failure)}
-    reason = f"{info.pop('reason', 'llm request failed')}: {info.pop('error', failure)}"
+    # A short reason (counts group by it); the server's whole message stays in "error".
+    reason = f"{info.pop('reason', 'llm request failed')}: {info.pop('kind', None) or info.get('error', failure)}"
     if "attempts" in info:  # HTTP attempts; "attempts" in a reject counts generate_parsed's rounds
         info["http_attempts"] = info.pop("attempts")
     return Reject(reason, "", {"request_failed": True, **info})

@@ -199,7 +199,8 @@ def test_generate_parsed_turns_a_failed_request_into_a_reject_not_a_crash(server
         got = generate_parsed(llm, items, lambda x: x, lambda text, item: text, GREEDY, retries=2)
     assert got.results[0] == "ITEM 0" and got.results[2:] == ["ITEM 2", "ITEM 3"]
     reject = got.results[1]
-    assert isinstance(reject, Reject) and reject.reason.startswith("llm request failed: HTTP 503")
+    assert isinstance(reject, Reject) and reject.reason == "llm request failed: HTTP 503"
+    assert "injected 503" in reject.extra["error"]  # the server's message is kept
     assert reject.extra["attempts"] == 1  # not re-asked: the backend already retried it
     assert reject.extra["http_attempts"] == 3 and reject.extra["status"] == 503
     used = ledger.entries["openai:tiny"]
@@ -240,7 +241,8 @@ def test_generate_text_stage_keeps_going_and_counts_retries_and_failures(server,
     assert rows.height == n - 2 and rows["id"].n_unique() == rows.height  # none lost but the 2 failed
     failed = [r for r in read_rejects(run.generator("generate_text") / "generated") if "request failed" in r["reason"]]
     assert len(failed) == 2 and {r.get("status") for r in failed} == {503, None}  # 503s, and the timeout
-    assert any("timed out" in r["reason"] for r in failed)
+    assert sorted(r["reason"] for r in failed) == ["llm request failed: HTTP 503", "llm request failed: timeout"]
+    assert record_["counts"]["reject_reasons"]["llm request failed: HTTP 503"] == 1
     assert record_["rejects"] >= 2 and record_["rows_out"] == n - 2
     used = record_["usage"]["openai:tiny"]
     # retries: 2 + 1 + 1 for the passages that recovered, 2 each for the two that never did

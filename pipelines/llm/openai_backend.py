@@ -57,10 +57,21 @@ class RequestFailed(RuntimeError):
         self.index, self.status, self.attempts, self.message = index, status, attempts, message
         super().__init__(f"request {index} failed after {attempts} attempt(s): {message}")
 
+    @property
+    def kind(self) -> str:
+        """A short, stable name for grouping: ``HTTP 503``, ``malformed response``, ``timeout``,
+        ``connection error``."""
+        if self.status == 200:
+            return "malformed response"
+        if self.status is not None:
+            return f"HTTP {self.status}"
+        return "timeout" if self.message.startswith("timed out") else "connection error"
+
     def as_reject(self) -> dict[str, Any]:
         """A row for a rejects file."""
         return {
             "reason": "llm request failed",
+            "kind": self.kind,
             "error": self.message,
             "status": self.status,
             "attempts": self.attempts,

@@ -25,7 +25,9 @@ Fields (per backend):
 
 Token counts come from the server's ``usage`` field (openai; a server that sends none counts 0
 tokens for that request) or from the token ids the in-process backends already hold (hf, ct2,
-vllm, llamacpp). :func:`cost` turns them into money with prices per million tokens.
+vllm, llamacpp). Generated tokens include the end token where the engine returns it (hf, vLLM);
+CTranslate2 drops it, so its counts are one lower per finished answer. :func:`cost` turns
+tokens into money with prices per million tokens.
 """
 
 from __future__ import annotations
