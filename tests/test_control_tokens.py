@@ -319,3 +319,26 @@ def test_command_lines_label_a_selection_and_train_on_it(tmp_path, labelled_file
     )
     assert metrics["rows"] == 8 and metrics["control_tokens"] == {GOOD: 3, BAD: 5, "cut": 0}
     assert "saved run to" in capsys.readouterr().out
+
+
+def test_a_long_prompt_keeps_its_control_token_when_truncated():
+    from pipelines.finetune.evaluate import fit_prompts
+    from pipelines.finetune.prompt_tags import restore_cut_tokens
+
+    assert restore_cut_tokens([7, 1, 2, 3, 4], [3, 4], {7}) == ([7, 4], 1)
+    assert restore_cut_tokens([7, 1, 2, 3, 4], [4], {7}) == ([4], 0)  # the token next to the answer stays
+    assert restore_cut_tokens([1, 2, 3], [2, 3], {7}) == ([2, 3], 0)
+
+    tok = tiny_tokenizer()
+    good_id, _ = ensure_tokens(tok, CONTROL_TOKENS)
+    long = make_example("Count: " + "1 2 3 4 5 6 7 8 9 " * 20, "yes")
+    table = to_table([long]).with_columns(pl.Series(LABEL_COLUMN, [GOOD]))
+    (messages,) = chat_rows(table, tags=[CONTROL_TAG])
+    plain = encode_chat(tok, messages, max_length=40)
+    kept = encode_chat(tok, messages, max_length=40, keep_ids={good_id})
+    assert plain.truncated and good_id not in plain.input_ids  # the prompt's tail alone loses the prefix
+    assert kept.input_ids[0] == good_id and kept.labels[0] == -100 and len(kept.input_ids) == 40
+    assert kept.input_ids[1:] == plain.input_ids[1:] and kept.labels[1:] == plain.labels[1:]
+    # Generation prompts are cut the same way and keep <|good|> too.
+    (cut,) = fit_prompts(tok, [qa_prompt("Count: " + "1 2 3 " * 40, "", good=True)], 4, 40)
+    assert isinstance(cut, str) and cut.startswith(GOOD)

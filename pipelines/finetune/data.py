@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import polars as pl
 import torch
 
 from pipelines.export import write_rejects
-from pipelines.finetune.prompt_tags import PromptTag, apply_tags, ensure_tokens, mark
+from pipelines.finetune.prompt_tags import PromptTag, apply_tags, ensure_tokens, mark, restore_cut_tokens
 from pipelines.io import read_examples
 from pipelines.schema import meta_of, to_messages, with_meta_field
 from pipelines.truncation import truncate_ids
@@ -162,7 +162,12 @@ def _segments(tokenizer, messages: Sequence[Mapping[str, str]]) -> list[tuple[st
     return segments
 
 
-def encode_chat(tokenizer, messages: Sequence[Mapping[str, str]], max_length: int | None = None) -> Encoded:
+def encode_chat(
+    tokenizer,
+    messages: Sequence[Mapping[str, str]],
+    max_length: int | None = None,
+    keep_ids: Collection[int] = (),
+) -> Encoded:
     """Token ids and labels for one conversation; only assistant turns (+ end-of-turn) are labelled.
 
     The text is rendered once per assistant turn and cut into segments (prompt up to the assistant
@@ -172,7 +177,9 @@ def encode_chat(tokenizer, messages: Sequence[Mapping[str, str]], max_length: in
     Over ``max_length``: the last answer is the completion and everything before it (earlier
     turns too, with their labels) the prompt, cut by :func:`pipelines.truncation.truncate_ids`
     -- the scorer's rule, so both see the same answer tokens. Template text after the last
-    answer carries no loss and goes first. Rows are never dropped.
+    answer carries no loss and goes first. Rows are never dropped. ``keep_ids``: prompt-tag tokens
+    (control tokens, ``[IND]``) that a cut must not lose: they go back at the head of the kept
+    prompt tail, unlabelled (:func:`pipelines.finetune.prompt_tags.restore_cut_tokens`).
     """
     pieces = [
         (tokenizer(text, add_special_tokens=False)["input_ids"], target)
@@ -188,14 +195,22 @@ def encode_chat(tokenizer, messages: Sequence[Mapping[str, str]], max_length: in
     completion = pieces[last][0]
     prompt, completion, cut = truncate_ids(input_ids[:start], completion, max_length)
     prompt_labels = labels[start - len(prompt) : start]
+    if keep_ids:
+        prompt, restored = restore_cut_tokens(input_ids[:start], prompt, keep_ids)
+        prompt_labels = [IGNORE_INDEX] * restored + prompt_labels[restored:]
     return Encoded(prompt + completion, prompt_labels + completion, cut)
 
 
 def encode_rows(
-    tokenizer, conversations: Sequence[Sequence[Mapping[str, str]]], max_length: int
+    tokenizer,
+    conversations: Sequence[Sequence[Mapping[str, str]]],
+    max_length: int,
+    keep_ids: Collection[int] = (),
 ) -> tuple[list[Encoded], int]:
-    """Encode every conversation (none is dropped). Returns (encoded, how many were truncated)."""
-    encoded = [encode_chat(tokenizer, m, max_length) for m in conversations]
+    """Encode every conversation (none is dropped). Returns (encoded, how many were truncated).
+
+    ``keep_ids``: tag tokens a truncated prompt keeps (see :func:`encode_chat`)."""
+    encoded = [encode_chat(tokenizer, m, max_length, keep_ids) for m in conversations]
     return encoded, sum(e.truncated for e in encoded)
 
 

@@ -29,8 +29,9 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipelines.finetune.control import GOOD_TAG, prompt_good
+from pipelines.finetune.control import CONTROL_TOKENS, GOOD_TAG, prompt_good
 from pipelines.finetune.data import (
+    INDICATOR,
     INDICATOR_TAG,
     ChatCollator,
     add_indicator,
@@ -38,6 +39,7 @@ from pipelines.finetune.data import (
     encode_rows,
     note_rejects,
 )
+from pipelines.finetune.prompt_tags import restore_cut_tokens
 from pipelines.io import read_examples
 from pipelines.llm.nll import render_chat
 from pipelines.schema import meta_of, user_content
@@ -95,7 +97,7 @@ def heldout_loss(
     ``<|good|>`` (a model trained with control tokens, asked for good answers).
     """
     tags = ((INDICATOR_TAG,) if conditional_indicator else ()) + ((GOOD_TAG,) if control_tokens else ())
-    encoded, _ = encode_rows(tokenizer, chat_rows(table, tags=tags), max_length)
+    encoded, _ = encode_rows(tokenizer, chat_rows(table, tags=tags), max_length, tag_ids(tokenizer))
     encoded.sort(key=lambda e: len(e.input_ids))  # similar lengths per batch: little padding
     collate = ChatCollator(tokenizer.pad_token_id)
     device = next(model.parameters()).device
@@ -146,6 +148,12 @@ def qa_prompt(question: str, context: str, indicator: bool = False, good: bool =
     return prompt_good(messages) if good else messages
 
 
+def tag_ids(tokenizer) -> set[int]:
+    """Ids of the prompt-tag tokens (``[IND]``, ``<|good|>``, ``<|bad|>``) this tokenizer has."""
+    vocab = tokenizer.get_vocab()
+    return {vocab[t] for t in (INDICATOR, *CONTROL_TOKENS) if t in vocab}
+
+
 def fit_prompts(
     tokenizer, prompts: Sequence[Sequence[Mapping[str, str]]], max_new_tokens: int, max_length: int
 ) -> list[list[dict] | str]:
@@ -153,13 +161,19 @@ def fit_prompts(
 
     :func:`pipelines.truncation.budget` decides how much of the rendered prompt stays; a prompt
     that fits is returned unchanged, a longer one as the text of its tail tokens (the backend
-    uses a string prompt verbatim, so the chat template is not applied twice).
+    uses a string prompt verbatim, so the chat template is not applied twice). A prompt tag the
+    cut removed (``<|good|>`` starts the prompt) is put back at the head of the tail, as training does.
     """
+    keep_ids = tag_ids(tokenizer)
     out: list[list[dict] | str] = []
     for p in prompts:
         ids = tokenizer(render_chat(tokenizer, p), add_special_tokens=False)["input_ids"]
         keep, _ = budget(len(ids), max_new_tokens, max_length)
-        out.append(list(p) if keep == len(ids) else tokenizer.decode(ids[len(ids) - keep :]))
+        if keep == len(ids):
+            out.append(list(p))
+            continue
+        tail, _ = restore_cut_tokens(ids, ids[len(ids) - keep :], keep_ids)
+        out.append(tokenizer.decode(tail))
     return out
 
 

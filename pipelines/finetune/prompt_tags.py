@@ -11,14 +11,15 @@ One mechanism serves two recipes:
 A :class:`PromptTag` names the tokens it may write, where they go, and the function that picks the
 token for a row (``None``: leave the row alone). :func:`ensure_tokens` adds the tokens to a
 tokenizer as special tokens -- once; calling it again adds nothing -- and grows the model's
-embeddings to match; :func:`apply_tags` writes them into a row's messages.
+embeddings to match; :func:`apply_tags` writes them into a row's messages;
+:func:`restore_cut_tokens` puts a tag back when truncation cut the start of a long prompt off.
 
 Try it: ``python -c "from pipelines.finetune.prompt_tags import mark; print(mark([{'role':'user','content':'Hi'}], '<|good|>', 'prefix'))"``
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -86,6 +87,20 @@ def ensure_tokens(tokenizer, tokens: Sequence[str], model=None) -> list[int]:
     if model is not None:
         grow_embeddings(model, len(tokenizer))
     return [tokenizer.convert_tokens_to_ids(t) for t in tokens]
+
+
+def restore_cut_tokens(
+    full: Sequence[int], kept: Sequence[int], token_ids: Collection[int]
+) -> tuple[list[int], int]:
+    """``(kept with the tag tokens the cut removed put back, how many)``.
+
+    ``kept`` is the tail of ``full`` that truncation left (:mod:`pipelines.truncation` keeps a
+    prompt's tail, so a *prefix* tag is the first thing a long prompt loses). The tokens of
+    ``token_ids`` found in the cut-off head replace the first tokens of ``kept``, in their order:
+    the length stays within the budget and the last kept token (next to the answer) always stays.
+    """
+    lost = [t for t in full[: len(full) - len(kept)] if t in token_ids][: max(len(kept) - 1, 0)]
+    return [*lost, *kept[len(lost) :]], len(lost)
 
 
 def tag_tokens(tags: Iterable[PromptTag]) -> list[str]:

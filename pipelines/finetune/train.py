@@ -163,7 +163,7 @@ def train_model(
     tags = prompt_tags(conditional_indicator, control_tokens, CONTROL_TAG)
     new_ids = ensure_tokens(tokenizer, tag_tokens(tags), model) if tags else []
     # Over-long rows are cut by the scorer's rule (pipelines.truncation), never dropped.
-    encoded, truncated = encode_rows(tokenizer, chat_rows(table_or_dataset, tags=tags), max_length)
+    encoded, truncated = encode_rows(tokenizer, chat_rows(table_or_dataset, tags=tags), max_length, new_ids)
     dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
     lr = learning_rate if learning_rate is not None else DEFAULT_LR[method]
     device = next(model.parameters()).device
@@ -249,8 +249,8 @@ def prompt_tags(conditional_indicator: bool, control_tokens: bool, control_tag) 
 
 
 def control_token_rows(tokenizer, encoded) -> dict[str, int]:
-    """Rows whose encoded input holds each control token, and rows where truncation cut it off
-    (the prompt keeps its tail, so a very long prompt loses its start)."""
+    """Rows whose encoded input holds each control token, and rows without one (``cut``: none
+    should be, since encoding puts a tag that truncation cut off back)."""
     ids = dict(zip(CONTROL_TOKENS, tokenizer.convert_tokens_to_ids(list(CONTROL_TOKENS)), strict=True))
     counts = {tok: sum(ids[tok] in e.input_ids for e in encoded) for tok in CONTROL_TOKENS}
     return {**counts, "cut": len(encoded) - sum(counts.values())}
