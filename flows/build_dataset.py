@@ -76,7 +76,7 @@ def condition_task(cfg: PipelineConfig, run_dir: str, run_token: str) -> dict:
 def score_shard_task(cfg: PipelineConfig, run_dir: str, run_token: str, index: int,
                      conditioned: dict, upstream: dict) -> int:
     return stages.score_shard(cfg, RunFolder(run_dir), index, conditioned.get("conditional_model"),
-                              conditioned.get("target_embedding"))
+                              conditioned.get("target_embedding"), conditioned.get("target_matrix"))
 
 
 @task(cache_policy=CACHE, persist_result=True)

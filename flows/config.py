@@ -111,7 +111,7 @@ class ScoreConfig(_Section):
     # target_sim, not CoLoR, ranks by default: it won on every target of benchmarks.selection
     # (numbers in instruct_selectors/color_filter.py's docstring).
     scores: list[Literal[SCORES]] = Field(default_factory=lambda: ["target_sim", "ifd", "ctx_loss"])
-    target: str | None = Field("data/target.jsonl", description="target (downstream) rows for target_sim and CoLoR-Filter")
+    target: str | None = Field("data/target.jsonl", description="target (downstream) rows for target_sim, otd and CoLoR-Filter")
     conditional_method: Literal["lora", "full"] = "lora"
     conditional_epochs: float = Field(1.0, gt=0)
     color_reduction: Literal["mean", "sum"] = Field("sum", description="CoLoR's L over response tokens: sum (= -log p(response)), or per-token mean (ranks 1-token answers first)")

@@ -15,7 +15,7 @@ Layout::
     generate_text/          Bonito output (examples/ shards, rejects)
     examples/               every example gathered from generation and inputs (+ rejects-<input>.jsonl)
     conditional/            what the target set gives: CoLoR-Filter's conditional model (cached by
-                            fingerprint) and target_sim's target embedding (.npy)
+                            fingerprint), target_sim's target embedding and otd's target rows (.npy)
     scored/                 examples with score_* columns, one shard per examples shard
     selected/               all.parquet (every row with keep / dropped_by / keep_reason), summary.json
     dataset/                the export: Parquet, JSONL, HF dataset on disk, README.md card
@@ -77,6 +77,10 @@ class RunFolder:
     def target_embedding(self, key: str) -> Path:
         """The target set's mean embedding for target_sim (``key``: a fingerprint of what made it)."""
         return self.conditional / f"target-embedding-{key}.npy"
+
+    def target_matrix(self, key: str) -> Path:
+        """The target rows' embeddings, one row each, for otd (``key``: as for target_embedding)."""
+        return self.conditional / f"target-rows-{key}.npy"
 
     @property
     def scored(self) -> Path:

@@ -150,12 +150,13 @@ def collect(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
                    rejects=rejects, per_source=per_source, shards=n_shards)
 
 
-TARGET_SCORES = ("color", "target_sim")  # the scores that need the condition stage
+TARGET_SCORES = ("color", "target_sim", "otd")  # the scores that need the condition stage
 
 
 def condition(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     """What the target set gives the scores: CoLoR-Filter's conditional model (the prior fine-tuned
-    on the target rows) and target_sim's target embedding, each built once and reused."""
+    on the target rows), target_sim's target embedding and otd's target rows (one embedding per
+    target row, from the same pass), each built once and reused."""
     from instruct_selectors.color_filter import build_conditional, fingerprint
 
     from pipelines.io import read_examples
@@ -168,29 +169,43 @@ def condition(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
             cfg.model.model, target, run.conditional, method=cfg.score.conditional_method,
             epochs=cfg.score.conditional_epochs, seed=cfg.run.seed, max_length=cfg.model.max_length,
         ))
-    if "target_sim" in cfg.score.scores:
-        import numpy as np
-        from instruct_selectors.target_sim import target_embedding
-
+    if {"target_sim", "otd"} & set(cfg.score.scores):
         key = fingerprint(cfg.model.model, target, {"pooling": cfg.score.target_pooling,
                                                     "max_length": cfg.model.max_length})
-        path = run.target_embedding(key)
-        if not path.exists():
-            import io
-
-            buf = io.BytesIO()
-            with stage_usage(run, "condition"):
-                np.save(buf, target_embedding(get_llm(cfg.model), target, cfg.score.target_pooling))
-            atomic_write_bytes(path, buf.getvalue())
-        made["target_embedding"] = str(path)
+        made |= _target_embeddings(cfg, run, target, key)
     return _record(run, "condition", t0, rows_in=target.height, usage=saved_usage(cfg, run, "condition"), **made)
 
 
+def _target_embeddings(cfg: PipelineConfig, run: RunFolder, target: pl.DataFrame, key: str) -> dict[str, str]:
+    """target_sim's mean vector and otd's matrix of the target rows, from one pass, each cached by ``key``."""
+    import io
+
+    import numpy as np
+    from instruct_selectors.target_sim import target_rows, target_vector
+
+    paths = {}
+    if "target_sim" in cfg.score.scores:
+        paths["target_embedding"] = run.target_embedding(key)
+    if "otd" in cfg.score.scores:
+        paths["target_matrix"] = run.target_matrix(key)
+    if not all(p.exists() for p in paths.values()):
+        with stage_usage(run, "condition"):
+            rows = target_rows(get_llm(cfg.model), target, cfg.score.target_pooling)
+        arrays = {"target_embedding": target_vector(rows), "target_matrix": rows}
+        for name, path in paths.items():
+            if not path.exists():
+                buf = io.BytesIO()
+                np.save(buf, arrays[name])
+                atomic_write_bytes(path, buf.getvalue())
+    return {name: str(p) for name, p in paths.items()}
+
+
 def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_model: str | None = None,
-                target_embedding: str | None = None) -> int:
+                target_embedding: str | None = None, target_matrix: str | None = None) -> int:
     """Score examples shard ``index`` into scored/ (skipped when already there). Returns its rows.
 
-    ``conditional_model`` and ``target_embedding`` are what the condition stage made (its record)."""
+    ``conditional_model``, ``target_embedding`` and ``target_matrix`` are what the condition stage
+    made (its record)."""
     out = shard_path(run.scored, index)
     if out.exists():
         return pl.read_parquet(out).height
@@ -199,28 +214,29 @@ def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_mod
         raise ValueError("score 'color' needs the conditional model: run the condition stage first")
     if "target_sim" in scores and target_embedding is None:
         raise ValueError("score 'target_sim' needs the target embedding: run the condition stage first")
+    if "otd" in scores and target_matrix is None:
+        raise ValueError("score 'otd' needs the target rows' embeddings: run the condition stage first")
     table = pl.read_parquet(shard_path(run.examples, index))
     cond = get_llm(cfg.model, model=conditional_model) if "color" in scores else None
     prior = get_llm(cfg.model, eager="ctx_attn" in scores)
-    vector = None
-    if target_embedding is not None:
-        import numpy as np
+    import numpy as np
 
-        vector = np.load(target_embedding)
+    vector = np.load(target_embedding) if target_embedding is not None else None
+    matrix = np.load(target_matrix) if target_matrix is not None else None
     with stage_usage(run, "score", index):  # saved before the shard, like the judge's rejects
-        scored = _score_rows(cfg, run, index, table, prior, cond, vector)
+        scored = _score_rows(cfg, run, index, table, prior, cond, vector, matrix)
     atomic_write_parquet(scored, out)
     return scored.height
 
 
 def _score_rows(cfg: PipelineConfig, run: RunFolder, index: int, table: pl.DataFrame, prior, cond,
-                vector) -> pl.DataFrame:
+                vector, matrix=None) -> pl.DataFrame:
     from instruct_selectors.score import score_table
 
     scores = tuple(cfg.score.scores)
     scored = score_table(table, prior, scores=scores, cond_llm=cond, attn_layer=cfg.score.attn_layer,
                          color_reduction=cfg.score.color_reduction, target_vector=vector,
-                         target_pooling=cfg.score.target_pooling)
+                         target_pooling=cfg.score.target_pooling, target_matrix=matrix)
     if "judge" in scores:
         from instruct_selectors.judge import judge_rows
 
@@ -256,7 +272,8 @@ def score(cfg: PipelineConfig, run: RunFolder, conditioned: dict[str, Any] | Non
     ``conditioned``: the condition stage's record, when a target score is asked for."""
     t0 = time.perf_counter()
     made = conditioned or {}
-    rows = sum(score_shard(cfg, run, i, made.get("conditional_model"), made.get("target_embedding"))
+    rows = sum(score_shard(cfg, run, i, made.get("conditional_model"), made.get("target_embedding"),
+                           made.get("target_matrix"))
                for i in range(len(list_shards(run.examples))))
     return score_record(cfg, run, t0, rows)
 

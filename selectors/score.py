@@ -10,7 +10,7 @@ Passes (each one ``llm.loss(...)`` call over the rows that need it; the backend 
 | prior/full    | prior | chat(instruction + context)          | CoLoR's L_prior, IFD numerator,          |
 |               |       |                                      | ctx_loss's second term, ctx_attn (when  |
 |               |       |                                      | the prior is the probe), embeddings,    |
-|               |       |                                      | target_sim                              |
+|               |       |                                      | target_sim, otd                         |
 | prior/no_ctx  | prior | chat(instruction), rows with context | ctx_loss's first term                   |
 | prior/alone   | prior | start token only                     | IFD denominator                         |
 | cond/full     | cond  | chat(instruction + context)          | CoLoR's L_cond                          |
@@ -18,7 +18,7 @@ Passes (each one ``llm.loss(...)`` call over the rows that need it; the backend 
 
 Every loss is the mean NLL over response tokens (prompt masked), so rows of different lengths
 compare, except CoLoR's, which sums them by default (``color_reduction``, see color_filter.py). The
-formulas live in color_filter.py, ifd.py, context_dependency.py and target_sim.py; this file only
+formulas live in color_filter.py, ifd.py, context_dependency.py, target_sim.py and otd.py; this file only
 decides which passes to run and feeds them. ``scores`` may also hold ``"embedding"``: the
 mean-pooled last hidden state from the prior/full pass, stored as the ``embedding`` column for
 diversity.py (no extra pass, no extra model).
@@ -37,6 +37,8 @@ from instruct_selectors.context_dependency import ATTN_COLUMN, LOSS_COLUMN, ctx_
 from instruct_selectors.ifd import COLUMN as IFD_COLUMN
 from instruct_selectors.ifd import ifd_score
 from instruct_selectors.judge import COLUMN as JUDGE_COLUMN
+from instruct_selectors.otd import COLUMN as OTD_COLUMN
+from instruct_selectors.otd import otd_score
 from instruct_selectors.target_sim import COLUMN as TARGET_SIM_COLUMN
 from instruct_selectors.target_sim import EXTRA as TARGET_SIM_EXTRA
 from instruct_selectors.target_sim import POOLINGS, target_sim_score
@@ -54,6 +56,7 @@ SCORE_COLUMNS = {
     "target_sim": TARGET_SIM_COLUMN,
     "embedding": EMBEDDING_COLUMN,
     "judge": JUDGE_COLUMN,
+    "otd": OTD_COLUMN,
 }
 SCORES = tuple(SCORE_COLUMNS)
 # One line per score for dataset cards and reports (the formulas are in each score's module).
@@ -65,6 +68,7 @@ SCORE_DEFINITIONS = {
     "target_sim": "RDS+: cosine of the row's mean-pooled hidden state with the target rows' mean",
     "embedding": "the row's mean-pooled last hidden state (for diversity)",
     "judge": "LLM judge's 1-5 rating of helpfulness and correctness (rubric in judge.py)",
+    "otd": "GOT-D: minus the row's dual potential in entropic OT from the pool to the target rows' embeddings (higher: moves the pool towards the target)",
 }
 # Scores an LLM writes (judge.py's ratings), not loss passes: score_table skips them.
 GENERATED_SCORES = ("judge",)
@@ -93,8 +97,8 @@ def plan_passes(scores: Iterable[str], separate_probe: bool = False) -> list[Pas
         raise ValueError(f"unknown score(s) {sorted(unknown)}: choose from {SCORES}")
     attn_on_prior = "ctx_attn" in wanted and not separate_probe
     passes = []
-    if wanted & {"color", "ifd", "ctx_loss", "target_sim", "embedding"} or attn_on_prior:
-        hidden = bool(wanted & {"embedding", "target_sim"})
+    if wanted & {"color", "ifd", "ctx_loss", "target_sim", "otd", "embedding"} or attn_on_prior:
+        hidden = bool(wanted & {"embedding", "target_sim", "otd"})
         passes.append(Pass("prior", "full", hidden=hidden, attn=attn_on_prior))
     if "ctx_loss" in wanted:
         passes.append(Pass("prior", "no_ctx", only_with_context=True))
@@ -171,6 +175,7 @@ def score_table(
     color_reduction: str = "sum",
     target_vector: np.ndarray | None = None,
     target_pooling: str = "response",
+    target_matrix: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """Add one ``score_*`` column per requested score (and ``embedding`` when asked); nothing else changes.
 
@@ -179,7 +184,8 @@ def score_table(
     attention. ``attn_layer`` defaults to about two thirds of the probe's depth. ``color_reduction``
     ("mean" or "sum" over response tokens) is CoLoR's L; every other score uses the mean.
     ``target_sim`` needs ``target_vector`` (target_sim.target_embedding, computed once per run with
-    the same ``target_pooling``): cosine of each row's pooled hidden state with it.
+    the same ``target_pooling``): cosine of each row's pooled hidden state with it. ``otd`` needs
+    ``target_matrix`` (target_sim.target_rows: one pooled embedding per target row): otd.py.
     ``judge`` (in GENERATED_SCORES) is not a loss: judge.judge_rows adds it, so it is skipped here.
     """
     wanted = tuple(dict.fromkeys(scores))
@@ -191,6 +197,8 @@ def score_table(
         )
     if "target_sim" in wanted and target_vector is None:
         raise ValueError("score 'target_sim' needs target_vector (target_sim.target_embedding of the target rows)")
+    if "otd" in wanted and target_matrix is None:
+        raise ValueError("score 'otd' needs target_matrix (target_sim.target_rows of the target rows)")
     if target_pooling not in POOLINGS:
         raise ValueError(f"target_pooling must be one of {POOLINGS}, got {target_pooling!r}")
     passes = plan_passes(wanted, separate_probe=probe_llm is not None)
@@ -227,6 +235,9 @@ def score_table(
     if "target_sim" in wanted:
         pooled = np.stack(got["prior/full"][TARGET_SIM_EXTRA[target_pooling]])
         columns.append(_column(TARGET_SIM_COLUMN, target_sim_score(pooled, np.asarray(target_vector))))
+    if "otd" in wanted:
+        pooled = np.stack(got["prior/full"][TARGET_SIM_EXTRA[target_pooling]])
+        columns.append(_column(OTD_COLUMN, otd_score(pooled, np.asarray(target_matrix))))
     if "embedding" in wanted:
         hidden = [h.tolist() for h in got["prior/full"]["hidden"]]
         columns.append(pl.Series(EMBEDDING_COLUMN, hidden, dtype=pl.List(pl.Float32)))

@@ -44,6 +44,12 @@ def target_sim_score(embeddings: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def target_embedding(prior_llm, target_table: pl.DataFrame, pooling: str = "response") -> np.ndarray:
     """The target vector under ``prior_llm``, with the same prompt form as the pool's prior/full pass."""
+    return target_vector(target_rows(prior_llm, target_table, pooling))
+
+
+def target_rows(prior_llm, target_table: pl.DataFrame, pooling: str = "response") -> np.ndarray:
+    """One pooled embedding per target row, (m, hidden size) float32: what target_vector averages,
+    and the target side of otd.py's transport. The same pass as the pool's prior/full pass."""
     from instruct_selectors.score import build_request
 
     if pooling not in POOLINGS:
@@ -53,4 +59,4 @@ def target_embedding(prior_llm, target_table: pl.DataFrame, pooling: str = "resp
     requests = [build_request("full", i, c, r)
                 for i, c, r in target_table.select("instruction", "context", "response").iter_rows()]
     results = prior_llm.loss(requests, want_hidden=True)
-    return target_vector(np.stack([r.extras[EXTRA[pooling]] for r in results]))
+    return np.stack([r.extras[EXTRA[pooling]] for r in results]).astype(np.float32)
