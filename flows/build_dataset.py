@@ -84,6 +84,11 @@ def select_task(cfg: PipelineConfig, run_dir: str, run_token: str, upstream: dic
     return stages.select(cfg, RunFolder(run_dir))
 
 
+@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
+def refusal_aware_task(cfg: PipelineConfig, run_dir: str, run_token: str, upstream: dict) -> dict:
+    return stages.refusal_aware(cfg, RunFolder(run_dir))
+
+
 # log_prints off: datasets' fingerprinting prints bytecode that would flood the run log.
 @task(cache_policy=CACHE, persist_result=True, log_prints=False)
 def export_task(cfg: PipelineConfig, run_dir: str, run_token: str, records: list[dict]) -> dict:
@@ -151,6 +156,8 @@ def build_dataset(config: dict | None = None) -> dict:
     rows = sum(f.result() for f in futures)
     done(stages.score_record(cfg, run, score_started, rows))
     selected = done(in_run(select_task)(cfg, rd, token, records[-1]))
+    if cfg.transform.refusal_aware.enabled:
+        done(in_run(refusal_aware_task)(cfg, rd, token, selected))
     exported = done(in_run(export_task)(cfg, rd, token, records))
     if cfg.train.method:
         done(in_run(train_task)(cfg, rd, token, exported["outputs"]["parquet"]))
@@ -224,6 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--input", action="append", default=[], help="add an existing dataset (repeatable)")
     ap.add_argument("--no-taxonomy", action="store_true", help="skip the GLAN taxonomy generator")
     ap.add_argument("--no-text", action="store_true", help="skip the text-to-task generator")
+    ap.add_argument("--refusal-aware", action="store_true",
+                    help="R-Tuning: suffix each kept row with 'I am sure/unsure' by whether the model already "
+                    "answers it (= --set transform.refusal_aware.enabled=true)")
     ap.add_argument("--scores", help=f"comma-separated scores: {', '.join(SCORES)}")
     ap.add_argument("--train", metavar="METHOD", choices=METHOD_CHOICES, help="also fine-tune: " + ", ".join(METHOD_CHOICES))
     ap.add_argument("--push-to-hub", metavar="REPO", help="push the dataset (token from HF_TOKEN; private)")
@@ -246,6 +256,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         overrides.append("generate.taxonomy.enabled=false")
     if args.no_text:
         overrides.append("generate.text.enabled=false")
+    if args.refusal_aware:
+        overrides.append("transform.refusal_aware.enabled=true")
     if args.scores:
         overrides.append(f"score.scores=[{args.scores}]")
     cfg = load_config(args.config, overrides)

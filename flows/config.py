@@ -148,6 +148,20 @@ class SelectConfig(_Section):
         return v
 
 
+class RefusalAwareConfig(_Section):
+    """R-Tuning (Zhang et al. 2023; generators/refusal.py): the model answers each kept row
+    greedily; rows it gets right end "... I am sure.", the others "... I am unsure."."""
+
+    enabled: bool = Field(False, description="run the refusal_aware transform after select")
+    metric: Literal["f1", "exact"] = Field("f1", description="how the model's answer is judged against the response (SQuAD-normalised)")
+    threshold: float = Field(0.5, gt=0, le=1, description="score >= threshold counts as known")
+    max_tokens: int = Field(64, gt=0, description="tokens per greedy answer")
+
+
+class TransformConfig(_Section):
+    refusal_aware: RefusalAwareConfig = RefusalAwareConfig()
+
+
 class ExportConfig(_Section):
     push_to_hub: str | None = Field(None, description="repo id to push to (token from HF_TOKEN)")
     private: bool = True
@@ -187,6 +201,7 @@ class PipelineConfig(_Section):
     generate: GenerateConfig = GenerateConfig()
     score: ScoreConfig = ScoreConfig()
     select: SelectConfig = SelectConfig()
+    transform: TransformConfig = TransformConfig()
     export: ExportConfig = ExportConfig()
     train: TrainConfig = TrainConfig()
 

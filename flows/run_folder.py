@@ -18,6 +18,8 @@ Layout::
                             fingerprint), target_sim's target embedding and otd's target rows (.npy)
     scored/                 examples with score_* columns, one shard per examples shard
     selected/               all.parquet (every row with keep / dropped_by / keep_reason), summary.json
+    transformed/            with transform.refusal_aware: the kept rows with R-Tuning's certainty suffix
+                            (shards + rejects-*.jsonl), what export then writes
     dataset/                the export: Parquet, JSONL, HF dataset on disk, README.md card
     train/                  fine-tuning output and metrics (with --train); control_rows.parquet with
                             train.control_tokens (every selected row, labelled <|good|>/<|bad|>)
@@ -102,6 +104,11 @@ class RunFolder:
         return self.root / "selected" / "summary.json"
 
     @property
+    def transformed(self) -> Path:
+        """The refusal_aware transform's shards: the kept rows with the certainty suffix."""
+        return self.root / "transformed"
+
+    @property
     def dataset(self) -> Path:
         return self.root / "dataset"
 
@@ -126,7 +133,7 @@ class RunFolder:
     def sample(self, stage: str, n: int = 5) -> pl.DataFrame | None:
         """The first ``n`` rows of what ``stage`` wrote (for artifacts), or None; reads only those."""
         folder = {**{g: self.generated_examples(g) for g in GENERATORS},
-                  "collect": self.examples, "score": self.scored}.get(stage)
+                  "collect": self.examples, "score": self.scored, "refusal_aware": self.transformed}.get(stage)
         if folder is not None:
             shards = list_shards(folder)
             return pl.scan_parquet(shards[0]).head(n).collect() if shards else None

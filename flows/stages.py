@@ -37,7 +37,8 @@ from pipelines.shards import (
     write_shards,
 )
 
-STAGES = ("generate_taxonomy", "generate_text", "collect", "condition", "score", "select", "export", "train")
+STAGES = ("generate_taxonomy", "generate_text", "collect", "condition", "score", "select", "refusal_aware",
+          "export", "train")
 
 
 @functools.lru_cache(maxsize=4)
@@ -296,6 +297,22 @@ def select(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     return _record(run, "select", t0, rows_in=table.height, rows_out=kept, steps=summary.to_dicts())
 
 
+def refusal_aware(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
+    """R-Tuning on the kept rows (transform.refusal_aware, generators/refusal.py): the model answers
+    each one; transformed/ gets the certainty suffix, meta.known and response_original, shard by
+    shard (shards already there are skipped). Export then writes these rows."""
+    from generators.refusal import run_refusal_aware
+
+    c = cfg.transform.refusal_aware
+    if not c.enabled:
+        raise ValueError("transform.refusal_aware is off: --set transform.refusal_aware.enabled=true")
+    t0 = time.perf_counter()
+    kept = pl.read_parquet(run.selected).filter(pl.col("keep"))
+    counts = run_refusal_aware(kept, run.transformed, get_llm(cfg.model), metric=c.metric, threshold=c.threshold,
+                               max_tokens=c.max_tokens, shard_size=cfg.run.shard_size)
+    return _record(run, "refusal_aware", t0, **counts)
+
+
 def models_per_stage(cfg: PipelineConfig, records: list[dict[str, Any]]) -> dict[str, str]:
     """Lineage for the card: which model (and backend) each stage that ran used."""
     ran = {r["stage"] for r in records}
@@ -309,6 +326,8 @@ def models_per_stage(cfg: PipelineConfig, records: list[dict[str, Any]]) -> dict
         if "judge" in cfg.score.scores:
             j = judge_model(cfg)
             models["score (judge)"] = f"{j.model} ({j.backend} backend)"
+    if "refusal_aware" in ran:
+        models["refusal_aware (greedy answers)"] = main
     if cfg.train.method:
         models["train"] = f"{cfg.model.model} ({cfg.train.method})"
     return models
@@ -332,6 +351,9 @@ def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -
     t0 = time.perf_counter()
     selected = pl.read_parquet(run.selected)
     table = selected if cfg.export.include_dropped else selected.filter(pl.col("keep"))
+    if cfg.transform.refusal_aware.enabled:  # the kept rows as the transform wrote them (+ dropped ones as they were)
+        parts = [read_shards(run.transformed)] + ([selected.filter(~pl.col("keep"))] if cfg.export.include_dropped else [])
+        table = pl.concat(parts, how="diagonal_relaxed")
     card_info = {
         "config": cfg.model_dump(mode="json"),
         "models": models_per_stage(cfg, records),

@@ -230,6 +230,35 @@ def evaluate_qa(
     return {"exact_match": sum(em) / n, "f1": sum(f1) / n, "n": len(rows), "predictions": preds}
 
 
+def evaluate_refusal(
+    model,
+    tokenizer,
+    rows: Sequence[Mapping[str, Any]],
+    max_new_tokens: int = 64,
+    *,
+    batch_size: int = 8,
+    metric: str = "f1",
+    threshold: float = 0.5,
+) -> dict:
+    """R-Tuning's evaluation on held-out QA (closed-book when the rows have no context): accuracy on
+    the questions the model answers, and the share it is unsure of.
+
+    Each question is answered greedily; the answer (cut where the model starts the certainty
+    question itself) is fed back followed by "Are you sure you accurately answered the question
+    based on your internal knowledge?", and the model is unsure when " I am unsure." is likelier
+    than " I am sure." there (:func:`pipelines.refusal.evaluate_certainty`, which also counts how
+    often the generated text itself said "I am unsure"). Returns answered_accuracy, unsure_share,
+    accuracy, unsure_accuracy, written_unsure, n and per-row predictions.
+    """
+    from pipelines.llm.hf import HFBackend
+    from pipelines.refusal import evaluate_certainty
+
+    model.eval()
+    backend = HFBackend(model, tokenizer, generation_batch_size=batch_size)
+    return evaluate_certainty(backend, rows, lambda p: render_chat(tokenizer, p), metric=metric,
+                              threshold=threshold, max_tokens=max_new_tokens)
+
+
 # --------------------------------------------------------------------------- one call for a run
 def _is_qa(rows: Any) -> bool:
     if isinstance(rows, pl.DataFrame):
