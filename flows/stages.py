@@ -394,6 +394,8 @@ def train(cfg: PipelineConfig, run: RunFolder, dataset_parquet: str) -> dict[str
         eval_path=resolve_path(cfg.train.eval_path or cfg.score.target), max_steps=cfg.train.max_steps,
         seed=cfg.run.seed, options=options, conditional_indicator=cfg.train.conditional_indicator,
         control_tokens=bool(cfg.train.control_tokens), eval_before=True, max_length=cfg.model.max_length,
+        refusal=cfg.transform.refusal_aware.model_dump(include={"metric", "threshold"})
+        if cfg.transform.refusal_aware.enabled else None,
     )
     return _record(run, "train", t0, method=cfg.train.method, metrics=metrics, **control)
 

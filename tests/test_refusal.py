@@ -194,3 +194,15 @@ def test_evaluation_answered_accuracy_and_unsure_share_on_a_fake_model():
     assert [p["answer"] for p in res["predictions"]][:2] == ["a0", "a1"]  # cut at the certainty question
     everything_unsure = evaluate_certainty(FakeLLM(answers, unsure=set(answers)), rows, lambda p: str(p))
     assert everything_unsure["answered_accuracy"] is None and everything_unsure["unsure_share"] == 1.0
+
+
+def test_evaluate_run_reports_refusal_metrics_on_the_tiny_model():
+    from pipelines.finetune.evaluate import evaluate_run
+    from pipelines.llm.embedded import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer("tiny")
+    rows = [{"question": f"What is {i} plus {i}?", "context": "", "answer": str(2 * i)} for i in range(4)]
+    m = evaluate_run(model, tok, rows, max_new_tokens=4, refusal={"metric": "exact", "threshold": 1.0})
+    assert 0.0 <= m["refusal_unsure_share"] <= 1.0 and m["refusal_accuracy"] == m["exact_match"]
+    assert "refusal_answered_accuracy" in m
+    assert "refusal_unsure_share" not in evaluate_run(model, tok, rows, max_new_tokens=4)

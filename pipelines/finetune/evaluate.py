@@ -277,11 +277,14 @@ def evaluate_run(
     conditional_indicator: bool = False,
     control_tokens: bool = False,
     predictions_path: str | Path | None = None,
+    refusal: Mapping[str, Any] | None = None,
 ) -> dict:
     """Held-out loss, plus EM/F1 when ``rows`` are context-QA (with and without ``[IND]`` if it was trained).
 
     ``control_tokens`` (the model was trained with them): every prompt, for the loss and for
-    generation, starts with ``<|good|>``.
+    generation, starts with ``<|good|>``. ``refusal`` ({metric, threshold}; the model was trained
+    on R-Tuning rows): also refusal_answered_accuracy, refusal_unsure_share and refusal_accuracy
+    (:func:`evaluate_refusal`).
     """
     metrics: dict[str, Any] = {
         "eval_loss": heldout_loss(
@@ -313,6 +316,10 @@ def evaluate_run(
             metrics[f"exact_match{suffix}"], metrics[f"f1{suffix}"] = res["exact_match"], res["f1"]
             predictions[f"prediction{suffix}"] = res["predictions"]
         metrics["qa_rows"] = len(qa_rows)
+        if refusal is not None:  # trained on R-Tuning rows: {metric, threshold} of the transform
+            res = evaluate_refusal(model, tokenizer, qa_rows, max_new_tokens, batch_size=batch_size,
+                                   metric=refusal["metric"], threshold=refusal["threshold"])
+            metrics.update({f"refusal_{k}": res[k] for k in ("answered_accuracy", "unsure_share", "accuracy")})
         if predictions_path is not None:
             from pipelines.shards import atomic_write_jsonl
 
