@@ -308,9 +308,10 @@ def refusal_aware(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
         raise ValueError("transform.refusal_aware is off: --set transform.refusal_aware.enabled=true")
     t0 = time.perf_counter()
     kept = pl.read_parquet(run.selected).filter(pl.col("keep"))
-    counts = run_refusal_aware(kept, run.transformed, get_llm(cfg.model), metric=c.metric, threshold=c.threshold,
-                               max_tokens=c.max_tokens, shard_size=cfg.run.shard_size)
-    return _record(run, "refusal_aware", t0, **counts)
+    with stage_usage(run, "refusal_aware") as used:
+        counts = run_refusal_aware(kept, run.transformed, get_llm(cfg.model), metric=c.metric,
+                                   threshold=c.threshold, max_tokens=c.max_tokens, shard_size=cfg.run.shard_size)
+        return _record(run, "refusal_aware", t0, usage=usage_field(cfg, used), **counts)
 
 
 def models_per_stage(cfg: PipelineConfig, records: list[dict[str, Any]]) -> dict[str, str]:

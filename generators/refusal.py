@@ -12,7 +12,8 @@ against the row's response by exact match or token F1 (SQuAD normalisation, ``th
 
 ``id`` is left as it was: it names the example the row came from, so a transformed row can be
 traced back to its scores and selection. A row whose reference is empty once normalised (nothing
-to compare with, e.g. a response of "...") is a reject with that reason, kept in the shard's
+to compare with, e.g. a response of "...") is a reject with that reason, and so is a row whose
+request failed for good (an endpoint that keeps failing); both are kept in the shard's
 ``rejects-*.jsonl``. Work goes shard by shard through :func:`pipelines.shards.run_sharded`, so a
 killed run redoes only the missing shards.
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from generators.parsing import Reject, generate_parsed
 from pipelines.finetune.evaluate import normalize_answer
 from pipelines.llm.base import LLM, Sampling
 from pipelines.progress import StageBar
@@ -54,8 +56,15 @@ def transform_rows(
         for row, bad in zip(table.iter_rows(named=True), empty, strict=True) if bad
     ]
     rows = table.filter(~pl.Series(empty, dtype=pl.Boolean)) if any(empty) else table
-    prompts = [question_prompt(i, c) for i, c in zip(rows["instruction"], rows["context"], strict=True)]
-    answers = llm.generate(prompts, Sampling(temperature=0.0, max_tokens=max_tokens)) if prompts else []
+    # Through generate_parsed (no re-asks): a request that failed for good is a reject of its row.
+    got = generate_parsed(llm, list(rows.iter_rows(named=True)), lambda r: question_prompt(r["instruction"], r["context"]),
+                          lambda text, _: text, Sampling(temperature=0.0, max_tokens=max_tokens), retries=0).results
+    failed = [isinstance(a, Reject) for a in got]
+    rejects += [a.to_dict(id=r["id"], field="") for a, r in zip(got, rows.iter_rows(named=True), strict=True)
+                if isinstance(a, Reject)]
+    if any(failed):
+        rows = rows.filter(~pl.Series(failed, dtype=pl.Boolean))
+    answers = [a for a in got if not isinstance(a, Reject)]
     refs = rows["response"].to_list()
     scores = [score_answer(a, r, metric) for a, r in zip(answers, refs, strict=True)]
     known = [is_correct(a, r, metric, threshold) for a, r in zip(answers, refs, strict=True)]

@@ -116,6 +116,24 @@ def test_empty_reference_is_a_reject_with_reason():
     assert rejects[0]["field"] == "response" and "empty" in rejects[0]["reason"]
 
 
+class Flaky(FakeLLM):
+    """Like an endpoint that keeps failing for one prompt (openai backend's generate_results)."""
+
+    def generate_results(self, prompts, sampling, progress=None):
+        from pipelines.llm.openai_backend import RequestFailed
+
+        texts = self.generate(prompts, sampling, progress)
+        return [RequestFailed(i, "HTTP 503 Service Unavailable", 503, 3) if p[-1]["content"] == "Question 1?" else t
+                for i, (p, t) in enumerate(zip(prompts, texts, strict=True))]
+
+
+def test_a_request_that_fails_for_good_is_a_reject_not_a_crash():
+    out, rejects = transform_rows(_rows(3), Flaky({"Question 0?": "answer 0", "Question 2?": "answer 2"}))
+    assert out["instruction"].to_list() == ["Question 0?", "Question 2?"]
+    assert [meta_of(m)["known"] for m in out["meta"]] == [True, True]
+    assert len(rejects) == 1 and rejects[0]["reason"] == "llm request failed: HTTP 503"
+
+
 def test_resume_by_shard_redoes_nothing_and_rebuilds_a_lost_shard(tmp_path):
     table = _rows(7)
     answers = {f"Question {i}?": f"answer {i}" if i % 2 else "no" for i in range(7)}
