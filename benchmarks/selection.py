@@ -20,13 +20,16 @@ same ``--steps`` at the same learning rate:
   color (the default reduction), color_<other reduction>, target_sim (default pooling),
   target_sim_<other pooling>, target_sim+color_sum (target_sim's top 30%, then CoLoR-sum's top
   third of those), random 10% (``--seeds`` seeds), random 30%, the whole pool, and ``default``:
-  the shipped default config's ranking (its top_k column) at 10%.
+  the shipped default config's ranking (its top_k column) at 10%, and ``otd``: GOT-D's top 10%
+  (instruct_selectors/otd.py: entropic OT from the pool's embeddings to the target rows', same
+  pooling as target_sim). ``--arms`` runs a subset (e.g. ``otd,target_sim,random10``).
 
 Metrics on the held-out target rows: mean response NLL; for the QA target also exact match and
 token F1 of greedy answers (pipelines.finetune.evaluate). Prints one table per target, then the
 worst case over targets (ratios of held-out loss; below 1 is better than the reference):
-``color_vs_random30=``, ``target_sim_vs_random10=``, ``color_vs_random10=`` and, last,
-``default_vs_random10=``. Rows longer than ``--max-tokens`` follow the project's one truncation
+``color_vs_random30=``, ``target_sim_vs_random10=``, ``color_vs_random10=``,
+``otd_vs_random10=``, ``otd_vs_target_sim=`` and, last, ``default_vs_random10=`` (nan for an arm
+left out). Rows longer than ``--max-tokens`` follow the project's one truncation
 rule (pipelines/truncation.py): the whole response up to its cap, the prompt's tail.
 """
 
@@ -36,6 +39,7 @@ import argparse
 import glob
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -45,7 +49,7 @@ import torch
 from instruct_selectors.color_filter import REDUCTIONS, build_conditional
 from instruct_selectors.policies import select
 from instruct_selectors.score import build_request, score_table
-from instruct_selectors.target_sim import POOLINGS, target_embedding
+from instruct_selectors.target_sim import POOLINGS, target_rows, target_vector
 
 from benchmarks.common import REPO, read_jsonl, shared_datasets
 from pipelines.llm.embedded import load_model_and_tokenizer
@@ -120,16 +124,19 @@ class Memo:
 
 
 def score_pool(pool, target, prior, cond) -> pl.DataFrame:
-    """score_color_<reduction> and score_target_sim_<pooling> columns from one pass per model."""
+    """score_color_<reduction>, score_target_sim_<pooling> and score_otd_<pooling> columns from one
+    pass per model."""
     prior, cond = Memo(prior), Memo(cond)
     columns = {}
     for pooling in POOLINGS:
-        vec = target_embedding(prior, target, pooling)
+        matrix = target_rows(prior, target, pooling)
         for reduction in REDUCTIONS:
-            scored = score_table(pool, prior, scores=("color", "target_sim"), cond_llm=cond,
-                                 color_reduction=reduction, target_vector=vec, target_pooling=pooling)
+            scored = score_table(pool, prior, scores=("color", "target_sim", "otd"), cond_llm=cond,
+                                 color_reduction=reduction, target_vector=target_vector(matrix),
+                                 target_pooling=pooling, target_matrix=matrix)
             columns[f"score_color_{reduction}"] = scored["score_color"]
             columns[f"score_target_sim_{pooling}"] = scored["score_target_sim"]
+            columns[f"score_otd_{pooling}"] = scored["score_otd"]
     # prior: one pass over the target rows (its embedding) and one over the pool; cond: one.
     assert prior.calls == 2 and cond.calls == 1, "every variant must reuse the same forward passes"
     return pool.with_columns(**columns)
@@ -183,6 +190,8 @@ def arms(args) -> dict[str, list[dict]]:
             {"top_k": {"column": f"score_target_sim_{cfg.score.target_pooling}", "fraction": min(1.0, 3 * args.fraction)}},
             {"top_k": {"column": "score_color_sum", "fraction": 1 / 3}},
         ],
+        # GOT-D: the rows whose mass moves the pool's embedding distribution towards the target's
+        "otd": top(f"score_otd_{cfg.score.target_pooling}"),
         "default": top(default_arm()[0]),
     }
     out |= {f"random{small}_s{s}": [{"ratio": {"fraction": args.fraction, "seed": s}}] for s in range(args.seeds)}
@@ -190,6 +199,15 @@ def arms(args) -> dict[str, list[dict]]:
         out[f"random{big}_s0"] = [{"ratio": {"fraction": args.big_fraction, "seed": 0}}]
     if args.whole_pool:
         out["whole_pool"] = []
+    if args.arms:  # a shrunk run: only these arms ("random10" names every seed of it)
+        def family(arm):  # random10_s2 -> random10
+            return re.sub(r"^(random\d+)_s\d+$", r"\1", arm)
+
+        keep = {a.strip() for a in args.arms.split(",") if a.strip()}
+        unknown = keep - set(out) - {family(a) for a in out}
+        if unknown:
+            raise SystemExit(f"unknown arm(s) {sorted(unknown)}: choose from {sorted(out)}")
+        out = {a: s for a, s in out.items() if a in keep or family(a) in keep}
     return out
 
 
@@ -256,17 +274,20 @@ def summarise(res: pl.DataFrame, args) -> dict[str, float]:
         rnd = part.filter(pl.col("arm").str.starts_with(f"random{small}_s"))["eval_loss"]
         ref10 = float(rnd.mean())
         ref30 = loss.get(f"random{big}_s0", float("nan"))
+        nan = float("nan")  # an arm left out with --arms
         ratios = {
-            "color_vs_random30": loss["color"] / ref30,
-            "target_sim_vs_random10": loss["target_sim"] / ref10,
-            "color_vs_random10": loss["color"] / ref10,
-            "default_vs_random10": loss["default"] / ref10,
+            "color_vs_random30": loss.get("color", nan) / ref30,
+            "target_sim_vs_random10": loss.get("target_sim", nan) / ref10,
+            "color_vs_random10": loss.get("color", nan) / ref10,
+            "otd_vs_random10": loss.get("otd", nan) / ref10,
+            "otd_vs_target_sim": loss.get("otd", nan) / loss.get("target_sim", nan),
+            "default_vs_random10": loss.get("default", nan) / ref10,
         }
         print(f"{name}: random{small} mean={ref10:.4f} (min {rnd.min():.4f}, max {rnd.max():.4f}, "
               f"spread {rnd.max() - rnd.min():.4f} over {rnd.len()} seeds); "
               + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()))
         for k, v in ratios.items():
-            worst[k] = max(worst.get(k, -np.inf), v)
+            worst[k] = max(worst.get(k, -np.inf), v) if not np.isnan(v) else worst.get(k, v)
     return worst
 
 
@@ -283,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fraction", type=float, default=0.1, help="size of the target-aware and small random picks")
     ap.add_argument("--big-fraction", type=float, default=0.3, help="the larger random pick (0: skip it)")
     ap.add_argument("--no-whole-pool", dest="whole_pool", action="store_false", help="skip the whole-pool arm")
+    ap.add_argument("--arms", help="comma-separated arms to run (default: all), e.g. otd,target_sim,random10")
     ap.add_argument("--batch-size", type=int, default=4, help="fine-tuning batch size (conditional model too)")
     ap.add_argument("--lr", type=float, default=5e-4, help="LoRA learning rate (conditional model too)")
     ap.add_argument("--token-budget", type=int, default=4096, help="scoring: tokens per batch")
@@ -313,7 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     worst = summarise(res, args)
     print(f"wall_time_s={time.perf_counter() - t_start:.0f}")
-    for key in ("color_vs_random30", "target_sim_vs_random10", "color_vs_random10", "default_vs_random10"):
+    for key in ("color_vs_random30", "target_sim_vs_random10", "color_vs_random10", "otd_vs_random10",
+                "otd_vs_target_sim", "default_vs_random10"):
         print(f"{key}={worst[key]:.4f}")
 
 
