@@ -8,6 +8,7 @@
 | parsing.py    | JSON repair, line formats, whole-answer refusal checks, bounded retries    |
 | levels.py     | a level = a folder of shards, redone only where its input changed         |
 | dedup.py      | near-duplicate removal (normalised hash + MinHash) with counts            |
+| refusal.py    | R-Tuning: suffix rows "I am sure/unsure" by whether the model knows them   |
 
     python -m generators.glan data/taxonomy.yaml runs/glan --max-disciplines 2
     python -m generators.bonito data/passages.jsonl runs/bonito --task-types exqa qa
