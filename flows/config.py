@@ -135,11 +135,32 @@ def default_steps() -> list[dict[str, Any]]:
     ]
 
 
+class DecontaminateConfig(_Section):
+    """Eval sets to check for leakage (instruct_selectors/decontam.py): rows sharing a word
+    n-gram with any of them get contaminated_by and are dropped first (step decontaminate)."""
+
+    against: list[str] = Field(default_factory=list, description="eval set files (any format pipelines.io reads)")
+    n: int = Field(13, ge=1, description="words per n-gram (13: the usual default)")
+
+
 class SelectConfig(_Section):
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
     steps: list[dict[str, Any]] = Field(
         default_factory=default_steps,
         description="selection steps in order: dedup -> filters -> rank -> diversify",
     )
+
+    @model_validator(mode="after")
+    def _decontaminate_needs_eval_sets(self):
+        if any("decontaminate" in step for step in self.steps) and not self.decontaminate.against:
+            raise ValueError("a decontaminate step needs select.decontaminate.against (the eval set files)")
+        return self
+
+    def steps_to_run(self) -> list[dict[str, Any]]:
+        """The steps, with decontamination first when eval sets are given and no step places it."""
+        if self.decontaminate.against and not any("decontaminate" in step for step in self.steps):
+            return [{"decontaminate": {}}, *self.steps]
+        return list(self.steps)
 
     @field_validator("steps")
     @classmethod

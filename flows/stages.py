@@ -82,6 +82,8 @@ def check_inputs(cfg: PipelineConfig) -> dict[str, int]:
         counts[cfg.generate.text.path] = read_passages(resolve_path(cfg.generate.text.path)).table.height
     for path in cfg.generate.inputs:
         counts[path] = read_examples(resolve_path(path)).table.height
+    for path in cfg.select.decontaminate.against:
+        counts[path] = read_examples(resolve_path(path)).table.height
     if set(cfg.score.scores) & set(TARGET_SCORES):
         target = read_examples(resolve_path(cfg.score.target)).table
         if target.is_empty():
@@ -286,15 +288,34 @@ def select(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     from pipelines.shards import atomic_write_text
 
     t0 = time.perf_counter()
-    table = read_shards(run.scored)
+    decontam = cfg.select.decontaminate
+    extra: dict[str, Any] = {}
+    if decontam.against:
+        from instruct_selectors.decontam import build_index, contamination_counts, mark
+
+        index = build_index(eval_sets(decontam.against), n=decontam.n)  # once; shards stream through it
+        table = pl.concat([mark(pl.read_parquet(p), index) for p in list_shards(run.scored)], how="vertical")
+        extra["decontamination"] = {"against": list(decontam.against), "n": decontam.n,
+                                    "eval_ngrams": index.sizes(), **contamination_counts(table)}
+    else:
+        table = read_shards(run.scored)
     column = next((c for c in ("score_ctx_attn", "score_ctx_loss") if c in table.columns), None)
     if column:
         table = tag_context_dependent(table, column, threshold=cfg.score.ctx_threshold, quantile=cfg.score.ctx_quantile)
-    selected, summary = apply_steps(table, cfg.select.steps)
+    selected, summary = apply_steps(table, cfg.select.steps_to_run())
     atomic_write_parquet(selected, run.selected)
     atomic_write_text(run.selection_summary, summary.write_json())
     kept = int(selected["keep"].sum())
-    return _record(run, "select", t0, rows_in=table.height, rows_out=kept, steps=summary.to_dicts())
+    return _record(run, "select", t0, rows_in=table.height, rows_out=kept, steps=summary.to_dicts(), **extra)
+
+
+def eval_sets(paths: list[str]) -> dict[str, pl.DataFrame]:
+    """Eval set name (its file name; the path when two share a name) -> its rows, via pipelines.io."""
+    from pipelines.io import read_examples
+
+    names = [Path(p).name for p in paths]
+    return {(n if names.count(n) == 1 else p): read_examples(resolve_path(p)).table
+            for n, p in zip(names, paths, strict=True)}
 
 
 def refusal_aware(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:

@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from pipelines.io import FORMATS
 from pipelines.report import (
+    decontamination_section,
     markdown_table,
     plot_score,
     score_columns,
@@ -310,8 +311,9 @@ def _selection_card(selected: pl.DataFrame, plots: Mapping[str, str]) -> list[st
 
 def usage_card(stages: list[Mapping[str, Any]]) -> list[str]:
     """The card's token section: model tokens, calls, retries and failures per stage and in
-    total (cost when model.price_per_million is set), from the stage records' ``usage``."""
-    return usage_section(stages, title="## Model tokens used")
+    total (cost when model.price_per_million is set), from the stage records' ``usage``. No
+    seconds: the card depends on what was made, not on how long it took."""
+    return usage_section(stages, title="## Model tokens used", with_seconds=False)
 
 
 def dataset_card_text(
@@ -383,6 +385,7 @@ def dataset_card_text(
                 cols_ = ["step", "name", "rows_in", "rows_out", "dropped", "detail"]
                 lines += ["Selection steps:", "", markdown_table(stage["steps"], cols_)]
         lines += usage_card(stages)
+        lines += decontamination_section(stages)
     if selected is not None and "keep" in selected.columns:
         lines += _selection_card(selected, plots or {})
     summary = score_summary(rows)

@@ -88,7 +88,8 @@ def stage_counts_table(stages: Sequence[Mapping[str, Any]], with_seconds: bool =
     return markdown_table(rows, ["stage", *fields])
 
 
-def usage_section(stages: Sequence[Mapping[str, Any]], title: str = "## Model usage") -> list[str]:
+def usage_section(stages: Sequence[Mapping[str, Any]], title: str = "## Model usage",
+                  with_seconds: bool = True) -> list[str]:
     """Tokens, calls, retries, failures and seconds per stage and backend, with totals (and cost
     when the model is priced: model.price_per_million); nothing when no stage called a model."""
     from pipelines.llm.usage import USAGE_COLUMNS, usage_rows
@@ -96,10 +97,23 @@ def usage_section(stages: Sequence[Mapping[str, Any]], title: str = "## Model us
     rows = usage_rows(stages)
     if not rows:
         return []
-    columns = ["stage", "backend", *USAGE_COLUMNS]
+    columns = ["stage", "backend", *(c for c in USAGE_COLUMNS if with_seconds or c != "seconds")]
     if any(r["cost"] is not None for r in rows):
         columns.append("cost")
     return [title, "", markdown_table(rows, columns)]
+
+
+def decontamination_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which eval sets the rows were checked against and how many were contaminated (select record)."""
+    d = next((s["decontamination"] for s in stages if s.get("stage") == "select" and s.get("decontamination")), None)
+    if not d:
+        return []
+    per = d.get("per_eval_set", {})
+    rows = [{"eval set": name, "distinct n-grams": size, "rows contaminated": per.get(name, 0)}
+            for name, size in d.get("eval_ngrams", {}).items()]
+    return ["## Decontamination", "",
+            f"{d.get('rows', 0)} rows shared a word {d.get('n')}-gram with an eval set and were dropped "
+            "(`contaminated_by`, step `decontaminate`).", "", markdown_table(rows)]
 
 
 def stage_markdown(stage: Mapping[str, Any]) -> str:
@@ -250,6 +264,7 @@ def write_run_report(
     ]
     lines += ["## Stages", "", stage_counts_table(stages)]
     lines += usage_section(stages)
+    lines += decontamination_section(stages)
     lines += _selection_section(table)
 
     summary = score_summary(table)

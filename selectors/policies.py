@@ -13,6 +13,7 @@ Steps (dicts as above, e.g. from a YAML config, or the pydantic models below):
 
 | step      | keeps                                                                                 |
 |-----------|---------------------------------------------------------------------------------------|
+| decontaminate | rows with no n-gram shared with an eval set (``contaminated_by`` null; decontam.py) |
 | dedup     | the first row of each exact / near-duplicate group (dedup.py)                          |
 | threshold | rows with min <= column <= max (bounds as values or quantiles of the rows entering)    |
 | top_k     | the k largest (or smallest) of a column; k, fraction or tau of the rows entering      |
@@ -50,6 +51,12 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 class _Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Decontaminate(_Step):
+    """Drop rows that share a word n-gram with an eval set: ``column`` (decontam.mark) is set."""
+
+    column: str = "contaminated_by"
 
 
 class Dedup(_Step):
@@ -147,6 +154,7 @@ class Diversify(_Count):
 
 
 STEP_TYPES: dict[str, type[_Step]] = {
+    "decontaminate": Decontaminate,
     "dedup": Dedup,
     "threshold": Threshold,
     "top_k": TopK,
@@ -155,9 +163,9 @@ STEP_TYPES: dict[str, type[_Step]] = {
     "diversify": Diversify,
 }
 _NAMES = {cls: name for name, cls in STEP_TYPES.items()}
-_PHASE = {Dedup: 0, Threshold: 1, TopK: 2, Ratio: 2, Quota: 2, Diversify: 3}
-_PHASE_NAMES = ("dedup", "filters", "rank", "diversify")
-Step = Dedup | Threshold | TopK | Ratio | Quota | Diversify
+_PHASE = {Decontaminate: 0, Dedup: 0, Threshold: 1, TopK: 2, Ratio: 2, Quota: 2, Diversify: 3}
+_PHASE_NAMES = ("decontaminate/dedup", "filters", "rank", "diversify")
+Step = Decontaminate | Dedup | Threshold | TopK | Ratio | Quota | Diversify
 
 
 def parse_steps(specs: Sequence[_Step | Mapping[str, Any]]) -> list[_Step]:
@@ -194,7 +202,7 @@ def parse_steps(specs: Sequence[_Step | Mapping[str, Any]]) -> list[_Step]:
 def label(step: _Step) -> str:
     """Short human label of a step, used in dropped_by / keep_reason and the summary."""
     name = _NAMES[type(step)]
-    if isinstance(step, Dedup):
+    if isinstance(step, Dedup | Decontaminate):
         return name
     if isinstance(step, Threshold):
         parts = [
@@ -268,6 +276,14 @@ def _apply(
 ) -> tuple[list[int], dict[int, str], str]:
     """(kept rows in their new rank order, {dropped row: reason override}, detail for the summary)."""
     name = label(step)
+    if isinstance(step, Decontaminate):
+        if step.column not in table.columns:
+            raise ValueError(f"{name}: column {step.column!r} is not in the table: set "
+                             "select.decontaminate.against to the eval sets to check against")
+        marked = table[step.column].to_list()
+        kept = [r for r in rows if not marked[r]]
+        return kept, {}, f"contaminated={len(rows) - len(kept)}"
+
     if isinstance(step, Dedup):
         sub = table[rows]
         kind, of = find_duplicates(
