@@ -40,7 +40,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import polars as pl
 from instruct_selectors.color_filter import color_k
-from instruct_selectors.dedup import TEXT_FIELDS, find_duplicates
+from instruct_selectors.dedup import TEXT_FIELDS, DedupState, decide, dedup_state, row_texts
 from instruct_selectors.diversity import cluster_stratified, embedding_matrix, k_center_greedy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -272,7 +272,8 @@ def _strata(table: pl.DataFrame, field: str) -> list[str | None]:
 
 
 def _apply(
-    step: _Step, table: pl.DataFrame, rows: list[int], ids: list[str], dup_of: list
+    step: _Step, table: pl.DataFrame, rows: list[int], ids: list[str], dup_of: list,
+    state: DedupState | None = None,
 ) -> tuple[list[int], dict[int, str], str]:
     """(kept rows in their new rank order, {dropped row: reason override}, detail for the summary)."""
     name = label(step)
@@ -285,16 +286,14 @@ def _apply(
         return kept, {}, f"contaminated={len(rows) - len(kept)}"
 
     if isinstance(step, Dedup):
-        sub = table[rows]
-        kind, of = find_duplicates(
-            sub,
-            exact=step.exact,
-            near=step.near,
-            near_threshold=step.near_threshold,
-            num_perm=step.num_perm,
-            ngram=step.ngram,
-            fields=step.fields,
-        )
+        if state is None:  # in memory: the rows entering, from the table
+            state = dedup_state(row_texts(table[rows], step.fields), near_threshold=step.near_threshold,
+                                num_perm=step.num_perm, ngram=step.ngram)
+            at, sub_ids = np.arange(len(rows)), [ids[r] for r in rows]
+        else:  # precomputed for every table row (stream_select)
+            at, sub_ids = np.asarray(rows, dtype=np.int64), ids
+        kind, of = decide(state, sub_ids, at, exact=step.exact, near=step.near,
+                          near_threshold=step.near_threshold)
         reasons = {}
         for r, k, o in zip(rows, kind, of, strict=True):
             if k is not None:
@@ -386,9 +385,13 @@ def _apply(
 
 
 def select(
-    table: pl.DataFrame, steps: Sequence[_Step | Mapping[str, Any]]
+    table: pl.DataFrame, steps: Sequence[_Step | Mapping[str, Any]],
+    dedup_states: Mapping[int, DedupState] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Apply ``steps`` in order; return (table with keep/dropped_by/keep_reason/select_rank, summary)."""
+    """Apply ``steps`` in order; return (table with keep/dropped_by/keep_reason/select_rank, summary).
+
+    ``dedup_states``: {step position (0-based): state for every table row}, precomputed by a caller
+    that does not hold the texts (instruct_selectors.stream_select); else built from the table."""
     steps = parse_steps(steps)
     n = table.height
     ids = table["id"].to_list()
@@ -398,7 +401,8 @@ def select(
     summary = []
     for idx, step in enumerate(steps, 1):
         name = label(step)
-        kept, reasons, detail = _apply(step, table, order, ids, dup_of)
+        state = (dedup_states or {}).get(idx - 1)
+        kept, reasons, detail = _apply(step, table, order, ids, dup_of, state)
         kept_set = set(kept)
         for r in order:
             if r not in kept_set:
