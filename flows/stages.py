@@ -74,18 +74,20 @@ def check_inputs(cfg: PipelineConfig) -> dict[str, int]:
     from pipelines.io import read_examples, read_passages
 
     counts: dict[str, int] = {}
+    strict = cfg.io.strict_encoding
     if cfg.generate.taxonomy.enabled:
         from generators.taxonomy import load_taxonomy
 
         counts[cfg.generate.taxonomy.path] = len(load_taxonomy(resolve_path(cfg.generate.taxonomy.path)))
     if cfg.generate.text.enabled:
-        counts[cfg.generate.text.path] = read_passages(resolve_path(cfg.generate.text.path)).table.height
+        text_path = resolve_path(cfg.generate.text.path)
+        counts[cfg.generate.text.path] = read_passages(text_path, strict_encoding=strict).table.height
     for path in cfg.generate.inputs:
-        counts[path] = read_examples(resolve_path(path)).table.height
+        counts[path] = read_examples(resolve_path(path), strict_encoding=strict).table.height
     for path in cfg.select.decontaminate.against:
-        counts[path] = read_examples(resolve_path(path)).table.height
+        counts[path] = read_examples(resolve_path(path), strict_encoding=strict).table.height
     if set(cfg.score.scores) & set(TARGET_SCORES):
-        target = read_examples(resolve_path(cfg.score.target)).table
+        target = read_examples(resolve_path(cfg.score.target), strict_encoding=strict).table
         if target.is_empty():
             raise ValueError(f"{cfg.score.target}: the target set has no usable rows")
         counts[cfg.score.target] = target.height
@@ -139,7 +141,7 @@ def collect(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
             tables.append(t)
             per_source[stage] = t.height
     for path in cfg.generate.inputs:
-        res = read_examples(resolve_path(path))
+        res = read_examples(resolve_path(path), strict_encoding=cfg.io.strict_encoding)
         tables.append(res.table.select(CORE_COLUMNS))
         per_source[str(path)] = res.table.height
         rejects += len(res.rejects)
@@ -165,7 +167,7 @@ def condition(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     from pipelines.io import read_examples
 
     t0 = time.perf_counter()
-    target = read_examples(resolve_path(cfg.score.target)).table
+    target = read_examples(resolve_path(cfg.score.target), strict_encoding=cfg.io.strict_encoding).table
     made: dict[str, str] = {}
     if "color" in cfg.score.scores:
         made["conditional_model"] = str(build_conditional(
@@ -282,31 +284,43 @@ def score(cfg: PipelineConfig, run: RunFolder, conditioned: dict[str, Any] | Non
 
 
 def select(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
-    from instruct_selectors.context_dependency import tag_context_dependent
-    from instruct_selectors.policies import select as apply_steps
+    """Select over the scored shards in two passes (instruct_selectors.stream_select): memory holds
+    per-row state only (ids, the columns the steps read, dedup hashes), not the texts."""
+    from instruct_selectors.context_dependency import PAPER_THRESHOLD, context_threshold, tag_context_dependent
+    from instruct_selectors.stream_select import select_shards
 
     from pipelines.shards import atomic_write_text
 
     t0 = time.perf_counter()
     decontam = cfg.select.decontaminate
     extra: dict[str, Any] = {}
+    shards = list_shards(run.scored)
+    prepare, carry = None, []
     if decontam.against:
-        from instruct_selectors.decontam import build_index, contamination_counts, mark
+        from instruct_selectors.decontam import COLUMN, build_index, contamination_counts, mark
 
         index = build_index(eval_sets(decontam.against), n=decontam.n)  # once; shards stream through it
-        table = pl.concat([mark(pl.read_parquet(p), index) for p in list_shards(run.scored)], how="vertical")
-        extra["decontamination"] = {"against": list(decontam.against), "n": decontam.n,
-                                    "eval_ngrams": index.sizes(), **contamination_counts(table)}
-    else:
-        table = read_shards(run.scored)
-    column = next((c for c in ("score_ctx_attn", "score_ctx_loss") if c in table.columns), None)
+        prepare, carry = (lambda t: mark(t, index)), [COLUMN]
+    names = pl.read_parquet_schema(shards[0]).keys() if shards else []
+    column = next((c for c in ("score_ctx_attn", "score_ctx_loss") if c in names), None)
+    finish = None
     if column:
-        table = tag_context_dependent(table, column, threshold=cfg.score.ctx_threshold, quantile=cfg.score.ctx_quantile)
-    selected, summary = apply_steps(table, cfg.select.steps_to_run())
-    atomic_write_parquet(selected, run.selected)
+        carry.append(column)
+        threshold, quantile = cfg.score.ctx_threshold, cfg.score.ctx_quantile
+
+        def finish(compact: pl.DataFrame):  # the cut-off is over every row (a quantile may be asked)
+            cut = context_threshold(compact[column], threshold if threshold is not None or quantile is not None
+                                    else PAPER_THRESHOLD, quantile)
+            return lambda t: tag_context_dependent(t, column, threshold=cut)
+
+    summary, compact = select_shards(shards, cfg.select.steps_to_run(), run.selected, prepare=prepare,
+                                     carry=carry, finish=finish)
+    if decontam.against:
+        extra["decontamination"] = {"against": list(decontam.against), "n": decontam.n,
+                                    "eval_ngrams": index.sizes(), **contamination_counts(compact)}
     atomic_write_text(run.selection_summary, summary.write_json())
-    kept = int(selected["keep"].sum())
-    return _record(run, "select", t0, rows_in=table.height, rows_out=kept, steps=summary.to_dicts(), **extra)
+    kept = int(compact["keep"].sum())
+    return _record(run, "select", t0, rows_in=compact.height, rows_out=kept, steps=summary.to_dicts(), **extra)
 
 
 def eval_sets(paths: list[str]) -> dict[str, pl.DataFrame]:
