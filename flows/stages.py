@@ -26,7 +26,7 @@ from instruct_selectors.score import SCORE_COLUMNS, SCORE_DEFINITIONS
 from flows.config import ModelConfig, PipelineConfig, resolve_path
 from flows.run_folder import GENERATORS, RunFolder
 from flows.usage import saved_usage, stage_usage, usage_field
-from pipelines.schema import CORE_COLUMNS, to_table
+from pipelines.schema import CORE_COLUMNS
 from pipelines.shards import (
     atomic_write_bytes,
     atomic_write_jsonl,
@@ -34,7 +34,6 @@ from pipelines.shards import (
     list_shards,
     read_shards,
     shard_path,
-    write_shards,
 )
 
 STAGES = ("generate_taxonomy", "generate_text", "collect", "condition", "score", "select", "refusal_aware",
@@ -130,28 +129,34 @@ def generate_text(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
 
 
 def collect(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
-    """Gather generated examples and input datasets into examples/ shards (input order kept)."""
-    from pipelines.io import read_examples
+    """Gather generated examples and input datasets into examples/ shards (input order kept).
+
+    Streams: inputs are read in chunks (pipelines.stream_io) and shards written as they fill."""
+    from pipelines.stream_io import ShardWriter, iter_examples
 
     t0 = time.perf_counter()
-    tables, per_source, rejects = [], {}, 0
+    per_source, rejects = {}, 0
+    out = ShardWriter(run.examples, cfg.run.shard_size)
     for stage in GENERATORS:
-        if list_shards(run.generated_examples(stage)):
-            t = read_shards(run.generated_examples(stage)).select(CORE_COLUMNS)
-            tables.append(t)
-            per_source[stage] = t.height
+        for shard in list_shards(run.generated_examples(stage)):
+            t = pl.read_parquet(shard).select(CORE_COLUMNS)
+            out.add(t)
+            per_source[stage] = per_source.get(stage, 0) + t.height
     for path in cfg.generate.inputs:
-        res = read_examples(resolve_path(path), strict_encoding=cfg.io.strict_encoding)
-        tables.append(res.table.select(CORE_COLUMNS))
-        per_source[str(path)] = res.table.height
-        rejects += len(res.rejects)
-        if res.rejects:
-            atomic_write_jsonl(res.rejects, run.input_rejects(path))
-    table = pl.concat(tables, how="vertical") if tables else to_table([])
-    if table.height == 0:
+        bad: list[dict[str, Any]] = []
+        per_source[str(path)] = 0
+        for part in iter_examples(resolve_path(path), strict_encoding=cfg.io.strict_encoding,
+                                  chunk_rows=max(cfg.run.shard_size, 10_000)):
+            out.add(part.table.select(CORE_COLUMNS))
+            per_source[str(path)] += part.table.height
+            bad += part.rejects
+        rejects += len(bad)
+        if bad:
+            atomic_write_jsonl(bad, run.input_rejects(path))
+    if out.rows == 0:
         raise ValueError("no examples to score: generation produced none and no --input was given")
-    n_shards = write_shards(table, run.examples, cfg.run.shard_size)
-    return _record(run, "collect", t0, rows_in=table.height + rejects, rows_out=table.height,
+    n_shards = out.close()
+    return _record(run, "collect", t0, rows_in=out.rows + rejects, rows_out=out.rows,
                    rejects=rejects, per_source=per_source, shards=n_shards)
 
 
@@ -230,6 +235,9 @@ def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_mod
     matrix = np.load(target_matrix) if target_matrix is not None else None
     with stage_usage(run, "score", index):  # saved before the shard, like the judge's rejects
         scored = _score_rows(cfg, run, index, table, prior, cond, vector, matrix)
+    from instruct_selectors.score_notes import write_shard_counts
+
+    write_shard_counts(run.score_counts(index), prior, table)  # rows cut to max_length, for the record
     atomic_write_parquet(scored, out)
     return scored.height
 
@@ -267,6 +275,10 @@ def score_record(cfg: PipelineConfig, run: RunFolder, started: float, rows: int)
     if "judge" in cfg.score.scores:
         rejects = sum(len(p.read_text().splitlines()) for p in run.score_rejects_files())
         extra = {"rejects": rejects, "judge": {"model": judge_model(cfg).model, "unparsed": rejects}}
+    from instruct_selectors.score_notes import score_losses
+
+    # Rows truncated to max_length, null scores and why: counted, and said in `notes` (and the report).
+    extra.update(score_losses(run.score_counts_files(), list_shards(run.scored), rows))
     return _record(run, "score", started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores),
                    usage=saved_usage(cfg, run, "score"), **extra)
 
@@ -286,7 +298,11 @@ def score(cfg: PipelineConfig, run: RunFolder, conditioned: dict[str, Any] | Non
 def select(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
     """Select over the scored shards in two passes (instruct_selectors.stream_select): memory holds
     per-row state only (ids, the columns the steps read, dedup hashes), not the texts."""
-    from instruct_selectors.context_dependency import PAPER_THRESHOLD, context_threshold, tag_context_dependent
+    from instruct_selectors.context_dependency import (
+        PAPER_THRESHOLD,
+        context_threshold,
+        tag_context_dependent,
+    )
     from instruct_selectors.stream_select import select_shards
 
     from pipelines.shards import atomic_write_text

@@ -26,7 +26,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from instruct_selectors.dedup import StateWriter, row_texts
-from instruct_selectors.policies import Decontaminate, Dedup, Diversify, Quota, Threshold, TopK, parse_steps, select
+from instruct_selectors.policies import (
+    Decontaminate,
+    Dedup,
+    Diversify,
+    Quota,
+    Threshold,
+    TopK,
+    parse_steps,
+    select,
+)
 
 from pipelines.progress import StageBar
 

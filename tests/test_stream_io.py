@@ -1,0 +1,84 @@
+"""Chunked reading (pipelines.stream_io) gives read_examples' rows and rejects; collect streams by shard."""
+
+import json
+
+import polars as pl
+import pytest
+
+from flows import stages
+from flows.config import load_config
+from flows.run_folder import RunFolder
+from pipelines.io import read_examples
+from pipelines.shards import list_shards, read_shards
+from pipelines.stream_io import ShardWriter, iter_examples
+
+
+def _write_input(path, n, bad_every=7, offset=0):
+    lines = []
+    for i in range(n):
+        j = i + offset
+        if i % bad_every == 3:
+            lines.append(b'{"instruction": "broken ' + str(j).encode() + b'"')  # not JSON
+        elif i % bad_every == 5:
+            lines.append(json.dumps({"instruction": f"q{j}", "output": ""}).encode())  # empty answer
+        elif i % bad_every == 6:
+            lines.append(b'{"instruction": "bad byte \xff ' + str(j).encode() + b'", "output": "x"}')
+        else:
+            lines.append(json.dumps({"instruction": f"question {j}", "output": f"answer {j}"}).encode())
+        if i % 10 == 0:
+            lines.append(b"")  # blank lines count for line numbers only
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+@pytest.mark.parametrize(("chunk_rows", "block_bytes"), [(4, 64), (1000, 1 << 20), (9, 300)])
+def test_iter_examples_equals_read_examples(tmp_path, chunk_rows, block_bytes):
+    path = tmp_path / "in.jsonl"
+    _write_input(path, 60)
+    whole = read_examples(path)
+    parts = list(iter_examples(path, chunk_rows=chunk_rows, block_bytes=block_bytes))
+    assert all(p.counts["records"] <= chunk_rows for p in parts)
+    assert pl.concat([p.table for p in parts]).equals(whole.table)
+    assert [r for p in parts for r in p.rejects] == whole.rejects
+    assert sum(p.counts["rejects"] for p in parts) == whole.counts["rejects"] > 0
+    assert {r["reason"].split(" (")[0] for r in whole.rejects} >= {"not valid UTF-8"}
+
+
+def test_iter_examples_errors_name_the_file(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="empty"):
+        list(iter_examples(empty))
+    with pytest.raises(ValueError, match="not found"):
+        list(iter_examples(tmp_path / "missing.jsonl"))
+
+
+def test_shard_writer_matches_write_shards(tmp_path):
+    t = pl.DataFrame({"x": list(range(23))})
+    w = ShardWriter(tmp_path / "a", 5)
+    for part in (t.slice(0, 3), t.slice(3, 1), t.slice(4, 7), t.slice(11, 0), t.slice(11, 12)):
+        w.add(part)
+    (tmp_path / "a" / "part-00009.parquet").write_bytes(b"stale")
+    assert w.close() == 5
+    assert [pl.read_parquet(p).height for p in list_shards(tmp_path / "a")] == [5, 5, 5, 5, 3]
+    assert read_shards(tmp_path / "a").equals(t)
+
+
+def test_collect_streams_several_inputs_in_order_with_rejects(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    _write_input(a, 30)
+    _write_input(b, 25, offset=100)
+    cfg = load_config(overrides=[
+        "generate.taxonomy.enabled=false", "generate.text.enabled=false", f"generate.inputs=[{a}, {b}]",
+        "model.model=tiny", "model.backend=hf", "run.shard_size=4", f"run.out_dir={tmp_path / 'runs'}",
+    ])
+    run = RunFolder(cfg.run_dir())
+    run.claim(cfg.fingerprint(), cfg.model_dump_json())
+    rec = stages.collect(cfg, run)
+    ra, rb = read_examples(a), read_examples(b)
+    expected = pl.concat([ra.table, rb.table]).select(read_shards(run.examples).columns)
+    assert read_shards(run.examples).equals(expected)
+    assert rec["rows_out"] == expected.height and rec["shards"] == -(-expected.height // 4)
+    assert rec["rejects"] == len(ra.rejects) + len(rb.rejects)
+    assert rec["per_source"] == {str(a): ra.table.height, str(b): rb.table.height}
+    written = [json.loads(x) for x in run.input_rejects(a).read_text().splitlines()]
+    assert [r["line"] for r in written] == [r["line"] for r in ra.rejects]
