@@ -71,9 +71,16 @@ CARD_KEYS = {"title", "description", "generators", "models", "config", "stages",
 SECRET_KEY = re.compile(r"(^|_)(token|api_key|apikey|secret|password)$", re.IGNORECASE)
 
 
+_SLICE_ROWS = 20_000  # rows turned into messages / JSON lines at a time (bounds the Python objects)
+
+
 def export_table(table: pl.DataFrame) -> pl.DataFrame:
     """The rows as exported: the table's columns plus ``messages`` (typed even when empty)."""
-    return with_messages(table).with_columns(pl.col("messages").cast(MESSAGES_DTYPE))
+    parts = [with_messages(table.slice(lo, _SLICE_ROWS)).with_columns(pl.col("messages").cast(MESSAGES_DTYPE))
+             for lo in range(0, table.height, _SLICE_ROWS)]
+    if not parts:
+        return with_messages(table).with_columns(pl.col("messages").cast(MESSAGES_DTYPE))
+    return pl.concat(parts, how="vertical", rechunk=False)
 
 
 def split_train_test(table: pl.DataFrame, test_fraction: float, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -140,10 +147,52 @@ def _write_split(rows: pl.DataFrame, out: Path, shard_rows: int) -> dict[str, Pa
     parquet_dir = out / "parquet"
     write_shards(rows, parquet_dir, shard_rows)  # an empty table still gets one shard (its schema)
     jsonl = out / "data.jsonl"
-    atomic_write_text(jsonl, "".join(_json_line(r) for r in rows.iter_rows(named=True)))
+    _write_jsonl_by_slice(rows, jsonl)
     hf_dir = out / "hf"
-    _save_hf(rows, hf_dir)
+    if rows.height:
+        _save_hf_from_shards(rows, parquet_dir, hf_dir)
+    else:
+        _save_hf(rows, hf_dir)
     return {"parquet": parquet_dir, "jsonl": jsonl, "hf": hf_dir}
+
+
+def _save_hf_from_shards(rows: pl.DataFrame, parquet_dir: Path, hf_dir: Path) -> None:
+    """The HF dataset built from the Parquet shards just written (memory-mapped through a cache
+    folder that is removed after), not from the in-memory table: same features and rows as
+    :func:`to_hf_dataset`, without holding a second and third copy of the rows."""
+    import datasets
+
+    schema = pa.schema([pa.field(f.name, _plain_type(f.type)) for f in rows.head(0).to_arrow().schema])
+    shards = [str(p) for p in sorted(parquet_dir.glob(SHARD_GLOB))]
+    with tempfile.TemporaryDirectory(dir=hf_dir.parent, prefix=".hf-cache.") as cache:
+        ds = datasets.Dataset.from_parquet(shards, features=datasets.Features.from_arrow_schema(schema),
+                                           cache_dir=cache, keep_in_memory=False)
+        # As from an in-memory table: no split name, fingerprint = hash of the content (the shards are
+        # byte-identical for identical rows), so a re-export writes identical files.
+        digest = hashlib.blake2b(digest_size=8)
+        for p in shards:
+            with open(p, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+        ds._split, ds._fingerprint = None, digest.hexdigest()
+        atomic_save_to_disk(ds, hf_dir)
+        del ds
+
+
+def _write_jsonl_by_slice(rows: pl.DataFrame, path: Path) -> None:
+    """``rows`` as JSON lines, a slice at a time into a temp file renamed into place (atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            for lo in range(0, rows.height, _SLICE_ROWS):
+                f.write("".join(_json_line(r) for r in rows.slice(lo, _SLICE_ROWS).iter_rows(named=True)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _json_line(row: dict[str, Any]) -> str:
