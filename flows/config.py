@@ -48,6 +48,13 @@ class RunConfig(_Section):
     shard_size: int = Field(64, gt=0, description="rows per shard (unit of resume and scale-out)")
 
 
+class IOConfig(_Section):
+    """How input files are read (pipelines/io.py)."""
+
+    strict_encoding: bool = Field(False, description="stop at the first byte that is not UTF-8 in an input "
+                                  "file; default: that line or row becomes a reject and the rest is read")
+
+
 class Price(_Section):
     """Money per million tokens (any currency), for the token tables' cost column."""
 
@@ -218,6 +225,7 @@ class TrainConfig(_Section):
 
 class PipelineConfig(_Section):
     run: RunConfig = RunConfig()
+    io: IOConfig = IOConfig()
     model: ModelConfig = ModelConfig()
     generate: GenerateConfig = GenerateConfig()
     score: ScoreConfig = ScoreConfig()

@@ -13,7 +13,7 @@ Layout::
     run.log                 every log line of the runs in this folder, with tracebacks
     generate_taxonomy/      GLAN levels (subjects, syllabi, questions, examples/ shards, rejects)
     generate_text/          Bonito output (examples/ shards, rejects)
-    examples/               every example gathered from generation and inputs (+ rejects-<input>.jsonl)
+    examples/               every example gathered from generation and inputs (+ rejects-input-<name>-<hash>.jsonl)
     conditional/            what the target set gives: CoLoR-Filter's conditional model (cached by
                             fingerprint), target_sim's target embedding and otd's target rows (.npy)
     scored/                 examples with score_* columns, one shard per examples shard
@@ -30,6 +30,7 @@ Layout::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.shards import atomic_write_text, list_shards
+from pipelines.shards import atomic_write_text, list_shards, rejects_file
 
 GENERATORS = ("generate_taxonomy", "generate_text")
 REPORT_NAME = "report"
@@ -70,7 +71,10 @@ class RunFolder:
         return self.root / "examples"
 
     def input_rejects(self, input_path: str | Path) -> Path:
-        return self.examples / f"rejects-{Path(input_path).stem}.jsonl"
+        """``examples/rejects-input-<file name>-<hash of the path>.jsonl``: one per input, even
+        for two inputs with the same file name (``a/train.jsonl``, ``b/train.jsonl``)."""
+        tag = hashlib.blake2b(str(input_path).encode("utf-8"), digest_size=3).hexdigest()
+        return rejects_file(self.examples, input_path, prefix="input-", tag=tag)
 
     @property
     def conditional(self) -> Path:
@@ -90,10 +94,17 @@ class RunFolder:
 
     def score_rejects(self, index: int) -> Path:
         """Rows of scored shard ``index`` whose judge answer never parsed (score_judge is null)."""
-        return self.scored / f"rejects-judge-{index:05d}.jsonl"
+        return rejects_file(self.scored, f"{index:05d}", prefix="judge-")
 
     def score_rejects_files(self) -> list[Path]:
         return sorted(self.scored.glob("rejects-judge-*.jsonl"))
+
+    def score_counts(self, index: int) -> Path:
+        """What scoring shard ``index`` cut (rows truncated to max_length), written before the shard."""
+        return self.scored / f"counts-{index:05d}.json"
+
+    def score_counts_files(self) -> list[Path]:
+        return sorted(self.scored.glob("counts-*.json"))
 
     @property
     def selected(self) -> Path:

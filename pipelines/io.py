@@ -7,6 +7,7 @@
     write_rejects(res.rejects, "run/rejects-target.jsonl")
 
     python -m pipelines.io PATH [--format alpaca] [--out table.parquet] [--rejects rejects.jsonl]
+        [--strict-encoding]
 
 Containers (from the path): ``.jsonl``/``.ndjson`` (one JSON object a line), ``.json`` (an array
 of objects, or JSON lines), ``.parquet`` (a file, or a folder of ``*.parquet``), a folder written
@@ -28,19 +29,26 @@ Plain passages for the generators (``.txt``, or records with a ``text`` field) a
 
 Bad input. Problems that make the whole file unusable raise :class:`InputError` (a
 ``ValueError``) whose message names the file, the line and, where one is to blame, the field:
-a missing file, bytes that are not UTF-8, an empty file, a ``.json`` file that does not parse,
-a file where no line parses or no format fits. Problems with one row -- a required field
-missing, empty or of the wrong type, or one malformed line in a JSONL file -- do not stop the
-read: the row goes to ``rejects`` as ``{file, line, record, field, reason, raw}`` and is
-counted. A malformed JSONL line is a row-level reject (its neighbours are still good), and its
-reason carries the JSON parser's message and column. ``line`` is the 1-based line where the
-record starts (None for Parquet and HF datasets); ``record`` is its 1-based position.
+a missing file, an empty file, a ``.json`` file that does not parse, a file where no line
+parses or no format fits. Problems with one row -- a required field missing, empty or of the
+wrong type, one malformed line in a JSONL file, bytes that are not UTF-8 in one line (JSONL,
+``.txt``), one array element (``.json``) or one string cell (Parquet, HF) -- do not stop the
+read: the row goes to ``rejects`` as ``{file, line, record, row, byte_offset, field, reason,
+raw}`` and is counted; every other row is read. A malformed JSONL line's reason carries the JSON
+parser's message and column. ``line`` is the 1-based line where the record starts (None for
+Parquet and HF datasets); ``record`` is its 1-based position in what was read, ``row`` its
+position in ``file`` (they differ in a folder of Parquet files, where ``file`` is the one file);
+``byte_offset`` is where a byte that is not UTF-8 sits in the file (None for other reasons).
+``strict_encoding=True`` (``--strict-encoding``; ``io.strict_encoding`` in a run) makes such a
+byte fatal for the whole file instead, naming its line and byte offset.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +72,9 @@ _SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 _DETECT_RECORDS = 100  # records looked at by format auto-detection
 _RAW_CHARS = 2000  # how much of a rejected record the rejects file keeps
+_BOM = b"\xef\xbb\xbf"
+# What surrogateescape decoding makes of a byte that is not UTF-8 (U+DC80..U+DCFF).
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 class InputError(ValueError):
@@ -101,41 +112,97 @@ class _Record:
     record: int
     raw: str | None = None  # the source text, kept for rejects
     parse_error: str | None = None
+    error_field: str | None = None  # the field a parse_error is about (a Parquet column), if any
+    byte_offset: int | None = None  # where in the file an encoding error sits
+    file: Path | None = None  # the file it came from, when not the path read (a Parquet folder)
+    row: int | None = None  # 1-based position in ``file`` (default: ``record``)
 
 
 # ---------------------------------------------------------------------------------------------
 # Containers: path -> records, with their line numbers
 
 
-def _read_text(path: Path) -> str:
-    """The file as text; fatal errors for a missing, non-UTF-8 or empty file."""
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; fatal errors for a missing or empty file."""
     if not path.exists():
         raise InputError(path, "file not found")
     data = path.read_bytes()
+    if not data.removeprefix(_BOM).strip():
+        raise InputError(path, "empty file: no records to read")
+    return data
+
+
+def _not_utf8(byte: int, offset: int | None = None) -> str:
+    """The reason for a byte that is not UTF-8: with its offset for a fatal error; without it for
+    a reject (which carries ``byte_offset`` as a field, so rejects tally by reason)."""
+    at = f" at byte offset {offset}" if offset is not None else ""
+    return f"not valid UTF-8 (byte 0x{byte:02x}{at}); re-encode the file as UTF-8"
+
+
+def _read_text(path: Path, strict_encoding: bool = True) -> str:
+    return _decode(path, _read_bytes(path), strict_encoding)
+
+
+def _decode(path: Path, data: bytes, strict_encoding: bool = True) -> str:
+    """The file as text. Strict: bytes that are not UTF-8 are fatal (naming line and byte offset).
+    Lenient: each such byte becomes a lone surrogate (``surrogateescape``), so the readers can
+    reject just the record that holds it (:func:`_bad_byte`)."""
+    if not strict_encoding:
+        return data.decode("utf-8-sig", "surrogateescape")
     try:
         text = data.decode("utf-8-sig")  # tolerate a byte-order mark
     except UnicodeDecodeError as e:
-        offset = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        offset = e.start + _bom(data)
         line = data.count(b"\n", 0, offset) + 1
-        raise InputError(
-            path,
-            f"not valid UTF-8 (byte 0x{data[offset]:02x} at byte offset {offset}); re-encode the file as UTF-8",
-            line=line,
-        ) from None
+        raise InputError(path, _not_utf8(data[offset], offset), line=line) from None
     if not text.strip():
         raise InputError(path, "empty file: no records to read")
     return text
 
 
-def _iter_jsonl(path: Path, text: str) -> Iterator[_Record]:
-    n = 0
-    # split("\n"), not splitlines(): JSON strings may hold U+2028, \x85 or \x0c, which
-    # splitlines() would treat as line ends and so cut records in two.
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue  # blank lines are layout, not records
-        n += 1
+def _bad_byte(text: str, start: int = 0, end: int | None = None) -> tuple[int, int] | None:
+    """(byte value, byte offset in ``text`` encoded back) of the first byte that was not UTF-8
+    in ``text[start:end]`` as decoded by :func:`_read_text` (lenient), or None."""
+    m = _ESCAPED_BYTE.search(text, start, len(text) if end is None else end)
+    if m is None:
+        return None
+    return ord(m.group()) - 0xDC00, len(text[: m.start()].encode("utf-8", "surrogateescape"))
+
+
+def _decoded_lines(
+    path: Path, data: bytes, strict_encoding: bool = False
+) -> Iterator[tuple[int, str, str | None, int | None]]:
+    """``(line number, text, encoding error, its byte offset)`` per non-blank line of ``data``.
+
+    Split on ``\\n`` only (JSON strings may hold U+2028, \\x85 or \\x0c, which ``splitlines()``
+    would treat as line ends) and decoded line by line, so a byte that is not UTF-8 costs its own
+    line only: that line comes back with an error (its text decoded with replacement characters,
+    for the rejects file) unless ``strict_encoding``, where it is fatal as a whole-file error.
+    """
+    offset = 0
+    for lineno, raw in enumerate(io.BytesIO(data), start=1):
+        start, offset = offset, offset + len(raw)
+        body = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if lineno == 1 and body.startswith(_BOM):
+            body, start = body[len(_BOM) :], start + len(_BOM)
+        try:
+            line = body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if strict_encoding:
+                raise InputError(path, _not_utf8(body[e.start], start + e.start), line=lineno) from None
+            line = body.decode("utf-8", "replace")
+            if line.strip():
+                yield lineno, line, _not_utf8(body[e.start]), start + e.start
+            continue
+        if line.strip():  # blank lines are layout, not records
+            yield lineno, line, None, None
+
+
+def _iter_jsonl(path: Path, data: bytes, strict_encoding: bool = False) -> Iterator[_Record]:
+    for n, (lineno, line, bad, offset) in enumerate(_decoded_lines(path, data, strict_encoding), start=1):
+        if bad is not None:
+            yield _Record(None, lineno, n, raw=line, parse_error=bad, byte_offset=offset)
+            continue
         try:
             yield _Record(json.loads(line), lineno, n, raw=line)
         except json.JSONDecodeError as e:
@@ -144,14 +211,16 @@ def _iter_jsonl(path: Path, text: str) -> Iterator[_Record]:
             )
 
 
-def _iter_json_array(path: Path, text: str) -> Iterator[_Record]:
+def _iter_json_array(path: Path, text: str, bom: int = 0) -> Iterator[_Record]:
     """Elements of a top-level JSON array, each with the line it starts on.
 
     Decoded element by element (``raw_decode``) so a reject can name its line. A malformed
-    array cannot be re-synchronised, so it is fatal.
+    array cannot be re-synchronised, so it is fatal. ``text`` from :func:`_read_text` (lenient):
+    a record holding a byte that is not UTF-8 becomes a reject (``bom``: bytes before ``text``).
     """
     decoder = json.JSONDecoder()
     ws = " \t\r\n"
+    dirty = _ESCAPED_BYTE.search(text) is not None  # any byte that was not UTF-8: check each record
     pos = len(text) - len(text.lstrip(ws))
     if text.startswith("{", pos):
         try:
@@ -162,9 +231,10 @@ def _iter_json_array(path: Path, text: str) -> Iterator[_Record]:
         lists = [k for k, v in obj.items() if isinstance(v, list)] if isinstance(obj, dict) else []
         if len(lists) == 1 and not any(k in obj for _, sig in _SIGNATURES for k in sig):
             for i, value in enumerate(obj[lists[0]], start=1):
-                yield _Record(value, None, i)
+                rec = _Record(value, None, i)
+                yield _checked(rec, json.dumps(value, ensure_ascii=False)) if dirty else rec
             return
-        yield _Record(obj, 1 + text.count("\n", 0, pos), 1)
+        yield _checked(_Record(obj, 1 + text.count("\n", 0, pos), 1), text, bom=bom)
         return
     if not text.startswith("[", pos):
         raise InputError(
@@ -191,8 +261,22 @@ def _iter_json_array(path: Path, text: str) -> Iterator[_Record]:
         except json.JSONDecodeError as e:
             raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
         n += 1
-        yield _Record(value, line, n, raw=text[pos:end])
+        rec = _Record(value, line, n, raw=text[pos:end])
+        yield _checked(rec, text, pos, end, bom) if dirty else rec
         pos = end
+
+
+def _checked(rec: _Record, text: str, start: int = 0, end: int | None = None, bom: int | None = None) -> _Record:
+    """``rec``, or an encoding reject in its place when its source ``text[start:end]`` holds a
+    byte that was not UTF-8. ``bom``: bytes of the file before ``text`` when ``text`` is the whole
+    file (so the reject knows the byte offset); None when ``text`` is not the file's text."""
+    bad = _bad_byte(text, start, end)
+    if bad is None:
+        return rec
+    byte, offset = bad
+    raw = _ESCAPED_BYTE.sub("\ufffd", text[start:end])
+    return _Record(None, rec.line, rec.record, raw=raw, parse_error=_not_utf8(byte),
+                   byte_offset=None if bom is None else offset + bom)
 
 
 def _looks_like_hf_dataset(path: Path) -> bool:
@@ -201,7 +285,7 @@ def _looks_like_hf_dataset(path: Path) -> bool:
     )
 
 
-def _iter_hf(path: Path, split: str | None) -> Iterator[_Record]:
+def _iter_hf(path: Path, split: str | None, strict_encoding: bool = False) -> Iterator[_Record]:
     from datasets import DatasetDict, load_from_disk
 
     ds = load_from_disk(str(path))
@@ -211,56 +295,114 @@ def _iter_hf(path: Path, split: str | None) -> Iterator[_Record]:
         if chosen not in ds:
             raise InputError(path, f"dataset has splits {names}; choose one with split=...")
         ds = ds[chosen]
-    for i, row in enumerate(ds, start=1):
-        yield _Record(row, None, i)
+    done = 0
+    try:
+        for i, row in enumerate(ds, start=1):
+            yield _Record(row, None, i)
+            done = i
+    except UnicodeDecodeError as e:  # Arrow does not check string columns when it reads them
+        if strict_encoding:
+            raise InputError(path, f"row {done + 1}: {_not_utf8(e.object[e.start])}") from None
+        for i, (row, bad) in enumerate(_arrow_rows(ds.flatten_indices().data.table), start=1):
+            if i > done:
+                yield _arrow_record(row, bad, i)
 
 
-def _iter_parquet(path: Path) -> Iterator[_Record]:
+def _arrow_rows(table: Any) -> Iterator[tuple[dict[str, Any], tuple[str, int] | None]]:
+    """Rows of a pyarrow Table whose string columns may hold bytes that are not UTF-8 (Arrow
+    reads them unchecked): ``(row, None)``, or ``(row, (column, bad byte))`` with that column's
+    text decoded with replacement characters (for the rejects file)."""
+    import pyarrow as pa
+
+    columns: dict[str, tuple[bool, list[Any]]] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        as_bytes = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary()}.get(col.type)
+        if as_bytes is None:
+            columns[name] = (False, col.to_pylist())
+        else:
+            columns[name] = (True, [v for chunk in col.chunks for v in chunk.view(as_bytes).to_pylist()])
+    for i in range(table.num_rows):
+        row, bad = {}, None
+        for name, (is_text, values) in columns.items():
+            value = values[i]
+            if is_text and value is not None:
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    bad = bad or (name, value[e.start])
+                    value = value.decode("utf-8", "replace")
+            row[name] = value
+        yield row, bad
+
+
+def _arrow_record(values: dict[str, Any], bad: tuple[str, int] | None, record: int, **where: Any) -> _Record:
+    """A row from :func:`_arrow_rows` as a record, or as an encoding reject naming its column."""
+    if bad is None:
+        return _Record(values, None, record, **where)
+    raw = json.dumps(_json_safe(values), ensure_ascii=False, default=str)
+    return _Record(None, None, record, raw=raw, parse_error=_not_utf8(bad[1]), error_field=bad[0], **where)
+
+
+def _iter_parquet(path: Path, strict_encoding: bool = False) -> Iterator[_Record]:
+    """Rows of a Parquet file or folder; each names its own file and row there. A string cell
+    that is not UTF-8 is fatal for the file with ``strict_encoding``, else a reject of its row."""
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files:
         raise InputError(path, "no *.parquet files in this folder")
     n = 0
     for f in files:
         try:
-            table = pl.read_parquet(f)
+            rows = ((row, None) for row in pl.read_parquet(f).iter_rows(named=True))
         except Exception as e:  # polars raises several types for corrupt files
-            raise InputError(f, f"not a readable Parquet file: {e}") from None
-        for row in table.iter_rows(named=True):
+            if strict_encoding or "utf-8" not in str(e).casefold():
+                raise InputError(f, f"not a readable Parquet file: {e}") from None
+            import pyarrow.parquet as pq
+
+            rows = _arrow_rows(pq.read_table(f))
+        for i, (row, bad) in enumerate(rows, start=1):
             n += 1
-            yield _Record(row, None, n)
+            yield _arrow_record(row, bad, n, file=f if f != path else None, row=i)
 
 
-def iter_records(path: Path | str, split: str | None = None) -> Iterator[_Record]:
-    """Records of any supported container, in file order (raises InputError for fatal problems)."""
+def iter_records(path: Path | str, split: str | None = None, strict_encoding: bool = False) -> Iterator[_Record]:
+    """Records of any supported container, in file order (raises InputError for fatal problems).
+
+    A record holding bytes that are not UTF-8 comes back with a ``parse_error`` (a reject of its
+    own: every other record is read) unless ``strict_encoding``, where it is fatal for the file."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
     if _looks_like_hf_dataset(path):
-        yield from _iter_hf(path, split)
+        yield from _iter_hf(path, split, strict_encoding)
     elif path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
-        yield from _iter_parquet(path)
+        yield from _iter_parquet(path, strict_encoding)
     elif path.is_dir():
         raise InputError(path, "a folder that is neither a saved HF dataset nor a folder of Parquet files")
     else:
-        text = _read_text(path)
-        first = text.lstrip(" \t\r\n\ufeff")[:1]
+        data = _read_bytes(path)
+        first = data.lstrip(b" \t\r\n").removeprefix(_BOM).lstrip(b" \t\r\n")[:1]
         if path.suffix in (".jsonl", ".ndjson"):
-            yield from _iter_jsonl(path, text)
-        elif path.suffix == ".json" and first == "[":
-            yield from _iter_json_array(path, text)
+            yield from _iter_jsonl(path, data, strict_encoding)
+        elif path.suffix == ".json" and first == b"[":
+            yield from _iter_json_array(path, _decode(path, data, strict_encoding), _bom(data))
         elif path.suffix == ".json":
             # One object per line is common under a .json name; a single object (maybe {"data": [...]}) is not.
-            records = list(_iter_jsonl(path, text))
+            records = list(_iter_jsonl(path, data, strict_encoding))
             if len(records) > 1 and sum(r.parse_error is None for r in records) > len(records) // 2:
                 yield from records
             else:
-                yield from _iter_json_array(path, text)
+                yield from _iter_json_array(path, _decode(path, data, strict_encoding), _bom(data))
         elif path.suffix == ".txt":
             raise InputError(path, "plain text holds passages, not examples: use read_passages()")
         else:
             raise InputError(
                 path, f"unknown file type {path.suffix!r}: use .jsonl, .json, .parquet or a saved HF dataset"
             )
+
+
+def _bom(data: bytes) -> int:
+    return len(_BOM) if data.startswith(_BOM) else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,9 +582,11 @@ def _reject(path: Path, rec: _Record, field_name: str | None, reason: str) -> di
         rec.raw if rec.raw is not None else json.dumps(_json_safe(rec.value), ensure_ascii=False, default=str)
     )
     return {
-        "file": str(path),
+        "file": str(rec.file or path),
         "line": rec.line,
         "record": rec.record,
+        "row": rec.row if rec.row is not None else rec.record,
+        "byte_offset": rec.byte_offset,
         "field": field_name,
         "reason": reason,
         "raw": raw[:_RAW_CHARS],
@@ -450,15 +594,20 @@ def _reject(path: Path, rec: _Record, field_name: str | None, reason: str) -> di
 
 
 def read_examples(
-    path: Path | str, fmt: str = "auto", split: str | None = None, source: str | None = None
+    path: Path | str,
+    fmt: str = "auto",
+    split: str | None = None,
+    source: str | None = None,
+    strict_encoding: bool = False,
 ) -> ReadResult:
     """Read ``path`` into the example table; bad rows go to ``rejects`` (see the module docstring).
 
     ``fmt``: one of FORMATS or "auto"; ``split``: which split of a saved DatasetDict;
-    ``source``: the value of the ``source`` column (default: the path as given).
+    ``source``: the value of the ``source`` column (default: the path as given);
+    ``strict_encoding``: bytes that are not UTF-8 fail the whole file instead of their record.
     """
     path = Path(path)
-    records = list(iter_records(path, split))
+    records = list(iter_records(path, split, strict_encoding))
     if not records:
         raise InputError(path, "empty: no records to read")
     fmt = _decide_format(path, records, fmt)
@@ -466,7 +615,7 @@ def read_examples(
     rows, rejects = [], []
     for rec in records:
         if rec.parse_error:
-            rejects.append(_reject(path, rec, None, rec.parse_error))
+            rejects.append(_reject(path, rec, rec.error_field, rec.parse_error))
             continue
         try:
             rows.append(to_example(rec.value, fmt, source))
@@ -487,23 +636,25 @@ def read_examples(
 # Passages for the generators
 
 
-def read_passages(path: Path | str, text_field: str = "text", min_chars: int = 1) -> ReadResult:
+def read_passages(
+    path: Path | str, text_field: str = "text", min_chars: int = 1, strict_encoding: bool = False
+) -> ReadResult:
     """Passages as a table (``text_id``, ``text``, ``source``, ``meta``) with rejects and counts.
 
     ``.txt``: one passage a line (blank lines skipped). JSONL/JSON/Parquet/HF: ``text_field`` of
     each record (other fields go to ``meta``). ``text_id`` is ``<file name>:<record>``, stable.
-    Passages shorter than ``min_chars`` after stripping are rejected, not dropped.
+    Passages shorter than ``min_chars`` after stripping are rejected, not dropped; so is a line
+    or record with bytes that are not UTF-8 (fatal for the file with ``strict_encoding``).
     """
     path = Path(path)
     if path.suffix == ".txt":
-        text = _read_text(path)
+        lines = _decoded_lines(path, _read_bytes(path), strict_encoding)
         records = [
-            _Record(line, i, 0, raw=line) for i, line in enumerate(text.split("\n"), 1) if line.strip()
+            _Record(None if bad else line, i, n, raw=line, parse_error=bad, byte_offset=offset)
+            for n, (i, line, bad, offset) in enumerate(lines, 1)
         ]
-        for n, rec in enumerate(records, 1):
-            rec.record = n
     else:
-        records = list(iter_records(path))
+        records = list(iter_records(path, strict_encoding=strict_encoding))
     if not records:
         raise InputError(path, "empty: no passages to read")
     if all(r.parse_error for r in records):
@@ -514,7 +665,7 @@ def read_passages(path: Path | str, text_field: str = "text", min_chars: int = 1
     for rec in records:
         try:
             if rec.parse_error:
-                raise RowError(None, rec.parse_error)
+                raise RowError(rec.error_field, rec.parse_error)
             if isinstance(rec.value, str):
                 passage, meta = rec.value, {}
             elif isinstance(rec.value, Mapping):
@@ -553,9 +704,14 @@ def main(argv: list[str] | None = None) -> None:
         help="write the examples here (.parquet, .jsonl, .json, or a folder: a saved HF dataset)",
     )
     ap.add_argument("--rejects", default=None, help="write the rejects here (JSONL)")
+    ap.add_argument(
+        "--strict-encoding",
+        action="store_true",
+        help="stop at the first byte that is not UTF-8 (default: reject that line, read the rest)",
+    )
     args = ap.parse_args(argv)
     try:
-        res = read_examples(args.path, args.format, split=args.split)
+        res = read_examples(args.path, args.format, split=args.split, strict_encoding=args.strict_encoding)
     except InputError as e:
         raise SystemExit(f"error: {e}") from None
     from pipelines.export import write_examples, write_rejects  # export imports this module

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -88,8 +89,28 @@ def write_shards(table: pl.DataFrame, folder: Path, shard_size: int) -> int:
     return n
 
 
+_DATA_SUFFIXES = {".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".csv", ".arrow", ".gz", ".bz2", ".xz", ".zst"}
+
+
+def rejects_file(folder: Path | str, label: str | Path, prefix: str = "", tag: str = "") -> Path:
+    """The one naming rule for rejects files: ``folder/rejects-<label>.jsonl``.
+
+    ``label`` is a shard index (see :func:`rejects_path`) or a name; a data file's name loses its
+    data extensions, so ``data.jsonl`` or ``data.jsonl.gz`` gives ``rejects-data.jsonl`` (never
+    ``rejects-data.jsonl.jsonl``; ``v1.2.jsonl`` keeps ``v1.2``), and characters other than
+    letters, digits, ``.``, ``_`` and ``-`` become ``_``. ``prefix`` and ``tag`` go before and
+    after it (``rejects-<prefix><name>-<tag>.jsonl``), e.g. to keep two inputs' rejects apart.
+    """
+    name = Path(str(label)).name
+    while Path(name).suffix.casefold() in _DATA_SUFFIXES and Path(name).stem:
+        name = Path(name).stem
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", prefix + name + (f"-{tag}" if tag else "")) or "_"
+    return Path(folder) / f"rejects-{name}.jsonl"
+
+
 def rejects_path(folder: Path, index: int) -> Path:
-    return Path(folder) / f"rejects-{index:05d}.jsonl"
+    """The rejects of shard ``index`` (beside ``part-<index>.parquet``)."""
+    return rejects_file(folder, f"{index:05d}")
 
 
 def chunk(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

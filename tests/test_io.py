@@ -75,18 +75,95 @@ def test_missing_required_field_and_wrong_type_are_rejects_naming_the_field(tmp_
     assert res.counts["rejects_by_reason"]["response: missing required field"] == 1
 
 
-def test_non_utf8_file_is_fatal_naming_file_and_line(tmp_path):
-    path = tmp_path / "latin1.jsonl"
-    path.write_bytes(
-        json.dumps(GOOD).encode()
-        + b"\n"
-        + '{"instruction": "caf\u00e9", "response": "x"}'.encode("latin-1")
-        + b"\n"
-    )
+def _jsonl_with_bad_byte(path: Path, n: int = 24, bad_line: int = 4) -> tuple[Path, int]:
+    """``n`` JSONL lines, line ``bad_line`` holding a Latin-1 byte; (path, that byte's file offset)."""
+    lines = [json.dumps({"instruction": f"Question {i}, caf\u00e9?", "response": f"Answer {i}."}).encode() for i in range(n)]
+    lines[bad_line - 1] = '{"instruction": "caf\u00e9 au lait?", "response": "x"}'.encode("latin-1")
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    offset = sum(len(line) + 1 for line in lines[: bad_line - 1]) + lines[bad_line - 1].index(b"\xe9")
+    return path, offset
+
+
+def test_a_non_utf8_line_costs_that_line_only(tmp_path, capsys):
+    path, offset = _jsonl_with_bad_byte(tmp_path / "latin1.jsonl")
+    res = read_examples(path)
+    assert res.table.height == 23 and res.counts["rejects"] == 1
+    _counts_add_up(res)
+    (rej,) = res.rejects
+    assert (rej["file"], rej["line"], rej["record"], rej["byte_offset"]) == (str(path), 4, 4, offset)
+    assert rej["reason"].startswith("not valid UTF-8 (byte 0xe9)") and "caf" in rej["raw"]
+    assert "Question 3," not in res.table["instruction"].to_list()  # line 4 is the bad one
+    assert {"Question 2, caf\u00e9?", "Question 4, caf\u00e9?"} <= set(res.table["instruction"].to_list())
+    # The command line reads the other 23 and writes the reject with its byte offset.
+    from pipelines.io import main
+
+    main([str(path), "--rejects", str(tmp_path / "rejects.jsonl")])
+    assert json.loads(capsys.readouterr().out)["examples"] == 23
+    (on_disk,) = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert on_disk["byte_offset"] == offset and on_disk["line"] == 4
+
+
+def test_strict_encoding_fails_fast_naming_file_line_and_offset(tmp_path):
+    path, offset = _jsonl_with_bad_byte(tmp_path / "latin1.jsonl", n=3, bad_line=2)
     with pytest.raises(InputError) as err:
-        read_examples(path)
-    assert str(err.value).startswith(f"{path}:2:") and "not valid UTF-8" in str(err.value)
+        read_examples(path, strict_encoding=True)
+    assert str(err.value).startswith(f"{path}:2:") and f"not valid UTF-8 (byte 0xe9 at byte offset {offset})" in str(err.value)
     assert err.value.line == 2
+    from pipelines.io import main
+
+    with pytest.raises(SystemExit, match="not valid UTF-8"):
+        main([str(path), "--strict-encoding"])
+
+
+def test_non_utf8_bytes_in_a_json_array_parquet_hf_and_txt_reject_their_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arr = tmp_path / "arr.json"
+    arr.write_bytes(b'\xef\xbb\xbf[{"instruction": "a", "response": "b"},\n {"instruction": "x\xff", "response": "c"}]')
+    res = read_examples(arr)
+    assert res.table.height == 1 and res.rejects[0]["line"] == 2
+    assert res.rejects[0]["byte_offset"] == arr.read_bytes().index(b"\xff")
+    # Arrow stores strings unchecked: a cell that is not UTF-8 rejects its row, naming the column.
+    cells = pa.array([b"fine", b"bad\xff", b"also fine"], type=pa.binary()).view(pa.string())
+    table = pa.table({"instruction": cells, "response": pa.array(["r1", "r2", "r3"])})
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    write_examples(to_table([make_example("first file", "ok")]), folder / "a.parquet")
+    pq.write_table(table, folder / "b.parquet")
+    res = read_examples(folder)
+    assert res.table["instruction"].to_list() == ["first file", "fine", "also fine"]
+    (rej,) = res.rejects
+    assert (rej["file"], rej["row"], rej["record"], rej["field"]) == (str(folder / "b.parquet"), 2, 3, "instruction")
+    with pytest.raises(InputError, match="b.parquet"):
+        read_examples(folder, strict_encoding=True)
+    from datasets import Dataset
+
+    Dataset(table).save_to_disk(str(tmp_path / "hf"))
+    res = read_examples(tmp_path / "hf")
+    assert res.table.height == 2 and [(r["row"], r["field"]) for r in res.rejects] == [(2, "instruction")]
+    with pytest.raises(InputError, match="row 2: not valid UTF-8"):
+        read_examples(tmp_path / "hf", strict_encoding=True)
+    txt = tmp_path / "p.txt"
+    txt.write_bytes(b"first passage\nsecond \xfe passage\n\nthird passage\n")
+    res = read_passages(txt)
+    assert res.table["text"].to_list() == ["first passage", "third passage"]
+    assert res.table["text_id"].to_list() == ["p.txt:1", "p.txt:3"]  # positions, as before
+    assert res.rejects[0]["line"] == 2 and res.rejects[0]["byte_offset"] == 21
+
+
+def test_bad_rows_in_json_array_parquet_and_hf_are_rejects_naming_the_field(tmp_path):
+    """Row validation is the same whatever the container: file, row and field of each bad row."""
+    from datasets import Dataset
+
+    rows = {"instruction": ["a", None, "c"], "response": ["x", "y", ""]}
+    pl.DataFrame(rows).write_parquet(tmp_path / "t.parquet")
+    Dataset.from_dict(rows).save_to_disk(str(tmp_path / "hf"))
+    (tmp_path / "t.json").write_text(json.dumps([{k: v[i] for k, v in rows.items()} for i in range(3)]))
+    for path in (tmp_path / "t.parquet", tmp_path / "hf", tmp_path / "t.json"):
+        res = read_examples(path)
+        got = [(r["file"], r["row"], r["field"], r["reason"]) for r in res.rejects]
+        assert got == [(str(path), 2, "instruction", "missing required field"), (str(path), 3, "response", "empty")]
 
 
 @pytest.mark.parametrize("content", ["", "\n  \n"])

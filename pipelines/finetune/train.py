@@ -344,7 +344,7 @@ def run_training(
     """
     from pipelines.finetune.evaluate import evaluate_run
     from pipelines.llm.embedded import load_model_and_tokenizer
-    from pipelines.shards import atomic_write_text
+    from pipelines.shards import atomic_write_text, rejects_file
 
     train_keys = {
         "epochs",
@@ -371,7 +371,7 @@ def run_training(
     def read(path: str | Path, limit: int | None, name: str):
         rows, rejects = read_rows(path, limit=limit)
         counts[f"{name}_rejects"] = note_rejects(
-            path, rejects, out / f"rejects-{name}.jsonl" if rejects else None
+            path, rejects, rejects_file(out, name) if rejects else None
         )
         return rows
 
