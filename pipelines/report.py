@@ -220,6 +220,20 @@ def selection_composition(table: pl.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def stage_notes(stage: Mapping[str, Any]) -> list[str]:
+    """A stage's ``notes`` (what it cut or left out, with counts), at the top of its record or in
+    its ``counts`` (the generators')."""
+    counts = stage.get("counts")
+    nested = counts.get("notes") if isinstance(counts, Mapping) else None
+    return [str(n) for n in (stage.get("notes") or []) + (nested or [])]
+
+
+def losses_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per thing a stage cut, dropped or left null, with its count: nothing silently."""
+    lines = [f"- **{s.get('stage', '?')}**: {note}" for s in stages for note in stage_notes(s)]
+    return ["## Cut or left out", "", *lines, ""] if lines else []
+
+
 def _selection_section(table: pl.DataFrame) -> list[str]:
     if "keep" not in table.columns:
         return []
@@ -263,6 +277,7 @@ def write_run_report(
         "",
     ]
     lines += ["## Stages", "", stage_counts_table(stages)]
+    lines += losses_section(stages)
     lines += usage_section(stages)
     lines += decontamination_section(stages)
     lines += _selection_section(table)
