@@ -16,8 +16,10 @@ Two prompt modes:
 
 Rows keep the passage as ``context`` (the instruction without its ``{{context}}`` placeholder;
 the template itself stays in ``meta.instruction_template``), the task type and passage id in
-``meta``. Unparseable answers are retried a bounded number of times, then kept as rejects with
-the reason. Duplicate instructions about the same passage are removed (counts in counts.json).
+``meta``. Unparseable answers, and answers without their task type's form (a yes/no task
+answered in prose, a multiple-choice answer that is none of the options, an answer that repeats
+its question: ``generators/answer_forms.py``), are retried a bounded number of times, then kept
+as rejects with the reason (tallied in counts.json ``reject_reasons``). Duplicate instructions about the same passage are removed (counts in counts.json).
 
 Run folder: ``generated/`` (parsed rows + rejects, the unit of resume), ``examples/`` (after
 dedup; dropped rows in ``examples/dropped.jsonl``), ``counts.json``.
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from generators.answer_forms import check_form, is_span  # noqa: F401 (is_span: re-exported)
 from generators.dedup import dedup_rows
 from generators.levels import (
     derive_seed,
@@ -51,7 +54,7 @@ from generators.parsing import (
 from pipelines.llm.base import Messages, Prompt, Sampling
 from pipelines.progress import StageBar
 from pipelines.schema import CORE_SCHEMA, make_example, normalise_text, to_table
-from pipelines.shards import atomic_write_jsonl, atomic_write_text, write_shards
+from pipelines.shards import atomic_write_jsonl, atomic_write_text, rejects_file, write_shards
 
 TASK_TYPES: dict[str, str] = {
     "exqa": "extractive question answering",
@@ -112,7 +115,11 @@ def parse_bonito(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
         return Reject("empty response", text)
     if is_refusal(response):
         return Reject("refusal", text)
-    return {"template": template, "response": response}
+    task = template.replace(CONTEXT, "").strip()
+    formed = check_form(task_type(item["task_type"]), response, task, item["text"])
+    if isinstance(formed, Reject):
+        return Reject(formed.reason, text)
+    return {"template": template, "response": formed}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +195,20 @@ def chat_prompt(passage: str, task: str) -> Messages:
 
 
 ANSWER_ASK = "{task}\n\nPassage: {passage}\n\n{how}"
-_ANSWER_HOW = {"exqa": "Answer with a short phrase copied from the passage."}
+# What the answer's form is (generators/answer_forms.py checks it), said to the model up front.
+_YES_NO_HOW = "Answer with Yes or No only."
+_ANSWER_HOW = {
+    "exqa": "Answer with a short phrase copied from the passage.",
+    "ynqa": _YES_NO_HOW,
+    "paraphrase_id": _YES_NO_HOW,
+    "te": _YES_NO_HOW,
+    "mcqa": "Answer with the letter and the text of the correct option.",
+    "nli": "Answer with one word: Entailment, Contradiction or Neutral.",
+    "sentiment": "Answer with one word: Positive, Negative, Neutral or Mixed.",
+    "coref": "Answer with the words of the passage that it refers to.",
+    "qg": "Answer with the question only.",
+    "topic_class": "Answer with the topic in one or two words.",
+}
 
 
 def answer_prompt(item: dict[str, Any], task: str) -> Messages:
@@ -197,22 +217,10 @@ def answer_prompt(item: dict[str, Any], task: str) -> Messages:
     return [{"role": "user", "content": ANSWER_ASK.format(task=task, passage=item["text"].strip(), how=how)}]
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", normalise_text(text))
-
-
-def is_span(answer: str, passage: str) -> bool:
-    """The answer's words occur contiguously in the passage (case, punctuation and quotes
-    ignored: '"HDI"' matches '(\u201cHDI\u201d)')."""
-    a, p = _words(answer), _words(passage)
-    if not a:
-        return False
-    return f" {' '.join(a)} " in f" {' '.join(p)} "
-
-
-def check_answer(answer: str, item: dict[str, Any], raw: str) -> str | Reject:
+def check_answer(answer: str, item: dict[str, Any], raw: str, task: str = "") -> str | Reject:
     """An answer is usable when it is non-empty, does not decline, is not the worked example's
-    answer, and (extractive QA) is found in the passage."""
+    answer, and has its task type's form (:func:`generators.answer_forms.check_form`: yes/no,
+    one of the options, a span of the passage, not the ``task`` repeated...), maybe normalised."""
     answer = re.sub(r"(?i)^\s*[*_]*(?:answer|response)[*_]*\s*[:：][*_]*\s*", "", answer.strip()).strip()
     if not answer:
         return Reject("empty answer", raw)
@@ -226,9 +234,10 @@ def check_answer(answer: str, item: dict[str, Any], raw: str) -> str | Reject:
     example_answer = normalise_text(CHAT_EXAMPLES[item["task_type"]][1]).strip(" .\"'")
     if norm == example_answer and len(norm.split()) > 1 and norm not in passage:
         return Reject("copies the worked example", raw)
-    if item["task_type"] == "exqa" and not is_span(answer, item["text"]):
-        return Reject("extractive answer not found in the passage", raw)
-    return answer
+    formed = check_form(item["task_type"], answer, task, item["text"])
+    if isinstance(formed, Reject):
+        return Reject(formed.reason, raw)
+    return formed
 
 
 def parse_chat(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
@@ -254,7 +263,7 @@ def parse_chat(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
         return Reject("task is a copy of the passage", text)
     if answer is None or not answer.strip():
         return {"template": task, "response": None}
-    checked = check_answer(answer, item, text)
+    checked = check_answer(answer, item, text, task)
     if isinstance(checked, Reject):
         return checked
     return {"template": task, "response": checked}
@@ -343,7 +352,7 @@ def run_bonito(
     out.mkdir(parents=True, exist_ok=True)
     passages, read_rejects = load_passages(passages_path, max_passages)
     if read_rejects:
-        atomic_write_jsonl(read_rejects, out / "passage_rejects.jsonl")
+        atomic_write_jsonl(read_rejects, rejects_file(out, "passages"))
     items = [
         {**p, "task_type": t, "sample": s}
         for p in passages
@@ -387,7 +396,7 @@ def run_bonito(
                 llm,
                 pairs,
                 lambda p: answer_prompt(*p),
-                lambda t, p: check_answer(t, p[0], t),
+                lambda t, p: check_answer(t, p[0], t, p[1]),
                 sampling,
                 retries,
             )
@@ -455,8 +464,23 @@ def run_bonito(
         examples=kept.height,
         shards=outcome.as_dict(),
     )
+    counts["notes"] = bonito_notes(counts)
     atomic_write_text(out / "counts.json", json.dumps(counts, indent=2, sort_keys=True))
     return counts
+
+
+def bonito_notes(counts: dict[str, Any]) -> list[str]:
+    """What was cut or left out, as sentences with counts (stage record and run report)."""
+    notes = []
+    if counts.get("passage_rejects"):
+        notes.append(f"{counts['passage_rejects']} passages rejected on reading (passage rejects file)")
+    if counts.get("rejects"):
+        reasons = "; ".join(f"{k}: {v}" for k, v in counts.get("reject_reasons", {}).items())
+        notes.append(f"{counts['rejects']} of {counts['items']} tasks rejected after retries ({reasons})")
+    if counts.get("deduplicated"):
+        notes.append(f"{counts['deduplicated']} duplicate tasks about the same passage removed "
+                     "(examples/dropped.jsonl)")
+    return notes
 
 
 def _tally(values) -> dict[str, int]:

@@ -28,6 +28,14 @@ of the taxonomy) and run again: only the shards whose input changed are regenera
 killed run resumes where it stopped (see ``levels.py``). Rejected answers go to each folder's
 ``rejects-*.jsonl`` with the reason; ``counts.json`` has the counts per level.
 
+Counts are checked against what was asked (:func:`at_least`): a subjects answer with fewer than
+``subjects_per_discipline`` subjects, or a syllabus with fewer than ``sessions`` sessions, is
+re-asked within the retry bound and then rejected ("fewer sessions than asked", with ``got`` and
+``asked``), not kept short. What a level still falls short by (a discipline whose answers were
+all rejected, sessions whose key concepts never came, questions rejected) is in ``counts.json``
+``shortfalls``; subjects or sessions beyond the number asked are left out and counted
+(``surplus_cut``); ``notes`` says all of it in sentences (stage record and run report).
+
 Key concepts (as in the paper, both modes): ``one`` = one session, 1..min(5, m) of its m
 concepts; ``two`` = two sessions, 2..min(5, m1+m2) concepts from the union of theirs.
 Prompts (``glan_prompts.py``) are few-shot with a simple line format, which a 135M model follows
@@ -39,6 +47,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
 from functools import partial
@@ -504,11 +513,14 @@ class Calls:
     # and went through extraction/repair or the line format.
     json_answers: int = 0
     repaired: int = 0
+    # Subjects or sessions an answer gave beyond what was asked, left out (said in counts.json).
+    surplus: int = 0
 
     @classmethod
-    def of(cls, attempts: Attempts, concept_calls: int = 0, repairs: RepairCount | None = None) -> Calls:
+    def of(cls, attempts: Attempts, concept_calls: int = 0, repairs: RepairCount | None = None,
+           surplus: int = 0) -> Calls:
         r = repairs or RepairCount()
-        return cls(attempts.generated, attempts.retried, concept_calls, r.answers, r.repaired)
+        return cls(attempts.generated, attempts.retried, concept_calls, r.answers, r.repaired, surplus)
 
     def __add__(self, other: Calls) -> Calls:
         return Calls(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -540,6 +552,20 @@ class LevelRun:
 
 
 _Chunk = Callable[[Sequence[Any]], tuple[pl.DataFrame, list[dict[str, Any]], Calls]]
+
+
+def at_least(parse: Callable[[str, Any], Any], asked: int, what: str) -> Callable[[str, Any], Any]:
+    """``parse`` whose list answer must hold the ``asked`` items the prompt asked for: fewer is a
+    Reject ("fewer <what> than asked", with ``got`` and ``asked``), so the item is re-asked within
+    the retry bound and then kept in the level's rejects instead of going on short."""
+
+    def checked(text: str, item: Any) -> Any:
+        value = parse(text, item)
+        if isinstance(value, list) and len(value) < asked:
+            return Reject(f"fewer {what} than asked", text, {"got": len(value), "asked": asked})
+        return value
+
+    return checked
 
 
 def _model_name(llm: Any) -> str:
@@ -601,11 +627,11 @@ def _subjects_chunk(chunk, llm, settings: GlanSettings, per_discipline: int, que
         llm,
         asks,
         lambda dq: settings.prompt("subjects", subjects_prompt(dq[0], per_discipline)),
-        repairs.counting(lambda text, dq: parse_subjects(text, dq[0])),
+        repairs.counting(at_least(lambda text, dq: parse_subjects(text, dq[0]), per_discipline, "subjects")),
         settings.sampling("subjects", settings.max_tokens, chunk),
         settings.retries,
     )
-    rows, rejects, seen = [], [], {}
+    rows, rejects, seen, surplus = [], [], {}, 0
     for (d, q), r in zip(asks, res.results, strict=True):
         if isinstance(r, Reject):
             rejects.append(r.to_dict(level="subjects", discipline=d["discipline"], query=q))
@@ -616,7 +642,9 @@ def _subjects_chunk(chunk, llm, settings: GlanSettings, per_discipline: int, que
             if key not in kept and len(kept) < per_discipline:
                 kept.add(key)
                 rows.append(_subject_row(d, s))
-    return _rows_table(rows, "subjects"), rejects, Calls.of(res, repairs=repairs)
+            elif key not in kept:
+                surplus += 1
+    return _rows_table(rows, "subjects"), rejects, Calls.of(res, repairs=repairs, surplus=surplus)
 
 
 def _subject_row(d: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
@@ -644,19 +672,20 @@ def _syllabi_chunk(chunk, llm, settings: GlanSettings, sessions: int):
         llm,
         list(chunk),
         lambda s: settings.prompt("syllabi", syllabus_prompt(s, sessions)),
-        repairs.counting(lambda text, s: parse_syllabus(text, s, require_concepts=False)),
+        repairs.counting(at_least(lambda text, s: parse_syllabus(text, s, require_concepts=False), sessions, "sessions")),
         settings.sampling("syllabi", settings.max_tokens, chunk),
         settings.retries,
     )
     rejects, concept_calls = _fill_concepts(chunk, res.results, llm, settings, sessions)
-    rows = []
+    rows, surplus = [], 0
     for s, r in zip(chunk, res.results, strict=True):
         if isinstance(r, Reject):
             rejects.append(r.to_dict(level="syllabi", subject=s["subject"], subject_id=s["subject_id"]))
             continue
-        usable = [sess for sess in r[:sessions] if sess["key_concepts"]]
+        surplus += max(0, len(r) - sessions)
+        usable = [sess for sess in r[:sessions] if sess["key_concepts"]]  # the rest: syllabi/concepts rejects
         rows += [_session_row(s, n, sess) for n, sess in enumerate(usable, 1)]
-    return _rows_table(rows, "syllabi"), rejects, Calls.of(res, repairs=repairs) + concept_calls
+    return _rows_table(rows, "syllabi"), rejects, Calls.of(res, repairs=repairs, surplus=surplus) + concept_calls
 
 
 def _fill_concepts(
@@ -842,7 +871,9 @@ def run_glan(
     disciplines = table.height if start == "disciplines" else 0
     todo = LEVELS[LEVELS.index(start) + 1 :]
     runs: dict[str, LevelRun] = {}
+    parents: dict[str, pl.DataFrame] = {}  # each level's input, to check its counts against what was asked
     if "subjects" in todo:
+        parents["subjects"] = table
         runs["subjects"] = run_subjects(
             table,
             llm,
@@ -853,9 +884,11 @@ def run_glan(
         )
         table = runs["subjects"].table
     if "syllabi" in todo:
+        parents["syllabi"] = table
         runs["syllabi"] = run_syllabi(table, llm, out / "syllabi", settings, sessions=sessions)
         table = runs["syllabi"].table
     if "questions" in todo:
+        parents["questions"] = table
         runs["questions"] = run_questions(
             table, llm, out / "questions", settings, per_syllabus=questions_per_syllabus, modes=session_modes
         )
@@ -863,6 +896,9 @@ def run_glan(
     kept, dedup = dedup_questions(table, out / "questions_unique", shard_size, near_threshold)
     runs["examples"] = run_examples(kept, llm, out / "examples", settings)
     counts = _counts(out, start, disciplines, runs, dedup, settings.structured)
+    asked = {"subjects": subjects_per_discipline, "syllabi": sessions, "questions": questions_per_syllabus}
+    counts["shortfalls"] = shortfalls(parents, runs, asked)
+    counts["notes"] = glan_notes(counts)
     atomic_write_text(out / "counts.json", json.dumps(counts, indent=2, sort_keys=True))
     return counts
 
@@ -873,6 +909,7 @@ def _counts(
 ) -> dict[str, Any]:
     """The levels' counts merged: per-level outcomes and rows, LLM calls summed, rejects on disk."""
     calls = sum((r.calls for r in runs.values()), Calls())
+    rejects = [r for name in ("subjects", "syllabi", "questions", "examples") for r in level_rejects(out / name)]
     return {
         "levels": {name: r.outcome for name, r in runs.items()},
         "generated": calls.generated,
@@ -884,11 +921,50 @@ def _counts(
         "json_repair": {"answers": calls.json_answers, "repaired": calls.repaired, "constrained": structured},
         "dedup": dedup,
         **{name: r.table.height for name, r in runs.items()},
-        "rejects": sum(
-            len(level_rejects(out / name)) for name in ("subjects", "syllabi", "questions", "examples")
-        ),
+        "rejects": len(rejects),
+        "reject_reasons": dict(Counter(f"{r.get('level', '?')}: {r.get('reason', '')}" for r in rejects).most_common()),
         "deduplicated": dedup["exact"] + dedup["near"],
+        "surplus_cut": calls.surplus,
     }
+
+
+def glan_notes(counts: dict[str, Any]) -> list[str]:
+    """What the levels cut or left out, as sentences with counts (stage record and run report)."""
+    notes = []
+    for what, s in counts.get("shortfalls", {}).items():
+        if s["short"]:
+            notes.append(f"{s['short']} of {s['inputs']} inputs got fewer {what.replace('_', ' ')} than the "
+                         f"{s['asked']} asked (the answers that fell short are in the level's rejects)")
+    if counts.get("surplus_cut"):
+        notes.append(f"{counts['surplus_cut']} subjects or sessions beyond the number asked were left out")
+    if counts.get("rejects"):
+        reasons = "; ".join(f"{k}: {v}" for k, v in counts.get("reject_reasons", {}).items())
+        notes.append(f"{counts['rejects']} model answers rejected after retries ({reasons})")
+    if counts.get("deduplicated"):
+        notes.append(f"{counts['deduplicated']} duplicate questions removed (questions_unique/dropped.jsonl)")
+    return notes
+
+
+_PER = {"subjects": ("discipline_id", "subjects per discipline"), "syllabi": ("subject_id", "sessions per syllabus"),
+        "questions": ("subject_id", "questions per syllabus")}
+
+
+def shortfalls(
+    parents: dict[str, pl.DataFrame], runs: dict[str, LevelRun], asked: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Per level run: how many of its inputs (disciplines, subjects) came out with fewer rows than
+    asked. The rows that are missing are in that level's rejects (answers short of the count,
+    sessions whose concepts never came); this says how many parents it left short."""
+    out = {}
+    for level, parent in parents.items():
+        key, what = _PER[level]
+        table = runs[level].table
+        got = table.group_by(key).len() if table.height else pl.DataFrame(schema={key: pl.Utf8, "len": pl.UInt32})
+        per_parent = parent.select(key).unique().join(got, on=key, how="left")["len"].fill_null(0)
+        out[what.replace(" ", "_")] = {
+            "asked": asked[level], "inputs": per_parent.len(), "short": int((per_parent < asked[level]).sum())
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
