@@ -139,10 +139,6 @@ def _not_utf8(byte: int, offset: int | None = None) -> str:
     return f"not valid UTF-8 (byte 0x{byte:02x}{at}); re-encode the file as UTF-8"
 
 
-def _read_text(path: Path, strict_encoding: bool = True) -> str:
-    return _decode(path, _read_bytes(path), strict_encoding)
-
-
 def _decode(path: Path, data: bytes, strict_encoding: bool = True) -> str:
     """The file as text. Strict: bytes that are not UTF-8 are fatal (naming line and byte offset).
     Lenient: each such byte becomes a lone surrogate (``surrogateescape``), so the readers can
@@ -162,7 +158,7 @@ def _decode(path: Path, data: bytes, strict_encoding: bool = True) -> str:
 
 def _bad_byte(text: str, start: int = 0, end: int | None = None) -> tuple[int, int] | None:
     """(byte value, byte offset in ``text`` encoded back) of the first byte that was not UTF-8
-    in ``text[start:end]`` as decoded by :func:`_read_text` (lenient), or None."""
+    in ``text[start:end]`` as decoded by :func:`_decode` (lenient), or None."""
     m = _ESCAPED_BYTE.search(text, start, len(text) if end is None else end)
     if m is None:
         return None
@@ -215,7 +211,7 @@ def _iter_json_array(path: Path, text: str, bom: int = 0) -> Iterator[_Record]:
     """Elements of a top-level JSON array, each with the line it starts on.
 
     Decoded element by element (``raw_decode``) so a reject can name its line. A malformed
-    array cannot be re-synchronised, so it is fatal. ``text`` from :func:`_read_text` (lenient):
+    array cannot be re-synchronised, so it is fatal. ``text`` from :func:`_decode` (lenient):
     a record holding a byte that is not UTF-8 becomes a reject (``bom``: bytes before ``text``).
     """
     decoder = json.JSONDecoder()
