@@ -146,7 +146,7 @@ def collect(cfg: PipelineConfig, run: RunFolder) -> dict[str, Any]:
         bad: list[dict[str, Any]] = []
         per_source[str(path)] = 0
         for part in iter_examples(resolve_path(path), strict_encoding=cfg.io.strict_encoding,
-                                  chunk_rows=max(cfg.run.shard_size, 10_000)):
+                                  chunk_rows=10_000):
             out.add(part.table.select(CORE_COLUMNS))
             per_source[str(path)] += part.table.height
             bad += part.rejects
