@@ -401,11 +401,16 @@ def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -
     from pipelines.export import export_dataset, push_to_hub
 
     t0 = time.perf_counter()
-    selected = pl.read_parquet(run.selected)
-    table = selected if cfg.export.include_dropped else selected.filter(pl.col("keep"))
+    # The card reads keep, scores, source and meta of every row: not the texts, which only the
+    # exported rows need (one copy of them in memory, not two).
+    texts = {"instruction", "context", "response", "embedding"}
+    selected = pl.read_parquet(run.selected, columns=[c for c in pl.read_parquet_schema(run.selected)
+                                                      if c not in texts])
+    rows = pl.scan_parquet(run.selected)
+    table = rows.collect() if cfg.export.include_dropped else rows.filter(pl.col("keep")).collect()
     if cfg.transform.refusal_aware.enabled:  # the kept rows as the transform wrote them (+ dropped ones as they were)
-        parts = [read_shards(run.transformed)] + ([selected.filter(~pl.col("keep"))] if cfg.export.include_dropped else [])
-        table = pl.concat(parts, how="diagonal_relaxed")
+        dropped = [rows.filter(~pl.col("keep")).collect()] if cfg.export.include_dropped else []
+        table = pl.concat([read_shards(run.transformed), *dropped], how="diagonal_relaxed")
     card_info = {
         "config": cfg.model_dump(mode="json"),
         "models": models_per_stage(cfg, records),
