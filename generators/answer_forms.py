@@ -14,6 +14,7 @@ rejects file and counted per reason):
 | task type                  | form                                                                |
 |----------------------------|---------------------------------------------------------------------|
 | every type                 | not the task itself (``"answer repeats the question"``)             |
+| ynqa (the task)            | a yes/no question (:func:`check_task`; mcqa: distinct options)      |
 | ynqa, paraphrase_id, te    | Yes or No. A leading "Yes"/"No" followed by punctuation or nothing  |
 |                            | (``"Yes, because ..."``, ``"No."``) is **normalised to the bare     |
 |                            | label**; any other answer (prose, "No one knows") is rejected.      |
@@ -120,6 +121,30 @@ def _label(task_type: str, answer: str) -> str | Reject:
         if word.startswith(stem):
             return label
     return Reject(f"{task_type} answer is not one of: {', '.join(dict.fromkeys(LABELS[task_type].values()))}")
+
+
+_AUX = (
+    r"(?:is|are|was|were|do|does|did|can|could|will|would|should|shall|has|have|had|may|might|must)"
+    r"(?:n't|\s+not)?"
+)
+_YES_NO_QUESTION = re.compile(rf"(?:^|[.!?:;,\n]\s*|\bthat\s+|\bwhether\s+){_AUX}\b[^.?!]*\?", re.I)
+
+
+def check_task(task_type: str, task: str) -> Reject | None:
+    """A Reject when the task itself cannot have its type's answer form, else None: a yes/no task
+    (ynqa) must ask a yes/no question (a clause opening with an auxiliary verb and ending in "?",
+    or an explicit "yes or no"); a multiple-choice task must offer at least two distinct options."""
+    if task_type == "ynqa" and not (
+        _YES_NO_QUESTION.search(task) or re.search(r"\byes\s+or\s+no\b", task, re.I)
+    ):
+        return Reject("yes/no task is not a yes/no question")
+    if task_type == "mcqa":
+        offered = options(task)
+        if not offered:
+            return Reject("multiple-choice task offers no options (A. ... B. ...)")
+        if len({_bare(v) for v in offered.values()}) < len(offered):
+            return Reject("multiple-choice task repeats an option")
+    return None
 
 
 def check_form(task_type: str, answer: str, task: str, passage: str) -> str | Reject:

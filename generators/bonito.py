@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from generators.answer_forms import check_form, is_span  # noqa: F401 (is_span: re-exported)
+from generators.answer_forms import check_form, check_task, is_span  # noqa: F401 (is_span: re-exported)
 from generators.dedup import dedup_rows
 from generators.levels import (
     derive_seed,
@@ -116,6 +116,9 @@ def parse_bonito(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
     if is_refusal(response):
         return Reject("refusal", text)
     task = template.replace(CONTEXT, "").strip()
+    bad_task = check_task(task_type(item["task_type"]), task)
+    if bad_task is not None:
+        return Reject(bad_task.reason, text)
     formed = check_form(task_type(item["task_type"]), response, task, item["text"])
     if isinstance(formed, Reject):
         return Reject(formed.reason, text)
@@ -261,6 +264,9 @@ def parse_chat(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
         return Reject("copies the worked example", text)
     if len(normalise_text(task)) > 40 and normalise_text(task) in normalise_text(item["text"]):
         return Reject("task is a copy of the passage", text)
+    bad_task = check_task(item["task_type"], task)
+    if bad_task is not None:
+        return Reject(bad_task.reason, text)
     if answer is None or not answer.strip():
         return {"template": task, "response": None}
     checked = check_answer(answer, item, text, task)

@@ -261,3 +261,34 @@ def test_glan_counts_shortfalls_and_surplus_and_says_so(tmp_path):
     notes = " | ".join(counts["notes"])
     assert "2 of 2 inputs got fewer sessions per syllabus than the 2 asked" in notes
     assert "1 subjects or sessions beyond the number asked were left out" in notes
+
+
+@pytest.mark.parametrize(
+    "task, ok",
+    [
+        ("Does the ferry leave in the morning?", True),
+        ("According to the passage, is a student ticket cheaper?", True),
+        ("Do these two sentences mean the same? Answer yes or no.", True),
+        ("What happens to the ferry in winter?", False),  # what the embedded model wrote for ynqa
+        ("The ferry leaves at 7:15.", False),
+        ("How to sort a list of strings in Python?", False),
+    ],
+)
+def test_a_yes_no_task_must_ask_a_yes_no_question(task, ok):
+    from generators.answer_forms import check_task
+
+    assert (check_task("ynqa", task) is None) == ok
+    parsed = parse_chat(f"Task: {task}\nAnswer: Yes", _item("ynqa"))
+    assert (
+        (parsed == {"template": task, "response": "Yes"})
+        if ok
+        else parsed.reason == "yes/no task is not a yes/no question"
+    )
+
+
+def test_a_multiple_choice_task_with_a_repeated_option_is_rejected():
+    task = "On what day?\nA. Monday\nB. Friday\nC. Monday\nD. Every day"
+    assert (
+        parse_chat(f"Task: {task}\nAnswer: B", _item("mcqa")).reason
+        == "multiple-choice task repeats an option"
+    )
