@@ -399,18 +399,12 @@ def generator_settings(cfg: PipelineConfig) -> dict[str, Any]:
 
 def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -> dict[str, Any]:
     from pipelines.export import export_dataset, push_to_hub
+    from pipelines.export_stream import TEXT_COLUMNS, export_selected
 
     t0 = time.perf_counter()
-    # The card reads keep, scores, source and meta of every row: not the texts, which only the
-    # exported rows need (one copy of them in memory, not two).
-    texts = {"instruction", "context", "response", "embedding"}
+    # The card reads keep, scores, source and meta of every row: not the texts.
     selected = pl.read_parquet(run.selected, columns=[c for c in pl.read_parquet_schema(run.selected)
-                                                      if c not in texts])
-    rows = pl.scan_parquet(run.selected)
-    table = rows.collect() if cfg.export.include_dropped else rows.filter(pl.col("keep")).collect()
-    if cfg.transform.refusal_aware.enabled:  # the kept rows as the transform wrote them (+ dropped ones as they were)
-        dropped = [rows.filter(~pl.col("keep")).collect()] if cfg.export.include_dropped else []
-        table = pl.concat([read_shards(run.transformed), *dropped], how="diagonal_relaxed")
+                                                      if c not in TEXT_COLUMNS])
     card_info = {
         "config": cfg.model_dump(mode="json"),
         "models": models_per_stage(cfg, records),
@@ -419,12 +413,21 @@ def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -
         "stages": records,
         "fingerprint": cfg.fingerprint(),
     }
-    paths = export_dataset(table, run.dataset, card_info=card_info, selected=selected,
-                           test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
+    if cfg.transform.refusal_aware.enabled:  # the kept rows as the transform wrote them (+ dropped ones as they were)
+        rows = pl.scan_parquet(run.selected)
+        dropped = [rows.filter(~pl.col("keep")).collect()] if cfg.export.include_dropped else []
+        table = pl.concat([read_shards(run.transformed), *dropped], how="diagonal_relaxed")
+        paths = export_dataset(table, run.dataset, card_info=card_info, selected=selected,
+                               test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
+        n_out = table.height
+    else:  # batch by batch from the selection file (pipelines.export_stream): the same files
+        paths, n_out = export_selected(run.selected, run.dataset, card_info=card_info,
+                                       include_dropped=cfg.export.include_dropped,
+                                       test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
     pushed = None
     if cfg.export.push_to_hub:
         pushed = push_to_hub(run.dataset, cfg.export.push_to_hub, private=cfg.export.private)
-    return _record(run, "export", t0, rows_in=selected.height, rows_out=table.height,
+    return _record(run, "export", t0, rows_in=selected.height, rows_out=n_out,
                    outputs={k: str(v) for k, v in paths.items()}, pushed=pushed)
 
 

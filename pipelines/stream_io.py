@@ -133,7 +133,7 @@ class ShardWriter:
         self.rows += table.height
         while self._buffered >= self.shard_size:
             whole = pl.concat(self._buffer, how="vertical")
-            atomic_write_parquet(whole.slice(0, self.shard_size), shard_path(self.folder, self.shards))
+            atomic_write_parquet(whole.slice(0, self.shard_size).rechunk(), shard_path(self.folder, self.shards))
             self.shards += 1
             rest = whole.slice(self.shard_size)
             self._buffer, self._buffered = [rest], rest.height
@@ -142,7 +142,7 @@ class ShardWriter:
         """Write the last (partial) shard; an empty input still gets one shard. Returns the shard count."""
         if self._buffered or self.shards == 0:
             whole = pl.concat(self._buffer, how="vertical") if self._buffer else pl.DataFrame()
-            atomic_write_parquet(whole, shard_path(self.folder, self.shards))
+            atomic_write_parquet(whole.rechunk(), shard_path(self.folder, self.shards))
             self.shards += 1
         self._buffer, self._buffered = [], 0
         for path in list_shards(self.folder):

@@ -104,3 +104,38 @@ def test_export_by_slice_and_from_shards_gives_the_same_files(tmp_path, monkeypa
     again = ex._write_split(rows, tmp_path / "again", shard_rows=4)
     assert (again["hf"] / "state.json").read_bytes() == (paths["hf"] / "state.json").read_bytes()
     assert not list((tmp_path / "out").glob(".hf-cache.*"))
+
+
+@pytest.mark.parametrize(("include_dropped", "test_fraction"), [(False, 0.0), (False, 0.3), (True, 0.25)])
+def test_export_selected_by_batch_equals_export_dataset(tmp_path, include_dropped, test_fraction):
+    import datasets
+
+    from pipelines.export import export_dataset
+    from pipelines.export_stream import export_selected
+    from pipelines.schema import make_example, to_table
+
+    n = 37
+    table = to_table([make_example(f"question {i}", f"answer {i}", context="ctx" if i % 2 else "",
+                                   source=f"src{i % 3}", meta={"task_type": f"t{i % 2}"}) for i in range(n)])
+    table = table.with_columns(pl.Series("score_x", [i / 7 for i in range(n)]),
+                               pl.Series("keep", [i % 4 != 0 for i in range(n)]),
+                               pl.Series("dropped_by", [None if i % 4 else "top_k" for i in range(n)], dtype=pl.Utf8))
+    path = tmp_path / "all.parquet"
+    table.write_parquet(path, row_group_size=5)
+    info = {"title": "t", "fingerprint": "abc"}
+    rows = table if include_dropped else table.filter(pl.col("keep"))
+    a = export_dataset(rows, tmp_path / "a", card_info=info, shard_rows=6, selected=table,
+                       test_fraction=test_fraction, seed=3)
+    b, count = export_selected(path, tmp_path / "b", card_info=info, include_dropped=include_dropped, shard_rows=6,
+                               test_fraction=test_fraction, seed=3, batch_rows=4)
+    assert count == rows.height and a.keys() == b.keys()
+    for key in a:
+        if key in ("jsonl", "test_jsonl", "card"):
+            assert a[key].read_bytes() == b[key].read_bytes(), key
+        elif key.endswith("parquet"):
+            pa_, pb = sorted(a[key].glob("*.parquet")), sorted(b[key].glob("*.parquet"))
+            assert len(pa_) == len(pb) and all(pl.read_parquet(x).equals(pl.read_parquet(y)) for x, y in zip(pa_, pb, strict=True))
+        elif key.endswith("hf"):
+            da, db = datasets.load_from_disk(str(a[key])), datasets.load_from_disk(str(b[key]))
+            assert da.features == db.features and da.to_list() == db.to_list()
+    assert sorted(p.name for p in (tmp_path / "b" / "plots").iterdir()) == ["score_x.png"]
