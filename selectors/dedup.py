@@ -39,7 +39,7 @@ _EXACT_SEEDS = (0x5EED1, 0x5EED2)
 _WORD_SEED = 0x5EED3
 _EMPTY = np.uint32(0xFFFFFFFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_CHUNK = 20_000  # rows per signature batch (bounds the temporary shingle arrays)
+_CHUNK = 5_000  # rows per signature batch (bounds the temporary shingle arrays)
 
 
 def row_texts(table: pl.DataFrame, fields: Sequence[str] = TEXT_FIELDS) -> list[str]:
@@ -216,15 +216,14 @@ def decide(
         pos = np.flatnonzero(alive)
         bands = state.bands[rows[pos]]
         nb = bands.shape[1]
-        long = pl.DataFrame({
-            "p": np.repeat(pos, nb),
-            "b": np.tile(np.arange(nb, dtype=np.int64), pos.size),
-            "h": bands.ravel(),
-        })
-        multi = long.filter(pl.len().over("b", "h") > 1)
-        if multi.height:
-            pairs = (multi.join(multi, on=["b", "h"], suffix="_e").filter(pl.col("p_e") < pl.col("p"))
-                     .select("p", "p_e").unique().sort("p", "p_e")
+        found = []
+        for b in range(nb):  # one band at a time: memory stays O(rows), not O(rows x bands)
+            multi = pl.DataFrame({"p": pos, "h": bands[:, b]}).filter(pl.len().over("h") > 1)
+            if multi.height:
+                found.append(multi.join(multi, on="h", suffix="_e").filter(pl.col("p_e") < pl.col("p"))
+                             .select("p", "p_e"))
+        if found:
+            pairs = (pl.concat(found).unique().sort("p", "p_e")
                      .group_by("p", maintain_order=True).agg(pl.col("p_e")))
             kept = alive.copy()
             for p, cands in zip(pairs["p"].to_list(), pairs["p_e"].to_list(), strict=True):
