@@ -9,8 +9,9 @@ rubric in :data:`RUBRIC`. Any backend can judge: a stronger model behind ``opena
 (``score.judge.backend/model/base_url``) or the embedded one. The answer format is strict: JSON
 ``{"rating": N}`` or a line ``Rating: N`` with N in 1..5; a backend with constrained decoding is
 given the JSON schema. An answer that does not parse is asked again (greedy first, then sampled
-with new seeds) at most ``retries`` times; rows that never parse keep a null score and go to
-rejects with the raw answer. Higher is better, so ``top_k`` / ``threshold min`` use it directly.
+with new seeds) at most ``retries`` times (pipelines.llm.retry.generate_parsed, as the generators
+do); rows that never parse, or whose request failed for good, keep a null score and go to
+rejects with the reason and the raw answer. Higher is better, so ``top_k`` / ``threshold min`` use it directly.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import polars as pl
 
 from pipelines.llm.base import Messages, Sampling
+from pipelines.llm.retry import Reject, generate_parsed
 from pipelines.schema import user_content
 
 COLUMN = "score_judge"
@@ -95,34 +97,19 @@ def judge_rows(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> Judged:
-    """Rate every row of ``table`` (instruction, context, response, id) with ``llm.generate``."""
-    prompts = [judge_prompt(i, c, r) for i, c, r in
-               zip(table["instruction"], table["context"], table["response"], strict=True)]
-    out = Judged([None] * table.height)
-    last: dict[int, tuple[str, str]] = {}
-    pending = list(range(table.height))
-    schema = SCHEMA if getattr(llm, "structured_output", False) else None
-    for attempt in range(retries + 1):
-        if not pending:
-            break
-        # Greedy first (the judge's own best answer); a retry samples, so it can differ.
-        sampling = Sampling(temperature=0.0 if attempt == 0 else 0.7, top_p=0.95, max_tokens=max_tokens,
-                            seed=seed + 7919 * attempt, json_schema=schema)
-        texts = llm.generate([prompts[i] for i in pending], sampling, progress=progress)
-        out.calls += len(texts)
-        out.retried += len(pending) if attempt else 0
-        still = []
-        for i, text in zip(pending, texts, strict=True):
-            try:
-                out.scores[i] = parse_rating(text)
-            except ValueError as e:
-                last[i] = (str(e), text)
-                still.append(i)
-        pending = still
-    ids = table["id"].to_list()
-    for i in pending:
-        reason, raw = last[i]
-        out.rejects.append({"id": ids[i], "stage": "score", "score": "judge", "reason": reason,
-                            "raw": raw[:_RAW_CHARS], "attempts": retries + 1})
-    return out
+    """Rate every row of ``table`` (instruction, context, response, id) through ``llm``.
 
+    Greedy first (the judge's own best answer); a re-ask samples, so it can differ. A request that
+    fails for good (an endpoint down) is a reject of its row, like an answer that never parses."""
+    rows = list(zip(table["instruction"], table["context"], table["response"], strict=True))
+    schema = SCHEMA if getattr(llm, "structured_output", False) else None
+    sampling = Sampling(temperature=0.0, top_p=0.95, max_tokens=max_tokens, seed=seed, json_schema=schema)
+    res = generate_parsed(llm, rows, lambda r: judge_prompt(*r), lambda text, _: parse_rating(text),
+                          sampling, retries=retries, progress=progress, retry_temperature=0.7)
+    out = Judged([None if isinstance(r, Reject) else r for r in res.results], calls=res.generated,
+                 retried=res.retried)
+    for row_id, r in zip(table["id"], res.results, strict=True):
+        if isinstance(r, Reject):
+            out.rejects.append({**r.to_dict(id=row_id, stage="score", score="judge"),
+                                "raw": r.raw[:_RAW_CHARS]})
+    return out

@@ -125,3 +125,18 @@ def test_score_stage_writes_score_judge_rejects_and_counts(tmp_path):
         assert [p.stat().st_mtime_ns for p in list_shards(run.scored)] == mtimes
     selected = stages.select(cfg, run)
     assert selected["rows_out"] == 2  # ratings 3 and 5; the null is not kept by a min threshold
+
+
+def test_a_judge_request_that_fails_for_good_is_a_reject_not_a_crash():
+    from pipelines.llm.openai_backend import RequestFailed
+
+    class DownForOneRow(ScriptedJudge):
+        def generate_results(self, prompts, sampling, progress=None):
+            texts = self.generate(prompts, sampling)
+            return [RequestFailed(i, "Service Unavailable", status=503, attempts=6) if t == "DOWN" else t
+                    for i, t in enumerate(texts)]
+
+    judged = judge_rows(_table(["a", "b"]), DownForOneRow({"a": ["Rating: 4"], "b": ["DOWN"]}))
+    assert judged.scores == [4, None]
+    (reject,) = judged.rejects
+    assert reject["reason"] == "llm request failed: HTTP 503" and reject["http_attempts"] == 6
