@@ -42,6 +42,7 @@ from prefect.filesystems import LocalFileSystem  # noqa: E402
 from flows import stages  # noqa: E402
 from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 from flows.run_folder import RunFolder  # noqa: E402
+from flows.run_lock import RunFolderBusy  # noqa: E402
 from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
 from pipelines.llm import BACKENDS  # noqa: E402
 
@@ -242,6 +243,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dask-workers", type=int, default=2, help="workers of a local Dask cluster")
     ap.add_argument("--serve", action="store_true", help="serve the flow as a scheduled deployment")
     ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (cron syntax)")
+    ap.add_argument("--wait-lock", action="store_true",
+                    help="if another process works in the run folder, wait for it instead of refusing")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return ap.parse_args(argv)
 
@@ -305,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         serve(make_deployment(runnable, cfg, args.cron))
         return 0
     try:
+        lock = run.lock(wait=args.wait_lock).acquire()  # before any stage; freed on exit or death
+    except (RunFolderBusy, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
         result = runnable(config=cfg.model_dump(mode="json"))
     except Exception as e:  # noqa: BLE001 -- one clear line; the traceback is in the run log
         logging.getLogger("flows.build_dataset").debug("build_dataset failed", exc_info=True)
@@ -312,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: {what}\nfull log: {run.log}\nrun folder (kept; the same command resumes): "
               f"{run.root}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     print("\n=== build_dataset finished ===")
     print(stage_table(result["stages"]))
     print(f"run folder: {result['run_dir']}")

@@ -10,6 +10,7 @@ Layout::
     .config-fingerprint     the config's fingerprint: a folder belongs to one config
     .run-token              random id per folder life, part of every Prefect cache key
     .prefect-results/       Prefect's persisted task results (the cache behind resume)
+    .lock                   held (flock) by the process working in the folder; names its pid and host
     run.log                 every log line of the runs in this folder, with tracebacks
     generate_taxonomy/      GLAN levels (subjects, syllabi, questions, examples/ shards, rejects)
     generate_text/          Bonito output (examples/ shards, rejects)
@@ -207,6 +208,13 @@ class RunFolder:
         if not token.exists():
             atomic_write_text(token, uuid.uuid4().hex)
         return token.read_text().strip()
+
+    def lock(self, wait: bool = False):
+        """``with run.lock(): ...``: hold ``.lock`` (pid, host) so no second process works in this
+        folder; a lock of a killed process is free again (flows/run_lock.py)."""
+        from flows.run_lock import RunLock
+
+        return RunLock(self.root, wait=wait)
 
     def saved_config_json(self) -> str:
         if not self.config_file.exists():

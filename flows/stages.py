@@ -491,12 +491,15 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=[*STAGES, "report"], help="the stage to (re)run")
     ap.add_argument("run_dir", help="an existing run folder (made by python -m flows.build_dataset)")
+    ap.add_argument("--wait-lock", action="store_true",
+                    help="if another process works in the run folder, wait for it instead of refusing")
     args = ap.parse_args(argv)
     run = RunFolder(Path(args.run_dir))
     try:
         cfg = PipelineConfig.model_validate_json(run.saved_config_json())
-        record = run_stage(args.stage, run, cfg)
-    except (ValueError, FileNotFoundError) as e:
+        with run.lock(wait=args.wait_lock):
+            record = run_stage(args.stage, run, cfg)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     shown = {k: v for k, v in record.items() if k in ("stage", "rows_in", "rows_out", "rejects", "seconds")}
