@@ -45,6 +45,7 @@ from flows.run_folder import RunFolder  # noqa: E402
 from flows.run_lock import RunFolderBusy  # noqa: E402
 from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
 from pipelines.llm import BACKENDS  # noqa: E402
+from pipelines.shards import WriteError  # noqa: E402
 
 CACHE = INPUTS + TASK_SOURCE
 LLM_RETRIES = dict(retries=2, retry_delay_seconds=[10, 60])
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         result = runnable(config=cfg.model_dump(mode="json"))
     except Exception as e:  # noqa: BLE001 -- one clear line; the traceback is in the run log
         logging.getLogger("flows.build_dataset").debug("build_dataset failed", exc_info=True)
-        what = str(e) if isinstance(e, ValueError | FileNotFoundError) else f"{type(e).__name__}: {e}"
+        what = str(e) if isinstance(e, ValueError | FileNotFoundError | WriteError) else f"{type(e).__name__}: {e}"
         print(f"\nerror: {what}\nfull log: {run.log}\nrun folder (kept; the same command resumes): "
               f"{run.root}", file=sys.stderr)
         return 1
