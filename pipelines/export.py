@@ -493,22 +493,33 @@ def push_to_hub(
             f"{repo_id} exists and is public; refusing to push with private=True "
             "(make it private on the Hub, or pass private=False to publish)"
         )
-    commit = ds.push_to_hub(repo_id, private=private, token=token, commit_message="Upload dataset")
+    # Two commits; a rerun after either fails pushes both again: datasets writes the same shard
+    # names (replacing, not adding, files) and the card commit replaces README.md.
+    rerun = "run the same command again to finish the push (it replaces, never duplicates, files)"
+    try:
+        commit = ds.push_to_hub(repo_id, private=private, token=token, commit_message="Upload dataset")
+    except Exception as e:
+        raise RuntimeError(f"pushing the dataset to {repo_id} failed ({type(e).__name__}: {e}); {rerun}") from e
     if card_text:
         # datasets just wrote README.md with the YAML header (features, splits, data files); keep
         # that header and replace the body with our prose.
-        readme = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=commit.oid)
-        card = DatasetCard(Path(readme).read_text(encoding="utf-8"))
-        card.text = card_text
-        commit = api.create_commit(
-            repo_id,
-            operations=[
-                CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8"))
-            ],
-            commit_message="Dataset card",
-            repo_type="dataset",
-            parent_commit=commit.oid,
-        )
+        try:
+            readme = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=commit.oid)
+            card = DatasetCard(Path(readme).read_text(encoding="utf-8"))
+            card.text = card_text
+            commit = api.create_commit(
+                repo_id,
+                operations=[
+                    CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8"))
+                ],
+                commit_message="Dataset card",
+                repo_type="dataset",
+                parent_commit=commit.oid,
+            )
+        except Exception as e:
+            raise RuntimeError(
+                f"pushing the dataset card to {repo_id} failed ({type(e).__name__}: {e}); the data is on "
+                f"the Hub (commit {commit.oid}) without the card's prose; {rerun}") from e
     return {
         "repo_id": repo_id,
         "url": f"{api.endpoint}/datasets/{repo_id}",
