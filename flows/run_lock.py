@@ -19,7 +19,7 @@ import json
 import os
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 LOCK_NAME = ".lock"
@@ -65,7 +65,7 @@ class RunLock:
                         f"(or pass --wait-lock), or use another --run-name") from None
                 time.sleep(self.poll_s)
         info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd

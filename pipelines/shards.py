@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+KILL_AT_ENV = "INSTRUCT_FORGE_KILL_AT"
+_kill_counts: dict[str, int] = {}
+
+
+def crash_point(path: Path) -> None:
+    """Crash-test hook, off unless ``INSTRUCT_FORGE_KILL_AT=<part>:<n>`` is set: the process
+    SIGKILLs itself right after its n-th finished atomic write to a path containing ``<part>``
+    (e.g. ``scored/:2`` after the second scored shard, ``dataset/:1`` mid-export). Every output
+    goes through these writers, so a test can stop a run at a chosen point of any stage and check
+    that the restart resumes to the same bytes (tests/test_crash_resume.py)."""
+    spec = os.environ.get(KILL_AT_ENV)
+    if not spec:
+        return
+    part, _, n = spec.rpartition(":")
+    if part and part in str(path):
+        _kill_counts[part] = _kill_counts.get(part, 0) + 1
+        if _kill_counts[part] == int(n):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class WriteError(OSError):
@@ -49,6 +69,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        crash_point(path)
     except BaseException as e:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -71,6 +92,7 @@ def atomic_write_parquet(table: pl.DataFrame, path: Path) -> None:
         # No statistics timestamps: identical tables give byte-identical files.
         table.write_parquet(tmp, compression="zstd", statistics=False)
         os.replace(tmp, path)
+        crash_point(path)
     except BaseException as e:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
