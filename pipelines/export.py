@@ -361,7 +361,9 @@ def _selection_card(selected: pl.DataFrame, plots: Mapping[str, str]) -> list[st
 def usage_card(stages: list[Mapping[str, Any]]) -> list[str]:
     """The card's token section: model tokens, calls, retries and failures per stage and in
     total (cost when model.price_per_million is set), from the stage records' ``usage``. No
-    seconds: the card depends on what was made, not on how long it took."""
+    seconds: the card depends on what was made, not on how long it took. The tokens are what the
+    run spent, attempts cut short by a crash included, so after a resumed crash this section (and
+    only this one) differs from an undisturbed run's card."""
     return usage_section(stages, title="## Model tokens used", with_seconds=False)
 
 
