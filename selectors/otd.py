@@ -42,8 +42,8 @@ Measured (benchmarks.selection, CPU shared with two other jobs, one target, one 
 ``--targets dialogue_summarization --pool-rows 500 --seeds 3 --arms otd,target_sim,color,random10
 --no-whole-pool --big-fraction 0`` (16 LoRA steps, 10% picks): held-out loss otd 2.5052,
 target_sim 2.4720, CoLoR-sum 2.5039, random 10% mean 2.6310 (2.5806-2.7202, 3 seeds), base
-2.5877: otd_vs_random10=0.9522, otd_vs_target_sim=1.0134. GOT-D beat random by more than the
-seeds' spread's lower end but not target_sim; the QA target was not run.
+2.5877: otd_vs_random10=0.9522, otd_vs_target_sim=1.0134. GOT-D beat every random seed but not
+target_sim (one split, no seeds for the ranked arms); the QA target was not run.
 """
 
 from __future__ import annotations
