@@ -50,7 +50,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -607,7 +607,12 @@ def read_examples(
     if not records:
         raise InputError(path, "empty: no records to read")
     fmt = _decide_format(path, records, fmt)
-    source = source if source is not None else str(path)
+    return convert_records(path, records, fmt, source if source is not None else str(path))
+
+
+def convert_records(path: Path, records: Sequence[_Record], fmt: str, source: str) -> ReadResult:
+    """Records of one file in a known format -> examples, with a reject for each bad record
+    (read_examples for a whole file, pipelines.stream_io for each chunk of one)."""
     rows, rejects = [], []
     for rec in records:
         if rec.parse_error:

@@ -16,7 +16,6 @@ array, Parquet, a saved HF dataset) and ``strict_encoding`` read through
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,15 +26,12 @@ from pipelines.io import (
     _DETECT_RECORDS,
     InputError,
     ReadResult,
-    RowError,
     _decide_format,
     _iter_jsonl,
     _Record,
-    _reject,
+    convert_records,
     iter_records,
-    to_example,
 )
-from pipelines.schema import to_table
 from pipelines.shards import atomic_write_parquet, list_shards, shard_path
 
 BLOCK_BYTES = 16 << 20  # JSON lines read per block
@@ -94,24 +90,7 @@ def iter_examples(
     source = source if source is not None else str(path)
     stream = itertools.chain(head, records)
     while chunk := list(itertools.islice(stream, chunk_rows)):
-        rows, rejects = [], []
-        for rec in chunk:
-            if rec.parse_error:
-                rejects.append(_reject(path, rec, rec.error_field, rec.parse_error))
-                continue
-            try:
-                rows.append(to_example(rec.value, fmt, source))
-            except RowError as e:
-                rejects.append(_reject(path, rec, e.field, e.reason))
-        counts = {
-            "records": len(chunk),
-            "examples": len(rows),
-            "rejects": len(rejects),
-            "rejects_by_reason": dict(
-                Counter(f"{r['field']}: {r['reason']}" if r["field"] else r["reason"] for r in rejects)
-            ),
-        }
-        yield ReadResult(to_table(rows), rejects, counts, fmt)
+        yield convert_records(path, chunk, fmt, source)
 
 
 class ShardWriter:
