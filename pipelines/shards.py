@@ -17,6 +17,7 @@ import re
 import signal
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,18 +61,17 @@ def _write_error(path: Path, e: OSError) -> OSError:
     return WriteError(e.errno, e.strerror or str(e), str(path))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path``, fsync, rename: ``path`` is whole or absent. A failed
-    write (disk full, read-only folder) leaves neither a partial file nor the temp file, and
-    raises WriteError naming ``path``."""
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[str]:
+    """A temp file beside ``path`` to write; on success it is renamed to ``path`` (whole or absent).
+    A failed write (disk full, read-only folder) leaves neither a partial file nor the temp file,
+    and raises WriteError naming ``path``."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        yield tmp
         os.replace(tmp, path)
         crash_point(path)
     except BaseException as e:
@@ -80,6 +80,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(e, OSError):
             raise _write_error(path, e) from e
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside ``path``, fsync, rename (see :func:`_atomic_target`)."""
+    with _atomic_target(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -88,21 +96,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_parquet(table: pl.DataFrame, path: Path) -> None:
     """As atomic_write_bytes, for a Parquet file."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+    with _atomic_target(path) as tmp:
         # No statistics timestamps: identical tables give byte-identical files.
         table.write_parquet(tmp, compression="zstd", statistics=False)
-        os.replace(tmp, path)
-        crash_point(path)
-    except BaseException as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise _write_error(path, e) from e
-        raise
 
 
 def atomic_write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
