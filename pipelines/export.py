@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
+from pipelines.hf_disk import atomic_save_to_disk, save_parquet_shards_to_disk
 from pipelines.io import FORMATS
 from pipelines.report import (
     decontamination_section,
@@ -157,26 +157,14 @@ def _write_split(rows: pl.DataFrame, out: Path, shard_rows: int) -> dict[str, Pa
 
 
 def _save_hf_from_shards(rows: pl.DataFrame, parquet_dir: Path, hf_dir: Path) -> None:
-    """The HF dataset built from the Parquet shards just written (memory-mapped through a cache
-    folder that is removed after), not from the in-memory table: same features and rows as
-    :func:`to_hf_dataset`, without holding a second and third copy of the rows."""
+    """The HF dataset streamed from the Parquet shards just written, a record batch at a time (not
+    from the in-memory table, and not through a memory-mapped copy, whose pages all become resident
+    on save): the same features and rows as :func:`to_hf_dataset`."""
     import datasets
 
     schema = pa.schema([pa.field(f.name, _plain_type(f.type)) for f in rows.head(0).to_arrow().schema])
-    shards = [str(p) for p in sorted(parquet_dir.glob(SHARD_GLOB))]
-    with tempfile.TemporaryDirectory(dir=hf_dir.parent, prefix=".hf-cache.") as cache:
-        ds = datasets.Dataset.from_parquet(shards, features=datasets.Features.from_arrow_schema(schema),
-                                           cache_dir=cache, keep_in_memory=False)
-        # As from an in-memory table: no split name, fingerprint = hash of the content (the shards are
-        # byte-identical for identical rows), so a re-export writes identical files.
-        digest = hashlib.blake2b(digest_size=8)
-        for p in shards:
-            with open(p, "rb") as f:
-                while block := f.read(1 << 20):
-                    digest.update(block)
-        ds._split, ds._fingerprint = None, digest.hexdigest()
-        atomic_save_to_disk(ds, hf_dir)
-        del ds
+    shards = sorted(parquet_dir.glob(SHARD_GLOB))
+    save_parquet_shards_to_disk(shards, datasets.Features.from_arrow_schema(schema), hf_dir)
 
 
 def _write_jsonl_by_slice(rows: pl.DataFrame, path: Path) -> None:
@@ -224,24 +212,6 @@ def to_hf_dataset(rows: pl.DataFrame) -> datasets.Dataset:
 
 def _save_hf(rows: pl.DataFrame, hf_dir: Path) -> None:
     atomic_save_to_disk(to_hf_dataset(rows), hf_dir)
-
-
-def atomic_save_to_disk(ds: datasets.Dataset, path: Path) -> None:
-    """``ds.save_to_disk(path)``, atomically.
-
-    save_to_disk writes a folder file by file: build it in a temp folder beside the target (same
-    file system, so the renames are atomic) and swap it in, so a killed write leaves either the
-    old folder or the new one, never a half-written one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        ds.save_to_disk(str(tmp / "ds"))
-        if path.exists():
-            os.replace(path, tmp / "old")  # removed with tmp below
-        os.replace(tmp / "ds", path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -422,3 +422,36 @@ def test_export_with_a_test_split_writes_both_and_pushes_both(tmp_path, monkeypa
     assert pushed == ["data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet"]
     shard = pq.read_table(io.BytesIO(hub.files["data/test-00000-of-00001.parquet"]))
     assert sorted(shard.column("id").to_pylist()) == sorted(test["id"])
+
+
+def test_hf_folder_streamed_from_shards_loads_the_same_rows_in_several_files(tmp_path, monkeypatch):
+    """The bounded-memory HF writer: rows in shard order, split into files by size, same bytes on a
+    rerun, and an empty shard list still gives a typed empty dataset."""
+    import datasets
+
+    import pipelines.hf_disk as hf_disk
+    from pipelines.export import to_hf_dataset
+
+    rows = _table(7).with_columns(pl.lit(1.5).alias("score_x"))
+    shards = []
+    for i, lo in enumerate(range(0, 7, 3)):
+        shards.append(tmp_path / f"part-{i:05d}.parquet")
+        rows.slice(lo, 3).write_parquet(shards[-1])
+    features = to_hf_dataset(rows).features
+    monkeypatch.setattr(hf_disk, "MAX_SHARD_BYTES", 1)  # a new file after every batch
+    monkeypatch.setattr(hf_disk, "BATCH_ROWS", 2)
+    out = tmp_path / "hf"
+    assert hf_disk.save_parquet_shards_to_disk(shards, features, out) == 7
+    files = sorted(p.name for p in out.iterdir())
+    assert files[0] == "data-00000-of-00005.arrow" and len(files) == 5 + 2  # 3+3+1 rows in batches of 2
+    ds = datasets.load_from_disk(str(out))
+    assert ds.features == features
+    assert ds.to_polars().equals(to_hf_dataset(rows).to_polars())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    hf_disk.save_parquet_shards_to_disk(shards, features, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+    hf_disk.save_parquet_shards_to_disk([], features, tmp_path / "empty")
+    empty = datasets.load_from_disk(str(tmp_path / "empty"))
+    assert len(empty) == 0 and empty.features == features
