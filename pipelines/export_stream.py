@@ -5,7 +5,7 @@
 
 Reads the selection Parquet file a batch at a time, keeps the ``keep`` rows (all with
 ``include_dropped``), adds ``messages`` per batch and appends to the Parquet shards and JSON
-lines as it goes; the HF dataset is then built from those shards (memory-mapped). The seeded
+lines as it goes; the HF dataset is then streamed from those shards a batch at a time. The seeded
 test split and the card come from the selection table without its texts. The files are the ones
 ``export_dataset`` writes for the same rows.
 """
