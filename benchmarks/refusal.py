@@ -3,11 +3,15 @@ taught to say "I am unsure" answer the questions it does answer more accurately?
 
 Closed-book QA rows come from ``../shared/datasets/context_qa/`` (default PubMedQA: question ->
 yes/no/maybe, context dropped; with a one-word hint, since a 135M model otherwise writes a
-sentence). Steps, all in one process on the same base model:
+sentence; ``--context`` keeps the passage). Steps, all in one process on the same base model:
 
-1. the base model answers the training questions (greedy); ``generators.refusal.transform_rows``
+1. the judge model answers the training questions (greedy); ``generators.refusal.transform_rows``
    judges each answer (``--metric``, ``--threshold``) and suffixes the row with the certainty
-   question + "I am sure." / "I am unsure.";
+   question + "I am sure." / "I am unsure.". The judge is the base model tuned ``--steps`` steps
+   on ``--format-rows`` other rows: the 135M base model does not answer in the reference's form
+   even when asked to ("Yes, no", or a sentence: 18 of 96 rows "known"), which would make
+   "unsure" mean "wrong form" rather than "does not know" (the paper's models answer from a
+   QA template). ``--format-rows 0`` lets the untuned base model judge;
 2. two copies of the base model train ``--steps`` steps (``--method``): *vanilla* on the plain
    rows, *R-Tuning* on the suffixed rows;
 3. both answer ``--eval-rows`` held-out questions (disjoint rows), judged the same way.
@@ -17,8 +21,8 @@ sentence). Steps, all in one process on the same base model:
    to refuse, so it answers everything (as in the paper): its answered accuracy is its accuracy
    on all rows. Its own sure/unsure reading (never trained) is printed for reference.
 
-    python -m benchmarks.refusal                                              # 400 train, 200 eval, 100 steps
-    python -m benchmarks.refusal --train-rows 64 --eval-rows 48 --steps 16    # a few minutes on 2 cores
+    python -m benchmarks.refusal          # 200 format, 400 train, 200 eval rows; 100 steps per model
+    python -m benchmarks.refusal --format-rows 48 --train-rows 96 --eval-rows 64 --steps 24   # ~7 min
 
 The last line is ``answered_accuracy_ratio=R-Tuning answered accuracy / vanilla accuracy``.
 """
@@ -36,12 +40,13 @@ from benchmarks.common import shared_datasets
 HINT = "Answer with one word: yes, no or maybe."
 
 
-def load_rows(path: Path, hint: str) -> list[dict]:
-    """Closed-book QA rows {question, context: "", answer} of a context-QA file."""
+def load_rows(path: Path, hint: str, context: bool = False) -> list[dict]:
+    """QA rows {question, context, answer} of a context-QA file; closed-book (context "") unless ``context``."""
     from pipelines.finetune.evaluate import load_qa_rows
 
     rows = load_qa_rows(path)
-    return [{"question": f"{r['question']}\n{hint}".strip(), "context": "", "answer": str(r["answer"])} for r in rows]
+    return [{"question": f"{r['question']}\n{hint}".strip(), "context": r["context"] if context else "",
+             "answer": str(r["answer"])} for r in rows]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,6 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=None,
                    help="context-QA JSONL (default: ../shared/datasets/context_qa/pubmedqa_flat.jsonl)")
     p.add_argument("--hint", default=HINT, help="appended to every question ('' for none)")
+    p.add_argument("--format-rows", type=int, default=200,
+                   help="rows (disjoint) the judge model is tuned on so it answers in the reference's form; "
+                        "0: the untuned base model judges which training rows are known")
+    p.add_argument("--context", action="store_true", help="keep each row's context (open-book QA)")
     p.add_argument("--train-rows", type=int, default=400, help="training rows")
     p.add_argument("--eval-rows", type=int, default=200, help="held-out rows (disjoint from training)")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per model")
@@ -80,29 +89,41 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     path = args.data or shared_datasets() / "context_qa" / "pubmedqa_flat.jsonl"
-    rows = load_rows(path, args.hint)
+    rows = load_rows(path, args.hint, context=args.context)
     random.Random(args.seed).shuffle(rows)
-    if len(rows) < args.train_rows + args.eval_rows:
-        raise SystemExit(f"{path} has {len(rows)} rows: too few for {args.train_rows} + {args.eval_rows}")
+    sizes = (args.train_rows, args.eval_rows, args.format_rows)
+    if len(rows) < sum(sizes):
+        raise SystemExit(f"{path} has {len(rows)} rows: too few for {' + '.join(map(str, sizes))}")
     train_rows, eval_rows = rows[: args.train_rows], rows[args.train_rows : args.train_rows + args.eval_rows]
+    format_rows = rows[sum(sizes[:2]) : sum(sizes)]
     judge = {"metric": args.metric, "threshold": args.threshold}
     model, tok = load_model_and_tokenizer(args.model, device=args.device)
-    t0 = time.perf_counter()
 
-    table = to_table(make_example(r["question"], r["answer"], source="benchmark") for r in train_rows)
-    backend = HFBackend(model, tok, generation_batch_size=args.batch_size)
+    def table_of(rows_):
+        return to_table(make_example(r["question"], r["answer"], context=r["context"], source="benchmark")
+                        for r in rows_)
+
+    t0 = time.perf_counter()
+    judge_model, judge_name = model, "the base model"
+    if format_rows:
+        judge_model, _ = train_model(model, tok, table_of(format_rows), args.method, max_steps=args.steps,
+                                     learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed)
+        judge_name = f"the base model tuned on {len(format_rows)} other rows"
+    table = table_of(train_rows)
+    backend = HFBackend(judge_model, tok, generation_batch_size=args.batch_size)
     transformed, rejects = transform_rows(table, backend, max_tokens=args.max_tokens, **judge)
     known = sum(bool(meta_of(m)["known"]) for m in transformed["meta"])
-    print(f"transform: {known}/{transformed.height} training rows known to the base model "
+    print(f"transform: {known}/{transformed.height} training rows known to {judge_name} "
           f"({len(rejects)} rejects) in {time.perf_counter() - t0:.0f}s", flush=True)
+    del judge_model, backend
 
-    results = {}
+    results, predictions = {}, {}
     for name, rows_ in (("vanilla", table), ("r_tuning", transformed)):
         t = time.perf_counter()
         trained, metrics = train_model(model, tok, rows_, args.method, max_steps=args.steps, learning_rate=args.lr,
                                        batch_size=args.batch_size, seed=args.seed)
         ev = evaluate_refusal(trained, tok, eval_rows, args.max_tokens, batch_size=args.batch_size, **judge)
-        ev.pop("predictions")
+        predictions[name] = ev.pop("predictions")
         results[name] = {**ev, "train_loss": metrics["train_loss"], "seconds": round(time.perf_counter() - t, 1)}
         print(f"{name}: {results[name]}", flush=True)
         del trained
@@ -110,15 +131,17 @@ def main(argv=None) -> None:
     with_rt = results["r_tuning"]["answered_accuracy"]
     without = results["vanilla"]["accuracy"]  # vanilla answers every question
     ratio = (with_rt / without) if (with_rt is not None and without) else float("nan")
-    print(f"\n{'model':<10} {'accuracy':>9} {'answered acc':>13} {'unsure share':>13} {'unsure acc':>11}")
+    print(f"\n{'model':<10} {'accuracy':>9} {'answered acc':>13} {'unsure share':>13} {'unsure acc':>11} {'AP':>6}")
     for name, r in results.items():
-        cells = [r["accuracy"], r["answered_accuracy"], r["unsure_share"], r["unsure_accuracy"]]
-        print(f"{name:<10} " + " ".join(f"{'-' if c is None else f'{c:.3f}':>{w}}" for c, w in zip(cells, (9, 13, 13, 11), strict=True)))
+        cells = [r["accuracy"], r["answered_accuracy"], r["unsure_share"], r["unsure_accuracy"], r["average_precision"]]
+        widths = (9, 13, 13, 11, 6)
+        print(f"{name:<10} " + " ".join(f"{'-' if c is None else f'{c:.3f}':>{w}}" for c, w in zip(cells, widths, strict=True)))
     print(f"(vanilla's answered accuracy is its accuracy on every row: it was not trained to refuse; "
           f"known train rows {known}/{transformed.height}; data {path.name}; method {args.method}, {args.steps} steps)")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "known": known, "results": results, "ratio": ratio}, indent=2))
+                                         "known": known, "results": results, "ratio": ratio,
+                                         "predictions": predictions}, indent=2))
     print(f"answered_accuracy_ratio={ratio:.3f}")
 
 

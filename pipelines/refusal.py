@@ -20,6 +20,7 @@ which continuation, " I am sure." or " I am unsure.", the model finds likelier.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,20 +39,37 @@ def with_certainty(response: str, known: bool) -> str:
 
 
 def split_certainty(text: str) -> tuple[str, bool | None]:
-    """A generation cut at the certainty question: ``(answer, unsure)``.
+    """A generation cut where the model starts the certainty question: ``(answer, unsure)``.
 
-    ``unsure`` is True when the text after the question says "I am unsure", False when it says
-    "I am sure", None when the model never wrote the question (or wrote neither answer to it).
+    A model trained on the suffix writes a blank line and then the question (or, half-trained,
+    something else: "yes\n\nWhat is your answer?") after its answer, often cut short by the
+    token limit ("yes\n\nAre you sure you accur"). The answer ends at the first blank line --
+    the suffix's separator; R-Tuning is for short QA answers -- or where "Are you sure" or any
+    leading part of the question starts. ``unsure`` is True when the text after the whole
+    question says "I am unsure", False for "I am sure", otherwise None.
     """
     head, found, tail = text.partition(CERTAINTY_QUESTION)
+    head = _cut_question_start(head.strip().split("\n\n")[0])
     if not found:
-        return text.strip(), None
+        return head.strip(), None
     tail = tail.strip().lower()
     if tail.startswith("i am unsure") or tail.startswith("i'm unsure"):
         return head.strip(), True
     if tail.startswith("i am sure") or tail.startswith("i'm sure"):
         return head.strip(), False
     return head.strip(), None
+
+
+def _cut_question_start(text: str) -> str:
+    start = text.find(CERTAINTY_QUESTION[: len("Are you sure")])
+    if start >= 0:
+        return text[:start]
+    end = text.rstrip()
+    for k in range(len(CERTAINTY_QUESTION) - 1, len("Are") - 1, -1):  # the question's start, cut off
+        before = end[:-k]
+        if end.endswith(CERTAINTY_QUESTION[:k]) and (not before or before[-1].isspace()):
+            return before
+    return text
 
 
 # --------------------------------------------------------------------------- correctness
@@ -104,11 +122,14 @@ def evaluate_certainty(
     1. greedy answer (cut at the certainty question if the model goes on to write it);
     2. correct = :func:`is_correct` (``metric``, ``threshold``) against the reference;
     3. unsure = NLL(" I am unsure." | prompt, answer, question) < NLL(" I am sure." | same);
-       ties count as sure.
+       ties count as sure. ``confidence`` = P(sure) / (P(sure) + P(unsure)) from the same two
+       losses, and ``average_precision`` ranks the rows by it against their correctness (the
+       paper's threshold-free AP; None unless both correct and wrong rows exist).
 
     Returns ``answered_accuracy`` (correct among rows not unsure; None when every row is unsure),
     ``unsure_share``, ``accuracy`` (all rows, an unsure answer judged like any other),
-    ``unsure_accuracy`` (correct among the unsure rows, None when none), ``written_unsure`` (rows
+    ``unsure_accuracy`` (correct among the unsure rows, None when none), ``average_precision``,
+    ``written_unsure`` (rows
     whose generated text itself said "I am unsure"), ``n`` and the per-row ``predictions``.
     """
     fields = [_qa_fields(r) for r in rows]
@@ -122,6 +143,9 @@ def evaluate_certainty(
     ]
     losses = llm.loss(requests) if requests else []
     unsure = [losses[2 * i + 1].total < losses[2 * i].total for i in range(len(answers))]
+    # P(sure) / (P(sure) + P(unsure)) = sigmoid(NLL(unsure) - NLL(sure))
+    confidence = [1 / (1 + math.exp(min(700.0, losses[2 * i].total - losses[2 * i + 1].total)))
+                  for i in range(len(answers))]
     correct = [is_correct(a, g, metric, threshold) for a, (_, _, g) in zip(answers, fields, strict=True)]
     answered = [c for c, u in zip(correct, unsure, strict=True) if not u]
     doubted = [c for c, u in zip(correct, unsure, strict=True) if u]
@@ -131,13 +155,22 @@ def evaluate_certainty(
         "unsure_share": sum(unsure) / n if n else 0.0,
         "accuracy": sum(correct) / n if n else 0.0,
         "unsure_accuracy": sum(doubted) / len(doubted) if doubted else None,
+        "average_precision": _average_precision(correct, confidence),
         "written_unsure": sum(1 for w in written if w),
         "n": n,
         "predictions": [
-            {"answer": a, "correct": c, "unsure": u, "text": t}
-            for a, c, u, t in zip(answers, correct, unsure, texts, strict=True)
+            {"answer": a, "correct": c, "unsure": u, "confidence": round(p, 6), "text": t}
+            for a, c, u, p, t in zip(answers, correct, unsure, confidence, texts, strict=True)
         ],
     }
+
+
+def _average_precision(correct: Sequence[bool], confidence: Sequence[float]) -> float | None:
+    if not any(correct) or all(correct):
+        return None
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(correct, confidence))
 
 
 def _qa_fields(row: Mapping[str, Any]) -> tuple[str, str, Any]:

@@ -83,6 +83,12 @@ def test_suffix_and_its_parse_round_trip():
     assert split_certainty(sure) == ("Paris.", False)
     assert split_certainty(unsure) == ("Rome", True)
     assert split_certainty("just an answer") == ("just an answer", None)
+    # cut off by the token limit while writing the question: the answer still ends where it starts
+    assert split_certainty("yes\n\nAre you sure you accur") == ("yes", None)
+    assert split_certainty("no.\nAre") == ("no.", None)
+    assert split_certainty("Are you sure? I am.") == ("", None)
+    assert split_certainty("Mare") == ("Mare", None)  # not the question's start
+    assert split_certainty("yes\n\nWhat is your answer?") == ("yes", None)  # the suffix's blank line ends it
 
 
 # --------------------------------------------------------------------------- the transform
@@ -210,8 +216,14 @@ def test_evaluation_answered_accuracy_and_unsure_share_on_a_fake_model():
     assert res["unsure_accuracy"] == pytest.approx(1 / 3)
     assert res["written_unsure"] == 1
     assert [p["answer"] for p in res["predictions"]][:2] == ["a0", "a1"]  # cut at the certainty question
+    confidence = [p["confidence"] for p in res["predictions"]]
+    assert min(confidence[:2]) > 0.99 and max(confidence[2:]) < 0.01  # P(sure) from the two losses
+    # ranked Q0, Q1 (right) then a tie of Q2 (right), Q3, Q4: AP = 2/3 * 1 + 1/3 * 3/5
+    assert res["average_precision"] == pytest.approx(2 / 3 + 1 / 5)
     everything_unsure = evaluate_certainty(FakeLLM(answers, unsure=set(answers)), rows, lambda p: str(p))
     assert everything_unsure["answered_accuracy"] is None and everything_unsure["unsure_share"] == 1.0
+    all_wrong = evaluate_certainty(FakeLLM({q: "z" for q in answers}), rows, lambda p: str(p))
+    assert all_wrong["accuracy"] == 0.0 and all_wrong["average_precision"] is None  # AP needs both kinds
 
 
 def test_evaluate_run_reports_refusal_metrics_on_the_tiny_model():
