@@ -102,7 +102,9 @@ def export_selected(
     train_ids, test_ids = split_train_test(chosen.select("id"), test_fraction, seed)
     is_test = set(test_ids["id"].to_list())
 
-    pf = pq.ParquetFile(selected_path)
+    # pre_buffer=False: with it, pyarrow keeps the buffers of row groups already read (RSS grew
+    # by 470 MB over a 1M-row file); without it, memory stays at one batch.
+    pf = pq.ParquetFile(selected_path, pre_buffer=False)
     empty = export_table(pl.from_arrow(pf.schema_arrow.empty_table()))
     writers = {"train": _SplitWriter(out, shard_rows)}
     if test_fraction > 0:

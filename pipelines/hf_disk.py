@@ -82,7 +82,7 @@ def save_parquet_shards_to_disk(shards: Sequence[Path | str], features: datasets
         writer = None
         rows = 0
         for shard in shards:
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=BATCH_ROWS):
+            for batch in pq.ParquetFile(shard, pre_buffer=False).iter_batches(batch_size=BATCH_ROWS):
                 if writer is None:
                     files.append(tmp / f"part-{len(files)}.arrow")
                     writer = ArrowWriter(features=features, path=str(files[-1]), writer_batch_size=BATCH_ROWS)
