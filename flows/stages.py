@@ -399,7 +399,8 @@ def generator_settings(cfg: PipelineConfig) -> dict[str, Any]:
 
 def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -> dict[str, Any]:
     from pipelines.export import export_dataset, push_to_hub
-    from pipelines.export_stream import TEXT_COLUMNS, export_selected
+    from pipelines.export_stream import export_selected
+    from pipelines.schema import TEXT_COLUMNS
 
     t0 = time.perf_counter()
     # The card reads keep, scores, source and meta of every row: not the texts.
@@ -462,10 +463,10 @@ def train(cfg: PipelineConfig, run: RunFolder, dataset_parquet: str) -> dict[str
 
 def report(run: RunFolder, records: list[dict[str, Any]]) -> dict[str, str]:
     """Write report.md and the score histograms from the stage records and the selected table."""
-    from pipelines.report import write_run_report
+    from pipelines.report import read_report_table, write_run_report
 
     folder, name = run.report_paths()
-    paths = write_run_report(folder, records, pl.read_parquet(run.selected), out_name=name)
+    paths = write_run_report(folder, records, read_report_table(run.selected), out_name=name)
     return {k: str(v) for k, v in paths.items()}
 
 

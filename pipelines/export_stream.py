@@ -32,10 +32,9 @@ from pipelines.export import (
     score_columns,
     split_train_test,
 )
+from pipelines.schema import TEXT_COLUMNS
 from pipelines.shards import atomic_write_text
 from pipelines.stream_io import ShardWriter
-
-TEXT_COLUMNS = ("instruction", "context", "response", "embedding")
 
 
 class _SplitWriter:

@@ -24,11 +24,13 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.schema import TEXT_COLUMNS
 from pipelines.shards import atomic_write_bytes, atomic_write_text
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 SUMMARY_FIELDS = ("count", "mean", "std", "min", "q10", "q25", "median", "q75", "q90", "max")
 # Columns worth showing first in sample rows; long text is cut so artifacts stay readable.
+SAMPLE_ROWS = 5
 SAMPLE_FIRST = ("id", "instruction", "context", "response", "source", "keep", "dropped_by", "keep_reason")
 SAMPLE_TEXT_CHARS = 200
 
@@ -155,7 +157,35 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def sample_rows(table: pl.DataFrame, n: int = 5) -> list[dict[str, Any]]:
+def sample_parts(table: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+    """The report's sample sections, (label, rows): kept rows best-ranked first, then dropped rows
+    (one unlabelled section for a table that was not selected)."""
+    if "keep" not in table.columns:
+        return [("", table)]
+    kept_rows = table.filter(pl.col("keep"))
+    if "select_rank" in table.columns:
+        kept_rows = kept_rows.sort("select_rank", nulls_last=True)
+    return [("kept", kept_rows), ("dropped", table.filter(~pl.col("keep")))]
+
+
+def read_report_table(selected_path: str | Path, n: int = SAMPLE_ROWS) -> pl.DataFrame:
+    """The selection table as the report reads it: every column but the long ones, whose texts
+    only the sample rows carry (read back by id), so a million-row run does not load its texts."""
+    lazy = pl.scan_parquet(selected_path)
+    names = lazy.collect_schema().names()
+    table = lazy.select([c for c in names if c not in TEXT_COLUMNS]).collect()
+    texts = [c for c in TEXT_COLUMNS if c in names and c in SAMPLE_FIRST]
+    if "id" not in names or not texts:
+        return table
+    ids = [i for _, part in sample_parts(table) for i in part["id"].head(n).to_list()]
+    found = lazy.filter(pl.col("id").is_in(ids)).select(["id", *texts]).unique("id", keep="first").collect()
+    return table.with_columns(
+        pl.col("id").replace_strict(found["id"], found[c], default=None, return_dtype=pl.Utf8).alias(c)
+        for c in texts
+    )
+
+
+def sample_rows(table: pl.DataFrame, n: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
     """The first ``n`` rows as flat dicts (text cut, scores rounded, no ``messages``)."""
     cols = [c for c in SAMPLE_FIRST if c in table.columns]
     cols += score_columns(table) + [c for c in ("meta",) if c in table.columns]
@@ -290,17 +320,8 @@ def write_run_report(
             paths[col] = png
             lines += [f"![{col}]({out_name}/{png.name})", ""]
 
-    if "keep" in table.columns:
-        kept_rows = table.filter(pl.col("keep"))
-        if "select_rank" in table.columns:  # the best-ranked kept rows first
-            kept_rows = kept_rows.sort("select_rank", nulls_last=True)
-        for label, part in (
-            ("kept", kept_rows),
-            ("dropped", table.filter(~pl.col("keep"))),
-        ):
-            lines += [f"## Sample rows ({label})", "", markdown_table(sample_rows(part))]
-    else:
-        lines += ["## Sample rows", "", markdown_table(sample_rows(table))]
+    for label, part in sample_parts(table):
+        lines += [f"## Sample rows{f' ({label})' if label else ''}", "", markdown_table(sample_rows(part))]
 
     lines += ["## Stage details", ""] + [stage_markdown(s) for s in stages]
     md = run_dir / f"{out_name}.md"

@@ -139,3 +139,20 @@ def test_report_shows_kept_and_dropped_per_source_and_task_type(tmp_path):
     md = write_run_report(tmp_path, STAGES[:1], table)["markdown"].read_text()
     assert "| source | glan | 4 | 2 |" in md and "| source | bonito | 0 | 4 |" in md
     assert "| task_type | qa | 2 | 3 |" in md and "| task_type | summarization | 2 | 3 |" in md
+
+
+def test_report_from_the_selection_file_reads_texts_of_sample_rows_only(tmp_path):
+    """read_report_table leaves the long columns unread bar the sample rows: same report text."""
+    from pipelines.report import read_report_table
+
+    table = _selected().with_columns(pl.Series("select_rank", [41 - i for i in range(41)]))
+    path = tmp_path / "all.parquet"
+    table.write_parquet(path)
+    light = read_report_table(path)
+    assert light.height == 41 and "embedding" not in light.columns
+    samples = [i for i, t in enumerate(light["instruction"].to_list()) if t is not None]
+    assert samples == [12, 13, 14, 15, 16, 17, 18, 19, 20, 21]  # kept best-ranked 16..12, first 5 dropped
+    full = write_run_report(tmp_path / "full", STAGES, table)["markdown"].read_text()
+    assert write_run_report(tmp_path / "light", STAGES, light)["markdown"].read_text() == full.replace(
+        "full", "light"
+    )
