@@ -80,15 +80,17 @@ def save_parquet_shards_to_disk(shards: Sequence[Path | str], features: datasets
         tmp.mkdir()
         files: list[Path] = []
         writer = None
-        rows = 0
+        rows = file_bytes = 0
         for shard in shards:
             for batch in pq.ParquetFile(shard, pre_buffer=False).iter_batches(batch_size=BATCH_ROWS):
                 if writer is None:
                     files.append(tmp / f"part-{len(files)}.arrow")
                     writer = ArrowWriter(features=features, path=str(files[-1]), writer_batch_size=BATCH_ROWS)
+                    file_bytes = 0
                 writer.write_table(pa.Table.from_batches([batch]))
                 rows += batch.num_rows
-                if writer._num_bytes >= MAX_SHARD_BYTES:
+                file_bytes += batch.nbytes
+                if file_bytes >= MAX_SHARD_BYTES:
                     writer.finalize()
                     writer.close()
                     writer = None
