@@ -25,6 +25,12 @@ sentence; ``--context`` keeps the passage). Steps, all in one process on the sam
     python -m benchmarks.refusal --format-rows 48 --train-rows 96 --eval-rows 64 --steps 24   # ~7 min
 
 The last line is ``answered_accuracy_ratio=R-Tuning answered accuracy / vanilla accuracy``.
+
+Measured (default command, 2 CPU cores, 21 min a seed): seed 0 -> 0.990 (R-Tuning unsure of 9.5%,
+accuracy 0.32 there vs 0.57 where sure; AP 0.595 vs vanilla 0.546), seed 1 -> 1.018 (unsure of
+18%, accuracy 0.61 there vs 0.52 where sure; AP 0.577 vs 0.467). Within noise of 1 (one standard
+error on 200 rows is about 0.035): at 135M parameters on PubMedQA the certainty the model learns
+is not a reliable signal, which is why ``refusal_aware`` stays off by default.
 """
 
 from __future__ import annotations
