@@ -59,7 +59,6 @@ from pipelines.shards import (
     atomic_write_jsonl,
     atomic_write_parquet,
     atomic_write_text,
-    write_shards,
 )
 
 if TYPE_CHECKING:
@@ -77,9 +76,7 @@ _SLICE_ROWS = 20_000  # rows turned into messages / JSON lines at a time (bounds
 def export_table(table: pl.DataFrame) -> pl.DataFrame:
     """The rows as exported: the table's columns plus ``messages`` (typed even when empty)."""
     parts = [with_messages(table.slice(lo, _SLICE_ROWS)).with_columns(pl.col("messages").cast(MESSAGES_DTYPE))
-             for lo in range(0, table.height, _SLICE_ROWS)]
-    if not parts:
-        return with_messages(table).with_columns(pl.col("messages").cast(MESSAGES_DTYPE))
+             for lo in range(0, max(table.height, 1), _SLICE_ROWS)]  # an empty table: one empty part
     return pl.concat(parts, how="vertical", rechunk=False)
 
 
@@ -144,16 +141,55 @@ def export_dataset(
 
 def _write_split(rows: pl.DataFrame, out: Path, shard_rows: int) -> dict[str, Path]:
     """One split as Parquet shards, JSONL and an HF dataset under ``out``."""
-    parquet_dir = out / "parquet"
-    write_shards(rows, parquet_dir, shard_rows)  # an empty table still gets one shard (its schema)
-    jsonl = out / "data.jsonl"
-    _write_jsonl_by_slice(rows, jsonl)
-    hf_dir = out / "hf"
-    if rows.height:
-        _save_hf_from_shards(rows, parquet_dir, hf_dir)
-    else:
-        _save_hf(rows, hf_dir)
-    return {"parquet": parquet_dir, "jsonl": jsonl, "hf": hf_dir}
+    writer = SplitWriter(out, shard_rows)
+    try:
+        writer.add(rows)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close(rows.clear())
+
+
+class SplitWriter:
+    """One split under ``out`` from rows that arrive in pieces (the whole table, or batch by batch
+    in :mod:`pipelines.export_stream`): Parquet shards as they fill, JSON lines into a temp file
+    renamed at close, then the HF dataset streamed from the shards."""
+
+    def __init__(self, out: Path, shard_rows: int):
+        from pipelines.stream_io import ShardWriter
+
+        self.out = out
+        self.parquet = ShardWriter(out / "parquet", shard_rows)
+        out.mkdir(parents=True, exist_ok=True)
+        self.jsonl = out / "data.jsonl"
+        fd, self._tmp = tempfile.mkstemp(dir=out, prefix=".data.jsonl.", suffix=".tmp")
+        self._f = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self.schema: pl.DataFrame | None = None
+
+    def add(self, rows: pl.DataFrame) -> None:
+        if self.schema is None:
+            self.schema = rows.clear()
+        self.parquet.add(rows)
+        for lo in range(0, rows.height, _SLICE_ROWS):  # bounds the Python strings of one write
+            self._f.write("".join(_json_line(r) for r in rows.slice(lo, _SLICE_ROWS).iter_rows(named=True)))
+
+    def close(self, empty: pl.DataFrame) -> dict[str, Path]:
+        """Finish the files; ``empty`` (the exported schema) types them when no rows came."""
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.jsonl)
+        if self.parquet.rows == 0:
+            self.parquet.add(empty)
+        self.parquet.close()  # an empty split still gets one shard (its schema)
+        hf = self.out / "hf"
+        _save_hf_from_shards(self.schema if self.schema is not None else empty, self.out / "parquet", hf)
+        return {"parquet": self.out / "parquet", "jsonl": self.jsonl, "hf": hf}
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        Path(self._tmp).unlink(missing_ok=True)
 
 
 def _save_hf_from_shards(rows: pl.DataFrame, parquet_dir: Path, hf_dir: Path) -> None:
@@ -165,22 +201,6 @@ def _save_hf_from_shards(rows: pl.DataFrame, parquet_dir: Path, hf_dir: Path) ->
     schema = pa.schema([pa.field(f.name, _plain_type(f.type)) for f in rows.head(0).to_arrow().schema])
     shards = sorted(parquet_dir.glob(SHARD_GLOB))
     save_parquet_shards_to_disk(shards, datasets.Features.from_arrow_schema(schema), hf_dir)
-
-
-def _write_jsonl_by_slice(rows: pl.DataFrame, path: Path) -> None:
-    """``rows`` as JSON lines, a slice at a time into a temp file renamed into place (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            for lo in range(0, rows.height, _SLICE_ROWS):
-                f.write("".join(_json_line(r) for r in rows.slice(lo, _SLICE_ROWS).iter_rows(named=True)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_line(row: dict[str, Any]) -> str:
@@ -208,10 +228,6 @@ def to_hf_dataset(rows: pl.DataFrame) -> datasets.Dataset:
     arrow = rows.to_arrow()
     schema = pa.schema([pa.field(f.name, _plain_type(f.type)) for f in arrow.schema])
     return datasets.Dataset.from_polars(rows, features=datasets.Features.from_arrow_schema(schema))
-
-
-def _save_hf(rows: pl.DataFrame, hf_dir: Path) -> None:
-    atomic_save_to_disk(to_hf_dataset(rows), hf_dir)
 
 
 # ---------------------------------------------------------------------------------------------

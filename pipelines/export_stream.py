@@ -12,8 +12,6 @@ test split and the card come from the selection table without its texts. The fil
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,7 @@ import pyarrow.parquet as pq
 
 from pipelines.export import (
     CARD_KEYS,
-    _json_line,
-    _save_hf,
-    _save_hf_from_shards,
+    SplitWriter,
     dataset_card_text,
     export_table,
     plot_score,
@@ -34,46 +30,6 @@ from pipelines.export import (
 )
 from pipelines.schema import TEXT_COLUMNS
 from pipelines.shards import atomic_write_text
-from pipelines.stream_io import ShardWriter
-
-
-class _SplitWriter:
-    """One split: Parquet shards, JSON lines (temp file renamed at close) and then the HF dataset."""
-
-    def __init__(self, out: Path, shard_rows: int):
-        self.out = out
-        self.parquet = ShardWriter(out / "parquet", shard_rows)
-        out.mkdir(parents=True, exist_ok=True)
-        self.jsonl = out / "data.jsonl"
-        fd, self._tmp = tempfile.mkstemp(dir=out, prefix=".data.jsonl.", suffix=".tmp")
-        self._f = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        self.schema: pl.DataFrame | None = None
-
-    def add(self, rows: pl.DataFrame) -> None:
-        if self.schema is None:
-            self.schema = rows.clear()
-        self.parquet.add(rows)
-        self._f.write("".join(_json_line(r) for r in rows.iter_rows(named=True)))
-
-    def close(self, empty: pl.DataFrame) -> dict[str, Path]:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self._tmp, self.jsonl)
-        if self.parquet.rows == 0:
-            self.parquet.add(empty)
-        self.parquet.close()
-        hf = self.out / "hf"
-        if self.parquet.rows:
-            _save_hf_from_shards(self.schema if self.schema is not None else empty, self.out / "parquet", hf)
-        else:
-            _save_hf(empty, hf)
-        return {"parquet": self.out / "parquet", "jsonl": self.jsonl, "hf": hf}
-
-    def abort(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        Path(self._tmp).unlink(missing_ok=True)
 
 
 def export_selected(
@@ -105,9 +61,9 @@ def export_selected(
     # by 470 MB over a 1M-row file); without it, memory stays at one batch.
     pf = pq.ParquetFile(selected_path, pre_buffer=False)
     empty = export_table(pl.from_arrow(pf.schema_arrow.empty_table()))
-    writers = {"train": _SplitWriter(out, shard_rows)}
+    writers = {"train": SplitWriter(out, shard_rows)}
     if test_fraction > 0:
-        writers["test"] = _SplitWriter(out / "test", shard_rows)
+        writers["test"] = SplitWriter(out / "test", shard_rows)
     try:
         for batch in pf.iter_batches(batch_size=batch_rows):
             part = pl.from_arrow(batch)
