@@ -129,11 +129,16 @@ def write_shards(table: pl.DataFrame, folder: Path, shard_size: int) -> int:
     n = max(1, -(-table.height // shard_size))
     for i in range(n):
         atomic_write_parquet(table.slice(i * shard_size, shard_size), shard_path(folder, i))
-    # Shards left from an earlier, larger write of the same folder would be read back as data.
+    remove_surplus_shards(folder, n)
+    return n
+
+
+def remove_surplus_shards(folder: Path, n: int) -> None:
+    """Delete shards ``n`` and up: left from an earlier, larger write of the same folder, they
+    would be read back as data."""
     for path in list_shards(folder):
         if int(path.stem.split("-")[1]) >= n:
             path.unlink()
-    return n
 
 
 _DATA_SUFFIXES = {".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".csv", ".arrow", ".gz", ".bz2", ".xz", ".zst"}

@@ -32,7 +32,7 @@ from pipelines.io import (
     convert_records,
     iter_records,
 )
-from pipelines.shards import atomic_write_parquet, list_shards, shard_path
+from pipelines.shards import atomic_write_parquet, remove_surplus_shards, shard_path
 
 BLOCK_BYTES = 16 << 20  # JSON lines read per block
 
@@ -124,7 +124,5 @@ class ShardWriter:
             atomic_write_parquet(whole.rechunk(), shard_path(self.folder, self.shards))
             self.shards += 1
         self._buffer, self._buffered = [], 0
-        for path in list_shards(self.folder):
-            if int(path.stem.split("-")[1]) >= self.shards:
-                path.unlink()
+        remove_surplus_shards(self.folder, self.shards)
         return self.shards
