@@ -33,6 +33,7 @@ from pipelines.shards import (
     atomic_write_parquet,
     list_shards,
     read_shards,
+    read_short_columns,
     shard_path,
 )
 
@@ -400,12 +401,8 @@ def generator_settings(cfg: PipelineConfig) -> dict[str, Any]:
 def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -> dict[str, Any]:
     from pipelines.export import export_dataset, push_to_hub
     from pipelines.export_stream import export_selected
-    from pipelines.schema import TEXT_COLUMNS
 
     t0 = time.perf_counter()
-    # The card reads keep, scores, source and meta of every row: not the texts.
-    selected = pl.read_parquet(run.selected, columns=[c for c in pl.read_parquet_schema(run.selected)
-                                                      if c not in TEXT_COLUMNS])
     card_info = {
         "config": cfg.model_dump(mode="json"),
         "models": models_per_stage(cfg, records),
@@ -418,6 +415,7 @@ def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -
         rows = pl.scan_parquet(run.selected)
         dropped = [rows.filter(~pl.col("keep")).collect()] if cfg.export.include_dropped else []
         table = pl.concat([read_shards(run.transformed), *dropped], how="diagonal_relaxed")
+        selected = read_short_columns(run.selected)  # the card reads keep, scores, source and meta
         paths = export_dataset(table, run.dataset, card_info=card_info, selected=selected,
                                test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
         n_out = table.height
@@ -428,7 +426,8 @@ def export(cfg: PipelineConfig, run: RunFolder, records: list[dict[str, Any]]) -
     pushed = None
     if cfg.export.push_to_hub:
         pushed = push_to_hub(run.dataset, cfg.export.push_to_hub, private=cfg.export.private)
-    return _record(run, "export", t0, rows_in=selected.height, rows_out=n_out,
+    rows_in = pl.scan_parquet(run.selected).select(pl.len()).collect().item()
+    return _record(run, "export", t0, rows_in=rows_in, rows_out=n_out,
                    outputs={k: str(v) for k, v in paths.items()}, pushed=pushed)
 
 

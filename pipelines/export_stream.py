@@ -28,8 +28,7 @@ from pipelines.export import (
     score_columns,
     split_train_test,
 )
-from pipelines.schema import TEXT_COLUMNS
-from pipelines.shards import atomic_write_text
+from pipelines.shards import atomic_write_text, read_short_columns
 
 
 def export_selected(
@@ -51,8 +50,7 @@ def export_selected(
     if unknown:
         raise ValueError(f"unknown card_info keys {sorted(unknown)}; expected some of {sorted(CARD_KEYS)}")
     selected_path, out = Path(selected_path), Path(out_dir)
-    names = list(pl.read_parquet_schema(selected_path))
-    selected = pl.read_parquet(selected_path, columns=[c for c in names if c not in TEXT_COLUMNS])
+    selected = read_short_columns(selected_path)
     chosen = selected if include_dropped else selected.filter(pl.col("keep"))
     train_ids, test_ids = split_train_test(chosen.select("id"), test_fraction, seed)
     is_test = set(test_ids["id"].to_list())

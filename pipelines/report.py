@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from pipelines.schema import TEXT_COLUMNS
-from pipelines.shards import atomic_write_bytes, atomic_write_text
+from pipelines.shards import atomic_write_bytes, atomic_write_text, read_short_columns
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 SUMMARY_FIELDS = ("count", "mean", "std", "min", "q10", "q25", "median", "q75", "q90", "max")
@@ -171,14 +171,13 @@ def sample_parts(table: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
 def read_report_table(selected_path: str | Path, n: int = SAMPLE_ROWS) -> pl.DataFrame:
     """The selection table as the report reads it: every column but the long ones, whose texts
     only the sample rows carry (read back by id), so a million-row run does not load its texts."""
-    lazy = pl.scan_parquet(selected_path)
-    names = lazy.collect_schema().names()
-    table = lazy.select([c for c in names if c not in TEXT_COLUMNS]).collect()
+    table = read_short_columns(selected_path)
+    names = list(pl.read_parquet_schema(selected_path))
     texts = [c for c in TEXT_COLUMNS if c in names and c in SAMPLE_FIRST]
     if "id" not in names or not texts:
         return table
     ids = [i for _, part in sample_parts(table) for i in part["id"].head(n).to_list()]
-    found = lazy.filter(pl.col("id").is_in(ids)).select(["id", *texts]).unique("id", keep="first").collect()
+    found = pl.scan_parquet(selected_path).filter(pl.col("id").is_in(ids)).select(["id", *texts]).unique("id", keep="first").collect()
     return table.with_columns(
         pl.col("id").replace_strict(found["id"], found[c], default=None, return_dtype=pl.Utf8).alias(c)
         for c in texts

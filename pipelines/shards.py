@@ -24,6 +24,8 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.schema import TEXT_COLUMNS
+
 KILL_AT_ENV = "INSTRUCT_FORGE_KILL_AT"
 _kill_counts: dict[str, int] = {}
 
@@ -111,6 +113,12 @@ SHARD_GLOB = "part-*.parquet"
 
 def shard_path(folder: Path, index: int) -> Path:
     return Path(folder) / f"part-{index:05d}.parquet"
+
+
+def read_short_columns(path: Path | str) -> pl.DataFrame:
+    """A Parquet table without its long columns (texts, embeddings): ids, scores, keep and meta of
+    every row, for the steps that count, plot or describe rows rather than read them."""
+    return pl.read_parquet(path, columns=[c for c in pl.read_parquet_schema(path) if c not in TEXT_COLUMNS])
 
 
 def list_shards(folder: Path) -> list[Path]:
