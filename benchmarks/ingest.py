@@ -6,7 +6,7 @@
 
 Generates a seeded JSON lines input (Alpaca fields; about 1 KB a row; 5% exact duplicates after
 normalisation, 5% near duplicates with one word in 40 changed, 0.1% rows without an answer that
-become rejects) into a temporary folder, then runs the stage functions of flows.stages directly:
+become rejects) into a temporary folder, then runs the stages of flows.pipeline directly:
 collect (chunked reading, examples shards), a model-free "score" (scored shards = examples +
 ``score_len``, the response's word count, so threshold / top_k have a column), select
 (dedup exact + near, a length threshold, top_k: two passes over the shards) and export
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-reference", action="store_true", help="skip the bare polars.read_ndjson")
     args = ap.parse_args(argv)
 
-    from flows import stages
     from flows.config import load_config
+    from flows.pipeline import run_stage
     from flows.run_folder import RunFolder
     from pipelines.shards import atomic_write_parquet, list_shards, shard_path
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         t_all = time.perf_counter()
 
         t = time.perf_counter()
-        records.append(stages.collect(cfg, run))
+        records.append(run_stage("collect", run, cfg))
         times["collect"] = time.perf_counter() - t
         peaks["collect"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -137,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         peaks["score_len (no model)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
         t = time.perf_counter()
-        records.append(stages.select(cfg, run))
+        records.append(run_stage("select", run, cfg))
         times["select (dedup exact+near, threshold, top_k)"] = time.perf_counter() - t
         peaks["select (dedup exact+near, threshold, top_k)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
         t = time.perf_counter()
-        records.append(stages.export(cfg, run, records))
+        records.append(run_stage("export", run, cfg))
         times["export"] = time.perf_counter() - t
         peaks["export"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         total = time.perf_counter() - t_all

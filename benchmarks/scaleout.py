@@ -3,7 +3,7 @@
     python -m benchmarks.scaleout [--rows 128] [--shard-size 16] [--model embedded] [--threads 1]
 
 Rows: Alpaca-format examples from ../shared/datasets/instruct_general/alpaca_en_demo.json, scored
-for IFD and the context-loss variant (the flow's `score` stage, `flows.stages.score_shard`,
+for IFD and the context-loss variant (the flow's `score` stage, `flows.stages.score.score_shard`,
 one task per shard). Each worker loads the model once before the clock starts; each worker
 uses --threads torch threads, so 2 workers use twice the cores of 1. Last line: speedup=<t1/t2>.
 """
@@ -33,19 +33,19 @@ def _prepare(run: RunFolder, rows: int, shard_size: int) -> int:
 def _score(cfg_json: str, run_dir: str, index: int, threads: int) -> int:
     import torch
 
-    from flows import stages
+    from flows.stages.score import score_shard
 
     torch.set_num_threads(threads)
-    return stages.score_shard(PipelineConfig.model_validate_json(cfg_json), RunFolder(run_dir), index)
+    return score_shard(PipelineConfig.model_validate_json(cfg_json), RunFolder(run_dir), index)
 
 
 def _warm(cfg_json: str, threads: int) -> bool:
     import torch
 
-    from flows import stages
+    from flows.llm_cache import get_llm
 
     torch.set_num_threads(threads)
-    stages.get_llm(PipelineConfig.model_validate_json(cfg_json).model)
+    get_llm(PipelineConfig.model_validate_json(cfg_json).model)
     return True
 
 

@@ -48,7 +48,8 @@ import polars as pl
 import torch
 from instruct_selectors.color_filter import REDUCTIONS, build_conditional
 from instruct_selectors.policies import select
-from instruct_selectors.score import build_request, score_table
+from instruct_selectors.score import score_table
+from instruct_selectors.scores.base import build_request
 from instruct_selectors.target_sim import POOLINGS, target_rows, target_vector
 
 from benchmarks.common import REPO, read_jsonl, shared_datasets

@@ -6,7 +6,7 @@
     python -m flows.build_dataset --task-runner dask --dask-workers 2
     python -m flows.build_dataset --serve --cron "0 3 * * *"
 
-The flow is thin: every task calls a function in ``flows/stages.py``. Tasks are cached on
+The flow is thin: every task runs one stage of ``flows.pipeline.PIPELINE`` (one file each under ``flows/stages/``). Tasks are cached on
 their inputs (config JSON, run folder, upstream records) and their source, with results persisted
 in the run folder, and each stage skips the shards it already wrote -- so a run killed at any
 moment and started again with the same config finishes the remaining work only and writes the
@@ -33,78 +33,40 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # run on a fresh machine failed that way. A user's own setting still wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
-from instruct_selectors.score import SCORES  # noqa: E402
+from instruct_selectors.scores.catalogue import BUILTIN_NAMES  # noqa: E402
 from prefect import flow, task, unmapped  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import INPUTS, TASK_SOURCE  # noqa: E402
 from prefect.filesystems import LocalFileSystem  # noqa: E402
 
-from flows import stages  # noqa: E402
 from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from flows.pipeline import BY_NAME, STAGE_NAMES, check_inputs, stages_for  # noqa: E402
 from flows.run_folder import RunFolder  # noqa: E402
 from flows.run_lock import RunFolderBusy  # noqa: E402
+from flows.stages.base import StageContext  # noqa: E402
 from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
 from pipelines.llm import BACKENDS  # noqa: E402
 from pipelines.shards import WriteError  # noqa: E402
 
 CACHE = INPUTS + TASK_SOURCE
-LLM_RETRIES = dict(retries=2, retry_delay_seconds=[10, 60])
 
 # Tasks take the validated config object and the run folder's path; ``run_token`` is only a
-# cache-key input (see RunFolder.claim), ``upstream`` only orders a task after the ones it needs.
+# cache-key input (see RunFolder.claim), ``upstream`` (the records so far) is what the stage reads.
 
 
-@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def generate_taxonomy_task(cfg: PipelineConfig, run_dir: str, run_token: str) -> dict:
-    return stages.generate_taxonomy(cfg, RunFolder(run_dir))
+def _context(cfg: PipelineConfig, run_dir: str, upstream: list[dict]) -> StageContext:
+    return StageContext(cfg, RunFolder(run_dir), {r["stage"]: r for r in upstream})
 
 
-@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def generate_text_task(cfg: PipelineConfig, run_dir: str, run_token: str) -> dict:
-    return stages.generate_text(cfg, RunFolder(run_dir))
-
-
-@task(cache_policy=CACHE, persist_result=True)
-def collect_task(cfg: PipelineConfig, run_dir: str, run_token: str, upstream: list[dict]) -> dict:
-    return stages.collect(cfg, RunFolder(run_dir))
+@task(cache_policy=CACHE, persist_result=True, log_prints=False)  # datasets' fingerprinting prints bytecode
+def stage_task(name: str, cfg: PipelineConfig, run_dir: str, run_token: str, upstream: list[dict]) -> dict:
+    return BY_NAME[name].run(_context(cfg, run_dir, upstream))
 
 
 @task(cache_policy=CACHE, persist_result=True)
-def condition_task(cfg: PipelineConfig, run_dir: str, run_token: str) -> dict:
-    return stages.condition(cfg, RunFolder(run_dir))
-
-
-@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def score_shard_task(cfg: PipelineConfig, run_dir: str, run_token: str, index: int,
-                     conditioned: dict, upstream: dict) -> int:
-    return stages.score_shard(cfg, RunFolder(run_dir), index, conditioned.get("conditional_model"),
-                              conditioned.get("target_embedding"), conditioned.get("target_matrix"))
-
-
-@task(cache_policy=CACHE, persist_result=True)
-def select_task(cfg: PipelineConfig, run_dir: str, run_token: str, upstream: dict) -> dict:
-    return stages.select(cfg, RunFolder(run_dir))
-
-
-@task(cache_policy=CACHE, persist_result=True, **LLM_RETRIES)
-def refusal_aware_task(cfg: PipelineConfig, run_dir: str, run_token: str, upstream: dict) -> dict:
-    return stages.refusal_aware(cfg, RunFolder(run_dir))
-
-
-# log_prints off: datasets' fingerprinting prints bytecode that would flood the run log.
-@task(cache_policy=CACHE, persist_result=True, log_prints=False)
-def export_task(cfg: PipelineConfig, run_dir: str, run_token: str, records: list[dict]) -> dict:
-    return stages.export(cfg, RunFolder(run_dir), records)
-
-
-@task(cache_policy=CACHE, persist_result=True)
-def train_task(cfg: PipelineConfig, run_dir: str, run_token: str, dataset_parquet: str) -> dict:
-    return stages.train(cfg, RunFolder(run_dir), dataset_parquet)
-
-
-@task(cache_policy=CACHE, persist_result=True)
-def report_task(run_dir: str, run_token: str, records: list[dict]) -> dict:
-    return stages.report(RunFolder(run_dir), records)
+def shard_task(name: str, cfg: PipelineConfig, run_dir: str, run_token: str, index: int,
+               upstream: list[dict]) -> int:
+    return BY_NAME[name].per_shard.run_shard(_context(cfg, run_dir, upstream), index)
 
 
 def _publish(record: dict[str, Any], run: RunFolder) -> None:
@@ -120,7 +82,7 @@ def _publish(record: dict[str, Any], run: RunFolder) -> None:
 
 @flow(name="build-dataset", log_prints=True)
 def build_dataset(config: dict | None = None) -> dict:
-    """Run every enabled stage; returns {run_dir, dataset, report, kept, stages}."""
+    """Run every enabled stage (flows.pipeline.PIPELINE); returns {run_dir, dataset, report, kept, stages}."""
     cfg = PipelineConfig.model_validate(config or {})
     run = RunFolder(cfg.run_dir())
     run.root.mkdir(parents=True, exist_ok=True)
@@ -130,42 +92,28 @@ def build_dataset(config: dict | None = None) -> dict:
     # (A block must be saved before tasks may use it; its name is unique per run folder.)
     storage = LocalFileSystem(basepath=str(run.prefect_results))
     storage.save(f"results-{hashlib.sha1(rd.encode()).hexdigest()[:16]}", overwrite=True)
-
-    def in_run(t):
-        return t.with_options(result_storage=storage)
-
     records: list[dict] = []
-
-    def done(rec: dict) -> dict:
+    report: dict = {}
+    for stage in stages_for(cfg):
+        options = dict(result_storage=storage, name=f"{stage.name}_task", retries=stage.retries,
+                       retry_delay_seconds=[10, 60][: stage.retries] or 0)
+        if stage.per_shard is None:
+            rec = stage_task.with_options(**options)(stage.name, cfg, rd, token, list(records))
+        else:  # one task per shard: the task runner (threads, or Dask workers) spreads them out
+            started, ctx = time.perf_counter(), _context(cfg, rd, records)
+            options["name"] = f"{stage.name}_shard_task"
+            futures = shard_task.with_options(**options).map(
+                unmapped(stage.name), unmapped(cfg), unmapped(rd), unmapped(token),
+                list(range(stage.per_shard.count(ctx))), unmapped(list(records)))
+            rec = stage.per_shard.finish(ctx, started, sum(f.result() for f in futures))
+        if stage.name == "report":
+            report = rec["outputs"]
+            continue
         records.append(rec)
         _publish(rec, run)
-        return rec
-
-    generated = []
-    if cfg.generate.taxonomy.enabled:
-        generated.append(done(in_run(generate_taxonomy_task)(cfg, rd, token)))
-    if cfg.generate.text.enabled:
-        generated.append(done(in_run(generate_text_task)(cfg, rd, token)))
-    collected = done(in_run(collect_task)(cfg, rd, token, generated))
-    conditioned = {}
-    if set(cfg.score.scores) & set(stages.TARGET_SCORES):
-        conditioned = done(in_run(condition_task)(cfg, rd, token))
-    score_started = time.perf_counter()
-    # One task per shard: the task runner (threads, or Dask workers) spreads them out.
-    futures = in_run(score_shard_task).map(unmapped(cfg), unmapped(rd), unmapped(token),
-                                           list(range(collected["shards"])), unmapped(conditioned),
-                                           unmapped(collected))
-    rows = sum(f.result() for f in futures)
-    done(stages.score_record(cfg, run, score_started, rows))
-    selected = done(in_run(select_task)(cfg, rd, token, records[-1]))
-    if cfg.transform.refusal_aware.enabled:
-        done(in_run(refusal_aware_task)(cfg, rd, token, selected))
-    exported = done(in_run(export_task)(cfg, rd, token, records))
-    if cfg.train.method:
-        done(in_run(train_task)(cfg, rd, token, exported["outputs"]["parquet"]))
-    report = in_run(report_task)(rd, token, records)
-    return {"run_dir": rd, "dataset": exported["outputs"], "report": report,
-            "kept": selected["rows_out"], "stages": records}
+    done = {r["stage"]: r for r in records}
+    return {"run_dir": rd, "dataset": done["export"]["outputs"], "report": report,
+            "kept": done["select"]["rows_out"], "stages": records}
 
 
 class _NoTracebacks(logging.Filter):
@@ -217,7 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m flows.build_dataset",
         description="Generate, score, select and export an instruction-tuning dataset.\n\nStages: "
-        + " -> ".join(stages.STAGES) + " (train only with --train).",
+        + " -> ".join(STAGE_NAMES) + " (train only with --train).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every option of the config file can be set with --set section.key=value; "
         "see data/configs/default.toml for all of them.",
@@ -236,7 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--refusal-aware", action="store_true",
                     help="R-Tuning: suffix each kept row with 'I am sure/unsure' by whether the model already "
                     "answers it (= --set transform.refusal_aware.enabled=true)")
-    ap.add_argument("--scores", help=f"comma-separated scores: {', '.join(SCORES)}")
+    ap.add_argument("--scores", help=f"comma-separated scores: {', '.join(BUILTIN_NAMES)} or your own (score.custom)")
     ap.add_argument("--train", metavar="METHOD", choices=METHOD_CHOICES, help="also fine-tune: " + ", ".join(METHOD_CHOICES))
     ap.add_argument("--push-to-hub", metavar="REPO", help="push the dataset (token from HF_TOKEN; private)")
     ap.add_argument("--task-runner", choices=["thread", "dask"], default="thread", help="where shard tasks run")
@@ -294,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in cfg.notes():
         print(f"note: {note}", file=sys.stderr)
     try:
-        stages.check_inputs(cfg)  # seconds, before Prefect starts or any model loads
+        check_inputs(cfg)  # seconds, before Prefect starts or any model loads
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

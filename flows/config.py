@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 from instruct_selectors.policies import parse_steps
-from instruct_selectors.score import SCORE_COLUMNS, SCORES
+from instruct_selectors.scores.catalogue import available, column_owner
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -102,6 +102,9 @@ class GenerateConfig(_Section):
     taxonomy: TaxonomyConfig = TaxonomyConfig()
     text: TextConfig = TextConfig()
     inputs: list[str] = Field(default_factory=list, description="existing datasets to add (JSONL, Parquet, Alpaca, messages, HF on disk)")
+    custom: list[str] = Field(default_factory=list, description="your own generators by import path "
+                              "('mypkg.gen:MY_GENERATOR', see flows/stages/generate_custom.py)")
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per custom generator name")
 
 
 class JudgeConfig(_Section):
@@ -117,7 +120,12 @@ class JudgeConfig(_Section):
 class ScoreConfig(_Section):
     # target_sim, not CoLoR, ranks by default: it won on every target of benchmarks.selection
     # (numbers in instruct_selectors/color_filter.py's docstring).
-    scores: list[Literal[SCORES]] = Field(default_factory=lambda: ["target_sim", "ifd", "ctx_loss"])
+    scores: list[str] = Field(default_factory=lambda: ["target_sim", "ifd", "ctx_loss"],
+                              description="scores to compute: built-in names or those of score.custom")
+    custom: list[str] = Field(default_factory=list, description="your own scores by import path "
+                              "('mypkg.scores:TOXICITY', an instruct_selectors.scores.base.Score)")
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per score name "
+                                               "(a score's own settings, e.g. a custom score's)")
     target: str | None = Field("data/target.jsonl", description="target (downstream) rows for target_sim, otd and CoLoR-Filter")
     conditional_method: Literal["lora", "full"] = "lora"
     conditional_epochs: float = Field(1.0, gt=0)
@@ -132,6 +140,30 @@ class ScoreConfig(_Section):
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _known_scores(self):
+        known = available(self.custom)  # imports the custom scores: a bad path fails here
+        for field, names in (("scores", self.scores), ("options", list(self.options))):
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(f"score.{field} names unknown score(s) {unknown}: choose from {tuple(known)} "
+                                 "(your own: score.custom)")
+        for name in self.scores:
+            known[name].parse_options(self.options_for(name))
+        return self
+
+    def specs(self) -> list:
+        """The Score of each name in ``scores``, in order."""
+        known = available(self.custom)
+        return [known[n] for n in self.scores]
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        """A score's options: ``options.<name>`` over the built-ins' settings kept at this level."""
+        legacy = {"color": {"reduction": self.color_reduction}, "target_sim": {"pooling": self.target_pooling},
+                  "otd": {"pooling": self.target_pooling}, "ctx_attn": {"layer": self.attn_layer},
+                  "judge": {"retries": self.judge.retries, "max_tokens": self.judge.max_tokens}}
+        return {**legacy.get(name, {}), **self.options.get(name, {})}
 
 
 def default_steps() -> list[dict[str, Any]]:
@@ -152,6 +184,8 @@ class DecontaminateConfig(_Section):
 
 class SelectConfig(_Section):
     decontaminate: DecontaminateConfig = DecontaminateConfig()
+    custom: list[str] = Field(default_factory=list, description="your own row filters by import path "
+                              "('mypkg.filters:is_english': (row) -> bool | (bool, reason)); run first")
     steps: list[dict[str, Any]] = Field(
         default_factory=default_steps,
         description="selection steps in order: dedup -> filters -> rank -> diversify",
@@ -165,9 +199,12 @@ class SelectConfig(_Section):
 
     def steps_to_run(self) -> list[dict[str, Any]]:
         """The steps, with decontamination first when eval sets are given and no step places it."""
-        if self.decontaminate.against and not any("decontaminate" in step for step in self.steps):
-            return [{"decontaminate": {}}, *self.steps]
-        return list(self.steps)
+        steps = list(self.steps)
+        if self.custom and not any("filter" in step for step in steps):
+            steps = [{"filter": {}}, *steps]
+        if self.decontaminate.against and not any("decontaminate" in step for step in steps):
+            steps = [{"decontaminate": {}}, *steps]
+        return steps
 
     @field_validator("steps")
     @classmethod
@@ -242,19 +279,20 @@ class PipelineConfig(_Section):
 
         A *default* step whose score is turned off (``--scores ifd,ctx_loss``) is dropped with a
         note, so flags compose; a step the user wrote on such a score is an error."""
-        provides = {column: name for name, column in SCORE_COLUMNS.items()}
+        owners = column_owner(self.score.custom)
         kept = []
-        for i, step in enumerate(self.select.steps, 1):
-            ((name, options),) = step.items()
-            column = (options or {}).get("column", "embedding" if name == "diversify" else None)
-            needed = provides.get(column)
-            if needed and needed not in self.score.scores:
+        for i, (step, parsed) in enumerate(zip(self.select.steps, parse_steps(self.select.steps), strict=True), 1):
+            name = next(iter(step))
+            needed = [(c, owners[c].name) for c in parsed.reads() if c in owners]
+            missing = [(c, n) for c, n in needed if n not in self.score.scores]
+            if missing:
+                column, score = missing[0]
                 if step in default_steps():
                     self._notes.append(f"default selection step {name}({column}) skipped: score "
-                                       f"{needed!r} is not computed (scores: {', '.join(self.score.scores)})")
+                                       f"{score!r} is not computed (scores: {', '.join(self.score.scores)})")
                     continue
                 raise ValueError(f"select.steps[{i}] ({name}) uses {column}, but score.scores does not "
-                                 f"include {needed!r} (scores: {', '.join(self.score.scores)})")
+                                 f"include {score!r} (scores: {', '.join(self.score.scores)})")
             kept.append(step)
         self.select.steps = kept
         return self
@@ -265,14 +303,14 @@ class PipelineConfig(_Section):
         control = self.train.control_tokens
         if control is None:
             return self
-        provides = {column: name for name, column in SCORE_COLUMNS.items() if name != "embedding"}
-        needed = provides.get(control.column)
-        if needed is None:
+        owners = {c: s for c, s in column_owner(self.score.custom).items() if s.scalar}
+        owner = owners.get(control.column)
+        if owner is None:
             raise ValueError(f"train.control_tokens.column {control.column!r} is not a score column "
-                             f"(one of: {', '.join(provides)})")
-        if needed not in self.score.scores:
+                             f"(one of: {', '.join(owners)})")
+        if owner.name not in self.score.scores:
             raise ValueError(f"train.control_tokens uses {control.column}, but score.scores does not "
-                             f"include {needed!r} (scores: {', '.join(self.score.scores)})")
+                             f"include {owner.name!r} (scores: {', '.join(self.score.scores)})")
         return self
 
     def notes(self) -> list[str]:

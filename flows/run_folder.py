@@ -14,6 +14,7 @@ Layout::
     run.log                 every log line of the runs in this folder, with tracebacks
     generate_taxonomy/      GLAN levels (subjects, syllabi, questions, examples/ shards, rejects)
     generate_text/          Bonito output (examples/ shards, rejects)
+    generate_custom/<name>/ a user's generator (generate.custom): examples/ shards, rejects, counts.json
     examples/               every example gathered from generation and inputs (+ rejects-input-<name>-<hash>.jsonl)
     conditional/            what the target set gives: CoLoR-Filter's conditional model (cached by
                             fingerprint), target_sim's target embedding and otd's target rows (.npy)
@@ -66,6 +67,20 @@ class RunFolder:
 
     def generated_examples(self, stage: str) -> Path:
         return self.generator(stage) / "examples"
+
+    def custom_generator(self, name: str) -> Path:
+        """A user's generator's folder (generate.custom): examples/ shards, rejects, counts.json."""
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"a generator name must be a plain name, got {name!r}")
+        return self.root / "generate_custom" / name
+
+    def generated_folders(self) -> list[tuple[str, Path]]:
+        """(source name, examples folder) of every generator that wrote here, built-ins first."""
+        out = [(stage, self.generated_examples(stage)) for stage in GENERATORS]
+        custom = self.root / "generate_custom"
+        if custom.is_dir():
+            out += [(f"generate_custom:{d.name}", d / "examples") for d in sorted(custom.iterdir()) if d.is_dir()]
+        return out
 
     @property
     def examples(self) -> Path:
@@ -145,6 +160,7 @@ class RunFolder:
     def sample(self, stage: str, n: int = 5) -> pl.DataFrame | None:
         """The first ``n`` rows of what ``stage`` wrote (for artifacts), or None; reads only those."""
         folder = {**{g: self.generated_examples(g) for g in GENERATORS},
+                  "generate_custom": next((f for _, f in self.generated_folders()[len(GENERATORS):]), None),
                   "collect": self.examples, "score": self.scored, "refusal_aware": self.transformed}.get(stage)
         if folder is not None:
             shards = list_shards(folder)

@@ -52,11 +52,23 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 class _Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def reads(self) -> tuple[str, ...]:
+        """The columns this step reads (the one place that knows: stream_select and the config ask)."""
+        column = getattr(self, "column", None)
+        return (column,) if column else ()
+
 
 class Decontaminate(_Step):
     """Drop rows that share a word n-gram with an eval set: ``column`` (decontam.mark) is set."""
 
     column: str = "contaminated_by"
+
+
+class Filter(_Step):
+    """Drop rows a user's row filter rejected (select.custom): ``column`` holds the reason, which
+    becomes the row's dropped_by."""
+
+    column: str = "filtered_by"
 
 
 class Dedup(_Step):
@@ -155,6 +167,7 @@ class Diversify(_Count):
 
 STEP_TYPES: dict[str, type[_Step]] = {
     "decontaminate": Decontaminate,
+    "filter": Filter,
     "dedup": Dedup,
     "threshold": Threshold,
     "top_k": TopK,
@@ -163,9 +176,9 @@ STEP_TYPES: dict[str, type[_Step]] = {
     "diversify": Diversify,
 }
 _NAMES = {cls: name for name, cls in STEP_TYPES.items()}
-_PHASE = {Decontaminate: 0, Dedup: 0, Threshold: 1, TopK: 2, Ratio: 2, Quota: 2, Diversify: 3}
+_PHASE = {Decontaminate: 0, Filter: 0, Dedup: 0, Threshold: 1, TopK: 2, Ratio: 2, Quota: 2, Diversify: 3}
 _PHASE_NAMES = ("decontaminate/dedup", "filters", "rank", "diversify")
-Step = Decontaminate | Dedup | Threshold | TopK | Ratio | Quota | Diversify
+Step = Decontaminate | Filter | Dedup | Threshold | TopK | Ratio | Quota | Diversify
 
 
 def parse_steps(specs: Sequence[_Step | Mapping[str, Any]]) -> list[_Step]:
@@ -202,7 +215,7 @@ def parse_steps(specs: Sequence[_Step | Mapping[str, Any]]) -> list[_Step]:
 def label(step: _Step) -> str:
     """Short human label of a step, used in dropped_by / keep_reason and the summary."""
     name = _NAMES[type(step)]
-    if isinstance(step, Dedup | Decontaminate):
+    if isinstance(step, Dedup | Decontaminate | Filter):
         return name
     if isinstance(step, Threshold):
         parts = [
@@ -284,6 +297,14 @@ def _apply(
         marked = table[step.column].to_list()
         kept = [r for r in rows if not marked[r]]
         return kept, {}, f"contaminated={len(rows) - len(kept)}"
+
+    if isinstance(step, Filter):
+        if step.column not in table.columns:
+            raise ValueError(f"{name}: column {step.column!r} is not in the table: name the row filters "
+                             "in select.custom")
+        reason = table[step.column].to_list()
+        kept = [r for r in rows if not reason[r]]
+        return kept, {r: reason[r] for r in rows if reason[r]}, f"filtered={len(rows) - len(kept)}"
 
     if isinstance(step, Dedup):
         if state is None:  # in memory: the rows entering, from the table

@@ -1,77 +1,39 @@
-"""One scoring plan: the loss passes the requested scores need, each run once and shared.
+"""The scoring plan: the passes the requested scores declare, each (model, prompt) run once and shared.
 
-    from instruct_selectors.score import score_table
-    scored = score_table(table, prior_llm, scores=("color", "ifd", "ctx_loss", "ctx_attn"), cond_llm=cond)
+    from instruct_selectors.score import score_rows
+    scored, rejects = score_rows(table, resolve(["ifd", "ctx_loss"]), {"prior": llm})
 
-Passes (each one ``llm.loss(...)`` call over the rows that need it; the backend batches them):
+Each score (``selectors/scores/<name>.py``) declares the passes it reads; this file only unions
+them, runs each pass once over the rows that need it (one ``llm.loss(...)`` call, batched by the
+backend), and hands the results to every score's pure ``compute``. The pass table:
 
-| pass          | model | prompt                               | feeds                                   |
-|---------------|-------|--------------------------------------|-----------------------------------------|
-| prior/full    | prior | chat(instruction + context)          | CoLoR's L_prior, IFD numerator,          |
-|               |       |                                      | ctx_loss's second term, ctx_attn (when  |
-|               |       |                                      | the prior is the probe), embeddings,    |
-|               |       |                                      | target_sim, otd                         |
-| prior/no_ctx  | prior | chat(instruction), rows with context | ctx_loss's first term                   |
-| prior/alone   | prior | start token only                     | IFD denominator                         |
-| cond/full     | cond  | chat(instruction + context)          | CoLoR's L_cond                          |
-| probe/full    | probe | chat(instruction + context)          | ctx_attn from a separate probe model    |
+| pass          | model | prompt                               | rows                 |
+|---------------|-------|--------------------------------------|----------------------|
+| prior/full    | prior | chat(instruction + context)          | all (+ hidden/attn)  |
+| prior/no_ctx  | prior | chat(instruction)                    | rows with a context  |
+| prior/alone   | prior | start token only                     | all                  |
+| cond/full     | cond  | chat(instruction + context)          | all                  |
+| probe/full    | probe | chat(instruction + context)          | all (attn)           |
 
-Every loss is the mean NLL over response tokens (prompt masked), so rows of different lengths
-compare, except CoLoR's, which sums them by default (``color_reduction``, see color_filter.py). The
-formulas live in color_filter.py, ifd.py, context_dependency.py, target_sim.py and otd.py; this file only
-decides which passes to run and feeds them. ``scores`` may also hold ``"embedding"``: the
-mean-pooled last hidden state from the prior/full pass, stored as the ``embedding`` column for
-diversity.py (no extra pass, no extra model).
+Every loss is the mean NLL over response tokens (prompt masked); ``token_nll`` keeps the tokens
+for scores that reduce otherwise (CoLoR sums them by default).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
-from instruct_selectors.color_filter import COLUMN as COLOR_COLUMN
-from instruct_selectors.color_filter import REDUCTIONS, color_score, response_nll
-from instruct_selectors.context_dependency import ATTN_COLUMN, LOSS_COLUMN, ctx_loss_score
-from instruct_selectors.ifd import COLUMN as IFD_COLUMN
-from instruct_selectors.ifd import ifd_score
-from instruct_selectors.judge import COLUMN as JUDGE_COLUMN
-from instruct_selectors.otd import COLUMN as OTD_COLUMN
-from instruct_selectors.otd import otd_score
-from instruct_selectors.target_sim import COLUMN as TARGET_SIM_COLUMN
-from instruct_selectors.target_sim import EXTRA as TARGET_SIM_EXTRA
-from instruct_selectors.target_sim import POOLINGS, target_sim_score
+from instruct_selectors.scores.base import Score, ScoreInputs, ScoreResult, build_request
+from instruct_selectors.scores.catalogue import BUILTIN, resolve
 
-from pipelines.llm.base import LossRequest
-from pipelines.schema import user_content
-
-EMBEDDING_COLUMN = "embedding"
-# The score catalogue: each score name and the column it writes (config and policies read it here).
-SCORE_COLUMNS = {
-    "color": COLOR_COLUMN,
-    "ifd": IFD_COLUMN,
-    "ctx_loss": LOSS_COLUMN,
-    "ctx_attn": ATTN_COLUMN,
-    "target_sim": TARGET_SIM_COLUMN,
-    "embedding": EMBEDDING_COLUMN,
-    "judge": JUDGE_COLUMN,
-    "otd": OTD_COLUMN,
-}
-SCORES = tuple(SCORE_COLUMNS)
-# One line per score for dataset cards and reports (the formulas are in each score's module).
-SCORE_DEFINITIONS = {
-    "color": "CoLoR-Filter: response loss under the prior minus under the prior fine-tuned on the target rows (higher: more target-like)",
-    "ifd": "IFD: response loss with the instruction / without it (above 1: the instruction does not help)",
-    "ctx_loss": "context dependency: response loss without the context minus with it",
-    "ctx_attn": "context dependency: share of the response's attention that goes to the context tokens",
-    "target_sim": "RDS+: cosine of the row's mean-pooled hidden state with the target rows' mean",
-    "embedding": "the row's mean-pooled last hidden state (for diversity)",
-    "judge": "LLM judge's 1-5 rating of helpfulness and correctness (rubric in judge.py)",
-    "otd": "GOT-D: minus the row's dual potential in entropic OT from the pool to the target rows' embeddings (higher: moves the pool towards the target)",
-}
-# Scores an LLM writes (judge.py's ratings), not loss passes: score_table skips them.
-GENERATED_SCORES = ("judge",)
+SCORES = tuple(s.name for s in BUILTIN)
+SCORE_COLUMNS = {s.name: s.column for s in BUILTIN}
+SCORE_DEFINITIONS = {s.name: s.definition for s in BUILTIN}
+__all__ = ["Pass", "plan_passes", "score_rows", "score_table", "build_request", "SCORES", "SCORE_COLUMNS"]
 
 
 @dataclass(frozen=True)
@@ -89,45 +51,32 @@ class Pass:
         return f"{self.model}/{self.prompt}"
 
 
-def plan_passes(scores: Iterable[str], separate_probe: bool = False) -> list[Pass]:
-    """The passes needed for ``scores``; the prior/full pass is shared by everything that can use it."""
-    wanted = set(scores)
-    unknown = wanted - set(SCORES)
-    if unknown:
-        raise ValueError(f"unknown score(s) {sorted(unknown)}: choose from {SCORES}")
-    attn_on_prior = "ctx_attn" in wanted and not separate_probe
+def _specs(scores: Sequence[Score | str]) -> list[Score]:
+    names = [s for s in scores if isinstance(s, str)]
+    known = {s.name: s for s in resolve(names)} if names else {}
+    return [known[s] if isinstance(s, str) else s for s in scores]
+
+
+def plan_passes(scores: Sequence[Score | str], separate_probe: bool = False) -> list[Pass]:
+    """The passes ``scores`` read, in table order; attention comes from the prior unless a probe is given."""
+    specs = _specs(scores)
+    wanted = {p for s in specs for p in s.passes}
+    extras = {e for s in specs for e in s.extras}
+    if "attn" in extras and separate_probe:
+        wanted.add("probe/full")
     passes = []
-    if wanted & {"color", "ifd", "ctx_loss", "target_sim", "otd", "embedding"} or attn_on_prior:
-        hidden = bool(wanted & {"embedding", "target_sim", "otd"})
-        passes.append(Pass("prior", "full", hidden=hidden, attn=attn_on_prior))
-    if "ctx_loss" in wanted:
-        passes.append(Pass("prior", "no_ctx", only_with_context=True))
-    if "ifd" in wanted:
-        passes.append(Pass("prior", "alone"))
-    if "color" in wanted:
-        passes.append(Pass("cond", "full"))
-    if "ctx_attn" in wanted and separate_probe:
-        passes.append(Pass("probe", "full", attn=True))
+    for name in ("prior/full", "prior/no_ctx", "prior/alone", "cond/full", "probe/full"):
+        if name not in wanted:
+            continue
+        model, prompt = name.split("/")
+        on_prior = name == "prior/full"
+        passes.append(Pass(model, prompt, only_with_context=prompt == "no_ctx",
+                           hidden=on_prior and "hidden" in extras,
+                           attn=(name == "probe/full") or (on_prior and "attn" in extras and not separate_probe)))
     return passes
 
 
-def build_request(prompt: str, instruction: str, context: str, response: str) -> LossRequest:
-    """The request for one row under one prompt form (see the table in the module docstring)."""
-    if prompt == "full":
-        return LossRequest([{"role": "user", "content": user_content(instruction, context)}], response)
-    if prompt == "no_ctx":
-        return LossRequest([{"role": "user", "content": instruction}], response)
-    if prompt == "alone":
-        return LossRequest("", response)
-    raise ValueError(f"unknown prompt form {prompt!r}")
-
-
-def _is_eager(llm) -> bool:
-    model = getattr(llm, "model", None)
-    return model is not None and getattr(model.config, "_attn_implementation", None) == "eager"
-
-
-def _run_pass(llm, p: Pass, table: pl.DataFrame, attn_layer: int | None, progress) -> dict[str, np.ndarray]:
+def _run_pass(llm, p: Pass, table: pl.DataFrame, attn_layer: int | None, progress) -> dict[str, Any]:
     """Run one pass; arrays over all rows (NaN / None where the pass skipped the row)."""
     n = table.height
     has_ctx = np.array([bool(c) for c in table["context"].to_list()], dtype=bool)
@@ -158,9 +107,73 @@ def _run_pass(llm, p: Pass, table: pl.DataFrame, attn_layer: int | None, progres
     return out
 
 
-def _column(name: str, values: np.ndarray) -> pl.Series:
-    # NaN means "not defined for this row" (no context, empty response): store it as null.
-    return pl.Series(name, [None if np.isnan(v) else float(v) for v in values], dtype=pl.Float64)
+def _column(score: Score, values: Any, n: int) -> pl.Series:
+    """A score's values as its column; NaN means "not defined for this row" and is stored as null."""
+    if isinstance(values, pl.Series):
+        series = values.alias(score.column)
+    else:
+        values = list(values)
+        if score.dtype == pl.Float64:
+            values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v) for v in values]
+        series = pl.Series(score.column, values, dtype=score.dtype)
+    if series.len() != n:
+        raise ValueError(f"score {score.name!r} returned {series.len()} values for {n} rows")
+    if score.dtype == pl.Float64:
+        series = series.cast(pl.Float64).fill_nan(None)
+    return series
+
+
+def _is_eager(llm) -> bool:
+    model = getattr(llm, "model", None)
+    return model is not None and getattr(model.config, "_attn_implementation", None) == "eager"
+
+
+def score_rows(
+    table: pl.DataFrame,
+    scores: Sequence[Score],
+    models: Mapping[str, Any],
+    *,
+    options: Mapping[str, Any] | None = None,
+    target: Mapping[str, np.ndarray] | None = None,
+    llm: Callable[[str], Any] | None = None,
+    attn_layer: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    seed: int = 0,
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """Add each score's column to ``table``; returns (scored table, rejects the scores reported).
+
+    ``models``: backends by role ("prior", and "cond" / "probe" when a score reads their pass);
+    ``options``: each score's raw options by name (validated by its ``options`` model);
+    ``target``: the condition stage's arrays; ``llm(name)``: other models scores ask for (judge)."""
+    options, target = options or {}, target or {}
+    for s in scores:
+        if s.target is not None and target.get(s.target) is None and s.target != "conditional_model":
+            raise ValueError(f"score {s.name!r} needs {s.target}: run the condition stage first")
+    passes = plan_passes(scores, separate_probe=models.get("probe") is not None)
+    for p in passes:
+        if models.get(p.model) is None:
+            raise ValueError(f"pass {p.name} needs the {p.model!r} model"
+                             + (" (cond_llm: the conditional model, color_filter.build_conditional)"
+                                if p.model == "cond" else ""))
+    if any(p.attn for p in passes):
+        probe = models.get("probe") or models["prior"]
+        if not _is_eager(probe):
+            raise ValueError("score 'ctx_attn' needs the probe model with eager attention: load it with "
+                             "eager_attention=True (or pass a separate probe_llm)")
+        if attn_layer is None:
+            from pipelines.llm.nll import default_probe_layer
+
+            attn_layer = default_probe_layer(probe.model)
+    got = {p.name: _run_pass(models[p.model], p, table, attn_layer, progress) for p in passes}
+    columns, rejects = [], []
+    for s in scores:
+        inputs = ScoreInputs(table, got, s.parse_options(options.get(s.name)), target, llm, seed)
+        out = s.compute(inputs)
+        if isinstance(out, ScoreResult):
+            rejects += out.rejects
+            out = out.values
+        columns.append(_column(s, out, table.height))
+    return table.with_columns(columns), rejects
 
 
 def score_table(
@@ -177,68 +190,17 @@ def score_table(
     target_pooling: str = "response",
     target_matrix: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """Add one ``score_*`` column per requested score (and ``embedding`` when asked); nothing else changes.
-
-    ``prior_llm`` / ``cond_llm`` / ``probe_llm`` are backends (``loss(requests, ...)``). ``ctx_attn``
-    is read from the prior's pass unless a separate ``probe_llm`` is given; that model needs eager
-    attention. ``attn_layer`` defaults to about two thirds of the probe's depth. ``color_reduction``
-    ("mean" or "sum" over response tokens) is CoLoR's L; every other score uses the mean.
-    ``target_sim`` needs ``target_vector`` (target_sim.target_embedding, computed once per run with
-    the same ``target_pooling``): cosine of each row's pooled hidden state with it. ``otd`` needs
-    ``target_matrix`` (target_sim.target_rows: one pooled embedding per target row): otd.py.
-    ``judge`` (in GENERATED_SCORES) is not a loss: judge.judge_rows adds it, so it is skipped here.
-    """
-    wanted = tuple(dict.fromkeys(scores))
-    if color_reduction not in REDUCTIONS:
-        raise ValueError(f"color_reduction must be one of {REDUCTIONS}, got {color_reduction!r}")
-    if "color" in wanted and cond_llm is None:
-        raise ValueError(
-            "score 'color' needs cond_llm: the conditional model (color_filter.build_conditional)"
-        )
-    if "target_sim" in wanted and target_vector is None:
+    """:func:`score_rows` with the built-in scores' settings as keywords (benchmarks and tests)."""
+    specs = resolve(scores)
+    options = {"color": {"reduction": color_reduction}, "target_sim": {"pooling": target_pooling},
+               "otd": {"pooling": target_pooling}}
+    names = {s.name for s in specs}
+    if "target_sim" in names and target_vector is None:
         raise ValueError("score 'target_sim' needs target_vector (target_sim.target_embedding of the target rows)")
-    if "otd" in wanted and target_matrix is None:
+    if "otd" in names and target_matrix is None:
         raise ValueError("score 'otd' needs target_matrix (target_sim.target_rows of the target rows)")
-    if target_pooling not in POOLINGS:
-        raise ValueError(f"target_pooling must be one of {POOLINGS}, got {target_pooling!r}")
-    passes = plan_passes(wanted, separate_probe=probe_llm is not None)
-    models = {"prior": prior_llm, "cond": cond_llm, "probe": probe_llm}
-    if "ctx_attn" in wanted:
-        probe = probe_llm if probe_llm is not None else prior_llm
-        if not _is_eager(probe):
-            raise ValueError(
-                "score 'ctx_attn' needs the probe model with eager attention: load it with "
-                "eager_attention=True (or pass a separate probe_llm)"
-            )
-        if attn_layer is None:
-            from pipelines.llm.nll import default_probe_layer
-
-            attn_layer = default_probe_layer(probe.model)
-    got = {p.name: _run_pass(models[p.model], p, table, attn_layer, progress) for p in passes}
-
-    columns = []
-    if "color" in wanted:
-        prior_l, cond_l = (
-            [response_nll(t, color_reduction) for t in got[name]["token_nll"]]
-            for name in ("prior/full", "cond/full")
-        )
-        columns.append(_column(COLOR_COLUMN, color_score(prior_l, cond_l)))
-    if "ifd" in wanted:
-        columns.append(_column(IFD_COLUMN, ifd_score(got["prior/full"]["loss"], got["prior/alone"]["loss"])))
-    if "ctx_loss" in wanted:
-        columns.append(
-            _column(LOSS_COLUMN, ctx_loss_score(got["prior/no_ctx"]["loss"], got["prior/full"]["loss"]))
-        )
-    if "ctx_attn" in wanted:
-        source = "probe/full" if probe_llm is not None else "prior/full"
-        columns.append(_column(ATTN_COLUMN, got[source]["attn"]))
-    if "target_sim" in wanted:
-        pooled = np.stack(got["prior/full"][TARGET_SIM_EXTRA[target_pooling]])
-        columns.append(_column(TARGET_SIM_COLUMN, target_sim_score(pooled, np.asarray(target_vector))))
-    if "otd" in wanted:
-        pooled = np.stack(got["prior/full"][TARGET_SIM_EXTRA[target_pooling]])
-        columns.append(_column(OTD_COLUMN, otd_score(pooled, np.asarray(target_matrix))))
-    if "embedding" in wanted:
-        hidden = [h.tolist() for h in got["prior/full"]["hidden"]]
-        columns.append(pl.Series(EMBEDDING_COLUMN, hidden, dtype=pl.List(pl.Float32)))
-    return table.with_columns(columns)
+    target = {"target_embedding": target_vector, "target_matrix": target_matrix}
+    scored, _ = score_rows(table, [s for s in specs if not s.models], {"prior": prior_llm, "cond": cond_llm,
+                           "probe": probe_llm}, options={k: v for k, v in options.items() if k in names},
+                           target=target, attn_layer=attn_layer, progress=progress)
+    return scored

@@ -28,7 +28,7 @@ from typing import Any
 
 import polars as pl
 from instruct_selectors.context_dependency import LOSS_COLUMN
-from instruct_selectors.score import build_request
+from instruct_selectors.scores.base import build_request
 
 from pipelines.llm.nll import encode
 from pipelines.shards import atomic_write_text

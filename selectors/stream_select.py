@@ -26,16 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from instruct_selectors.dedup import StateWriter, row_texts
-from instruct_selectors.policies import (
-    Decontaminate,
-    Dedup,
-    Diversify,
-    Quota,
-    Threshold,
-    TopK,
-    parse_steps,
-    select,
-)
+from instruct_selectors.policies import Dedup, Quota, parse_steps, select
 
 from pipelines.progress import StageBar
 
@@ -57,15 +48,9 @@ def needed_columns(steps: Sequence[Any], columns: Sequence[str]) -> list[str]:
     """The columns of a shard (``columns``) that the steps read, ``id`` first."""
     want = ["id"]
     for s in steps:
-        if isinstance(s, Threshold | TopK):
-            want.append(s.column)
-        elif isinstance(s, Quota):
-            want += [c for c in (s.column,) if c]
+        want += s.reads()
+        if isinstance(s, Quota):
             want.append(s.field if s.field in columns else "meta")
-        elif isinstance(s, Diversify):
-            want.append(s.column)
-        elif isinstance(s, Decontaminate):
-            want.append(s.column)
     out: list[str] = []
     for c in want:
         if c not in out and c in columns:

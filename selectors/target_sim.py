@@ -50,7 +50,7 @@ def target_embedding(prior_llm, target_table: pl.DataFrame, pooling: str = "resp
 def target_rows(prior_llm, target_table: pl.DataFrame, pooling: str = "response") -> np.ndarray:
     """One pooled embedding per target row, (m, hidden size) float32: what target_vector averages,
     and the target side of otd.py's transport. The same pass as the pool's prior/full pass."""
-    from instruct_selectors.score import build_request
+    from instruct_selectors.scores.base import build_request
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")

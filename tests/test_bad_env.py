@@ -10,9 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows import stages
 from flows.config import load_config
+from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
+from flows.stages.__main__ import main as stages_main
 from pipelines.shards import WriteError, atomic_write_jsonl, list_shards
 
 
@@ -33,11 +34,11 @@ def _run(tmp_path: Path, name: str) -> tuple[RunFolder, object]:
 
 def test_disk_full_mid_shard_then_rerun(tmp_path, monkeypatch):
     clean, ccfg = _run(tmp_path, "clean")
-    stages.collect(ccfg, clean)
-    stages.score(ccfg, clean)
+    run_stage("collect", clean, ccfg)
+    run_stage("score", clean, ccfg)
 
     run, cfg = _run(tmp_path, "full")
-    stages.collect(cfg, run)
+    run_stage("collect", run, cfg)
     real = pl.DataFrame.write_parquet
     calls = []
 
@@ -51,14 +52,14 @@ def test_disk_full_mid_shard_then_rerun(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", full_disk)
     with pytest.raises(WriteError) as e:
-        stages.score(cfg, run)
+        run_stage("score", run, cfg)
     assert str(e.value) == f"cannot write {run.scored / 'part-00001.parquet'}: No space left on device"
     assert [p.name for p in list_shards(run.scored)] == ["part-00000.parquet"]  # no partial shard
     assert not list(run.scored.glob("*.tmp"))
     done = list_shards(run.scored)[0].stat()
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", real)  # space freed: the same call resumes
-    stages.score(cfg, run)
+    run_stage("score", run, cfg)
     assert list_shards(run.scored)[0].stat().st_mtime_ns == done.st_mtime_ns  # finished shard kept
     assert list_shards(run.scored)[0].stat().st_ino == done.st_ino
     got = [p.read_bytes() for p in list_shards(run.scored)]
@@ -77,13 +78,13 @@ def test_read_only_folder_gives_one_error_line(tmp_path, monkeypatch, capsys):
         return real(*a, dir=dir, **kw)
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    assert stages.main(["collect", str(run.root)]) == 1
+    assert stages_main(["collect", str(run.root)]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(run.examples) in errors[0] and "Permission denied" in errors[0]
     assert list_shards(run.examples) == [] and run.load_record("collect") is None
 
     monkeypatch.setattr(tempfile, "mkstemp", real)
     run.examples.chmod(0o755)
-    assert stages.main(["collect", str(run.root)]) == 0
+    assert stages_main(["collect", str(run.root)]) == 0
     assert len(list_shards(run.examples)) == 3
     assert pl.concat([pl.read_parquet(p) for p in list_shards(run.examples)]).height == 10

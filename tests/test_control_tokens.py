@@ -8,8 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from flows import stages
 from flows.config import ConfigError, load_config
+from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
 from pipelines.finetune import load_run, run_training
 from pipelines.finetune.control import (
@@ -250,13 +250,13 @@ def test_train_stage_with_control_tokens_trains_on_every_selected_row(tmp_path):
     )
     run = RunFolder(cfg.run_dir())
     run.claim(cfg.fingerprint(), cfg.model_dump_json())
-    stages.collect(cfg, run)
-    stages.score(cfg, run)
-    stages.select(cfg, run)
-    exported = stages.export(cfg, run, run.records(stages.STAGES))
+    run_stage("collect", run, cfg)
+    run_stage("score", run, cfg)
+    run_stage("select", run, cfg)
+    exported = run_stage("export", run, cfg)
     assert exported["rows_out"] == 3  # 10 unique rows, top 30%: the selection alone trains on 3
 
-    record = stages.train(cfg, run, exported["outputs"]["parquet"])
+    record = run_stage("train", run, cfg)
     control = record["control_rows"]
     # 11 rows: 1 duplicate out, the export's test split (round(0.2 * 3) = 1 row) out, 9 train
     assert (control["rows_in"], control["duplicates"], control["held_out"], control["rows"]) == (11, 1, 1, 9)

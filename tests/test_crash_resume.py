@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.pipeline import STAGE_NAMES as STAGES
 from flows.run_folder import RunFolder
-from flows.stages import STAGES
 from pipelines.shards import KILL_AT_ENV, atomic_write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

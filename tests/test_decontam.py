@@ -7,8 +7,8 @@ import pytest
 from instruct_selectors.decontam import COLUMN, build_index, mark, ngram_hashes, words
 from instruct_selectors.policies import select
 
-from flows import stages
 from flows.config import ConfigError, load_config
+from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
 from pipelines.schema import make_example, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, shard_path
@@ -90,7 +90,7 @@ def test_select_stage_marks_shards_counts_and_drops(tmp_path):
     table = _table(rows).with_columns(pl.Series("score_ifd", [0.5] * 5))
     atomic_write_parquet(table.head(3), shard_path(run.scored, 0))
     atomic_write_parquet(table.tail(2), shard_path(run.scored, 1))
-    record = stages.select(cfg, run)
+    record = run_stage("select", run, cfg)
     d = record["decontamination"]
     assert d["rows"] == 1 and d["per_eval_set"] == {"alpaca_eval.jsonl": 1} and d["n"] == 13
     assert record["rows_out"] == 4 and record["steps"][0]["name"] == "decontaminate"

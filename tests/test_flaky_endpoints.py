@@ -15,9 +15,10 @@ from collections.abc import Callable
 import polars as pl
 import pytest
 
-from flows import stages
 from flows.config import load_config
+from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
+from flows.stages import generate_text as generate_text_stage
 from generators.parsing import Reject, generate_parsed
 from pipelines.llm.base import Sampling
 from pipelines.llm.hf import HFBackend
@@ -233,8 +234,8 @@ def test_generate_text_stage_keeps_going_and_counts_retries_and_failures(server,
               keys[2]: [malformed()], keys[3]: [status(503)] * 10, keys[4]: [hang()] * 10}
     server.before_request = Script(faults, answer=_bonito_answer)
     llm = backend(server, max_retries=2, timeout=0.3)
-    monkeypatch.setattr(stages, "get_llm", lambda *a, **k: llm)
-    record_ = stages.generate_text(cfg, run)
+    monkeypatch.setattr(generate_text_stage, "get_llm", lambda *a, **k: llm)
+    record_ = run_stage("generate_text", run, cfg)
 
     n = passages.height
     rows = read_shards(run.generated_examples("generate_text"))

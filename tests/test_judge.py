@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from instruct_selectors.judge import COLUMN, SCHEMA, judge_rows, parse_rating
 
-from flows import stages
 from flows.config import load_config
+from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
 from pipelines.llm.serve import OpenAICompatServer
 from pipelines.schema import make_example, to_table
@@ -111,8 +111,8 @@ def test_score_stage_writes_score_judge_rejects_and_counts(tmp_path):
         ])
         run = RunFolder(cfg.run_dir())
         run.claim(cfg.fingerprint(), cfg.model_dump_json())
-        stages.collect(cfg, run)
-        record = stages.score(cfg, run)
+        run_stage("collect", run, cfg)
+        record = run_stage("score", run, cfg)
         scored = pl.concat([pl.read_parquet(p) for p in list_shards(run.scored)])
         assert scored[COLUMN].to_list() == [1.0, 2.0, 3.0, None, 5.0, 1.0]
         assert record["rejects"] == 1 and record["judge"] == {"model": "served", "unparsed": 1}
@@ -121,9 +121,9 @@ def test_score_stage_writes_score_judge_rejects_and_counts(tmp_path):
         assert reject["raw"] == "I cannot rate this." and reject["attempts"] == 2
         # resumable by shard: a second pass redoes nothing
         mtimes = [p.stat().st_mtime_ns for p in list_shards(run.scored)]
-        stages.score(cfg, run)
+        run_stage("score", run, cfg)
         assert [p.stat().st_mtime_ns for p in list_shards(run.scored)] == mtimes
-    selected = stages.select(cfg, run)
+    selected = run_stage("select", run, cfg)
     assert selected["rows_out"] == 2  # ratings 3 and 5; the null is not kept by a min threshold
 
 

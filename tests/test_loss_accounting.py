@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flows import stages
 from flows.config import load_config
+from flows.pipeline import check_inputs, run_stage
 from flows.run_folder import RunFolder
 from pipelines.io import InputError
 from pipelines.shards import atomic_write_jsonl, list_shards, rejects_file
@@ -49,8 +49,8 @@ def test_score_record_counts_truncated_rows_and_null_scores_and_the_report_says_
     data = tmp_path / "in.jsonl"
     atomic_write_jsonl(rows, data)
     run, cfg = _run(tmp_path, data, "model.max_length=64")
-    stages.collect(cfg, run)
-    record = stages.score(cfg, run)
+    run_stage("collect", run, cfg)
+    record = run_stage("score", run, cfg)
     cut = record["truncation"]
     assert (cut["rows"], cut["truncated"], cut["response_truncated"], cut["max_length"]) == (6, 1, 1, 64)
     assert cut["shards_counted"] == cut["shards"] == 2
@@ -62,11 +62,11 @@ def test_score_record_counts_truncated_rows_and_null_scores_and_the_report_says_
     assert run.load_record("score")["truncation"] == cut  # saved as stages/score.json
 
     # Resumed: shards and their counts are reused, the record says the same.
-    again = stages.score(cfg, run)
+    again = run_stage("score", run, cfg)
     assert again["truncation"] == cut and again["notes"] == record["notes"]
 
-    stages.select(cfg, run)
-    report = Path(stages.report(run, run.records(stages.STAGES))["markdown"]).read_text()
+    run_stage("select", run, cfg)
+    report = Path(run_stage("report", run, cfg)["outputs"]["markdown"]).read_text()
     section = report.split("## Cut or left out")[1].split("\n## ")[0]
     assert "**score**: 1 of 6 rows truncated" in section and "score_ctx_loss null for 3 of 6 rows" in section
 
@@ -76,8 +76,8 @@ def test_nothing_truncated_says_nothing_about_truncation(tmp_path):
     data = tmp_path / "in.jsonl"
     atomic_write_jsonl(rows, data)
     run, cfg = _run(tmp_path, data)
-    stages.collect(cfg, run)
-    record = stages.score(cfg, run)
+    run_stage("collect", run, cfg)
+    record = run_stage("score", run, cfg)
     assert record["truncation"]["truncated"] == 0 and record["nulls"] == {} and record["notes"] == []
 
 
@@ -94,8 +94,8 @@ def _bad_byte_input(tmp_path: Path) -> Path:
 def test_io_strict_encoding_reaches_check_inputs_and_collect(tmp_path):
     data = _bad_byte_input(tmp_path)
     run, cfg = _run(tmp_path, data)
-    assert stages.check_inputs(cfg)[str(data)] == 23
-    record = stages.collect(cfg, run)
+    assert check_inputs(cfg)[str(data)] == 23
+    record = run_stage("collect", run, cfg)
     assert (record["rows_in"], record["rows_out"], record["rejects"]) == (24, 23, 1)
     (rejects,) = run.examples.glob("rejects-*.jsonl")
     assert rejects == run.input_rejects(str(data)) and not rejects.name.endswith(".jsonl.jsonl")
@@ -104,9 +104,9 @@ def test_io_strict_encoding_reaches_check_inputs_and_collect(tmp_path):
 
     strict, strict_cfg = _run(tmp_path, data, "io.strict_encoding=true")
     with pytest.raises(InputError, match=r"in\.jsonl:4: not valid UTF-8 \(byte 0xe9 at byte offset"):
-        stages.check_inputs(strict_cfg)
+        check_inputs(strict_cfg)
     with pytest.raises(InputError, match="not valid UTF-8"):
-        stages.collect(strict_cfg, strict)
+        run_stage("collect", strict, strict_cfg)
     assert not list_shards(strict.examples)
 
 

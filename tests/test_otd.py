@@ -11,9 +11,11 @@ from instruct_selectors.otd import cost_scale, dual_potentials, otd_score
 from instruct_selectors.score import SCORE_COLUMNS, score_table
 from instruct_selectors.target_sim import target_rows
 
-from flows import stages
 from flows.config import load_config
+from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
+from flows.stages.condition import targets_needed
+from flows.stages.score import score_shard
 from pipelines.llm.hf import HFBackend
 from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.schema import make_example, to_table
@@ -127,21 +129,21 @@ def run_and_cfg(tmp_path):
 
 def test_flow_config_with_otd_validates_and_runs_through_the_stages(run_and_cfg):
     run, cfg = run_and_cfg
-    assert "otd" in stages.TARGET_SCORES and cfg.select.steps == [{"top_k": {"column": "score_otd", "fraction": 0.3}}]
+    assert targets_needed(cfg) == {"target_matrix"} and cfg.select.steps == [{"top_k": {"column": "score_otd", "fraction": 0.3}}]
     # a top_k on score_otd without the score is refused
     with pytest.raises(ValueError, match="score_otd"):
         load_config(overrides=["score.scores=[ifd]", "select.steps=[{top_k: {column: score_otd, fraction: 0.3}}]"])
-    stages.collect(cfg, run)
+    run_stage("collect", run, cfg)
     with pytest.raises(ValueError, match="condition stage"):
-        stages.score_shard(cfg, run, 0)
-    conditioned = stages.condition(cfg, run)
+        score_shard(cfg, run, 0)
+    conditioned = run_stage("condition", run, cfg)
     path = Path(conditioned["target_matrix"])
     assert path.parent == run.conditional and "target_embedding" not in conditioned
     assert np.load(path).shape[0] == 3
     mtime = path.stat().st_mtime_ns
-    assert stages.condition(cfg, run)["target_matrix"] == str(path) and path.stat().st_mtime_ns == mtime  # cached
-    stages.score(cfg, run, conditioned)
-    assert stages.select(cfg, run)["rows_out"] == 3
+    assert run_stage("condition", run, cfg)["target_matrix"] == str(path) and path.stat().st_mtime_ns == mtime  # cached
+    run_stage("score", run, cfg)
+    assert run_stage("select", run, cfg)["rows_out"] == 3
     table = pl.read_parquet(run.selected)
     assert table["score_otd"].null_count() == 0
     kept = table.filter(pl.col("keep"))["score_otd"]

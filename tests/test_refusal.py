@@ -158,8 +158,9 @@ def test_resume_by_shard_redoes_nothing_and_rebuilds_a_lost_shard(tmp_path):
 
 # --------------------------------------------------------------------------- the stage (tiny model)
 def test_stage_via_flows_stages_on_the_tiny_model(tmp_path):
-    from flows import stages
     from flows.config import load_config
+    from flows.lineage import models_per_stage
+    from flows.pipeline import STAGE_NAMES, run_stage
     from flows.run_folder import RunFolder
     from pipelines.shards import atomic_write_jsonl
 
@@ -173,32 +174,32 @@ def test_stage_via_flows_stages_on_the_tiny_model(tmp_path):
     ])
     run = RunFolder(cfg.run_dir())
     run.claim(cfg.fingerprint(), cfg.model_dump_json())
-    stages.collect(cfg, run)
-    stages.score(cfg, run)
-    stages.select(cfg, run)
-    record = stages.run_stage("refusal_aware", run, cfg)
+    run_stage("collect", run, cfg)
+    run_stage("score", run, cfg)
+    run_stage("select", run, cfg)
+    record = run_stage("refusal_aware", run, cfg)
     kept = pl.read_parquet(run.selected).filter(pl.col("keep"))
     assert record["rows_in"] == kept.height == record["rows_out"] == 3
     assert record["known"] + record["unknown"] == 3 and record["resumed"] == 0
     assert json.loads(run.record_path("refusal_aware").read_text())["rows_out"] == 3
-    again = stages.run_stage("refusal_aware", run, cfg)
+    again = run_stage("refusal_aware", run, cfg)
     assert again["resumed"] == again["shards"] == 2
-    exported = stages.export(cfg, run, run.records(stages.STAGES))
+    exported = run_stage("export", run, cfg)
     rows = pl.read_parquet(exported["outputs"]["parquet"])
     assert sorted(rows["response_original"].to_list()) == sorted(kept["response"].to_list())
     for row in rows.iter_rows(named=True):
         suffix = SURE if meta_of(row["meta"])["known"] else UNSURE
         assert row["response"] == f"{row['response_original']}\n\n{CERTAINTY_QUESTION} {suffix}"
-    assert stages.models_per_stage(cfg, run.records(stages.STAGES))["refusal_aware (greedy answers)"]
+    assert models_per_stage(cfg, run.records(STAGE_NAMES))["refusal_aware (greedy answers)"]
 
 
 def test_stage_refuses_when_disabled(tmp_path):
-    from flows import stages
     from flows.config import load_config
+    from flows.pipeline import run_stage
     from flows.run_folder import RunFolder
 
     with pytest.raises(ValueError, match="transform.refusal_aware.enabled=true"):
-        stages.refusal_aware(load_config(), RunFolder(tmp_path))
+        run_stage("refusal_aware", RunFolder(tmp_path), load_config())
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -115,7 +115,7 @@ def test_color_sum_reduction_matches_hand_computed_reference(prior, cond, tok, t
                        color_reduction="mean")
     n_tok = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in table["response"].to_list()]
     assert scored["score_color"].to_numpy() == pytest.approx(mean["score_color"].to_numpy() * n_tok, abs=1e-3)
-    with pytest.raises(ValueError, match="color_reduction"):
+    with pytest.raises(ValueError, match="reduction"):
         score_table(table, HFBackend(prior, tok), scores=("color",), cond_llm=c, color_reduction="max")
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows import stages
 from flows.config import load_config
+from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
+from flows.stages.score import score_shard
 from pipelines.shards import atomic_write_jsonl, list_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,43 +36,43 @@ def run_and_cfg(tmp_path):
 
 def test_stages_run_in_order_without_prefect(run_and_cfg):
     run, cfg = run_and_cfg
-    collected = stages.collect(cfg, run)
+    collected = run_stage("collect", run, cfg)
     assert collected["rows_out"] == 10 and collected["shards"] == 3 == len(list_shards(run.examples))
-    scored = stages.score(cfg, run)
+    scored = run_stage("score", run, cfg)
     assert scored["rows_out"] == 10 and len(list_shards(run.scored)) == 3
-    selected = stages.select(cfg, run)
+    selected = run_stage("select", run, cfg)
     table = pl.read_parquet(run.selected)
     assert selected["rows_out"] == int(table["keep"].sum()) == 5
     # select writes its own ctx_dependent column and leaves meta (the reader's column) alone
     assert "ctx_dependent" in table.columns
-    exported = stages.export(cfg, run, run.records(stages.STAGES))
+    exported = run_stage("export", run, cfg)
     assert Path(exported["outputs"]["parquet"]).is_dir() and exported["rows_out"] == 5
     assert run.load_record("export")["rows_out"] == 5
-    report = stages.report(run, run.records(stages.STAGES))
+    report = run_stage("report", run, cfg)["outputs"]
     assert Path(report["markdown"]).read_text().startswith("# Run report")
 
 
 def test_score_shard_is_skipped_when_done(run_and_cfg):
     run, cfg = run_and_cfg
-    stages.collect(cfg, run)
-    stages.score_shard(cfg, run, 0)
+    run_stage("collect", run, cfg)
+    score_shard(cfg, run, 0)
     first = list_shards(run.scored)[0].stat().st_mtime_ns
-    assert stages.score_shard(cfg, run, 0) == 4
+    assert score_shard(cfg, run, 0) == 4
     assert list_shards(run.scored)[0].stat().st_mtime_ns == first
 
 
 def test_color_without_conditional_model_is_a_clear_error(run_and_cfg):
     run, cfg = run_and_cfg
-    stages.collect(cfg, run)
+    run_stage("collect", run, cfg)
     cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"scores": ["color"]})})
     with pytest.raises(ValueError, match="condition stage"):
-        stages.score_shard(cfg, run, 0, conditional_model=None)
+        score_shard(cfg, run, 0, conditioned=None)
 
 
 def test_one_stage_reruns_from_the_command_line(run_and_cfg):
     run, cfg = run_and_cfg
-    stages.collect(cfg, run)
-    stages.score(cfg, run)
+    run_stage("collect", run, cfg)
+    run_stage("score", run, cfg)
     res = subprocess.run([sys.executable, "-m", "flows.stages", "select", str(run.root)], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -90,13 +91,13 @@ def test_target_sim_runs_through_condition_and_score(run_and_cfg):
     score = cfg.score.model_copy(update={"scores": ["ifd", "target_sim"]})
     steps = [{"top_k": {"column": "score_target_sim", "fraction": 0.3}}]
     cfg = cfg.model_copy(update={"score": score, "select": cfg.select.model_copy(update={"steps": steps})})
-    stages.collect(cfg, run)
-    conditioned = stages.condition(cfg, run)
+    run_stage("collect", run, cfg)
+    conditioned = run_stage("condition", run, cfg)
     assert Path(conditioned["target_embedding"]).exists() and "conditional_model" not in conditioned
-    stages.score(cfg, run, conditioned)
-    assert stages.select(cfg, run)["rows_out"] == 3
+    run_stage("score", run, cfg)
+    assert run_stage("select", run, cfg)["rows_out"] == 3
     table = pl.read_parquet(run.selected)
     assert table["score_target_sim"].null_count() == 0
     assert table["score_target_sim"].is_between(-1, 1).all()
     with pytest.raises(ValueError, match="condition stage"):
-        stages.score_shard(cfg, RunFolder(run.root / "other"), 0)
+        score_shard(cfg, RunFolder(run.root / "other"), 0)

@@ -5,8 +5,8 @@ import json
 import polars as pl
 import pytest
 
-from flows import stages
 from flows.config import load_config
+from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
 from pipelines.io import read_examples
 from pipelines.shards import list_shards, read_shards
@@ -73,7 +73,7 @@ def test_collect_streams_several_inputs_in_order_with_rejects(tmp_path):
     ])
     run = RunFolder(cfg.run_dir())
     run.claim(cfg.fingerprint(), cfg.model_dump_json())
-    rec = stages.collect(cfg, run)
+    rec = run_stage("collect", run, cfg)
     ra, rb = read_examples(a), read_examples(b)
     expected = pl.concat([ra.table, rb.table]).select(read_shards(run.examples).columns)
     assert read_shards(run.examples).equals(expected)

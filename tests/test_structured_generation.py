@@ -8,9 +8,9 @@ import json
 
 import polars as pl
 import pytest
+
 from generators.glan import GlanSettings, run_subjects, run_syllabi
 from generators.glan_prompts import LEVEL_SCHEMAS
-
 from pipelines.llm.base import Sampling
 from pipelines.llm.openai_backend import OpenAIBackend
 from pipelines.llm.serve import OpenAICompatServer

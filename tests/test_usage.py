@@ -9,8 +9,8 @@ import threading
 import polars as pl
 import pytest
 
-from flows import stages
 from flows.config import load_config
+from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
 from pipelines.llm.base import LossRequest, Sampling
 from pipelines.llm.hf import HFBackend
@@ -169,22 +169,21 @@ def priced_run(tmp_path):
 
 def test_score_record_report_and_card_show_tokens_and_cost(priced_run):
     run, cfg = priced_run
-    stages.collect(cfg, run)
-    record_ = stages.score(cfg, run)
+    run_stage("collect", run, cfg)
+    record_ = run_stage("score", run, cfg)
     used = record_["usage"]["hf:tiny"]
     # ifd reads each row twice (response alone, and after the instruction): 6 rows -> 12 items
     assert used["calls"] == 12 and used["prompt_tokens"] > 0 and used["completion_tokens"] == 0
     assert used["cost"] == pytest.approx(used["prompt_tokens"] * 1000 / 1e6)
     assert len(run.usage_files("score")) == 2  # one ledger per shard
-    again = stages.score(cfg, run)  # every shard already scored: nothing new is used
+    again = run_stage("score", run, cfg)  # every shard already scored: nothing new is used
     assert again["usage"] == record_["usage"]
-    stages.select(cfg, run)
-    records = run.records(stages.STAGES)
-    report = stages.report(run, records)
+    run_stage("select", run, cfg)
+    report = run_stage("report", run, cfg)["outputs"]
     text = open(report["markdown"]).read()
     section = text.split("## Model usage")[1].split("##")[0]
     assert "| score | hf:tiny |" in section and "| total |" in section and "cost" in section
-    exported = stages.export(cfg, run, run.records(stages.STAGES))
+    exported = run_stage("export", run, cfg)
     card = (run.dataset / "README.md").read_text()
     assert "## Model tokens used" in card and str(used["prompt_tokens"]) in card
     assert exported["rows_out"] == pl.read_parquet(run.selected)["keep"].sum()

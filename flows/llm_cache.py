@@ -1,0 +1,50 @@
+"""One loaded model backend per (settings, model) per process: stages and shard tasks share it."""
+
+from __future__ import annotations
+
+import functools
+
+from flows.config import ModelConfig, PipelineConfig
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_llm(backend: str, model: str, base_url: str | None, batch: int, budget: int, max_length: int,
+                eager: bool, engine: str):
+    from pipelines.llm import make_backend, resolve_backend_name
+
+    name = resolve_backend_name(backend)
+    if name == "hf":
+        return make_backend("hf", model, eager_attention=eager, generation_batch_size=batch,
+                            token_budget=budget, max_length=max_length, generation_engine=engine)
+    if name == "openai":
+        return make_backend("openai", model, base_url=base_url)
+    return make_backend(name, model)
+
+
+def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False):
+    """The backend for ``cfg`` (``model`` overrides its model, e.g. a conditional model's folder)."""
+    if cfg.threads:
+        import torch
+
+        # Set on purpose: torch's default (every core) spins in OpenMP barriers when the
+        # machine is shared with another job or with other Dask workers.
+        torch.set_num_threads(cfg.threads)
+    return _cached_llm(cfg.backend, model or cfg.model, cfg.base_url, cfg.generation_batch_size,
+                       cfg.token_budget, cfg.max_length, eager, cfg.generation_engine)
+
+
+def release_all() -> None:
+    """Drop every cached backend (before training: the trainer loads its own copy)."""
+    _cached_llm.cache_clear()
+
+
+def judge_model(cfg: PipelineConfig) -> ModelConfig:
+    """The run's model settings with the judge's own backend/model/endpoint where set."""
+    j = cfg.score.judge
+    chosen = {"backend": j.backend, "model": j.model, "base_url": j.base_url}
+    return cfg.model.model_copy(update={k: v for k, v in chosen.items() if v is not None})
+
+
+def model_for(cfg: PipelineConfig, name: str):
+    """A backend for a model a score names (``Score.models``): "judge", else the run's model."""
+    return get_llm(judge_model(cfg) if name == "judge" else cfg.model)

@@ -1,0 +1,78 @@
+"""What a stage is: a name, its config section, what it needs and makes in the run folder, and
+``run(ctx) -> record``.
+
+A stage reads its inputs from the run folder, writes its outputs there (shard by shard,
+atomically) and returns a small JSON-able record (counts in/out, rejects, seconds, outputs), also
+saved as ``stages/<stage>.json``. Stages run and test without Prefect; ``flows/build_dataset.py``
+wraps each in a task and ``flows/pipeline.py`` lists them in order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from flows.config import PipelineConfig
+from flows.run_folder import RunFolder
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage runs with: the config, the run folder, and the records of stages before it."""
+
+    cfg: PipelineConfig
+    run: RunFolder
+    records: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+
+    def record(self, stage: str) -> dict[str, Any] | None:
+        """An earlier stage's record: from this run, else from the run folder."""
+        return self.records.get(stage) or self.run.load_record(stage)
+
+
+class Stage(Protocol):
+    name: str
+    section: str  # the config section it reads, e.g. "generate.taxonomy"
+    needs: tuple[str, ...]  # run-folder outputs it reads (made by earlier stages)
+    makes: tuple[str, ...]  # run-folder outputs it writes
+
+    def enabled(self, cfg: PipelineConfig) -> bool: ...
+    def check(self, cfg: PipelineConfig) -> dict[str, int]: ...
+    def run(self, ctx: StageContext) -> dict[str, Any]: ...
+
+
+def _always(cfg: PipelineConfig) -> bool:
+    return True
+
+
+def _nothing(cfg: PipelineConfig) -> dict[str, int]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ShardMap:
+    """A stage whose work splits by shard: the flow maps ``run_shard`` over the task runner."""
+
+    count: Callable[[StageContext], int]
+    run_shard: Callable[[StageContext, int], int]
+    finish: Callable[[StageContext, float, int], dict[str, Any]]  # (ctx, started, rows) -> record
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A :class:`Stage` made of plain functions (what every stage file declares)."""
+
+    name: str
+    section: str
+    run: Callable[[StageContext], dict[str, Any]]
+    needs: tuple[str, ...] = ()
+    makes: tuple[str, ...] = ()
+    enabled: Callable[[PipelineConfig], bool] = _always
+    check: Callable[[PipelineConfig], dict[str, int]] = _nothing
+    retries: int = 0  # Prefect retries: stages that call a model get some
+    per_shard: ShardMap | None = None
+
+
+def record(run: RunFolder, name: str, started: float, **fields: Any) -> dict[str, Any]:
+    """Write and return the stage's record (with its seconds since ``started``)."""
+    return run.write_record({"stage": name, "seconds": round(time.perf_counter() - started, 2), **fields})

@@ -1,0 +1,76 @@
+"""What the target set gives the scores, each built once and reused: CoLoR-Filter's conditional
+model (the prior fine-tuned on the target rows), target_sim's target embedding and otd's target
+rows (one embedding per target row, from the same pass). Runs when a score declares a ``target``."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import polars as pl
+
+from flows.config import PipelineConfig, resolve_path
+from flows.llm_cache import get_llm
+from flows.stages.base import StageContext, StageSpec, record
+from flows.usage import saved_usage, stage_usage
+from pipelines.shards import atomic_write_bytes
+
+
+def targets_needed(cfg: PipelineConfig) -> set[str]:
+    """What the run's scores need from the target set (Score.target)."""
+    return {s.target for s in cfg.score.specs() if s.target}
+
+
+def _check(cfg: PipelineConfig) -> dict[str, int]:
+    from pipelines.io import read_examples
+
+    target = read_examples(resolve_path(cfg.score.target), strict_encoding=cfg.io.strict_encoding).table
+    if target.is_empty():
+        raise ValueError(f"{cfg.score.target}: the target set has no usable rows")
+    return {cfg.score.target: target.height}
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    from instruct_selectors.color_filter import build_conditional, fingerprint
+
+    from pipelines.io import read_examples
+
+    cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
+    target = read_examples(resolve_path(cfg.score.target), strict_encoding=cfg.io.strict_encoding).table
+    needed, made = targets_needed(cfg), {}
+    if "conditional_model" in needed:
+        made["conditional_model"] = str(build_conditional(
+            cfg.model.model, target, run.conditional, method=cfg.score.conditional_method,
+            epochs=cfg.score.conditional_epochs, seed=cfg.run.seed, max_length=cfg.model.max_length,
+        ))
+    if needed & {"target_embedding", "target_matrix"}:
+        key = fingerprint(cfg.model.model, target, {"pooling": cfg.score.target_pooling,
+                                                    "max_length": cfg.model.max_length})
+        made |= _target_embeddings(cfg, ctx, target, key, needed)
+    return record(run, STAGE.name, t0, rows_in=target.height, usage=saved_usage(cfg, run, STAGE.name), **made)
+
+
+def _target_embeddings(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFrame, key: str,
+                       needed: set[str]) -> dict[str, str]:
+    """target_sim's mean vector and otd's matrix of the target rows, from one pass, each cached by ``key``."""
+    import numpy as np
+    from instruct_selectors.target_sim import target_rows, target_vector
+
+    run = ctx.run
+    paths = {"target_embedding": run.target_embedding(key), "target_matrix": run.target_matrix(key)}
+    paths = {k: p for k, p in paths.items() if k in needed}
+    if not all(p.exists() for p in paths.values()):
+        with stage_usage(run, STAGE.name):
+            rows = target_rows(get_llm(cfg.model), target, cfg.score.target_pooling)
+        arrays = {"target_embedding": target_vector(rows), "target_matrix": rows}
+        for name, path in paths.items():
+            if not path.exists():
+                buf = io.BytesIO()
+                np.save(buf, arrays[name])
+                atomic_write_bytes(path, buf.getvalue())
+    return {name: str(p) for name, p in paths.items()}
+
+
+STAGE = StageSpec(name="condition", section="score.target", run=_run, makes=("conditioned",),
+                  enabled=lambda cfg: bool(targets_needed(cfg)), check=_check)

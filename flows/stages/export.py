@@ -1,0 +1,54 @@
+"""Export the selection: Parquet, JSONL, an HF dataset on disk and its card (pushed on request)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import polars as pl
+
+from flows.lineage import generator_settings, models_per_stage, score_definitions
+from flows.stages.base import StageContext, StageSpec, record
+from pipelines.shards import read_short_columns
+
+
+def card_info(ctx: StageContext) -> dict[str, Any]:
+    cfg, records = ctx.cfg, list(ctx.records.values())
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "models": models_per_stage(cfg, records),
+        "generators": generator_settings(cfg),
+        "scores": score_definitions(cfg),
+        "stages": records,
+        "fingerprint": cfg.fingerprint(),
+    }
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    from pipelines.export import export_dataset, push_to_hub
+    from pipelines.export_stream import export_selected
+    from pipelines.shards import read_shards
+
+    cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
+    info = card_info(ctx)
+    if cfg.transform.refusal_aware.enabled:  # the kept rows as the transform wrote them (+ dropped ones as they were)
+        rows = pl.scan_parquet(run.selected)
+        dropped = [rows.filter(~pl.col("keep")).collect()] if cfg.export.include_dropped else []
+        table = pl.concat([read_shards(run.transformed), *dropped], how="diagonal_relaxed")
+        paths = export_dataset(table, run.dataset, card_info=info, selected=read_short_columns(run.selected),
+                               test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
+        n_out = table.height
+    else:  # batch by batch from the selection file (pipelines.export_stream): the same files
+        paths, n_out = export_selected(run.selected, run.dataset, card_info=info,
+                                       include_dropped=cfg.export.include_dropped,
+                                       test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
+    pushed = None
+    if cfg.export.push_to_hub:
+        pushed = push_to_hub(run.dataset, cfg.export.push_to_hub, private=cfg.export.private)
+    rows_in = pl.scan_parquet(run.selected).select(pl.len()).collect().item()
+    return record(run, STAGE.name, t0, rows_in=rows_in, rows_out=n_out,
+                  outputs={k: str(v) for k, v in paths.items()}, pushed=pushed)
+
+
+STAGE = StageSpec(name="export", section="export", run=_run, needs=("selected", "transformed"),
+                  makes=("dataset",))

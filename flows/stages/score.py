@@ -1,0 +1,99 @@
+"""Score every examples shard into scored/ (one shard per examples shard, skipped when there).
+
+The scores and the passes they share come from their declarations (selectors/scores/); this
+stage loads the models they ask for and writes the shard. The flow maps ``run_shard`` over the
+task runner (the one per-shard stage); ``run`` scores every shard in this process."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import polars as pl
+
+from flows.config import PipelineConfig
+from flows.llm_cache import get_llm, model_for
+from flows.stages.base import ShardMap, StageContext, StageSpec, record
+from flows.usage import saved_usage, stage_usage
+from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, list_shards, shard_path
+
+
+def _target_arrays(specs, made: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    arrays = {}
+    for s in specs:
+        if s.target is None:
+            continue
+        if made.get(s.target) is None:
+            raise ValueError(f"score {s.name!r} needs the {s.target.replace('_', ' ')}: run the condition stage first")
+        if s.target != "conditional_model":
+            arrays[s.target] = np.load(made[s.target])
+    return arrays
+
+
+def score_shard(cfg: PipelineConfig, run, index: int, conditioned: dict[str, Any] | None = None) -> int:
+    """Score examples shard ``index`` into scored/ (skipped when already there). Returns its rows.
+
+    ``conditioned``: the condition stage's record (paths of what it made)."""
+    from instruct_selectors.score import score_rows
+    from instruct_selectors.score_notes import write_shard_counts
+
+    out = shard_path(run.scored, index)
+    if out.exists():
+        return pl.read_parquet(out).height
+    specs, made = cfg.score.specs(), conditioned or {}
+    target = _target_arrays(specs, made)
+    table = pl.read_parquet(shard_path(run.examples, index))
+    passes = {p for s in specs for p in s.passes}
+    models = {"prior": get_llm(cfg.model, eager=any("attn" in s.extras for s in specs)) if passes else None}
+    if any(s.target == "conditional_model" for s in specs):
+        models["cond"] = get_llm(cfg.model, model=made["conditional_model"])
+    with stage_usage(run, STAGE.name, index):  # saved before the shard, like the scores' rejects
+        scored, rejects = score_rows(
+            table, specs, models, options={s.name: cfg.score.options_for(s.name) for s in specs},
+            target=target, llm=lambda name: model_for(cfg, name), attn_layer=cfg.score.attn_layer,
+            seed=cfg.run.seed)
+    if rejects:  # written before the shard: the shard's existence marks this index done
+        atomic_write_jsonl(rejects, run.score_rejects(index))
+    if models["prior"] is not None:
+        write_shard_counts(run.score_counts(index), models["prior"], table)  # rows cut to max_length
+    atomic_write_parquet(scored, out)
+    return scored.height
+
+
+def shards(ctx: StageContext) -> int:
+    return len(list_shards(ctx.run.examples))
+
+
+def finish(ctx: StageContext, started: float, rows: int) -> dict[str, Any]:
+    """The score stage's record, once every shard is scored (here or by mapped tasks)."""
+    from instruct_selectors.score_notes import score_losses
+
+    cfg, run = ctx.cfg, ctx.run
+    extra: dict[str, Any] = {}
+    if any(s.models for s in cfg.score.specs()):
+        rejects = sum(len(p.read_text().splitlines()) for p in run.score_rejects_files())
+        extra = {"rejects": rejects}
+        if "judge" in cfg.score.scores:
+            from flows.llm_cache import judge_model
+
+            extra["judge"] = {"model": judge_model(cfg).model, "unparsed": rejects}
+    # Rows truncated to max_length, null scores and why: counted, and said in `notes` (and the report).
+    extra.update(score_losses(run.score_counts_files(), list_shards(run.scored), rows))
+    return record(run, STAGE.name, started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores),
+                  usage=saved_usage(cfg, run, STAGE.name), **extra)
+
+
+def run_shard(ctx: StageContext, index: int) -> int:
+    return score_shard(ctx.cfg, ctx.run, index, ctx.record("condition"))
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rows = sum(run_shard(ctx, i) for i in range(shards(ctx)))
+    return finish(ctx, t0, rows)
+
+
+STAGE = StageSpec(name="score", section="score", run=_run, needs=("examples", "conditioned"), makes=("scored",),
+                  retries=2, per_shard=ShardMap(count=shards, run_shard=run_shard, finish=finish))

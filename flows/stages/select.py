@@ -1,0 +1,95 @@
+"""Select over the scored shards in two passes (instruct_selectors.stream_select): memory holds
+per-row state only (ids, the columns the steps read, dedup hashes), not the texts. Decontamination
+marks and the user's row filters (select.custom) are applied to each shard as it is read."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from flows.config import PipelineConfig, resolve_path
+from flows.stages.base import StageContext, StageSpec, record
+from pipelines.shards import atomic_write_text, list_shards
+
+
+def eval_sets(paths: list[str]) -> dict[str, pl.DataFrame]:
+    """Eval set name (its file name; the path when two share a name) -> its rows, via pipelines.io."""
+    from pipelines.io import read_examples
+
+    names = [Path(p).name for p in paths]
+    return {(n if names.count(n) == 1 else p): read_examples(resolve_path(p)).table
+            for n, p in zip(names, paths, strict=True)}
+
+
+def _check(cfg: PipelineConfig) -> dict[str, int]:
+    from instruct_selectors.row_filters import load_filters
+
+    load_filters(cfg.select.custom)  # a bad import path fails before any model loads
+    return {path: t.height for path, t in zip(cfg.select.decontaminate.against,
+                                              eval_sets(cfg.select.decontaminate.against).values(), strict=True)}
+
+
+def _context_flag(cfg: PipelineConfig, shards: list[Path]):
+    """The finish hook tagging context-dependent rows (cut-off over every row), or None."""
+    from instruct_selectors.context_dependency import (
+        PAPER_THRESHOLD,
+        context_threshold,
+        tag_context_dependent,
+    )
+
+    names = pl.read_parquet_schema(shards[0]).keys() if shards else []
+    column = next((c for c in ("score_ctx_attn", "score_ctx_loss") if c in names), None)
+    if column is None:
+        return None, None
+    threshold, quantile = cfg.score.ctx_threshold, cfg.score.ctx_quantile
+
+    def finish(compact: pl.DataFrame):
+        cut = context_threshold(compact[column], threshold if threshold is not None or quantile is not None
+                                else PAPER_THRESHOLD, quantile)
+        return lambda t: tag_context_dependent(t, column, threshold=cut)
+
+    return column, finish
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    from instruct_selectors.row_filters import COLUMN as FILTER_COLUMN
+    from instruct_selectors.row_filters import load_filters, mark
+    from instruct_selectors.stream_select import select_shards
+
+    cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
+    decontam, extra = cfg.select.decontaminate, {}
+    shards = list_shards(run.scored)
+    marks, carry = [], []
+    if decontam.against:
+        from instruct_selectors import decontam as dc
+
+        index = dc.build_index(eval_sets(decontam.against), n=decontam.n)  # once; shards stream through it
+        marks.append(lambda t: dc.mark(t, index))
+        carry.append(dc.COLUMN)
+    filters = load_filters(cfg.select.custom)
+    if filters:
+        marks.append(lambda t: mark(t, filters))
+        carry.append(FILTER_COLUMN)
+
+    def prepare(t: pl.DataFrame) -> pl.DataFrame:
+        for m in marks:
+            t = m(t)
+        return t
+
+    column, finish = _context_flag(cfg, shards)
+    if column:
+        carry.append(column)
+    summary, compact = select_shards(shards, cfg.select.steps_to_run(), run.selected, prepare=prepare,
+                                     carry=carry, finish=finish)
+    if decontam.against:
+        extra["decontamination"] = {"against": list(decontam.against), "n": decontam.n,
+                                    "eval_ngrams": index.sizes(), **dc.contamination_counts(compact)}
+    atomic_write_text(run.selection_summary, summary.write_json())
+    kept = int(compact["keep"].sum())
+    return record(run, STAGE.name, t0, rows_in=compact.height, rows_out=kept, steps=summary.to_dicts(), **extra)
+
+
+STAGE = StageSpec(name="select", section="select", run=_run, needs=("scored",), makes=("selected",), check=_check)
