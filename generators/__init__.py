@@ -4,6 +4,7 @@
 |---------------|---------------------------------------------------------------------------|
 | taxonomy.py   | load and validate a taxonomy (own YAML, NCSES, CIP 2020, flat list)        |
 | glan.py       | GLAN: disciplines -> subjects -> syllabus -> questions -> answers          |
+| glan_*.py     | GLAN's pieces: schema, prompts, parse, sampling, level_run, levels         |
 | bonito.py     | Bonito: passage + task type -> instruction and response (bonito/chat mode) |
 | parsing.py    | JSON repair, line formats, whole-answer refusal checks, bounded retries    |
 | levels.py     | a level = a folder of shards, redone only where its input changed         |

@@ -9,21 +9,11 @@ import polars as pl
 import pytest
 
 from generators.dedup import dedup_rows
-from generators.glan import (
-    GlanSettings,
-    dedup_questions,
-    parse_answer,
-    parse_concepts,
-    parse_question,
-    parse_subjects,
-    parse_syllabus,
-    question_specs,
-    run_examples,
-    run_glan,
-    run_questions,
-    run_syllabi,
-    sample_concepts,
-)
+from generators.glan import run_glan
+from generators.glan_level_run import GlanSettings
+from generators.glan_levels import dedup_questions, run_examples, run_questions, run_syllabi
+from generators.glan_parse import parse_answer, parse_concepts, parse_question, parse_subjects, parse_syllabus
+from generators.glan_sampling import question_specs, sample_concepts
 from generators.parsing import Reject
 from pipelines.shards import read_shards
 
