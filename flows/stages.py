@@ -436,6 +436,7 @@ def train(cfg: PipelineConfig, run: RunFolder, dataset_parquet: str) -> dict[str
 
     With ``train.control_tokens``, on every row of the selection table instead (bar dedup's drops
     and the export's test split), each prompt prefixed by its <|good|>/<|bad|> label."""
+    from generators.refusal_certainty import refusal_eval
     from pipelines.finetune import run_training
     from pipelines.finetune.methods import resolve_method
 
@@ -454,7 +455,7 @@ def train(cfg: PipelineConfig, run: RunFolder, dataset_parquet: str) -> dict[str
         eval_path=resolve_path(cfg.train.eval_path or cfg.score.target), max_steps=cfg.train.max_steps,
         seed=cfg.run.seed, options=options, conditional_indicator=cfg.train.conditional_indicator,
         control_tokens=bool(cfg.train.control_tokens), eval_before=True, max_length=cfg.model.max_length,
-        refusal=cfg.transform.refusal_aware.model_dump(include={"metric", "threshold"})
+        extra_eval=refusal_eval(**cfg.transform.refusal_aware.model_dump(include={"metric", "threshold"}))
         if cfg.transform.refusal_aware.enabled else None,
     )
     return _record(run, "train", t0, method=cfg.train.method, metrics=metrics, **control)

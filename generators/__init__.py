@@ -10,6 +10,11 @@
 | levels.py     | a level = a folder of shards, redone only where its input changed         |
 | dedup.py      | near-duplicate removal (normalised hash + MinHash) with counts            |
 | refusal.py    | R-Tuning: suffix rows "I am sure/unsure" by whether the model knows them   |
+| refusal_certainty.py | R-Tuning's strings, judge, evaluation + the fine-tuning extra_eval hook |
+
+Transforms (rows in, the same rows changed out, e.g. R-Tuning's ``refusal.py``) live here too:
+they ask a model like a generator does and sit in the same layer, above the core (``pipelines/``
+knows no method: fine-tuning evaluation takes a method's evaluation as a hook).
 
     python -m generators.glan data/taxonomy.yaml runs/glan --max-disciplines 2
     python -m generators.bonito data/passages.jsonl runs/bonito --task-types exqa qa

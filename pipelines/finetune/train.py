@@ -333,10 +333,9 @@ def run_training(
     ``opts``: train_model's keywords (epochs, max_steps, learning_rate, batch_size, max_length,
     seed, options, conditional_indicator, control_tokens) and train_limit (first N rows), device, eval_limit,
     eval_before (held-out loss of the untrained model too), max_new_tokens (QA generation; 0
-    skips it), refusal ({metric, threshold}: trained on R-Tuning rows; answered accuracy and
-    unsure share are reported too). With an eval file of context-QA rows, exact match / token
-    F1 are reported, with
-    and without the indicator when ``conditional_indicator`` is on; with ``control_tokens`` every
+    skips it), extra_eval (a training method's own evaluation on the QA eval rows, its metrics
+    merged in: :class:`pipelines.finetune.evaluate.ExtraEval`). With an eval file of context-QA
+    rows, exact match / token F1 are reported, with and without the indicator when ``conditional_indicator`` is on; with ``control_tokens`` every
     evaluation prompt starts with ``<|good|>`` (the selection rows must carry labels:
     :func:`pipelines.finetune.control.control_rows`). Rows the reader rejects are
     counted (train_rejects, eval_rejects) and written to ``rejects-train.jsonl`` /
@@ -356,7 +355,7 @@ def run_training(
         "conditional_indicator",
         "control_tokens",
     }
-    run_keys = {"options", "train_limit", "device", "eval_limit", "eval_before", "max_new_tokens", "refusal"}
+    run_keys = {"options", "train_limit", "device", "eval_limit", "eval_before", "max_new_tokens", "extra_eval"}
     unknown = sorted(set(opts) - train_keys - run_keys)
     if unknown:
         raise TypeError(f"run_training got unknown keyword(s) {unknown}")
@@ -415,7 +414,7 @@ def run_training(
         metrics.update({f"{k}_before": v for k, v in before.items()})
         metrics.update(
             evaluate_run(trained, tok, eval_rows, **eval_kw, predictions_path=out / "predictions.jsonl",
-                         refusal=opts.get("refusal"))
+                         extra_eval=opts.get("extra_eval"))
         )
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
