@@ -27,9 +27,9 @@ _HOME = {
     "ensure_indicator_token": "data",
     "load_examples": "data",
     "METHODS": "methods",
-    "load_run": "train",
-    "run_training": "train",
-    "save_run": "train",
+    "load_run": "training_run",
+    "run_training": "training_run",
+    "save_run": "training_run",
     "train_model": "train",
 }
 
