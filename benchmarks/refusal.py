@@ -16,7 +16,7 @@ sentence; ``--context`` keeps the passage). Steps, all in one process on the sam
    rows, *R-Tuning* on the suffixed rows;
 3. both answer ``--eval-rows`` held-out questions (disjoint rows), judged the same way.
    R-Tuning: the answer is fed back with the certainty question and the model is unsure when
-   " I am unsure." is likelier than " I am sure." (``pipelines.finetune.evaluate.evaluate_refusal``);
+   " I am unsure." is likelier than " I am sure." (``generators.refusal_certainty.evaluate_refusal``);
    its *answered accuracy* is the accuracy on the rows it is sure of. Vanilla was never taught
    to refuse, so it answers everything (as in the paper): its answered accuracy is its accuracy
    on all rows. Its own sure/unsure reading (never trained) is printed for reference.
@@ -86,8 +86,8 @@ def main(argv=None) -> None:
     import torch
 
     from generators.refusal import transform_rows
+    from generators.refusal_certainty import evaluate_refusal
     from pipelines.finetune import train_model
-    from pipelines.finetune.evaluate import evaluate_refusal
     from pipelines.llm.embedded import load_model_and_tokenizer
     from pipelines.llm.hf import HFBackend
     from pipelines.schema import make_example, meta_of, to_table

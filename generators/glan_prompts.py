@@ -3,8 +3,8 @@
     from generators.glan_prompts import syllabus_prompt
     messages = syllabus_prompt(subject_row, n=6)
 
-Kept apart from ``glan.py`` so the wording can be read and edited in one place. Every text here
-is part of :data:`PROMPTS_FINGERPRINT`, which is in each level's fingerprint: editing a prompt
+Kept apart from the GLAN levels (``glan_levels.py``) so the wording can be read and edited in
+one place. Every text here is part of :data:`PROMPTS_FINGERPRINT`, which is in each level's fingerprint: editing a prompt
 regenerates the levels it made (see ``levels.py``).
 """
 
@@ -59,7 +59,7 @@ QUESTION_EXAMPLE = (
 
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 # What the JSON levels ask a backend with constrained decoding for (LLM.structured_output); the
-# parsers (glan.parse_subjects / parse_syllabus) read these shapes as well as the line formats.
+# parsers (glan_parse.parse_subjects / parse_syllabus) read these shapes as well as the line formats.
 LEVEL_SCHEMAS: dict[str, dict[str, Any]] = {
     "subjects": {
         "title": "subjects", "type": "object", "additionalProperties": False, "required": ["subjects"],

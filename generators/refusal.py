@@ -1,6 +1,10 @@
 """R-Tuning's refusal-aware data (Zhang et al. 2023): split rows by whether the model already knows
 the answer, and teach it to say so.
 
+A transform (rows in, the same rows changed out), kept with the generators: it asks a model like
+they do and sits in the same layer. The method's strings, judge and evaluation are in
+``refusal_certainty.py``.
+
 Every row is asked of the model (greedy, batched through the backend); its answer is judged
 against the row's response by exact match or token F1 (SQuAD normalisation, ``threshold``). Then
 
@@ -30,10 +34,10 @@ from typing import Any
 import polars as pl
 
 from generators.parsing import Reject, generate_parsed
-from pipelines.finetune.evaluate import normalize_answer
+from generators.refusal_certainty import METRICS, is_correct, question_prompt, score_answer, with_certainty
 from pipelines.llm.base import LLM, Sampling
 from pipelines.progress import StageBar
-from pipelines.refusal import METRICS, is_correct, question_prompt, score_answer, with_certainty
+from pipelines.qa_metrics import normalize_answer
 from pipelines.schema import meta_of, with_meta_field
 from pipelines.shards import read_rejects, read_shards, run_sharded, write_shards
 

@@ -17,7 +17,9 @@ from generators.bonito import (
     parse_chat,
     run_bonito,
 )
-from generators.glan import GlanSettings, run_glan, run_syllabi
+from generators.glan import run_glan
+from generators.glan_level_run import GlanSettings
+from generators.glan_levels import run_syllabi
 from generators.parsing import Reject
 from pipelines.shards import read_rejects, read_shards
 

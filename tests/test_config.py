@@ -1,5 +1,7 @@
 """Run configuration: the documented default file, overrides, and clear errors."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,15 @@ def test_default_config_selects_with_the_benchmark_winner():
     ranks = [s["top_k"]["column"] for s in cfg.select.steps if "top_k" in s]
     assert ranks == ["score_target_sim"]
     assert cfg.score.color_reduction == "sum"  # when CoLoR is asked for: the mean lost everywhere
+
+
+def test_loading_the_config_imports_neither_torch_nor_transformers():
+    """flows.config validates method names from pipelines.finetune.methods; that must not pull the
+    training stack in (seconds per process, and a config is read everywhere)."""
+    code = (
+        "import sys, flows.config\n"
+        "flows.config.load_config(overrides=['train.method=rslora'])\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -10,16 +10,14 @@ import torch.nn.functional as F
 from pipelines.finetune.data import IGNORE_INDEX, encode_chat
 from pipelines.finetune.evaluate import (
     evaluate_qa,
-    exact_match,
     fit_prompts,
     generate_answers,
     heldout_loss,
     load_qa_rows,
-    normalize_answer,
     qa_prompt,
-    token_f1,
 )
 from pipelines.llm.tiny import tiny_model, tiny_tokenizer
+from pipelines.qa_metrics import exact_match, normalize_answer, qa_fields, token_f1
 from pipelines.schema import make_example, to_messages, to_table
 from pipelines.shards import read_rejects
 
@@ -140,3 +138,27 @@ def test_evaluate_qa_scores_predictions(tiny, monkeypatch):
 def test_qa_prompt_adds_indicator_only_with_context():
     assert qa_prompt("Q?", "P.", indicator=True)[0]["content"] == "Q?\n\nP. [IND]"
     assert qa_prompt("Q?", "", indicator=True)[0]["content"] == "Q?"
+
+
+def test_qa_fields_reads_qa_and_example_rows():
+    assert qa_fields({"question": "Q?", "answer": "A", "context": None}) == ("Q?", "", "A")
+    assert qa_fields({"instruction": "I", "context": "C", "response": "R"}) == ("I", "C", "R")
+
+
+def test_evaluate_run_merges_the_extra_eval_hook(tiny, monkeypatch):
+    """A method's evaluation comes in from the caller: it gets the QA rows and the generation
+    settings, and its metrics are merged; without a hook nothing extra is computed."""
+    import pipelines.finetune.evaluate as ev
+
+    model, tok = tiny
+    monkeypatch.setattr(ev, "generate_answers", lambda m, t, prompts, **kw: ["x"] * len(prompts))
+    rows = [{"context": "", "question": f"q{i}", "answer": "a", "source": "context_qa"} for i in range(2)]
+    seen = {}
+
+    def hook(model_, tokenizer, qa_rows, *, max_new_tokens, batch_size):
+        seen.update(rows=len(qa_rows), max_new_tokens=max_new_tokens, batch_size=batch_size, model=model_)
+        return {"mine_score": 0.25}
+
+    m = ev.evaluate_run(model, tok, rows, max_new_tokens=3, batch_size=2, extra_eval=hook)
+    assert m["mine_score"] == 0.25 and seen == {"rows": 2, "max_new_tokens": 3, "batch_size": 2, "model": model}
+    assert "mine_score" not in ev.evaluate_run(model, tok, rows, max_new_tokens=3, batch_size=2)

@@ -1,180 +1,22 @@
-"""GLAN generator: parsers on hand-written answers, key-concept sampling, dedup, resume and edits."""
+"""GLAN generator: question specs, dedup, every level end to end with a fake LLM, resume and edits.
+
+The parsers are tested in test_glan_parse.py, key-concept sampling in test_glan_sampling.py."""
 
 from __future__ import annotations
 
 import json
-import random
 
 import polars as pl
 import pytest
 
 from generators.dedup import dedup_rows
-from generators.glan import (
-    GlanSettings,
-    dedup_questions,
-    parse_answer,
-    parse_concepts,
-    parse_question,
-    parse_subjects,
-    parse_syllabus,
-    question_specs,
-    run_examples,
-    run_glan,
-    run_questions,
-    run_syllabi,
-    sample_concepts,
-)
-from generators.parsing import Reject
+from generators.glan import run_glan
+from generators.glan_level_run import GlanSettings
+from generators.glan_levels import dedup_questions, run_examples, run_questions, run_syllabi
+from generators.glan_sampling import question_specs
 from pipelines.shards import read_shards
 
-D = {"discipline": "Astronomy"}
-
-
-# ---- parsers ------------------------------------------------------------------------------
-
-
-def test_parse_subject_lines_as_a_small_model_writes_them():
-    text = (
-        "Observational Astronomy | introductory | telescopes, the night sky, magnitudes\n"
-        "2. **Stellar Physics** | Intermediate level | fusion; stellar mass\n"
-        "Cosmology - the universe as a whole\n"
-        "Subject name | level | subtopics\n"  # the format line echoed back: not a subject
-        "Observational astronomy | advanced | repeats\n"  # duplicate name: dropped
-    )
-    subjects = parse_subjects(text, D)
-    assert [s["subject"] for s in subjects] == ["Observational Astronomy", "Stellar Physics", "Cosmology"]
-    assert subjects[0] == {
-        "subject": "Observational Astronomy",
-        "level": "introductory",
-        "subtopics": ["telescopes", "the night sky", "magnitudes"],
-    }
-    assert subjects[1]["level"] == "intermediate" and subjects[1]["subtopics"] == ["fusion", "stellar mass"]
-    assert subjects[2]["subtopics"] == ["the universe as a whole"]
-
-
-def test_parse_subjects_json_and_garbage():
-    js = '```json\n[{"name": "Optics", "level": "advanced", "subtopics": ["lenses", "lasers"]},]\n```'
-    assert parse_subjects(js, D) == [
-        {"subject": "Optics", "level": "advanced", "subtopics": ["lenses", "lasers"]}
-    ]
-    assert isinstance(parse_subjects("{ } ]] 0 1 2 }\n: , 7 :", D), Reject)  # token soup
-    rej = parse_subjects("", D)
-    assert isinstance(rej, Reject) and "no subject" in rej.reason
-
-
-def test_parse_syllabus_lines():
-    text = (
-        "Here is the syllabus:\n"
-        "Session 1: Stars - how stars form | nebulae, gravity, protostars\n"
-        "Session 2: Stellar energy | Key concepts: fusion, the proton-proton chain\n"
-        "3. Star death: supernovae and remnants. Key concepts: supernova, neutron star\n"
-        "Session 4: Galaxies\n"  # no key concepts: unusable, dropped
-    )
-    sessions = parse_syllabus(text, {})
-    assert [s["title"] for s in sessions] == ["Stars", "Stellar energy", "Star death"]
-    assert sessions[0]["description"] == "how stars form"
-    assert sessions[0]["key_concepts"] == ["nebulae", "gravity", "protostars"]
-    assert sessions[1]["key_concepts"] == ["fusion", "the proton-proton chain"]
-    assert sessions[2]["key_concepts"] == ["supernova", "neutron star"]
-
-
-def test_parse_syllabus_json_and_rejects():
-    js = '{"sessions": [{"title": "Atoms", "description": "matter", "key_concepts": "protons, electrons"}]}'
-    assert parse_syllabus(js, {}) == [
-        {"title": "Atoms", "description": "matter", "key_concepts": ["protons", "electrons"]}
-    ]
-    assert parse_syllabus("Session 1: Stars\nSession 2: Planets", {}).reason.startswith("no session")
-    loop = "Session 1: Grains | " + ", ".join(["grains"] * 60)  # a loop is repaired: concepts deduplicated
-    assert parse_syllabus(loop, {}) == [{"title": "Grains", "description": "", "key_concepts": ["grains"]}]
-    soup = " ".join(["stars stars stars"] * 30)
-    assert parse_syllabus(soup, {}).reason == "degenerate repetition"
-    no_pipe = "Session 1: Marine chemistry - salts, gases, nutrients, marine chemistry - salts"
-    assert parse_syllabus(no_pipe, {})[0]["key_concepts"] == [
-        "salts",
-        "gases",
-        "nutrients",
-        "marine chemistry - salts",
-    ]
-
-
-def test_parse_question():
-    assert parse_question(
-        "Question: Why do heavier stars burn their fuel faster?\nAnswer: because...", {}
-    ) == ("Why do heavier stars burn their fuel faster?")
-    assert parse_question(
-        "**Problem 1:** Compute the escape velocity of the Moon from its mass and radius.", {}
-    ) == ("Compute the escape velocity of the Moon from its mass and radius.")
-    assert parse_question("Stars?", {}).reason == "question shorter than 5 words"
-    assert parse_question(
-        "Write a homework question for the course about stars and planets.", {}
-    ).reason.startswith("echoes")
-    assert parse_question("I don't know.", {}).reason == "refusal"
-
-
-def test_unfinished_answer_is_cut_to_its_last_sentence():
-    done = (
-        "Stars shine because fusion in their cores turns hydrogen into helium. The mass lost in each "
-        "reaction becomes energy, as Einstein's relation says. Heavier stars have hotter cores, so they "
-        "fuse faster and live shorter lives. "
-    )
-    assert parse_answer(done + "The energy then travels outwards through the radiative", {}) == done.strip()
-    assert parse_answer(done + "End.", {}) == done + "End."
-    assert parse_answer("A short answer without a full stop", {}) == "A short answer without a full stop"
-
-
-def test_parse_answer_refusal_is_whole_answer():
-    assert parse_answer("I do not know.", {}).reason == "refusal"
-    ok = "I don't know the exact mass, but we can estimate it: M = 4π²a³/(GT²) gives about 2e30 kg."
-    assert parse_answer(ok, {}) == ok
-    assert parse_answer("Answer: 42 kg", {}) == "42 kg"
-    assert parse_answer("   ", {}).reason == "empty answer"
-
-
-# ---- key-concept sampling -------------------------------------------------------------------
-
-
-def _sessions(*sizes):
-    return [{"title": f"s{i}", "key_concepts": [f"c{i}.{j}" for j in range(n)]} for i, n in enumerate(sizes)]
-
-
-@pytest.mark.parametrize("m", [1, 3, 7])
-def test_one_session_mode_draws_1_to_min_5_m_from_one_session(m):
-    sessions = _sessions(m, m)
-    ks = set()
-    for s in range(300):
-        picked, concepts = sample_concepts(sessions, random.Random(s), "one")
-        assert len(picked) == 1 and set(concepts) <= set(sessions[picked[0]]["key_concepts"])
-        assert len(set(concepts)) == len(concepts)
-        ks.add(len(concepts))
-    assert ks == set(range(1, min(5, m) + 1))
-
-
-@pytest.mark.parametrize("m1, m2", [(1, 1), (1, 2), (4, 6)])
-def test_two_session_mode_draws_2_to_min_5_m1_m2_from_the_union(m1, m2):
-    sessions = _sessions(m1, m2, 3)
-    ks = set()
-    for s in range(300):
-        picked, concepts = sample_concepts(sessions, random.Random(s), "two")
-        assert len(picked) == 2 and picked[0] != picked[1]
-        union = set(sessions[picked[0]]["key_concepts"]) | set(sessions[picked[1]]["key_concepts"])
-        assert set(concepts) <= union and len(set(concepts)) == len(concepts)
-        ks.add(len(concepts))
-        assert 2 <= len(concepts) <= 5
-    if (m1, m2) == (1, 1):  # the pair (0, 1) has 2 concepts; pairs with session 2 have 4
-        assert ks == {2, 3, 4}
-    if (m1, m2) == (4, 6):
-        assert ks == {2, 3, 4, 5}
-
-
-def test_two_session_mode_with_overlapping_single_concepts():
-    sessions = [{"title": "a", "key_concepts": ["x"]}, {"title": "b", "key_concepts": ["x"]}]
-    picked, concepts = sample_concepts(sessions, random.Random(0), "two")
-    assert picked == [0, 1] and concepts == ["x"]  # the union has one concept: all of it
-
-
-def test_one_session_syllabus_falls_back_to_one_mode():
-    picked, concepts = sample_concepts(_sessions(3), random.Random(0), "two")
-    assert picked == [0] and 1 <= len(concepts) <= 3
+# ---- question specs (key-concept sampling per subject) ----------------------------------------
 
 
 def _syllabi_table():
@@ -398,17 +240,6 @@ def test_level_shards_follow_a_shrinking_input(tmp_path):
     write_shards(pl.DataFrame({"x": range(9)}), tmp_path / "t", 4)
     write_shards(pl.DataFrame({"x": range(3)}), tmp_path / "t", 4)
     assert read_shards(tmp_path / "t")["x"].to_list() == [0, 1, 2]
-
-
-def test_parse_concepts():
-    assert parse_concepts("Key concepts: nebulae, gravity; protostars and more words here", None) == [
-        "nebulae",
-        "gravity",
-        "protostars",
-        "more words here",
-    ]
-    assert parse_concepts("- fusion\n- stellar mass\n- fusion", None) == ["fusion", "stellar mass"]
-    assert parse_concepts("ecosystems ecosystems, ", None).reason == "no key concepts"
 
 
 def test_sessions_without_concepts_get_them_in_a_second_call(tmp_path):

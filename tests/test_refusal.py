@@ -10,16 +10,17 @@ import polars as pl
 import pytest
 
 from generators.refusal import run_refusal_aware, transform_rows
-from pipelines.llm.base import LossResult
-from pipelines.refusal import (
+from generators.refusal_certainty import (
     CERTAINTY_QUESTION,
     SURE,
     UNSURE,
     evaluate_certainty,
     is_correct,
+    refusal_eval,
     split_certainty,
     with_certainty,
 )
+from pipelines.llm.base import LossResult
 from pipelines.schema import make_example, meta_of, to_table
 from pipelines.shards import list_shards
 
@@ -202,6 +203,23 @@ def test_stage_refuses_when_disabled(tmp_path):
         run_stage("refusal_aware", RunFolder(tmp_path), load_config())
 
 
+def test_train_stage_passes_the_refusal_evaluation_as_its_hook(tmp_path, monkeypatch):
+    """The core's run_training knows no R-Tuning: the train stage hands it refusal_eval (judged as the
+    transform judged) only when the transform is on."""
+    import pipelines.finetune
+    from flows import stages
+    from flows.config import load_config
+    from flows.run_folder import RunFolder
+
+    seen = []
+    monkeypatch.setattr(pipelines.finetune, "run_training", lambda *a, **kw: seen.append(kw) or {})
+    on = ["train.method=lora", "transform.refusal_aware.enabled=true", "transform.refusal_aware.metric=exact"]
+    stages.train(load_config(overrides=on), RunFolder(tmp_path / "on"), str(tmp_path / "x.parquet"))
+    stages.train(load_config(overrides=on[:1]), RunFolder(tmp_path / "off"), str(tmp_path / "x.parquet"))
+    assert callable(seen[0]["extra_eval"]) and seen[1]["extra_eval"] is None
+    assert "refusal" not in seen[0]
+
+
 # --------------------------------------------------------------------------- evaluation
 def test_evaluation_answered_accuracy_and_unsure_share_on_a_fake_model():
     rows = [{"question": f"Q{i}?", "context": "", "answer": f"a{i}"} for i in range(5)]
@@ -233,7 +251,7 @@ def test_evaluate_run_reports_refusal_metrics_on_the_tiny_model():
 
     model, tok = load_model_and_tokenizer("tiny")
     rows = [{"question": f"What is {i} plus {i}?", "context": "", "answer": str(2 * i)} for i in range(4)]
-    m = evaluate_run(model, tok, rows, max_new_tokens=4, refusal={"metric": "exact", "threshold": 1.0})
+    m = evaluate_run(model, tok, rows, max_new_tokens=4, extra_eval=refusal_eval("exact", 1.0))
     assert 0.0 <= m["refusal_unsure_share"] <= 1.0 and m["refusal_accuracy"] == m["exact_match"]
     assert "refusal_answered_accuracy" in m
     assert "refusal_unsure_share" not in evaluate_run(model, tok, rows, max_new_tokens=4)

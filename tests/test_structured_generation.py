@@ -9,7 +9,8 @@ import json
 import polars as pl
 import pytest
 
-from generators.glan import GlanSettings, run_subjects, run_syllabi
+from generators.glan_level_run import GlanSettings
+from generators.glan_levels import run_subjects, run_syllabi
 from generators.glan_prompts import LEVEL_SCHEMAS
 from pipelines.llm.base import Sampling
 from pipelines.llm.openai_backend import OpenAIBackend

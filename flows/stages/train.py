@@ -14,6 +14,8 @@ from flows.stages.base import StageContext, StageSpec, record
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
+    from generators.refusal_certainty import refusal_eval
+
     from pipelines.finetune import run_training
     from pipelines.finetune.methods import resolve_method
 
@@ -35,7 +37,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         eval_path=resolve_path(cfg.train.eval_path or cfg.score.target), max_steps=cfg.train.max_steps,
         seed=cfg.run.seed, options=options, conditional_indicator=cfg.train.conditional_indicator,
         control_tokens=bool(cfg.train.control_tokens), eval_before=True, max_length=cfg.model.max_length,
-        refusal=cfg.transform.refusal_aware.model_dump(include={"metric", "threshold"})
+        extra_eval=refusal_eval(**cfg.transform.refusal_aware.model_dump(include={"metric", "threshold"}))
         if cfg.transform.refusal_aware.enabled else None,
     )
     return record(run, STAGE.name, t0, method=cfg.train.method, metrics=metrics, **control)

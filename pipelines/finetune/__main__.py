@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the hub from a training run
-    from pipelines.finetune.train import run_training
+    from pipelines.finetune.training_run import run_training
 
     options = {"weight_decay": args.weight_decay}
     if args.method == "lora":

@@ -2,14 +2,14 @@
 
 * :func:`heldout_loss` -- mean NLL per assistant token over a target set (same masking and
   truncation as training: :mod:`pipelines.truncation`).
-* :func:`exact_match` / :func:`token_f1` -- SQuAD-style: lower-case, strip punctuation and
-  articles (a/an/the), collapse whitespace; F1 over bag-of-tokens overlap. Several gold answers:
-  the best one counts.
+* :func:`exact_match` / :func:`token_f1` -- SQuAD-style, on strings (:mod:`pipelines.qa_metrics`).
 * :func:`evaluate_qa` -- greedy, batched generation on context-QA rows (context, question,
   answer), e.g. ``../shared/datasets/context_qa/*.jsonl``, optionally with the ``[IND]`` indicator
   and/or the ``<|good|>`` control token (:mod:`pipelines.finetune.control`);
   over-long prompts keep their tail by the same rule. :func:`load_qa_rows` reads them through
   :func:`pipelines.io.read_examples` (bad lines are counted rejects, not errors).
+* :func:`evaluate_run` -- all of it for one run; a data method's own evaluation comes in from the
+  caller through ``extra_eval`` (:class:`ExtraEval`), so this core module names no method.
 
 Example (embedded model, 20 rows)::
 
@@ -19,12 +19,9 @@ Example (embedded model, 20 rows)::
 
 from __future__ import annotations
 
-import re
-import string
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 import torch
@@ -42,40 +39,18 @@ from pipelines.finetune.data import (
 from pipelines.finetune.prompt_tags import restore_cut_tokens
 from pipelines.io import read_examples
 from pipelines.llm.nll import render_chat
+from pipelines.qa_metrics import exact_match, qa_fields, token_f1
 from pipelines.schema import meta_of, user_content
 from pipelines.truncation import budget
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
 
+class ExtraEval(Protocol):
+    """A method's own evaluation of a trained model on held-out QA rows, run by :func:`evaluate_run`
+    after EM/F1; returns metrics (prefixed with the method's name) merged into the run's metrics."""
 
-# --------------------------------------------------------------------------- metrics on strings
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
-    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
-
-
-def _golds(gold: str | Sequence[str]) -> list[str]:
-    return [gold] if isinstance(gold, str) else list(gold)
-
-
-def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
-    return float(any(normalize_answer(prediction) == normalize_answer(g) for g in _golds(gold)))
-
-
-def _f1(prediction: str, gold: str) -> float:
-    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not pred or not ref:
-        return float(pred == ref)  # both empty -> 1, one empty -> 0
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def token_f1(prediction: str, gold: str | Sequence[str]) -> float:
-    return max(_f1(prediction, g) for g in _golds(gold))
+    def __call__(
+        self, model: Any, tokenizer: Any, rows: list[dict[str, Any]], *, max_new_tokens: int, batch_size: int
+    ) -> dict[str, Any]: ...
 
 
 # --------------------------------------------------------------------------- held-out loss
@@ -132,12 +107,6 @@ def load_qa_rows(
         {**meta_of(r["meta"]), "question": r["instruction"], "context": r["context"], "answer": r["response"]}
         for r in table.iter_rows(named=True)
     ]
-
-
-def _qa_fields(row: Mapping[str, Any]) -> tuple[str, str, Any]:
-    if "question" in row:
-        return row["question"], row.get("context") or "", row["answer"]
-    return row["instruction"], row.get("context") or "", row["response"]
 
 
 def qa_prompt(question: str, context: str, indicator: bool = False, good: bool = False) -> list[dict]:
@@ -218,7 +187,7 @@ def evaluate_qa(
 
     ``max_length``: cut over-long prompts as training cuts rows (see :func:`generate_answers`).
     """
-    fields = [_qa_fields(r) for r in rows]
+    fields = [qa_fields(r) for r in rows]
     prompts = [qa_prompt(q, c, indicator, good) for q, c, _ in fields]
     preds = generate_answers(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=max_length
@@ -228,35 +197,6 @@ def evaluate_qa(
     f1 = [token_f1(p, g) for p, g in zip(preds, golds, strict=True)]
     n = max(len(rows), 1)
     return {"exact_match": sum(em) / n, "f1": sum(f1) / n, "n": len(rows), "predictions": preds}
-
-
-def evaluate_refusal(
-    model,
-    tokenizer,
-    rows: Sequence[Mapping[str, Any]],
-    max_new_tokens: int = 64,
-    *,
-    batch_size: int = 8,
-    metric: str = "f1",
-    threshold: float = 0.5,
-) -> dict:
-    """R-Tuning's evaluation on held-out QA (closed-book when the rows have no context): accuracy on
-    the questions the model answers, and the share it is unsure of.
-
-    Each question is answered greedily; the answer (cut where the model starts the certainty
-    question itself) is fed back followed by "Are you sure you accurately answered the question
-    based on your internal knowledge?", and the model is unsure when " I am unsure." is likelier
-    than " I am sure." there (:func:`pipelines.refusal.evaluate_certainty`, which also counts how
-    often the generated text itself said "I am unsure"). Returns answered_accuracy, unsure_share,
-    accuracy, unsure_accuracy, written_unsure, n and per-row predictions.
-    """
-    from pipelines.llm.hf import HFBackend
-    from pipelines.refusal import evaluate_certainty
-
-    model.eval()
-    backend = HFBackend(model, tokenizer, generation_batch_size=batch_size)
-    return evaluate_certainty(backend, rows, lambda p: render_chat(tokenizer, p), metric=metric,
-                              threshold=threshold, max_tokens=max_new_tokens)
 
 
 # --------------------------------------------------------------------------- one call for a run
@@ -277,14 +217,13 @@ def evaluate_run(
     conditional_indicator: bool = False,
     control_tokens: bool = False,
     predictions_path: str | Path | None = None,
-    refusal: Mapping[str, Any] | None = None,
+    extra_eval: ExtraEval | None = None,
 ) -> dict:
     """Held-out loss, plus EM/F1 when ``rows`` are context-QA (with and without ``[IND]`` if it was trained).
 
     ``control_tokens`` (the model was trained with them): every prompt, for the loss and for
-    generation, starts with ``<|good|>``. ``refusal`` ({metric, threshold}; the model was trained
-    on R-Tuning rows): also refusal_answered_accuracy, refusal_unsure_share and refusal_accuracy
-    (:func:`evaluate_refusal`).
+    generation, starts with ``<|good|>``. ``extra_eval``: a method's own evaluation on the QA
+    rows (:class:`ExtraEval`), its metrics merged in.
     """
     metrics: dict[str, Any] = {
         "eval_loss": heldout_loss(
@@ -316,17 +255,15 @@ def evaluate_run(
             metrics[f"exact_match{suffix}"], metrics[f"f1{suffix}"] = res["exact_match"], res["f1"]
             predictions[f"prediction{suffix}"] = res["predictions"]
         metrics["qa_rows"] = len(qa_rows)
-        if refusal is not None:  # trained on R-Tuning rows: {metric, threshold} of the transform
-            res = evaluate_refusal(model, tokenizer, qa_rows, max_new_tokens, batch_size=batch_size,
-                                   metric=refusal["metric"], threshold=refusal["threshold"])
-            metrics.update({f"refusal_{k}": res[k] for k in ("answered_accuracy", "unsure_share", "accuracy")})
+        if extra_eval is not None:
+            metrics.update(extra_eval(model, tokenizer, qa_rows, max_new_tokens=max_new_tokens, batch_size=batch_size))
         if predictions_path is not None:
             from pipelines.shards import atomic_write_jsonl
 
             atomic_write_jsonl(
                 (
                     {"question": q, "answer": a, **{k: v[i] for k, v in predictions.items()}}
-                    for i, (q, _, a) in enumerate(_qa_fields(r) for r in qa_rows)
+                    for i, (q, _, a) in enumerate(qa_fields(r) for r in qa_rows)
                 ),
                 Path(predictions_path),
             )

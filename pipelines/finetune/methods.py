@@ -11,14 +11,20 @@ trains *during* training and live in their own modules; this one sets up the sta
   with a new seed); norms, embeddings and head keep training.
 
 Run ``python -m pipelines.finetune --help`` for the options as command-line flags.
+
+The catalogue (:data:`METHODS`, :data:`METHOD_CHOICES`, :func:`resolve_method`) imports without
+torch: the run configuration (``flows/config.py``) validates method names with it, and loading a
+config must stay cheap. torch is imported by the functions that touch a model.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 ATTN_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJ = ("gate_proj", "up_proj", "down_proj")
@@ -39,6 +45,8 @@ def resolve_method(name: str, options: dict) -> tuple[str, dict]:
 
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The stack of decoder blocks (``model.model.layers`` for Llama-family models) and its name."""
+    from torch import nn
+
     for name, module in model.named_modules():
         if (
             isinstance(module, nn.ModuleList)
@@ -87,6 +95,8 @@ def hft_frozen_names(model: nn.Module, seed: int) -> list[str]:
     Layers alternate between freezing 1 and 2 MLP matrices (which parity starts is drawn too), so
     about half of each layer's matrices are frozen. Same seed and model -> same names.
     """
+    from torch import nn
+
     rng = random.Random(seed)
     prefix, layers = decoder_layers(model)
     start = rng.randrange(2)

@@ -113,7 +113,7 @@ def grow_embeddings(model, vocab_size: int) -> None:
     """Resize input/output embeddings to ``vocab_size``; new rows get the mean of the old ones.
 
     The mean (not transformers' sampled init) is deterministic, so a base model re-built at load
-    time (:func:`pipelines.finetune.train.load_run` under a LoRA adapter) gets the same rows.
+    time (:func:`pipelines.finetune.training_run.load_run` under a LoRA adapter) gets the same rows.
     """
     old = model.get_input_embeddings().weight.shape[0]
     if old >= vocab_size:

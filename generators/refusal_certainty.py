@@ -11,11 +11,15 @@ answer followed by the paper's question and "I am sure"; a row it gets wrong get
     is_correct("the Paris.", "Paris", metric="exact")          # -> True (SQuAD normalisation)
     is_correct("in Paris France", "Paris", "f1", threshold=0.5) # -> True (token F1 = 0.5)
 
-The transform that writes these rows is ``generators/refusal.py`` (stage ``refusal_aware``).
+The transform that writes these rows is ``generators/refusal.py`` (stage ``refusal_aware``); this
+module is the method's side that the transform, the evaluation and the benchmark share.
 :func:`evaluate_certainty` measures a trained model on held-out QA through any backend: it asks
 the question (greedy), keeps the answer up to the certainty question, then asks the certainty
 question itself (the paper's way: the answer is fed back and followed by the question) and reads
-which continuation, " I am sure." or " I am unsure.", the model finds likelier.
+which continuation, " I am sure." or " I am unsure.", the model finds likelier;
+:func:`evaluate_refusal` does it on an in-memory model, and :func:`refusal_eval` hands it to the
+fine-tuning evaluation as its ``extra_eval`` hook (``run_training(..., extra_eval=refusal_eval(...))``:
+refusal_answered_accuracy, refusal_unsure_share, refusal_accuracy in the run's metrics).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipelines.llm.base import LLM, LossRequest, Sampling
+from pipelines.qa_metrics import exact_match, qa_fields, token_f1
 from pipelines.schema import user_content
 
 CERTAINTY_QUESTION = "Are you sure you accurately answered the question based on your internal knowledge?"
@@ -75,8 +80,6 @@ def _cut_question_start(text: str) -> str:
 # --------------------------------------------------------------------------- correctness
 def score_answer(prediction: str, reference: str | Sequence[str], metric: str) -> float:
     """Exact match (0/1) or token F1 of ``prediction`` against the reference(s), SQuAD-normalised."""
-    from pipelines.finetune.evaluate import exact_match, token_f1
-
     if metric == "exact":
         return exact_match(prediction, reference)
     if metric == "f1":
@@ -132,7 +135,7 @@ def evaluate_certainty(
     ``written_unsure`` (rows
     whose generated text itself said "I am unsure"), ``n`` and the per-row ``predictions``.
     """
-    fields = [_qa_fields(r) for r in rows]
+    fields = [qa_fields(r) for r in rows]
     prompts = [question_prompt(q, c) for q, c, _ in fields]
     texts = llm.generate(prompts, Sampling(temperature=0.0, max_tokens=max_tokens))
     answers, written = zip(*(split_certainty(t) for t in texts), strict=True) if texts else ((), ())
@@ -173,7 +176,45 @@ def _average_precision(correct: Sequence[bool], confidence: Sequence[float]) -> 
     return float(average_precision_score(correct, confidence))
 
 
-def _qa_fields(row: Mapping[str, Any]) -> tuple[str, str, Any]:
-    if "question" in row:
-        return row["question"], row.get("context") or "", row["answer"]
-    return row["instruction"], row.get("context") or "", row["response"]
+def evaluate_refusal(
+    model,
+    tokenizer,
+    rows: Sequence[Mapping[str, Any]],
+    max_new_tokens: int = 64,
+    *,
+    batch_size: int = 8,
+    metric: str = "f1",
+    threshold: float = 0.5,
+) -> dict:
+    """R-Tuning's evaluation on held-out QA (closed-book when the rows have no context): accuracy on
+    the questions the model answers, and the share it is unsure of.
+
+    Each question is answered greedily; the answer (cut where the model starts the certainty
+    question itself) is fed back followed by "Are you sure you accurately answered the question
+    based on your internal knowledge?", and the model is unsure when " I am unsure." is likelier
+    than " I am sure." there (:func:`evaluate_certainty`, which also counts how often the
+    generated text itself said "I am unsure"). Returns answered_accuracy, unsure_share,
+    accuracy, unsure_accuracy, written_unsure, n and per-row predictions.
+    """
+    from pipelines.llm.hf import HFBackend
+    from pipelines.llm.nll import render_chat
+
+    model.eval()
+    backend = HFBackend(model, tokenizer, generation_batch_size=batch_size)
+    return evaluate_certainty(backend, rows, lambda p: render_chat(tokenizer, p), metric=metric,
+                              threshold=threshold, max_tokens=max_new_tokens)
+
+
+def refusal_eval(metric: str = "f1", threshold: float = 0.5):
+    """The fine-tuning evaluation's ``extra_eval`` hook for a model trained on R-Tuning rows
+    (:class:`pipelines.finetune.evaluate.ExtraEval`), judged as the transform judged (``metric``,
+    ``threshold``): refusal_answered_accuracy, refusal_unsure_share and refusal_accuracy."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}: use one of {METRICS}")
+
+    def extra_eval(model, tokenizer, rows, *, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
+        res = evaluate_refusal(model, tokenizer, rows, max_new_tokens, batch_size=batch_size,
+                               metric=metric, threshold=threshold)
+        return {f"refusal_{k}": res[k] for k in ("answered_accuracy", "unsure_share", "accuracy")}
+
+    return extra_eval
