@@ -429,7 +429,7 @@ def test_hf_folder_streamed_from_shards_loads_the_same_rows_in_several_files(tmp
     rerun, and an empty shard list still gives a typed empty dataset."""
     import datasets
 
-    import pipelines.hf_disk as hf_disk
+    import pipelines.writers.hf_folder as hf_disk
     from pipelines.export import to_hf_dataset
 
     rows = _table(7).with_columns(pl.lit(1.5).alias("score_x"))

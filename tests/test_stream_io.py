@@ -84,24 +84,32 @@ def test_collect_streams_several_inputs_in_order_with_rejects(tmp_path):
     assert [r["line"] for r in written] == [r["line"] for r in ra.rejects]
 
 
-def test_export_by_slice_and_from_shards_gives_the_same_files(tmp_path, monkeypatch):
+def test_export_by_slice_and_from_shards_gives_the_same_files(tmp_path):
     import datasets
 
-    from pipelines import export as ex
+    from pipelines.export import to_hf_dataset
     from pipelines.schema import make_example, to_table
+    from pipelines.writers.jsonl import json_line
+    from pipelines.writers.rows import export_table
+    from pipelines.writers.split import SplitWriter
 
     table = to_table([make_example(f"question {i}", f"answer {i}", context="ctx" if i % 2 else "",
                                    meta={"k": i}) for i in range(11)])
     table = table.with_columns(pl.Series("score_x", [float("nan") if i == 4 else i / 3 for i in range(11)]))
-    monkeypatch.setattr(ex, "_SLICE_ROWS", 3)  # several slices
-    rows = ex.export_table(table)
-    paths = ex._write_split(rows, tmp_path / "out", shard_rows=4)
+    rows = export_table(table, slice_rows=3)  # several slices
+
+    def write_split(out):
+        w = SplitWriter(out, shard_rows=4, slice_rows=3)
+        w.add(rows)
+        return w.close(rows.clear())
+
+    paths = write_split(tmp_path / "out")
     assert len(list(paths["parquet"].glob("part-*.parquet"))) == 3
-    assert paths["jsonl"].read_text(encoding="utf-8") == "".join(ex._json_line(r) for r in rows.iter_rows(named=True))
-    got, expected = datasets.load_from_disk(str(paths["hf"])), ex.to_hf_dataset(rows)
+    assert paths["jsonl"].read_text(encoding="utf-8") == "".join(json_line(r) for r in rows.iter_rows(named=True))
+    got, expected = datasets.load_from_disk(str(paths["hf"])), to_hf_dataset(rows)
     assert got.features == expected.features
     assert got.to_list()[:4] == expected.to_list()[:4] and got.num_rows == 11
-    again = ex._write_split(rows, tmp_path / "again", shard_rows=4)
+    again = write_split(tmp_path / "again")
     assert (again["hf"] / "state.json").read_bytes() == (paths["hf"] / "state.json").read_bytes()
     assert not list((tmp_path / "out").glob(".hf-cache.*"))
 
