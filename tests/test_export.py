@@ -455,3 +455,20 @@ def test_hf_folder_streamed_from_shards_loads_the_same_rows_in_several_files(tmp
     hf_disk.save_parquet_shards_to_disk([], features, tmp_path / "empty")
     empty = datasets.load_from_disk(str(tmp_path / "empty"))
     assert len(empty) == 0 and empty.features == features
+
+
+def test_push_to_hub_uploads_the_cards_plots_with_it(tmp_path, monkeypatch, no_network):
+    """The card shows plots/<score>.png: they go up in the card's commit, so the images work on the Hub."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    hub = FakeHub()
+    hub.install(monkeypatch, tmp_path)
+    selected = _table(10).with_columns(pl.Series("keep", [i % 3 != 0 for i in range(10)]))
+    paths = export_dataset(selected.filter(pl.col("keep")), tmp_path / "ds", card_info=CARD_INFO, selected=selected)
+    png = tmp_path / "ds" / "plots" / "score_ifd.png"
+    assert "(plots/score_ifd.png)" in paths["card"].read_text() and png.exists()
+    push_to_hub(paths["dir"], "someone/plots")
+    card_commit = hub.commits[-1]
+    assert [path for _, path, _ in card_commit["ops"]] == ["README.md", "plots/score_ifd.png"]
+    assert hub.files["plots/score_ifd.png"] == png.read_bytes()
+    assert set(hub.files) == {"data/train-00000-of-00001.parquet", "README.md", "plots/score_ifd.png"}

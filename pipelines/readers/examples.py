@@ -37,7 +37,7 @@ from pipelines.readers.records import (
 )
 from pipelines.schema import to_table
 
-BLOCK_BYTES = 16 << 20  # read buffer of a JSON lines file
+BLOCK_BYTES = 1 << 20  # read buffer of a JSON lines file (lines are read one at a time)
 READ_CHUNK = 50_000  # records per chunk when read_examples runs iter_examples
 
 

@@ -84,7 +84,7 @@ def iter_lines(
 
 
 def _skip_rest(f: io.BufferedReader) -> None:
-    while chunk := f.readline(1 << 20):
+    while chunk := f.readline(1 << 16):
         if chunk.endswith(b"\n"):
             return
 
@@ -95,9 +95,10 @@ def _utf8_lines(path: Path, f: io.BufferedReader, offset: int, strict: bool, lim
         lineno += 1
         start, offset = offset, offset + len(raw)
         if len(raw) > limit and not raw.endswith(b"\n"):
+            head, raw = raw[:RAW_CHARS], b""  # let the cap's worth of bytes go before reading on
             _skip_rest(f)
             offset = f.tell()
-            yield Line(lineno, raw[:RAW_CHARS].decode("utf-8", "replace"), too_long(limit))
+            yield Line(lineno, head.decode("utf-8", "replace"), too_long(limit))
             continue
         body = raw.removesuffix(b"\n").removesuffix(b"\r")
         try:
@@ -124,9 +125,10 @@ def _wide_lines(path: Path, f: io.BufferedReader, encoding: str, strict: bool, l
         while raw := reader.readline(chars + 1):
             lineno += 1
             if len(raw) > chars and not raw.endswith("\n"):
-                while (rest := reader.readline(1 << 18)) and not rest.endswith("\n"):
+                raw = raw[:RAW_CHARS]
+                while (rest := reader.readline(1 << 14)) and not rest.endswith("\n"):
                     pass
-                yield Line(lineno, ESCAPED_BYTE.sub("\ufffd", raw[:RAW_CHARS]), too_long(limit))
+                yield Line(lineno, ESCAPED_BYTE.sub("\ufffd", raw), too_long(limit))
                 continue
             text = raw.removesuffix("\n").removesuffix("\r")
             bad = ESCAPED_BYTE.search(text)
