@@ -38,10 +38,22 @@ _MARK = "instruct-forge-mark"
 codecs.register_error(_MARK, lambda e: (chr(0xDC00 + e.object[e.start]), e.end))
 
 
+HEAD_BYTES = 68  # what detect_bom looks at
+
+
 def detect_bom(head: bytes) -> tuple[str, int]:
-    """(encoding, length of its byte-order mark) from a file's first bytes; UTF-8 without one."""
+    """(encoding, length of its byte-order mark) from a file's first bytes; UTF-8 without one.
+
+    ``FF FE 00 00`` is also the UTF-16-LE mark followed by U+0000: it is UTF-32-LE only when
+    what follows decodes as UTF-32 (UTF-16 text read as UTF-32 gives code points past U+10FFFF)."""
     for bom, encoding in BOMS:
         if head.startswith(bom):
+            if encoding == "utf-32-le":
+                body = head[4:HEAD_BYTES][: (len(head) - 4) // 4 * 4]
+                try:
+                    body.decode("utf-32-le")
+                except UnicodeDecodeError:
+                    return "utf-16-le", 2
             return encoding, len(bom)
     return "utf-8", 0
 
@@ -72,7 +84,7 @@ def iter_lines(
         raise InputError(path, "file not found")
     anything = False
     with open(path, "rb", buffering=buffer) as f:
-        encoding, bom = detect_bom(f.read(4))
+        encoding, bom = detect_bom(f.read(HEAD_BYTES))
         f.seek(bom)
         lines = _utf8_lines(path, f, bom, strict_encoding, max_line_bytes) if encoding == "utf-8" else \
             _wide_lines(path, f, encoding, strict_encoding, max_line_bytes)
@@ -160,7 +172,7 @@ def decode_file(path: Path, strict_encoding: bool = False) -> Text:
     if not path.exists():
         raise InputError(path, "file not found")
     data = path.read_bytes()
-    encoding, bom = detect_bom(data[:4])
+    encoding, bom = detect_bom(data[:HEAD_BYTES])
     body = data[bom:]
     if encoding != "utf-8":
         text = body.decode(encoding, _MARK)
