@@ -1,34 +1,106 @@
-""":func:`pipelines.export.export_dataset` for a selection table bigger than memory.
+"""The export, batch by batch: the one path both exports take.
 
     from pipelines.export_stream import export_selected
-    paths = export_selected(run.selected, run.dataset, card_info=..., test_fraction=0.1, seed=0)
+    paths, n = export_selected(run.selected, run.dataset, card_info=..., test_fraction=0.1, seed=0)
+    # R-Tuning: the kept rows from the transform's shards, the dropped ones from the selection file
+    paths, n = export_selected(run.selected, run.dataset, card_info=..., include_dropped=True,
+                               kept_shards=list_shards(run.transformed))
 
-Reads the selection Parquet file a batch at a time, keeps the ``keep`` rows (all with
-``include_dropped``), adds ``messages`` per batch and appends to the Parquet shards and JSON
-lines as it goes; the HF dataset is then streamed from those shards a batch at a time. The seeded
-test split and the card come from the selection table without its texts. The files are the ones
-``export_dataset`` writes for the same rows.
+:func:`export_rows` writes rows that arrive in batches: ``messages`` is added per batch, the
+Parquet shards and JSON lines are appended as they go, the HF dataset is then streamed from the
+shards; the seeded test split and the card come from the rows without their texts.
+:func:`export_selected` feeds it from Parquet files a record batch at a time;
+:func:`pipelines.export.export_dataset` feeds it one in-memory table. The files are the same for
+the same rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipelines.export import (
-    CARD_KEYS,
-    SplitWriter,
-    dataset_card_text,
-    export_table,
-    plot_score,
-    score_columns,
-    split_train_test,
-)
 from pipelines.shards import atomic_write_text, read_short_columns
+from pipelines.writers.card import check_card_info, dataset_card_text, write_plots
+from pipelines.writers.rows import SLICE_ROWS, export_table, test_mask
+from pipelines.writers.split import SplitWriter
+
+
+def export_rows(
+    batches: Iterable[pl.DataFrame],
+    rows: pl.DataFrame,
+    schema: pl.DataFrame,
+    out_dir: Path | str,
+    *,
+    card_info: Mapping[str, Any],
+    selected: pl.DataFrame | None = None,
+    shard_rows: int = 5000,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    slice_rows: int = SLICE_ROWS,
+) -> dict[str, Path]:
+    """Export the rows that ``batches`` yield, in order, into ``out_dir``.
+
+    ``rows``: the same rows, in the same order, with at least ``id`` (for the test split) and what
+    the card reads (source, meta, score columns; no texts needed). ``schema``: the batches' columns
+    and types (0 rows), which type the files when no rows come. ``selected``, ``card_info``,
+    ``test_fraction``, ``seed``: as :func:`pipelines.export.export_dataset` takes them.
+    """
+    if shard_rows <= 0:
+        raise ValueError(f"shard_rows must be positive, got {shard_rows}")
+    check_card_info(card_info)
+    out = Path(out_dir)
+    is_test = test_mask(rows["id"], test_fraction, seed)
+    empty = export_table(schema.clear())
+    writers = {"train": SplitWriter(out, shard_rows, slice_rows)}
+    if test_fraction > 0:
+        writers["test"] = SplitWriter(out / "test", shard_rows, slice_rows)
+    try:
+        done = 0
+        for batch in batches:
+            if batch.height == 0:
+                continue
+            part = export_table(batch, slice_rows)
+            if "test" in writers:
+                test = is_test.slice(done, batch.height)
+                writers["test"].add(part.filter(test))
+                part = part.filter(~test)
+            done += batch.height
+            writers["train"].add(part)
+        if done != rows.height:
+            raise ValueError(f"the batches held {done} rows but `rows` has {rows.height}")
+        paths: dict[str, Path] = {"dir": out, **writers["train"].close(empty)}
+        if "test" in writers:
+            paths |= {f"test_{k}": v for k, v in writers["test"].close(empty).items()}
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    plots = write_plots(selected, out)
+    card_rows = rows.with_columns([pl.lit(None).alias(c) for c in empty.columns if c not in rows.columns])
+    n_test = int(is_test.sum())
+    splits = {"train": rows.height - n_test, "test": n_test} if test_fraction > 0 else None
+    card = out / "README.md"
+    atomic_write_text(card, dataset_card_text(card_rows.select(empty.columns), card_info, selected, plots,
+                                              splits=splits))
+    return {**paths, "card": card}
+
+
+def _batches(path: Path, keep: bool | None, batch_rows: int, schema: pl.DataFrame | None) -> Iterator[pl.DataFrame]:
+    """The rows of one Parquet file a record batch at a time: those whose ``keep`` is ``keep`` (all
+    when None), aligned to ``schema`` when given (columns it lacks are null)."""
+    # pre_buffer=False: with it, pyarrow keeps the buffers of row groups already read (RSS grew
+    # by 470 MB over a 1M-row file); without it, memory stays at one batch.
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows):
+        part = pl.from_arrow(batch)
+        if keep is not None:
+            part = part.filter(pl.col("keep") if keep else ~pl.col("keep"))
+        if schema is not None and part.height:
+            part = pl.concat([schema, part], how="diagonal_relaxed").select(schema.columns)
+        yield part
 
 
 def export_selected(
@@ -37,59 +109,36 @@ def export_selected(
     *,
     card_info: Mapping[str, Any],
     include_dropped: bool = False,
+    kept_shards: Sequence[Path | str] | None = None,
     shard_rows: int = 5000,
     test_fraction: float = 0.0,
     seed: int = 0,
     batch_rows: int = 20_000,
 ) -> tuple[dict[str, Path], int]:
-    """Export the selection table at ``selected_path`` (see the module docstring).
-    Returns (paths as ``export_dataset`` gives them, rows exported)."""
-    if shard_rows <= 0:
-        raise ValueError(f"shard_rows must be positive, got {shard_rows}")
-    unknown = set(card_info) - CARD_KEYS
-    if unknown:
-        raise ValueError(f"unknown card_info keys {sorted(unknown)}; expected some of {sorted(CARD_KEYS)}")
+    """Export the selection table at ``selected_path``: its ``keep`` rows (every row with
+    ``include_dropped``), read a batch at a time. ``kept_shards``: take the kept rows from these
+    Parquet files instead (e.g. the R-Tuning transform's ``transformed/part-*.parquet``), then the
+    dropped rows from the selection file when ``include_dropped``; the columns are the union of
+    both (as ``pl.concat(..., how="diagonal_relaxed")``). The card's selection section and plots
+    come from the selection file. Returns (paths as ``export_dataset`` gives them, rows exported)."""
     selected_path, out = Path(selected_path), Path(out_dir)
     selected = read_short_columns(selected_path)
-    chosen = selected if include_dropped else selected.filter(pl.col("keep"))
-    train_ids, test_ids = split_train_test(chosen.select("id"), test_fraction, seed)
-    is_test = set(test_ids["id"].to_list())
-
-    # pre_buffer=False: with it, pyarrow keeps the buffers of row groups already read (RSS grew
-    # by 470 MB over a 1M-row file); without it, memory stays at one batch.
-    pf = pq.ParquetFile(selected_path, pre_buffer=False)
-    empty = export_table(pl.from_arrow(pf.schema_arrow.empty_table()))
-    writers = {"train": SplitWriter(out, shard_rows)}
-    if test_fraction > 0:
-        writers["test"] = SplitWriter(out / "test", shard_rows)
-    try:
-        for batch in pf.iter_batches(batch_size=batch_rows):
-            part = pl.from_arrow(batch)
-            if not include_dropped:
-                part = part.filter(pl.col("keep"))
-            if part.height == 0:
-                continue
-            rows = export_table(part)
-            if "test" in writers:
-                test = rows["id"].is_in(list(is_test))
-                writers["test"].add(rows.filter(test))
-                rows = rows.filter(~test)
-            writers["train"].add(rows)
-        paths: dict[str, Path] = {"dir": out, **writers["train"].close(empty)}
-        if "test" in writers:
-            paths |= {f"test_{k}": v for k, v in writers["test"].close(empty).items()}
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
-    plots = {}
-    if "keep" in selected.columns:
-        plots = {c: plot_score(selected, c, out / "plots" / f"{c}.png").relative_to(out).as_posix()
-                 for c in score_columns(selected)}
-    # The card reads the exported rows' column names, count, sources, scores and meta: not the texts.
-    card_rows = chosen.with_columns([pl.lit(None).alias(c) for c in empty.columns if c not in chosen.columns])
-    card_rows = card_rows.select(empty.columns)
-    splits = {"train": train_ids.height, "test": test_ids.height} if test_fraction > 0 else None
-    card = out / "README.md"
-    atomic_write_text(card, dataset_card_text(card_rows, card_info, selected, plots, splits=splits))
-    return {**paths, "card": card}, chosen.height
+    if kept_shards is None:
+        keep = None if include_dropped else True
+        rows = selected if include_dropped else selected.filter(pl.col("keep"))
+        schema = pl.from_arrow(pq.read_schema(selected_path).empty_table())
+        batches: Iterable[pl.DataFrame] = _batches(selected_path, keep, batch_rows, None)
+    else:
+        sources: list[tuple[Path, bool | None]] = [(Path(p), None) for p in kept_shards]
+        if include_dropped:
+            sources.append((selected_path, False))
+        parts = [pl.from_arrow(pq.read_schema(p).empty_table()) for p, _ in sources]
+        schema = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+        shorts = [read_short_columns(p) for p, _ in sources[: len(kept_shards)]]
+        if include_dropped:
+            shorts.append(selected.filter(~pl.col("keep")))
+        rows = pl.concat(shorts, how="diagonal_relaxed") if shorts else selected.clear()
+        batches = (b for p, keep in sources for b in _batches(p, keep, batch_rows, schema))
+    paths = export_rows(batches, rows, schema, out, card_info=card_info, selected=selected,
+                        shard_rows=shard_rows, test_fraction=test_fraction, seed=seed)
+    return paths, rows.height

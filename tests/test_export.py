@@ -12,13 +12,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 from pathlib import Path
-from types import SimpleNamespace
 
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from fake_hub import FakeHub, no_network  # noqa: F401 -- fixture; test_push_resume imports both from here
 
 from pipelines.export import export_dataset, push_to_hub, split_train_test, write_examples, write_rejects
 from pipelines.io import read_examples
@@ -191,117 +190,8 @@ def test_unknown_card_keys_are_an_error(tmp_path):
         export_dataset(_table(), tmp_path / "ds", card_info={"model": "x"})
 
 
-class FakeHub:
-    """In-memory Hub behind HfApi: records repo creation, uploads and commits."""
-
-    def __init__(self):
-        self.repos: dict[str, bool] = {}  # repo_id -> private
-        self.files: dict[str, bytes] = {}
-        self.uploaded: dict[str, bytes] = {}  # LFS pre-uploads, read before datasets deletes the temp file
-        self.create_repo_calls: list[dict] = []
-        self.commits: list[dict] = []
-        self.tokens: set = set()
-
-    def install(self, monkeypatch, tmp_path: Path) -> None:
-        from huggingface_hub import CommitInfo, HfApi, RepoUrl
-        from huggingface_hub.errors import EntryNotFoundError
-
-        hub = self
-
-        def create_repo(api, repo_id, *, repo_type=None, private=None, exist_ok=False, **kw):
-            hub.tokens.add(api.token)
-            hub.create_repo_calls.append({"repo_id": repo_id, "repo_type": repo_type, "private": private})
-            hub.repos.setdefault(repo_id, bool(private))
-            return RepoUrl(f"https://huggingface.co/datasets/{repo_id}")
-
-        def repo_info(api, repo_id, *, repo_type=None, revision=None, **kw):
-            return SimpleNamespace(id=repo_id, sha=f"{len(hub.commits):040d}", private=hub.repos[repo_id])
-
-        def preupload_lfs_files(api, repo_id, additions, **kw):
-            for op in additions:
-                src = op.path_or_fileobj
-                hub.uploaded[op.path_in_repo] = Path(src).read_bytes() if isinstance(src, str) else bytes(src)
-
-        def create_commit(api, repo_id, operations, *, commit_message, parent_commit=None, **kw):
-            hub.tokens.add(api.token)
-            ops = []
-            for op in operations:
-                src = op.path_or_fileobj
-                data = hub.uploaded[op.path_in_repo] if isinstance(src, str) else bytes(src)
-                hub.files[op.path_in_repo] = data
-                ops.append((type(op).__name__, op.path_in_repo, data))
-            hub.commits.append(
-                {"repo_id": repo_id, "message": commit_message, "parent": parent_commit, "ops": ops}
-            )
-            oid = f"{len(hub.commits):040d}"
-            return CommitInfo(
-                commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/{oid}",
-                commit_message=commit_message,
-                commit_description="",
-                oid=oid,
-            )
-
-        def hf_hub_download(api, repo_id, filename, *, repo_type=None, revision=None, **kw):
-            path = tmp_path / "hub-download" / filename
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(hub.files[filename])
-            return str(path)
-
-        # HfFileSystem (which datasets uses to look for old shards and an old README) lists the
-        # repo through these two; a missing folder is a 404 (EntryNotFoundError) on the real Hub.
-        def list_repo_tree(api, repo_id, path_in_repo=None, *, recursive=False, **kw):
-            prefix = (path_in_repo or "").strip("/")
-            entries = [
-                e
-                for e in hub.entries()
-                if _under(e.path, prefix) and (recursive or "/" not in e.path[len(prefix) :].lstrip("/"))
-            ]
-            if prefix and not entries:
-                raise EntryNotFoundError(f"{prefix} does not exist")
-            return iter(entries)
-
-        def get_paths_info(api, repo_id, paths, **kw):
-            paths = [paths] if isinstance(paths, str) else paths
-            return [e for e in hub.entries() if e.path in paths]
-
-        for name, fn in {
-            "create_repo": create_repo,
-            "repo_info": repo_info,
-            "preupload_lfs_files": preupload_lfs_files,
-            "create_commit": create_commit,
-            "hf_hub_download": hf_hub_download,
-            "list_repo_tree": list_repo_tree,
-            "get_paths_info": get_paths_info,
-        }.items():
-            monkeypatch.setattr(HfApi, name, fn)
-
-    def entries(self) -> list:
-        """Every file and folder of the repo as the Hub's tree API returns them."""
-        from huggingface_hub.hf_api import RepoFile, RepoFolder
-
-        folders = {"/".join(p.split("/")[:i]) for p in self.files for i in range(1, p.count("/") + 1)}
-        return [RepoFolder(path=f, oid="0" * 40) for f in sorted(folders)] + [
-            RepoFile(path=p, size=len(d), oid="0" * 40) for p, d in sorted(self.files.items())
-        ]
-
-
-def _under(path: str, prefix: str) -> bool:
-    return not prefix or path.startswith(prefix + "/")
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any socket connection fails: a call that slipped past the fake Hub shows up as an error."""
-
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
-
 def test_push_to_hub_uploads_exactly_the_dataset_and_card_privately(
-    tmp_path, monkeypatch, caplog, capfd, no_network
+    tmp_path, monkeypatch, caplog, capfd, no_network,  # noqa: F811
 ):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
@@ -354,7 +244,7 @@ def test_push_to_hub_uploads_exactly_the_dataset_and_card_privately(
     assert TOKEN not in json.dumps(result)
 
 
-def test_push_refuses_an_existing_public_repo_when_private(tmp_path, monkeypatch, no_network):
+def test_push_refuses_an_existing_public_repo_when_private(tmp_path, monkeypatch, no_network):  # noqa: F811 -- the fixture from fake_hub
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     hub = FakeHub()
     hub.repos["someone/public"] = False
@@ -365,7 +255,7 @@ def test_push_refuses_an_existing_public_repo_when_private(tmp_path, monkeypatch
     assert hub.commits == []
 
 
-def test_push_without_a_token_says_how_to_set_it(tmp_path, monkeypatch, no_network):
+def test_push_without_a_token_says_how_to_set_it(tmp_path, monkeypatch, no_network):  # noqa: F811 -- the fixture from fake_hub
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)  # no saved `hf auth login` either
     paths = export_dataset(_table(), tmp_path / "ds", card_info={})
@@ -398,7 +288,7 @@ def test_split_train_test_is_seeded_disjoint_and_order_free():
         split_train_test(table, 1.0)
 
 
-def test_export_with_a_test_split_writes_both_and_pushes_both(tmp_path, monkeypatch, no_network):
+def test_export_with_a_test_split_writes_both_and_pushes_both(tmp_path, monkeypatch, no_network):  # noqa: F811 -- the fixture from fake_hub
     import datasets
 
     info = {**CARD_INFO, "scores": {"score_ifd": "IFD: loss with / without the instruction"},
@@ -429,7 +319,7 @@ def test_hf_folder_streamed_from_shards_loads_the_same_rows_in_several_files(tmp
     rerun, and an empty shard list still gives a typed empty dataset."""
     import datasets
 
-    import pipelines.hf_disk as hf_disk
+    import pipelines.writers.hf_folder as hf_disk
     from pipelines.export import to_hf_dataset
 
     rows = _table(7).with_columns(pl.lit(1.5).alias("score_x"))
@@ -455,3 +345,20 @@ def test_hf_folder_streamed_from_shards_loads_the_same_rows_in_several_files(tmp
     hf_disk.save_parquet_shards_to_disk([], features, tmp_path / "empty")
     empty = datasets.load_from_disk(str(tmp_path / "empty"))
     assert len(empty) == 0 and empty.features == features
+
+
+def test_push_to_hub_uploads_the_cards_plots_with_it(tmp_path, monkeypatch, no_network):  # noqa: F811 -- the fixture from fake_hub
+    """The card shows plots/<score>.png: they go up in the card's commit, so the images work on the Hub."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    hub = FakeHub()
+    hub.install(monkeypatch, tmp_path)
+    selected = _table(10).with_columns(pl.Series("keep", [i % 3 != 0 for i in range(10)]))
+    paths = export_dataset(selected.filter(pl.col("keep")), tmp_path / "ds", card_info=CARD_INFO, selected=selected)
+    png = tmp_path / "ds" / "plots" / "score_ifd.png"
+    assert "(plots/score_ifd.png)" in paths["card"].read_text() and png.exists()
+    push_to_hub(paths["dir"], "someone/plots")
+    card_commit = hub.commits[-1]
+    assert [path for _, path, _ in card_commit["ops"]] == ["README.md", "plots/score_ifd.png"]
+    assert hub.files["plots/score_ifd.png"] == png.read_bytes()
+    assert set(hub.files) == {"data/train-00000-of-00001.parquet", "README.md", "plots/score_ifd.png"}

@@ -219,7 +219,7 @@ def test_load_examples_keeps_bad_lines_as_rejects(tmp_path, caplog):
     assert rows["response"].to_list() == ["x"]
     assert "2 bad row(s)" in caplog.text
     lines = {r["line"]: r for r in read_rejects(tmp_path / "rejects")}
-    assert lines[2]["reason"].startswith("malformed JSON line") and lines[2]["file"] == str(path)
+    assert lines[2]["reason"].startswith("malformed JSON line") and lines[2]["file"] == path.name  # relative, never absolute (issue 23)
     assert lines[3]["field"] == "answer"
     table, rejects = read_rows(path)
     assert table.height == 1 and len(rejects) == 2

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from pipelines.export import write_examples, write_rejects
-from pipelines.io import InputError, read_examples, read_passages
+from pipelines.io import InputError, NoRowsError, read_examples, read_passages
 from pipelines.schema import make_example, to_table, user_content
 from pipelines.shards import read_rejects
 
@@ -41,12 +41,12 @@ def test_malformed_jsonl_line_is_a_reject_naming_file_and_line(tmp_path):
     assert res.table.height == 2
     _counts_add_up(res)
     (rej,) = res.rejects
-    assert rej["file"] == str(path) and rej["line"] == 2 and rej["record"] == 2
+    assert rej["file"] == path.name and rej["line"] == 2 and rej["record"] == 2
     assert rej["reason"].startswith("malformed JSON line") and "column" in rej["reason"]
     # The rejects file carries the same facts.
     write_rejects(res.rejects, tmp_path / "rejects" / "rejects-00000.jsonl")
     (on_disk,) = read_rejects(tmp_path / "rejects")
-    assert on_disk["line"] == 2 and on_disk["file"] == str(path) and '"response": ' in on_disk["raw"]
+    assert on_disk["line"] == 2 and on_disk["file"] == path.name and '"response": ' in on_disk["raw"]
 
 
 def test_jsonl_where_no_line_parses_is_fatal_with_file_and_line(tmp_path):
@@ -90,7 +90,7 @@ def test_a_non_utf8_line_costs_that_line_only(tmp_path, capsys):
     assert res.table.height == 23 and res.counts["rejects"] == 1
     _counts_add_up(res)
     (rej,) = res.rejects
-    assert (rej["file"], rej["line"], rej["record"], rej["byte_offset"]) == (str(path), 4, 4, offset)
+    assert (rej["file"], rej["line"], rej["record"], rej["byte_offset"]) == (path.name, 4, 4, offset)
     assert rej["reason"].startswith("not valid UTF-8 (byte 0xe9)") and "caf" in rej["raw"]
     assert "Question 3," not in res.table["instruction"].to_list()  # line 4 is the bad one
     assert {"Question 2, caf\u00e9?", "Question 4, caf\u00e9?"} <= set(res.table["instruction"].to_list())
@@ -134,7 +134,7 @@ def test_non_utf8_bytes_in_a_json_array_parquet_hf_and_txt_reject_their_row(tmp_
     res = read_examples(folder)
     assert res.table["instruction"].to_list() == ["first file", "fine", "also fine"]
     (rej,) = res.rejects
-    assert (rej["file"], rej["row"], rej["record"], rej["field"]) == (str(folder / "b.parquet"), 2, 3, "instruction")
+    assert (rej["file"], rej["row"], rej["record"], rej["field"]) == ("b.parquet", 2, 3, "instruction")
     with pytest.raises(InputError, match="b.parquet"):
         read_examples(folder, strict_encoding=True)
     from datasets import Dataset
@@ -163,7 +163,7 @@ def test_bad_rows_in_json_array_parquet_and_hf_are_rejects_naming_the_field(tmp_
     for path in (tmp_path / "t.parquet", tmp_path / "hf", tmp_path / "t.json"):
         res = read_examples(path)
         got = [(r["file"], r["row"], r["field"], r["reason"]) for r in res.rejects]
-        assert got == [(str(path), 2, "instruction", "missing required field"), (str(path), 3, "response", "empty")]
+        assert got == [(path.name, 2, "instruction", "missing required field"), (path.name, 3, "response", "empty")]
 
 
 @pytest.mark.parametrize("content", ["", "\n  \n"])
@@ -217,9 +217,11 @@ def test_auto_detection_and_override(tmp_path):
     for fmt, rec in cases.items():
         res = read_examples(_jsonl(tmp_path / f"{fmt}.jsonl", [json.dumps(rec)]))
         assert res.fmt == fmt and res.table["instruction"][0] == "i" and res.table["response"][0] == "r"
-    # An explicit format wins over detection: alpaca rows read as qa are all rejected, by field.
-    res = read_examples(tmp_path / "alpaca.jsonl", fmt="qa")
-    assert res.table.height == 0 and res.rejects[0]["field"] == "question"
+    # An explicit format wins over detection: alpaca rows read as qa are all rejected, by field,
+    # and a file with no usable row is an error that still carries its rejects.
+    with pytest.raises(NoRowsError, match=r"alpaca\.jsonl: 0 of 1 rows read: question missing required field \(1\)") as e:
+        read_examples(tmp_path / "alpaca.jsonl", fmt="qa")
+    assert e.value.rejects[0]["field"] == "question"
 
 
 def test_messages_keep_system_and_history_and_reject_unanswered(tmp_path):

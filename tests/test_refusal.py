@@ -207,15 +207,17 @@ def test_train_stage_passes_the_refusal_evaluation_as_its_hook(tmp_path, monkeyp
     """The core's run_training knows no R-Tuning: the train stage hands it refusal_eval (judged as the
     transform judged) only when the transform is on."""
     import pipelines.finetune
-    from flows import stages
     from flows.config import load_config
     from flows.run_folder import RunFolder
+    from flows.stages import train
+    from flows.stages.base import StageContext
 
     seen = []
     monkeypatch.setattr(pipelines.finetune, "run_training", lambda *a, **kw: seen.append(kw) or {})
     on = ["train.method=lora", "transform.refusal_aware.enabled=true", "transform.refusal_aware.metric=exact"]
-    stages.train(load_config(overrides=on), RunFolder(tmp_path / "on"), str(tmp_path / "x.parquet"))
-    stages.train(load_config(overrides=on[:1]), RunFolder(tmp_path / "off"), str(tmp_path / "x.parquet"))
+    exported = {"export": {"stage": "export", "outputs": {"parquet": str(tmp_path / "x.parquet")}}}
+    for overrides, folder in ((on, "on"), (on[:1], "off")):
+        train.STAGE.run(StageContext(load_config(overrides=overrides), RunFolder(tmp_path / folder), exported))
     assert callable(seen[0]["extra_eval"]) and seen[1]["extra_eval"] is None
     assert "refusal" not in seen[0]
 

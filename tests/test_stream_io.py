@@ -1,6 +1,7 @@
 """Chunked reading (pipelines.stream_io) gives read_examples' rows and rejects; collect streams by shard."""
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -84,24 +85,32 @@ def test_collect_streams_several_inputs_in_order_with_rejects(tmp_path):
     assert [r["line"] for r in written] == [r["line"] for r in ra.rejects]
 
 
-def test_export_by_slice_and_from_shards_gives_the_same_files(tmp_path, monkeypatch):
+def test_export_by_slice_and_from_shards_gives_the_same_files(tmp_path):
     import datasets
 
-    from pipelines import export as ex
+    from pipelines.export import to_hf_dataset
     from pipelines.schema import make_example, to_table
+    from pipelines.writers.jsonl import json_line
+    from pipelines.writers.rows import export_table
+    from pipelines.writers.split import SplitWriter
 
     table = to_table([make_example(f"question {i}", f"answer {i}", context="ctx" if i % 2 else "",
                                    meta={"k": i}) for i in range(11)])
     table = table.with_columns(pl.Series("score_x", [float("nan") if i == 4 else i / 3 for i in range(11)]))
-    monkeypatch.setattr(ex, "_SLICE_ROWS", 3)  # several slices
-    rows = ex.export_table(table)
-    paths = ex._write_split(rows, tmp_path / "out", shard_rows=4)
+    rows = export_table(table, slice_rows=3)  # several slices
+
+    def write_split(out):
+        w = SplitWriter(out, shard_rows=4, slice_rows=3)
+        w.add(rows)
+        return w.close(rows.clear())
+
+    paths = write_split(tmp_path / "out")
     assert len(list(paths["parquet"].glob("part-*.parquet"))) == 3
-    assert paths["jsonl"].read_text(encoding="utf-8") == "".join(ex._json_line(r) for r in rows.iter_rows(named=True))
-    got, expected = datasets.load_from_disk(str(paths["hf"])), ex.to_hf_dataset(rows)
+    assert paths["jsonl"].read_text(encoding="utf-8") == "".join(json_line(r) for r in rows.iter_rows(named=True))
+    got, expected = datasets.load_from_disk(str(paths["hf"])), to_hf_dataset(rows)
     assert got.features == expected.features
     assert got.to_list()[:4] == expected.to_list()[:4] and got.num_rows == 11
-    again = ex._write_split(rows, tmp_path / "again", shard_rows=4)
+    again = write_split(tmp_path / "again")
     assert (again["hf"] / "state.json").read_bytes() == (paths["hf"] / "state.json").read_bytes()
     assert not list((tmp_path / "out").glob(".hf-cache.*"))
 
@@ -139,3 +148,40 @@ def test_export_selected_by_batch_equals_export_dataset(tmp_path, include_droppe
             da, db = datasets.load_from_disk(str(a[key])), datasets.load_from_disk(str(b[key]))
             assert da.features == db.features and da.to_list() == db.to_list()
     assert sorted(p.name for p in (tmp_path / "b" / "plots").iterdir()) == ["score_x.png"]
+
+
+@pytest.mark.parametrize(("include_dropped", "test_fraction"), [(False, 0.0), (True, 0.3)])
+def test_export_selected_takes_kept_rows_from_other_shards(tmp_path, include_dropped, test_fraction):
+    """The R-Tuning export: kept rows from transformed/part-*.parquet (with a column of their own),
+    dropped rows from the selection file, batch by batch -- the files of the in-memory concat."""
+    from pipelines.export import export_dataset
+    from pipelines.export_stream import export_selected
+    from pipelines.schema import make_example, to_table
+    from pipelines.shards import read_short_columns, write_shards
+
+    n = 30
+    table = to_table([make_example(f"question {i}", f"answer {i}", source=f"src{i % 3}") for i in range(n)])
+    table = table.with_columns(pl.Series("score_x", [i / 7 for i in range(n)]), pl.Series("keep", [i % 3 != 0 for i in range(n)]))
+    table.write_parquet(tmp_path / "selected.parquet", row_group_size=4)
+    kept = table.filter(pl.col("keep"))
+    transformed = kept.with_columns(pl.col("response") + " I am sure.", pl.col("response").alias("response_original"))
+    write_shards(transformed, tmp_path / "transformed", 7)
+    dropped = [table.filter(~pl.col("keep"))] if include_dropped else []
+    whole = pl.concat([read_shards(tmp_path / "transformed"), *dropped], how="diagonal_relaxed")
+    info = {"title": "t"}
+    a = export_dataset(whole, tmp_path / "a", card_info=info, selected=read_short_columns(tmp_path / "selected.parquet"),
+                       shard_rows=6, test_fraction=test_fraction, seed=1)
+    b, count = export_selected(tmp_path / "selected.parquet", tmp_path / "b", card_info=info,
+                               include_dropped=include_dropped, kept_shards=list_shards(tmp_path / "transformed"),
+                               shard_rows=6, test_fraction=test_fraction, seed=1, batch_rows=5)
+    assert count == whole.height and a.keys() == b.keys()
+    for key in a:
+        if key == "dir":
+            continue
+        files_a = sorted(p for p in Path(a[key]).rglob("*") if p.is_file()) if a[key].is_dir() else [a[key]]
+        files_b = sorted(p for p in Path(b[key]).rglob("*") if p.is_file()) if b[key].is_dir() else [b[key]]
+        assert [p.name for p in files_a] == [p.name for p in files_b], key
+        assert all(x.read_bytes() == y.read_bytes() for x, y in zip(files_a, files_b, strict=True)), key
+    out = read_shards(b["parquet"])
+    assert out.filter(~pl.col("keep"))["response_original"].is_null().all()
+    assert out.filter(pl.col("keep"))["response"].str.ends_with(" I am sure.").all()
