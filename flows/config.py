@@ -53,6 +53,9 @@ class IOConfig(_Section):
 
     strict_encoding: bool = Field(False, description="stop at the first byte that is not UTF-8 in an input "
                                   "file; default: that line or row becomes a reject and the rest is read")
+    max_line_bytes: int = Field(64 << 20, gt=0, description="a longer input line (JSON lines) is a reject; "
+                                "bounds the memory one line can take")
+    check_rows: int = Field(1000, gt=0, description="rows of each input validated before the run starts")
 
 
 class Price(_Section):

@@ -16,13 +16,16 @@ from pipelines.shards import atomic_write_jsonl, list_shards
 
 
 def _check(cfg: PipelineConfig) -> dict[str, int]:
-    from pipelines.io import read_examples
+    """The first rows of each input (io.check_rows), streamed: a bad file fails in seconds."""
+    from pipelines.io import check_input
 
-    return {path: read_examples(resolve_path(path), strict_encoding=cfg.io.strict_encoding).table.height
-            for path in cfg.generate.inputs}
+    io = cfg.io
+    return {path: check_input(resolve_path(path), io.check_rows, strict_encoding=io.strict_encoding,
+                              max_line_bytes=io.max_line_bytes).table.height for path in cfg.generate.inputs}
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
+    from pipelines.io import NoRowsError
     from pipelines.stream_io import ShardWriter, iter_examples
 
     cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
@@ -36,10 +39,15 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     for path in cfg.generate.inputs:
         bad: list[dict[str, Any]] = []
         per_source[str(path)] = 0
-        for part in iter_examples(resolve_path(path), strict_encoding=cfg.io.strict_encoding, chunk_rows=10_000):
-            out.add(part.table.select(CORE_COLUMNS))
-            per_source[str(path)] += part.table.height
-            bad += part.rejects
+        try:
+            for part in iter_examples(resolve_path(path), strict_encoding=cfg.io.strict_encoding, chunk_rows=10_000,
+                                      max_line_bytes=cfg.io.max_line_bytes):
+                out.add(part.table.select(CORE_COLUMNS))
+                per_source[str(path)] += part.table.height
+                bad += part.rejects
+        except NoRowsError:  # every row rejected: keep the reasons, then stop the run with the error
+            atomic_write_jsonl(bad, run.input_rejects(path))
+            raise
         rejects += len(bad)
         if bad:
             atomic_write_jsonl(bad, run.input_rejects(path))

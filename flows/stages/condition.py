@@ -23,11 +23,13 @@ def targets_needed(cfg: PipelineConfig) -> set[str]:
 
 
 def _check(cfg: PipelineConfig) -> dict[str, int]:
-    from pipelines.io import read_examples
+    from pipelines.io import NoRowsError, check_input
 
-    target = read_examples(resolve_path(cfg.score.target), strict_encoding=cfg.io.strict_encoding).table
-    if target.is_empty():
-        raise ValueError(f"{cfg.score.target}: the target set has no usable rows")
+    try:
+        target = check_input(resolve_path(cfg.score.target), cfg.io.check_rows, strict_encoding=cfg.io.strict_encoding,
+                             max_line_bytes=cfg.io.max_line_bytes).table
+    except NoRowsError as e:
+        raise ValueError(f"{cfg.score.target}: the target set has no usable rows ({e})") from None
     return {cfg.score.target: target.height}
 
 

@@ -9,7 +9,7 @@ import polars as pl
 
 from flows.lineage import generator_settings, models_per_stage, score_definitions
 from flows.stages.base import StageContext, StageSpec, record
-from pipelines.shards import read_short_columns
+from pipelines.shards import list_shards
 
 
 def card_info(ctx: StageContext) -> dict[str, Any]:
@@ -25,23 +25,16 @@ def card_info(ctx: StageContext) -> dict[str, Any]:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    from pipelines.export import export_dataset, push_to_hub
+    from pipelines.export import push_to_hub
     from pipelines.export_stream import export_selected
-    from pipelines.shards import read_shards
 
     cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
-    info = card_info(ctx)
-    if cfg.transform.refusal_aware.enabled:  # the kept rows as the transform wrote them (+ dropped ones as they were)
-        rows = pl.scan_parquet(run.selected)
-        dropped = [rows.filter(~pl.col("keep")).collect()] if cfg.export.include_dropped else []
-        table = pl.concat([read_shards(run.transformed), *dropped], how="diagonal_relaxed")
-        paths = export_dataset(table, run.dataset, card_info=info, selected=read_short_columns(run.selected),
-                               test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
-        n_out = table.height
-    else:  # batch by batch from the selection file (pipelines.export_stream): the same files
-        paths, n_out = export_selected(run.selected, run.dataset, card_info=info,
-                                       include_dropped=cfg.export.include_dropped,
-                                       test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
+    # Batch by batch from the selection file; with the refusal transform, the kept rows come
+    # from its shards (the dropped ones, when exported, as they were).
+    transformed = list_shards(run.transformed) if cfg.transform.refusal_aware.enabled else None
+    paths, n_out = export_selected(run.selected, run.dataset, card_info=card_info(ctx),
+                                   include_dropped=cfg.export.include_dropped, kept_shards=transformed,
+                                   test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
     pushed = None
     if cfg.export.push_to_hub:
         pushed = push_to_hub(run.dataset, cfg.export.push_to_hub, private=cfg.export.private)

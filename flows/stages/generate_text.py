@@ -11,10 +11,11 @@ from flows.usage import stage_usage, usage_field
 
 
 def _check(cfg: PipelineConfig) -> dict[str, int]:
-    from pipelines.io import read_passages
+    from pipelines.io import check_input
 
-    path = cfg.generate.text.path
-    return {path: read_passages(resolve_path(path), strict_encoding=cfg.io.strict_encoding).table.height}
+    path, io = cfg.generate.text.path, cfg.io
+    return {path: check_input(resolve_path(path), io.check_rows, strict_encoding=io.strict_encoding,
+                              max_line_bytes=io.max_line_bytes, passages=True).table.height}
 
 
 def _run(ctx: StageContext) -> dict:

@@ -27,9 +27,13 @@ def eval_sets(paths: list[str]) -> dict[str, pl.DataFrame]:
 def _check(cfg: PipelineConfig) -> dict[str, int]:
     from instruct_selectors.row_filters import load_filters
 
+    from pipelines.io import check_input
+
     load_filters(cfg.select.custom)  # a bad import path fails before any model loads
-    return {path: t.height for path, t in zip(cfg.select.decontaminate.against,
-                                              eval_sets(cfg.select.decontaminate.against).values(), strict=True)}
+    io = cfg.io
+    return {path: check_input(resolve_path(path), io.check_rows, strict_encoding=io.strict_encoding,
+                              max_line_bytes=io.max_line_bytes).table.height
+            for path in cfg.select.decontaminate.against}
 
 
 def _context_flag(cfg: PipelineConfig, shards: list[Path]):

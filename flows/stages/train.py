@@ -15,7 +15,6 @@ from flows.stages.base import StageContext, StageSpec, record
 
 def _run(ctx: StageContext) -> dict[str, Any]:
     from generators.refusal_certainty import refusal_eval
-
     from pipelines.finetune import run_training
     from pipelines.finetune.methods import resolve_method
 
