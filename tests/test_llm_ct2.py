@@ -199,6 +199,21 @@ def test_thread_layout_follows_the_machine(monkeypatch):
     assert (engine.inter_threads, engine.intra_threads) == (2, 2)
 
 
+def test_ct2_leaves_torch_threads_alone(tiny_folder):
+    """A ctranslate2 generator sets its OpenMP thread count on the calling thread, which torch shares."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _, ct2 = _pair(tiny_folder, ct2_threads=2)  # 2 x 1: intra_threads 1
+        ct2.generate(PROMPTS, Sampling(temperature=0.0, max_tokens=2))
+        ct2.generate(PROMPTS, Sampling(temperature=1.0, max_tokens=2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("layout", [(3, 1), (2, 2)])
 def test_parallel_batches_equal_the_sequential_path(tiny_folder, layout):
     """Batches running side by side give what one batch at a time gives: greedy and seeded sampling."""

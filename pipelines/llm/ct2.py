@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -107,14 +108,23 @@ class CT2Engine:
         _check_vocabulary(Path(model_dir), tokenizer)
 
     def _generator(self, inter: int, intra: int):
-        return self._ct2.Generator(
-            self.model_dir,
-            device="cpu",
-            compute_type=self.compute_type,
-            inter_threads=inter,
-            intra_threads=intra,
-            max_queued_batches=-1,  # submitting never blocks: every batch is queued at once
-        )
+        # Making a generator calls omp_set_num_threads(intra) on this thread, and torch shares
+        # that OpenMP runtime: without the restore, the torch scorer in the same process (hidden
+        # states for target_sim, GOT-D) would drop to intra_threads threads.
+        torch = sys.modules.get("torch")
+        torch_threads = torch.get_num_threads() if torch else None
+        try:
+            return self._ct2.Generator(
+                self.model_dir,
+                device="cpu",
+                compute_type=self.compute_type,
+                inter_threads=inter,
+                intra_threads=intra,
+                max_queued_batches=-1,  # submitting never blocks: every batch is queued at once
+            )
+        finally:
+            if torch_threads:
+                torch.set_num_threads(torch_threads)
 
     def shared_generator(self):
         """The cached generator of greedy batches and scoring, ``inter_threads`` workers."""
