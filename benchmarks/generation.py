@@ -81,22 +81,49 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.llm.ct2 import available_cores, thread_layout
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prompts", type=int, default=32, help="prompts per ct2 measurement (same prompts for every row)")
+    ap.add_argument(
+        "--prompts", type=int, default=32, help="prompts per ct2 measurement (same prompts for every row)"
+    )
     ap.add_argument("--batches", default="8,16", help="comma-separated ct2 batch sizes for the layout rows")
-    ap.add_argument("--batch", type=int, default=16, help="batch size of the default path (HFBackend's default: 16)")
-    ap.add_argument("--layouts", default="", help="comma-separated ct2 layouts INTERxINTRA (default: 1x1,1xN,Nx1 for N cores)")
-    ap.add_argument("--cores", type=int, default=None, help="cores for the baseline and the default path "
-                    "(default: every core this process may run on)")
+    ap.add_argument(
+        "--batch", type=int, default=16, help="batch size of the default path (HFBackend's default: 16)"
+    )
+    ap.add_argument(
+        "--layouts",
+        default="",
+        help="comma-separated ct2 layouts INTERxINTRA (default: 1x1,1xN,Nx1 for N cores)",
+    )
+    ap.add_argument(
+        "--cores",
+        type=int,
+        default=None,
+        help="cores for the baseline and the default path (default: every core this process may run on)",
+    )
     ap.add_argument("--max-tokens", type=int, default=64, help="max new tokens per prompt")
     ap.add_argument("--model", default="embedded", help="embedded, tiny or a local model folder")
-    ap.add_argument("--baseline-prompts", type=int, default=None,
-                    help="prompts for the slow batch-1 side (default: --prompts, at most 8)")
-    ap.add_argument("--engines", default="ct2", help="engines for the batched rows (hf, ct2); the hf batch-1 "
-                    "baseline and the default path always run")
-    ap.add_argument("--ct2-spread", type=int, default=None,
-                    help="ct2_max_prompt_spread (default: HFBackend's); -1 never splits a batch")
-    ap.add_argument("--generation-dtype", default="none",
-                    help="hf batched row's generation dtype, e.g. bfloat16 (default none = the fp32 model)")
+    ap.add_argument(
+        "--baseline-prompts",
+        type=int,
+        default=None,
+        help="prompts for the slow batch-1 side (default: --prompts, at most 8)",
+    )
+    ap.add_argument(
+        "--engines",
+        default="ct2",
+        help="engines for the batched rows (hf, ct2); the hf batch-1 "
+        "baseline and the default path always run",
+    )
+    ap.add_argument(
+        "--ct2-spread",
+        type=int,
+        default=None,
+        help="ct2_max_prompt_spread (default: HFBackend's); -1 never splits a batch",
+    )
+    ap.add_argument(
+        "--generation-dtype",
+        default="none",
+        help="hf batched row's generation dtype, e.g. bfloat16 (default none = the fp32 model)",
+    )
     ap.add_argument("--llamacpp-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-llamacpp", action="store_true", help="skip llama.cpp even when installed")
     args = ap.parse_args(argv)
@@ -134,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         ct2_version = ctranslate2.__version__
     lens = sorted(count(llm._prompt_text(p)) for p in prompts)
     print(
-        f"model={args.model} cores={cores} layouts={['%dx%d' % lay for lay in layouts]} batches={batches} "
+        f"model={args.model} cores={cores} layouts={','.join(f'{a}x{b}' for a, b in layouts)} batches={batches} "
         f"prompts={len(prompts)} (prompt tokens {lens[0]}-{lens[-1]}, mean {sum(lens) / len(lens):.0f}) "
         f"max_tokens={args.max_tokens} ctranslate2={ct2_version} default engine={default_engine} "
         f"default layout={default_layout[0]}x{default_layout[1]}"
@@ -153,8 +180,11 @@ def main(argv: list[str] | None = None) -> None:
         # warm-up (allocator, kernels, the dtype copy; ct2: conversion, cached after the first run)
         llm.generate(ps[:2], Sampling(max_tokens=4))
         rate, n, dt = tokens_per_s(llm, ps, sampling, count)
-        print(f"{label:<34}: {rate:6.1f} tok/s {rate / used:6.1f} tok/s/core ({n} tokens in {dt:.1f} s, "
-              f"{len(ps)} prompts)", flush=True)
+        print(
+            f"{label:<34}: {rate:6.1f} tok/s {rate / used:6.1f} tok/s/core ({n} tokens in {dt:.1f} s, "
+            f"{len(ps)} prompts)",
+            flush=True,
+        )
         rows[label] = rate, used
         return rate
 
@@ -164,8 +194,14 @@ def main(argv: list[str] | None = None) -> None:
 
     b1 = measure(f"hf float32 batch=1 threads={cores}", "hf", 1, (1, cores), prompts[:base_n])
     if "hf" in engines:
-        measure(f"hf {gen_dtype or 'float32'} batch={args.batch} threads={cores}", "hf", args.batch,
-                (1, cores), prompts, gen_dtype)
+        measure(
+            f"hf {gen_dtype or 'float32'} batch={args.batch} threads={cores}",
+            "hf",
+            args.batch,
+            (1, cores),
+            prompts,
+            gen_dtype,
+        )
     ct2_rows = []
     if ct2_version != "not installed" and ("ct2" in engines or default_engine == "ct2"):
         for layout in layouts if "ct2" in engines else []:
@@ -184,14 +220,30 @@ def main(argv: list[str] | None = None) -> None:
         ceiling = rows[best][0]
         print(f"ceiling: {best} {ceiling:.1f} tok/s ({ceiling / rows[best][1]:.1f} tok/s/core)")
         for k, (rate, used) in rows.items():
-            print(f"  {k:<34} {rate:6.1f} tok/s {rate / used:6.1f}/core  {100 * rate / ceiling:5.1f}% of ceiling")
+            print(
+                f"  {k:<34} {rate:6.1f} tok/s {rate / used:6.1f}/core  {100 * rate / ceiling:5.1f}% of ceiling"
+            )
     print(f"default path: {label}; baseline: hf float32 batch=1 threads={cores}")
 
-    if not args.no_llamacpp and importlib.util.find_spec("llama_cpp") is not None and args.model == "embedded":
+    if (
+        not args.no_llamacpp
+        and importlib.util.find_spec("llama_cpp") is not None
+        and args.model == "embedded"
+    ):
         # In a child process: a broken llama.cpp build can crash (it segfaulted here once), and
         # that must not take the other figures and the speedup line down with it.
-        cmd = [sys.executable, "-m", "benchmarks.generation", "--llamacpp-only", "--prompts", str(base_n),
-               "--max-tokens", str(args.max_tokens), "--cores", str(cores)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.generation",
+            "--llamacpp-only",
+            "--prompts",
+            str(base_n),
+            "--max-tokens",
+            str(args.max_tokens),
+            "--cores",
+            str(cores),
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         rate = [ln.split("=", 1)[1] for ln in res.stdout.splitlines() if ln.startswith("llamacpp_rate=")]
         if res.returncode == 0 and rate:
