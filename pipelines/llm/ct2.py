@@ -1,40 +1,78 @@
-"""CTranslate2 generation engine for :class:`pipelines.llm.hf.HFBackend` (CPU, int8 by default).
+"""CTranslate2 engine for :class:`pipelines.llm.hf.HFBackend` (CPU, int8 by default): generation and scoring.
 
 HFBackend stays the one backend object: it renders, tokenises, length-sorts and batches the
-prompts, decodes and cuts the texts, and scores on its transformers model. With
-``generation_engine="ct2"`` each generation batch runs here instead, on a CTranslate2 conversion of
-the same weights (``pipelines.llm.embedded.ct2_model_dir``, converted once and cached).
+prompts, decodes and cuts the texts. With ``generation_engine="ct2"`` its generation batches run
+here, on a CTranslate2 conversion of the same weights (``pipelines.llm.embedded.ct2_model_dir``,
+converted once and cached); with ``scoring_engine="ct2"`` so do its log-prob-only scoring batches
+(:meth:`CT2Engine.score`, ctranslate2's ``score_batch``).
+
+Threads: one generation given every core is slower than one given a single core (2-core CPU, int8,
+batch 16: 61 tok/s on 1 thread, 41 on 2), so the engine runs ``inter_threads`` batches at once,
+each on ``intra_threads`` threads, and refills a slot as soon as a batch finishes. The layout
+comes from the machine (:func:`thread_layout`: every core this process may run on, from
+``os.sched_getaffinity``, one single-threaded batch per core) unless the constructor is given
+one. Batches are what the caller makes them (HFBackend: ``generation_batch_size`` prompts,
+length-sorted), never re-cut by the layout, so a call's output does not depend on the machine:
+a call with fewer batches than ``inter_threads`` leaves cores idle.
 
 Reproducible sampling: ctranslate2 4.x has no per-call seed. Its sampler draws from a
 ``thread_local`` mt19937 seeded from the global seed (``ctranslate2.set_random_seed``) the first
-time a thread samples, and generation runs on the generator's own worker thread. So a sampled
-batch runs on a freshly created ``ctranslate2.Generator`` (a new worker thread, ~0.1 s to load the
-135M int8 model from the page cache), right after setting the batch's seed; greedy batches reuse
-one cached generator. A process-wide lock covers seed + load + generation, since the seed is global.
+time a thread samples, and a generator samples on its own worker threads. So each sampled batch
+gets a freshly created one-worker ``ctranslate2.Generator`` (~0.1 s to load the 135M int8 model
+from the page cache; the weights are held once per batch in flight), and under a process-wide lock
+the batch's seed is set and the new worker primed with a one-token sampled generation, which
+seeds its sampler; the batch itself then runs outside the lock, beside the other slots. A batch's
+texts depend on its prompts and seed only, not on the layout or on which batches ran beside it.
+Greedy batches (and scoring) share one cached generator with ``inter_threads`` workers.
 
 Measured on this project's 2-core CPU (SmolLM2-135M, int8, prompts of ~250 tokens): prefill ~1 ms
 per prompt token; a decode step ~20 ms at batch 1, ~40-57 ms at batch 8. Exact top-p over the full
 49k vocabulary adds ~4 ms per sequence per step (ctranslate2 sorts it; 87 vs 57 ms at batch 8).
 ``sampling_topk`` would remove that but truncates nuclei larger than k (at temperature 1.0 the
-0.95 nucleus had > 256 tokens at 38% of positions), so sampling stays exact. Intra-op threads:
-2 were no faster than 1 even on an idle machine (and two 1-thread generators side by side gave
-no more tokens/s than one), so the thread count follows torch's (``model.threads``).
+0.95 nucleus had > 256 tokens at 38% of positions), so sampling stays exact.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from pipelines.llm.base import Sampling
 
 _SEED_LOCK = threading.Lock()
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity; the CPU count where affinity is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def thread_layout(threads: int | None = None, intra_threads: int | None = None) -> tuple[int, int]:
+    """``(inter_threads, intra_threads)`` for ``threads`` cores (None: :func:`available_cores`).
+
+    ``intra_threads`` (default 1) threads per batch, ``threads // intra_threads`` batches at once
+    (at least one).
+    """
+    threads = threads or available_cores()
+    intra = intra_threads or 1
+    return max(1, threads // intra), intra
+
+
 class CT2Engine:
-    """Generate token ids for batches of prompt token ids with a converted CTranslate2 model.
+    """Generate and score token ids with a converted CTranslate2 model.
+
+    ``inter_threads`` / ``intra_threads``: batches run at once and threads per batch (None: from
+    :func:`thread_layout`). Attributes: changing them later takes effect on the next call.
 
     ``max_prompt_spread``: ctranslate2 forwards a batch's prompts at once only up to the shortest
     one; the rest of each longer prompt is fed one decoding step at a time (a step costs ~5x a
@@ -55,6 +93,8 @@ class CT2Engine:
         compute_type: str = "int8",
         max_prompt_spread: int | None = 16,
         share_prefix: bool = True,
+        inter_threads: int | None = None,
+        intra_threads: int | None = None,
     ):
         import ctranslate2
 
@@ -62,33 +102,67 @@ class CT2Engine:
         self.model_dir, self.tokenizer = str(model_dir), tokenizer
         self.compute_type, self.max_prompt_spread = compute_type, max_prompt_spread
         self.share_prefix = share_prefix
-        self._greedy: dict[int, object] = {}  # intra_threads -> cached Generator
+        default_inter, default_intra = thread_layout(None, intra_threads)
+        self.inter_threads, self.intra_threads = inter_threads or default_inter, default_intra
+        self._shared: dict[tuple[int, int], object] = {}  # (inter, intra) -> cached Generator
         _check_vocabulary(Path(model_dir), tokenizer)
 
-    def _generator(self, threads: int):
-        return self._ct2.Generator(
-            self.model_dir,
-            device="cpu",
-            compute_type=self.compute_type,
-            inter_threads=1,
-            intra_threads=threads,
-        )
+    def _generator(self, inter: int, intra: int):
+        # Making a generator calls omp_set_num_threads(intra) on this thread, and torch shares
+        # that OpenMP runtime: without the restore, the torch scorer in the same process (hidden
+        # states for target_sim, GOT-D) would drop to intra_threads threads.
+        torch = sys.modules.get("torch")
+        torch_threads = torch.get_num_threads() if torch else None
+        try:
+            return self._ct2.Generator(
+                self.model_dir,
+                device="cpu",
+                compute_type=self.compute_type,
+                inter_threads=inter,
+                intra_threads=intra,
+                max_queued_batches=-1,  # submitting never blocks: every batch is queued at once
+            )
+        finally:
+            if torch_threads:
+                torch.set_num_threads(torch_threads)
+
+    def shared_generator(self):
+        """The cached generator of greedy batches and scoring, ``inter_threads`` workers."""
+        key = (self.inter_threads, self.intra_threads)
+        if key not in self._shared:
+            self._shared[key] = self._generator(*key)
+        return self._shared[key]
+
+    def _seeded_generator(self, seed: int):
+        """A fresh one-worker generator whose sampler is seeded from ``seed`` (see the module doc)."""
+        with _SEED_LOCK:
+            self._ct2.set_random_seed(seed % 2**32)
+            gen = self._generator(1, self.intra_threads)
+            # The worker seeds its thread_local sampler on its first draw: draw now, under the lock.
+            gen.generate_batch(
+                [[self.tokenizer.convert_ids_to_tokens(0)]],
+                max_length=1,
+                include_prompt_in_result=False,
+                sampling_topk=0,
+            )
+        return gen
 
     def generate(
         self,
-        prompt_ids: Sequence[Sequence[int]],
+        batches: Sequence[Sequence[Sequence[int]]],
         sampling: Sampling,
-        seed: int,
+        seeds: Sequence[int],
         eos: Sequence[int],
-        threads: int,
-    ) -> list[list[int]]:
-        """New token ids (end tokens dropped) for each prompt, in the given order.
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[list[int]]]:
+        """New token ids (end tokens dropped) for each prompt of each batch, in the given order.
 
-        Prompts should come length-sorted (longest first), as HFBackend batches them.
+        ``seeds``: one per batch (used when sampling). Prompts within a batch should come
+        length-sorted (longest first), as HFBackend batches them. ``progress(rows)`` is called as
+        each batch finishes.
         """
         if sampling.max_tokens <= 0:
-            return [[] for _ in prompt_ids]
-        tokens = [self.tokenizer.convert_ids_to_tokens(list(ids)) for ids in prompt_ids]
+            return [[[] for _ in b] for b in batches]
         opts = dict(
             max_length=sampling.max_tokens,
             include_prompt_in_result=False,
@@ -101,36 +175,96 @@ class CT2Engine:
             )
         else:
             opts.update(sampling_topk=1)
-        runs = _split_by_spread([len(t) for t in tokens], self.max_prompt_spread)
-        out: list[list[int]] = []
+        tokens = [[self.tokenizer.convert_ids_to_tokens(list(ids)) for ids in b] for b in batches]
         if sampling.temperature > 0:
-            with _SEED_LOCK:
-                self._ct2.set_random_seed(seed % 2**32)
-                gen = self._generator(threads)  # fresh worker thread: its sampler seeds from `seed`
-                for a, b in runs:
-                    out += self._run(gen, tokens[a:b], opts)
-                del gen
-        else:
-            gen = self._greedy.get(threads)
-            if gen is None:
-                gen = self._greedy[threads] = self._generator(threads)
-            for a, b in runs:
-                out += self._run(gen, tokens[a:b], opts)
+            return self._sampled(tokens, seeds, opts, progress)
+        gen = self.shared_generator()  # greedy: no seed, every batch queued at once
+        pending = [self._submit(gen, t, opts) for t in tokens]
+        out = []
+        for subs in pending:
+            out.append(_collect(subs))
+            if progress:
+                progress(len(out[-1]))
         return out
 
-    def _run(self, gen, tokens: list[list[str]], opts: dict) -> list[list[int]]:
-        """One generate_batch call; a prefix shared by every prompt is forwarded once (static prompt)."""
+    def _sampled(self, tokens: list[list[list[str]]], seeds: Sequence[int], opts: dict, progress) -> list:
+        """Each batch on its own seeded generator, ``inter_threads`` at once, a slot refilled when one ends."""
+        out: list = [None] * len(tokens)
+        running: dict[int, list] = {}
+        todo = iter(range(len(tokens)))
+        nxt = next(todo, None)
+        while nxt is not None or running:
+            while nxt is not None and len(running) < self.inter_threads:
+                running[nxt] = self._submit(self._seeded_generator(seeds[nxt]), tokens[nxt], opts)
+                nxt = next(todo, None)
+            done = [i for i, subs in running.items() if all(r.done() for sub in subs for r in sub)]
+            if not done:
+                time.sleep(0.002)
+            for i in done:
+                out[i] = _collect(running.pop(i))  # drops the batch's generator with its results
+                if progress:
+                    progress(len(out[i]))
+        return out
+
+    def _submit(self, gen, tokens: list[list[str]], opts: dict) -> list[list]:
+        """Queue one batch as sub-batches of close prompt lengths; their async results, in order."""
+        return [
+            self._submit_one(gen, tokens[a:b], opts)
+            for a, b in _split_by_spread([len(t) for t in tokens], self.max_prompt_spread)
+        ]
+
+    def _submit_one(self, gen, tokens: list[list[str]], opts: dict) -> list:
+        """One asynchronous generate_batch call; a prefix shared by every prompt is forwarded once (static prompt)."""
         k = _shared_prefix(tokens) if self.share_prefix and len(tokens) > 1 else 0
         k = min(k, min(len(t) for t in tokens) - 1)
         if k >= _MIN_SHARED_PREFIX:
             # Not cached in the model (cache_static_prompt=False): the cache has no bound, and
             # every batch has its own prefix.
-            results = gen.generate_batch(
-                [t[k:] for t in tokens], static_prompt=tokens[0][:k], cache_static_prompt=False, **opts
+            return gen.generate_batch(
+                [t[k:] for t in tokens],
+                static_prompt=tokens[0][:k],
+                cache_static_prompt=False,
+                asynchronous=True,
+                **opts,
             )
-        else:
-            results = gen.generate_batch(tokens, **opts)
-        return [r.sequences_ids[0] for r in results]
+        return gen.generate_batch(tokens, asynchronous=True, **opts)
+
+    def score(
+        self,
+        sequences: Sequence[Sequence[int]],
+        token_budget: int = 8192,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[np.ndarray]:
+        """``log p(ids[k] | ids[:k])`` for k = 1 .. len-1 of each sequence (float64), in input order.
+
+        Sequences are length-sorted into batches under ``token_budget`` (rows x longest, like the
+        torch scorer) and all queued at once on the shared generator, ``inter_threads`` batches
+        scoring at a time. No truncation here: the caller truncates (pipelines.truncation).
+        """
+        from pipelines.llm.nll import plan_batches
+
+        out: list = [np.zeros(0)] * len(sequences)
+        keep = [i for i, s in enumerate(sequences) if len(s) >= 2]  # a 1-token row has nothing to score
+        tokens = {i: self.tokenizer.convert_ids_to_tokens(list(sequences[i])) for i in keep}
+        gen = self.shared_generator()
+        pending = []
+        for batch in plan_batches([len(tokens[i]) for i in keep], token_budget):
+            rows = [keep[j] for j in batch]
+            pending.append(
+                (rows, gen.score_batch([tokens[i] for i in rows], max_input_length=0, asynchronous=True))
+            )
+        for rows, results in pending:
+            for i, r in zip(rows, results, strict=True):
+                out[i] = np.asarray(r.result().log_probs, dtype=np.float64)
+            if progress:
+                progress(len(rows))
+        if progress and len(keep) < len(sequences):
+            progress(len(sequences) - len(keep))
+        return out
+
+
+def _collect(subs: list[list]) -> list[list[int]]:
+    return [r.result().sequences_ids[0] for sub in subs for r in sub]
 
 
 _MIN_SHARED_PREFIX = 8

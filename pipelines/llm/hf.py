@@ -8,7 +8,8 @@ Generation runs on one of two engines behind the same ``generate()`` (``generati
 
 * ``"hf"``: ``model.generate`` on the transformers model.
 * ``"ct2"``: CTranslate2 int8 on CPU (``pipelines/llm/ct2.py``), on a conversion of the model's
-  folder cached under the model cache. Scoring (``loss``) always stays on the transformers model.
+  folder cached under the model cache, several batches at once (one per core by default:
+  ``ct2_threads`` / ``ct2_intra_threads``, see ``pipelines.llm.ct2.thread_layout``).
 * ``"auto"`` (default): ``ct2`` for the embedded model on CPU when ``ctranslate2`` is importable,
   else ``hf``. The tiny test model, other folders and GPUs stay on ``hf`` unless ``"ct2"`` is
   asked for. Measured with ``python -m benchmarks.generation`` on this project's 2-core CPU (16
@@ -18,6 +19,17 @@ Generation runs on one of two engines behind the same ``generate()`` (``generati
 
 The ct2 engine samples from its own (int8) logits, so its texts differ from hf's for the same seed;
 each engine on its own is reproducible.
+
+Scoring (``loss``) runs on one of two engines too (``scoring_engine``):
+
+* ``"hf"`` (and, for now, ``"auto"``): the fp32 transformers scorer (``pipelines/llm/nll.py``).
+* ``"ct2"``: requests that want only token NLLs (no ``want_hidden``, no ``attn_layer``) are scored
+  by CTranslate2 (``score_batch``) on the same conversion as generation (int8 unless
+  ``ct2_quantization=None``), with the same tokens: ``nll.encode`` renders, truncates and masks
+  them exactly as the torch path does. Requests with hidden states or attention stay on the
+  transformers model. int8 moves token NLLs by a few hundredths of a nat (tests/test_llm_ct2.py);
+  "auto" becomes ct2 on CPU only once ``python -m benchmarks.scorer`` shows >= 2x at Spearman >=
+  0.98 on a quiet machine.
 """
 
 from __future__ import annotations
@@ -29,10 +41,18 @@ from pathlib import Path
 import torch
 
 from pipelines.llm.base import LossRequest, LossResult, Prompt, Sampling
-from pipelines.llm.nll import render_chat, score_requests
+from pipelines.llm.nll import encode, render_chat, score_requests
 from pipelines.llm.usage import Usage, generated_length, metered
 
 GENERATION_ENGINES = ("auto", "hf", "ct2")
+SCORING_ENGINES = ("auto", "hf", "ct2")
+
+
+def resolve_scoring_engine(engine: str) -> str:
+    """``auto`` -> ``hf`` until ct2 scoring is measured on a quiet machine (see the module doc)."""
+    if engine not in SCORING_ENGINES:
+        raise ValueError(f"unknown scoring engine {engine!r}: choose one of {', '.join(SCORING_ENGINES)}")
+    return "hf" if engine == "auto" else engine
 
 
 def resolve_generation_engine(engine: str, model_id: str, device: torch.device | str) -> str:
@@ -64,7 +84,9 @@ class HFBackend:
         model_path: str | None = None,
         ct2_quantization: str | None = "int8",
         ct2_threads: int | None = None,
+        ct2_intra_threads: int | None = None,
         ct2_max_prompt_spread: int | None = 16,
+        scoring_engine: str = "hf",
     ):
         self.model, self.tokenizer, self.model_id = model, tokenizer, model_id
         self.generation_batch_size = generation_batch_size
@@ -86,7 +108,10 @@ class HFBackend:
         self.generation_engine = resolve_generation_engine(generation_engine, model_id, self.device)
         self.model_path = model_path
         self.ct2_quantization = ct2_quantization
-        self.ct2_threads = ct2_threads  # ct2 intra-op threads; None: torch's thread count at call time
+        # ct2 cores in all (None: every core this process may run on) and threads per batch
+        # (None: 1); batches at once = ct2_threads // ct2_intra_threads (pipelines.llm.ct2.thread_layout).
+        self.ct2_threads, self.ct2_intra_threads = ct2_threads, ct2_intra_threads
+        self.scoring_engine = resolve_scoring_engine(scoring_engine)
         self.ct2_max_prompt_spread = ct2_max_prompt_spread
         self._ct2 = None
         self._ct2_tmp = None
@@ -101,7 +126,7 @@ class HFBackend:
         generation_engine: str = "auto",
         **kwargs,
     ):
-        """Load ``model`` (embedded, tiny or a local folder); ``generation_engine`` "hf" | "ct2" | "auto"."""
+        """Load ``model`` (embedded, tiny or a local folder); ``generation_engine`` / ``scoring_engine`` "hf" | "ct2" | "auto"."""
         from pipelines.llm.embedded import TINY, load_model_and_tokenizer, resolve_model_path
 
         mdl, tok = load_model_and_tokenizer(model, device=device, eager_attention=eager_attention)
@@ -128,7 +153,7 @@ class HFBackend:
     def ct2_engine(self):
         """The CTranslate2 engine generate() uses when ``generation_engine == "ct2"`` (made once)."""
         if self._ct2 is None:
-            from pipelines.llm.ct2 import CT2Engine
+            from pipelines.llm.ct2 import CT2Engine, thread_layout
             from pipelines.llm.embedded import ct2_model_dir
 
             if self.ct2_quantization not in (None, "int8"):
@@ -139,7 +164,9 @@ class HFBackend:
             else:  # in-memory weights (the tiny model, a fine-tuned copy): convert a temporary save
                 out = self._convert_in_memory()
             compute = "int8" if self.ct2_quantization == "int8" else "float32"
-            self._ct2 = CT2Engine(out, self.tokenizer, compute_type=compute, max_prompt_spread=self.ct2_max_prompt_spread)
+            inter, intra = thread_layout(self.ct2_threads, self.ct2_intra_threads)
+            self._ct2 = CT2Engine(out, self.tokenizer, compute_type=compute, max_prompt_spread=self.ct2_max_prompt_spread,
+                                  inter_threads=inter, intra_threads=intra)
         return self._ct2
 
     def _convert_in_memory(self) -> Path:
@@ -180,22 +207,25 @@ class HFBackend:
         tok.padding_side = "left"
         eos = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
         eos.sort()
-        ct2 = self.ct2_engine() if self.generation_engine == "ct2" and order else None
-        model = self.generation_model() if ct2 is None else None
-        threads = self.ct2_threads or torch.get_num_threads()
-        for b in range(0, len(order), self.generation_batch_size):
-            batch = order[b : b + self.generation_batch_size]
-            seed = sampling.seed * 1_000_003 + batch[0]
-            if ct2 is not None:
-                new = ct2.generate([ids[i] for i in batch], sampling, seed, eos, threads)
-            else:
-                new = self._hf_batch(model, [texts[i] for i in batch], sampling, seed, eos)
-            for row, i in enumerate(batch):
-                usage.completion_tokens += generated_length(new[row], eos)
-                out[i] = _cut_at_stop(tok.decode(new[row], skip_special_tokens=True), sampling.stop)
+        batches = [order[b : b + self.generation_batch_size] for b in range(0, len(order), self.generation_batch_size)]
+        seeds = [sampling.seed * 1_000_003 + batch[0] for batch in batches]
+        if self.generation_engine == "ct2" and batches:  # every batch handed over at once: they run in parallel
+            news = self.ct2_engine().generate([[ids[i] for i in b] for b in batches], sampling, seeds, eos, progress)
+            for batch, new in zip(batches, news, strict=True):
+                self._decode_into(out, batch, new, sampling, eos, usage)
+            return out
+        model = self.generation_model()
+        for batch, seed in zip(batches, seeds, strict=True):
+            new = self._hf_batch(model, [texts[i] for i in batch], sampling, seed, eos)
+            self._decode_into(out, batch, new, sampling, eos, usage)
             if progress:
                 progress(len(batch))
         return out
+
+    def _decode_into(self, out: list[str], batch: list[int], new, sampling: Sampling, eos: list[int], usage: Usage) -> None:
+        for row, i in enumerate(batch):
+            usage.completion_tokens += generated_length(new[row], eos)
+            out[i] = _cut_at_stop(self.tokenizer.decode(new[row], skip_special_tokens=True), sampling.stop)
 
     def _hf_batch(self, model, texts: list[str], sampling: Sampling, seed: int, eos: list[int]) -> torch.Tensor:
         """New token ids (padded after an end token) for one left-padded batch on the hf engine."""
@@ -224,6 +254,10 @@ class HFBackend:
         progress: Callable[[int], None] | None = None,
     ) -> list[LossResult]:
         with metered(self, len(requests)) as usage:
+            if self.scoring_engine == "ct2" and not want_hidden and attn_layer is None:
+                results = self._ct2_loss(requests, progress, counted := [])
+                usage.prompt_tokens += sum(counted)
+                return results
             results = score_requests(
                 self.model,
                 self.tokenizer,
@@ -237,6 +271,18 @@ class HFBackend:
             )
             usage.prompt_tokens += sum(counted)  # every token read: prompt and completion
         return results
+
+
+    def _ct2_loss(self, requests: Sequence[LossRequest], progress, lengths: list[int]) -> list[LossResult]:
+        """Token NLLs of the completions through CTranslate2: same encode (template, truncation), same mask."""
+        items = [encode(self.tokenizer, r, self.max_length) for r in requests]
+        lengths += [it.length for it in items]
+        logps = self.ct2_engine().score([it.prompt_ids + it.completion_ids for it in items], self.token_budget, progress)
+        # logp[k] scores token k + 1: the completion's tokens are positions p .. p + c - 1.
+        return [
+            LossResult(-lp[len(it.prompt_ids) - 1 : it.length - 1])
+            for it, lp in zip(items, logps, strict=True)
+        ]
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
