@@ -72,7 +72,10 @@ class ModelConfig(_Section):
     generation_batch_size: int = Field(16, gt=0)
     generation_engine: Literal["auto", "hf", "ct2"] = Field(
         "auto", description="hf backend: who generates; auto = CTranslate2 int8 for the embedded model "
-        "on CPU (3.4x hf in benchmarks.generation), else transformers")
+        "on CPU (one batch per core; benchmarks.generation), else transformers")
+    scoring_engine: Literal["auto", "hf", "ct2"] = Field(
+        "auto", description="hf backend: who computes the log-prob-only scores (IFD, CoLoR, ctx_loss); "
+        "ct2 = CTranslate2 int8; target_sim/GOT-D hidden states stay on transformers; auto = hf for now")
     token_budget: int = Field(4096, gt=0, description="scoring: tokens per batch (rows x longest row)")
     max_length: int = Field(512, gt=8, description="scoring/training: truncate rows to this many tokens")
     threads: int | None = Field(None, gt=0, description="torch CPU threads per process (None: all cores, "

@@ -79,7 +79,7 @@ def test_custom_score_filter_and_generator_in_a_full_flow(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "runs" / "plug"
-    scored = pl.read_parquet(run / "scored")
+    scored = pl.read_parquet(run / "scored" / "part-*.parquet")
     assert {"score_words", "score_gap", "score_ifd"} <= set(scored.columns)
     assert scored["score_words"].to_list() == [float(len(r.split())) for r in scored["response"]]
     assert scored["score_gap"].null_count() == 0
