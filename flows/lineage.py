@@ -36,9 +36,11 @@ def generator_settings(cfg: PipelineConfig) -> dict[str, Any]:
         out["GLAN (generate_taxonomy)"] = g.taxonomy.model_dump(mode="json", exclude={"enabled"})
     if g.text.enabled:
         out["Bonito (generate_text)"] = g.text.model_dump(mode="json", exclude={"enabled"})
-    for path in g.custom:
-        name = path.rpartition(":")[2]
-        out[f"{name} (generate_custom)"] = {"import": path, **g.options.get(name, {})}
+    if g.custom:
+        from flows.stages.generate_custom import load_generators
+
+        for path, gen in zip(g.custom, load_generators(cfg), strict=True):
+            out[f"{gen.name} (generate_custom)"] = {"import": path, **g.options.get(gen.name, {})}
     if g.inputs:
         out["inputs"] = list(g.inputs)
     return out
