@@ -41,7 +41,7 @@ from prefect.filesystems import LocalFileSystem  # noqa: E402
 
 from flows import stages  # noqa: E402
 from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
-from flows.run_folder import RunFolder  # noqa: E402
+from flows.run_folder import RunFolder, RunFolderConflict  # noqa: E402
 from flows.run_lock import RunFolderBusy  # noqa: E402
 from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
 from pipelines.llm import BACKENDS  # noqa: E402
@@ -104,7 +104,8 @@ def train_task(cfg: PipelineConfig, run_dir: str, run_token: str, dataset_parque
 
 @task(cache_policy=CACHE, persist_result=True)
 def report_task(run_dir: str, run_token: str, records: list[dict]) -> dict:
-    return stages.report(RunFolder(run_dir), records)
+    run = RunFolder(run_dir)  # its result (in the run folder) names files relative to it, as records do
+    return run.relative(stages.report(run, records))
 
 
 def _publish(record: dict[str, Any], run: RunFolder) -> None:
@@ -126,13 +127,15 @@ def build_dataset(config: dict | None = None) -> dict:
     run.root.mkdir(parents=True, exist_ok=True)
     rd = str(run.root)
     token = run.claim(cfg.fingerprint(), cfg.model_dump_json(indent=2))
+    for name in run.vet_results():  # a run folder is data: nothing in it may be unpickled
+        logging.getLogger("flows.build_dataset").warning(f"removed {name} from {run.prefect_results}: not a plain JSON result")
     # Task results (the cache behind resume) live in the run folder, next to the data they describe.
     # (A block must be saved before tasks may use it; its name is unique per run folder.)
     storage = LocalFileSystem(basepath=str(run.prefect_results))
     storage.save(f"results-{hashlib.sha1(rd.encode()).hexdigest()[:16]}", overwrite=True)
 
-    def in_run(t):
-        return t.with_options(result_storage=storage)
+    def in_run(t):  # JSON results, never pickle: a run folder may come from someone else
+        return t.with_options(result_storage=storage, result_serializer="json")
 
     records: list[dict] = []
 
@@ -164,7 +167,9 @@ def build_dataset(config: dict | None = None) -> dict:
     if cfg.train.method:
         done(in_run(train_task)(cfg, rd, token, exported["outputs"]["parquet"]))
     report = in_run(report_task)(rd, token, records)
-    return {"run_dir": rd, "dataset": exported["outputs"], "report": report,
+    # Records name files relative to the run folder; the caller gets paths it can open.
+    return {"run_dir": rd, "dataset": {k: str(run.path(v)) for k, v in exported["outputs"].items()},
+            "report": {k: str(run.path(v)) for k, v in report.items()},
             "kept": selected["rows_out"], "stages": records}
 
 
@@ -301,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.model.threads is None and args.task_runner == "dask" and not args.dask_address:
         cfg.model.threads = max(1, (os.cpu_count() or 1) // args.dask_workers)  # share the cores
     run = RunFolder(cfg.run_dir())
+    try:
+        run.refuse_foreign()  # before the log and the lock are written into someone else's folder
+    except RunFolderConflict as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     route_tracebacks(run.log)
     runnable = configured_flow(args)
     if args.serve:
@@ -316,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = runnable(config=cfg.model_dump(mode="json"))
     except Exception as e:  # noqa: BLE001 -- one clear line; the traceback is in the run log
-        logging.getLogger("flows.build_dataset").debug("build_dataset failed", exc_info=True)
+        # error level: the traceback reaches run.log; the console's handlers drop records with one
+        logging.getLogger("flows.build_dataset").error("build_dataset failed", exc_info=True)
         what = str(e) if isinstance(e, ValueError | FileNotFoundError | WriteError) else f"{type(e).__name__}: {e}"
         print(f"\nerror: {what}\nfull log: {run.log}\nrun folder (kept; the same command resumes): "
               f"{run.root}", file=sys.stderr)

@@ -228,12 +228,12 @@ def score_shard(cfg: PipelineConfig, run: RunFolder, index: int, conditional_mod
     if "otd" in scores and target_matrix is None:
         raise ValueError("score 'otd' needs the target rows' embeddings: run the condition stage first")
     table = pl.read_parquet(shard_path(run.examples, index))
-    cond = get_llm(cfg.model, model=conditional_model) if "color" in scores else None
+    cond = get_llm(cfg.model, model=str(run.path(conditional_model))) if "color" in scores else None
     prior = get_llm(cfg.model, eager="ctx_attn" in scores)
     import numpy as np
 
-    vector = np.load(target_embedding) if target_embedding is not None else None
-    matrix = np.load(target_matrix) if target_matrix is not None else None
+    vector = np.load(run.path(target_embedding)) if target_embedding is not None else None
+    matrix = np.load(run.path(target_matrix)) if target_matrix is not None else None
     with stage_usage(run, "score", index):  # saved before the shard, like the judge's rejects
         scored = _score_rows(cfg, run, index, table, prior, cond, vector, matrix)
     from instruct_selectors.score_notes import write_shard_counts
@@ -441,12 +441,13 @@ def train(cfg: PipelineConfig, run: RunFolder, dataset_parquet: str) -> dict[str
 
     t0 = time.perf_counter()
     method, options = resolve_method(cfg.train.method, cfg.train.options)
-    source, control = Path(dataset_parquet), {}
+    source, control = run.path(dataset_parquet), {}  # records name files relative to the run folder
     if cfg.train.control_tokens:  # conditioning instead of selection: every selected row, labelled
         from pipelines.finetune.control import write_control_rows
 
         test_split = ((run.load_record("export") or {}).get("outputs") or {}).get("test_parquet")
-        control = {"control_rows": write_control_rows(run.selected, run.control_rows, test_split,
+        control = {"control_rows": write_control_rows(run.selected, run.control_rows,
+                                                      run.path(test_split) if test_split else None,
                                                       **cfg.train.control_tokens.model_dump())}
         source = run.control_rows
     metrics = run_training(

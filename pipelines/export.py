@@ -43,6 +43,7 @@ import pyarrow as pa
 
 from pipelines.hf_disk import atomic_save_to_disk, save_parquet_shards_to_disk
 from pipelines.io import FORMATS
+from pipelines.redact import redact_config, redact_text
 from pipelines.report import (
     decontamination_section,
     markdown_table,
@@ -66,8 +67,6 @@ if TYPE_CHECKING:
 
 MESSAGES_DTYPE = pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))
 CARD_KEYS = {"title", "description", "generators", "models", "config", "stages", "fingerprint", "scores"}
-# Config keys whose values must never reach a card (e.g. an endpoint's api_key); token_budget is fine.
-SECRET_KEY = re.compile(r"(^|_)(token|api_key|apikey|secret|password)$", re.IGNORECASE)
 
 
 _SLICE_ROWS = 20_000  # rows turned into messages / JSON lines at a time (bounds the Python objects)
@@ -295,21 +294,13 @@ def write_rejects(rejects: list[dict[str, Any]], path: Path | str) -> Path:
     return path
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: "<redacted>" if SECRET_KEY.search(str(k)) and v else _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
-
-
 def _config_text(config: Any) -> tuple[str, str]:
     """(code-fence language, text) of the run configuration."""
     if isinstance(config, str):
-        return ("toml" if re.search(r"^\s*\[", config, re.M) else "yaml"), config.strip()
+        return ("toml" if re.search(r"^\s*\[", config, re.M) else "yaml"), redact_text(config.strip())
     import yaml
 
-    return "yaml", yaml.safe_dump(_redact(config), sort_keys=False, allow_unicode=True).strip()
+    return "yaml", yaml.safe_dump(redact_config(config), sort_keys=False, allow_unicode=True).strip()
 
 
 def _generators(rows: pl.DataFrame, info: Mapping[str, Any]) -> str:
@@ -437,7 +428,7 @@ def dataset_card_text(
     if info.get("config") is not None:
         lang, text = _config_text(info["config"])
         lines += ["## Configuration", "", f"```{lang}", text, "```", ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return redact_text("\n".join(lines).rstrip() + "\n")  # an endpoint URL anywhere: no credentials
 
 
 def push_to_hub(

@@ -45,7 +45,7 @@ def test_stages_run_in_order_without_prefect(run_and_cfg):
     # select writes its own ctx_dependent column and leaves meta (the reader's column) alone
     assert "ctx_dependent" in table.columns
     exported = stages.export(cfg, run, run.records(stages.STAGES))
-    assert Path(exported["outputs"]["parquet"]).is_dir() and exported["rows_out"] == 5
+    assert run.path(exported["outputs"]["parquet"]).is_dir() and exported["rows_out"] == 5
     assert run.load_record("export")["rows_out"] == 5
     report = stages.report(run, run.records(stages.STAGES))
     assert Path(report["markdown"]).read_text().startswith("# Run report")
@@ -92,7 +92,7 @@ def test_target_sim_runs_through_condition_and_score(run_and_cfg):
     cfg = cfg.model_copy(update={"score": score, "select": cfg.select.model_copy(update={"steps": steps})})
     stages.collect(cfg, run)
     conditioned = stages.condition(cfg, run)
-    assert Path(conditioned["target_embedding"]).exists() and "conditional_model" not in conditioned
+    assert run.path(conditioned["target_embedding"]).exists() and "conditional_model" not in conditioned
     stages.score(cfg, run, conditioned)
     assert stages.select(cfg, run)["rows_out"] == 3
     table = pl.read_parquet(run.selected)
