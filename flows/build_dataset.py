@@ -16,12 +16,10 @@ same output. The run folder is ``<out_dir>/run-<config fingerprint>`` unless --r
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,36 +34,33 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 from instruct_selectors.scores.catalogue import BUILTIN_NAMES  # noqa: E402
 from prefect import flow, task, unmapped  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.cache_policies import INPUTS, TASK_SOURCE  # noqa: E402
-from prefect.filesystems import LocalFileSystem  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
-from flows.pipeline import BY_NAME, STAGE_NAMES, check_inputs, stages_for  # noqa: E402
-from flows.run_folder import RunFolder  # noqa: E402
+from flows.pipeline import BY_NAME, STAGE_NAMES, check_inputs, run_keyed, stages_for  # noqa: E402
+from flows.run_folder import RunFolder, RunFolderConflict  # noqa: E402
 from flows.run_lock import RunFolderBusy  # noqa: E402
 from flows.stages.base import StageContext  # noqa: E402
 from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
 from pipelines.llm import BACKENDS  # noqa: E402
 from pipelines.shards import WriteError  # noqa: E402
 
-CACHE = INPUTS + TASK_SOURCE
-
-# Tasks take the validated config object and the run folder's path; ``run_token`` is only a
-# cache-key input (see RunFolder.claim), ``upstream`` (the records so far) is what the stage reads.
+# No Prefect result cache: resume is keyed by content in flows.resume (a cached result could hide
+# a changed input), and nothing in the run folder is ever unpickled.
+TASK_OPTIONS = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
 def _context(cfg: PipelineConfig, run_dir: str, upstream: list[dict]) -> StageContext:
     return StageContext(cfg, RunFolder(run_dir), {r["stage"]: r for r in upstream})
 
 
-@task(cache_policy=CACHE, persist_result=True, log_prints=False)  # datasets' fingerprinting prints bytecode
-def stage_task(name: str, cfg: PipelineConfig, run_dir: str, run_token: str, upstream: list[dict]) -> dict:
-    return BY_NAME[name].run(_context(cfg, run_dir, upstream))
+@task(log_prints=False, **TASK_OPTIONS)  # log_prints off: datasets' fingerprinting prints bytecode
+def stage_task(name: str, cfg: PipelineConfig, run_dir: str, upstream: list[dict]) -> dict:
+    return run_keyed(name, _context(cfg, run_dir, upstream))
 
 
-@task(cache_policy=CACHE, persist_result=True)
-def shard_task(name: str, cfg: PipelineConfig, run_dir: str, run_token: str, index: int,
-               upstream: list[dict]) -> int:
+@task(**TASK_OPTIONS)
+def shard_task(name: str, cfg: PipelineConfig, run_dir: str, index: int, upstream: list[dict]) -> int:
     return BY_NAME[name].per_shard.run_shard(_context(cfg, run_dir, upstream), index)
 
 
@@ -87,33 +82,29 @@ def build_dataset(config: dict | None = None) -> dict:
     run = RunFolder(cfg.run_dir())
     run.root.mkdir(parents=True, exist_ok=True)
     rd = str(run.root)
-    token = run.claim(cfg.fingerprint(), cfg.model_dump_json(indent=2))
-    # Task results (the cache behind resume) live in the run folder, next to the data they describe.
-    # (A block must be saved before tasks may use it; its name is unique per run folder.)
-    storage = LocalFileSystem(basepath=str(run.prefect_results))
-    storage.save(f"results-{hashlib.sha1(rd.encode()).hexdigest()[:16]}", overwrite=True)
+    run.claim(cfg.fingerprint(), cfg.model_dump_json(indent=2))
     records: list[dict] = []
-    report: dict = {}
     for stage in stages_for(cfg):
-        options = dict(result_storage=storage, name=f"{stage.name}_task", retries=stage.retries,
+        options = dict(name=f"{stage.name}_task", retries=stage.retries,
                        retry_delay_seconds=[10, 60][: stage.retries] or 0)
         if stage.per_shard is None:
-            rec = stage_task.with_options(**options)(stage.name, cfg, rd, token, list(records))
+            rec = stage_task.with_options(**options)(stage.name, cfg, rd, list(records))
         else:  # one task per shard: the task runner (threads, or Dask workers) spreads them out
-            started, ctx = time.perf_counter(), _context(cfg, rd, records)
-            options["name"] = f"{stage.name}_shard_task"
-            futures = shard_task.with_options(**options).map(
-                unmapped(stage.name), unmapped(cfg), unmapped(rd), unmapped(token),
-                list(range(stage.per_shard.count(ctx))), unmapped(list(records)))
-            rec = stage.per_shard.finish(ctx, started, sum(f.result() for f in futures))
-        if stage.name == "report":
-            report = rec["outputs"]
-            continue
+            shard_run = shard_task.with_options(**{**options, "name": f"{stage.name}_shard_task"})
+
+            def map_shards(ctx: StageContext, n: int, name: str = stage.name, tasks=shard_run) -> int:
+                futures = tasks.map(unmapped(name), unmapped(cfg), unmapped(rd), list(range(n)),
+                                    unmapped(list(records)))
+                return sum(f.result() for f in futures)
+
+            rec = run_keyed(stage.name, _context(cfg, rd, records), map_shards=map_shards)
         records.append(rec)
         _publish(rec, run)
     done = {r["stage"]: r for r in records}
-    return {"run_dir": rd, "dataset": done["export"]["outputs"], "report": report,
-            "kept": done["select"]["rows_out"], "stages": records}
+    # Records name files relative to the run folder; the caller gets paths it can open.
+    return {"run_dir": rd, "dataset": {k: str(run.path(v)) for k, v in done["export"]["outputs"].items()},
+            "report": {k: str(run.path(v)) for k, v in done["report"]["outputs"].items()},
+            "kept": done["select"]["rows_out"], "stages": [r for r in records if r["stage"] != "report"]}
 
 
 class _NoTracebacks(logging.Filter):
@@ -249,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.model.threads is None and args.task_runner == "dask" and not args.dask_address:
         cfg.model.threads = max(1, (os.cpu_count() or 1) // args.dask_workers)  # share the cores
     run = RunFolder(cfg.run_dir())
+    try:
+        run.refuse_foreign()  # before the log and the lock are written into someone else's folder
+    except RunFolderConflict as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     route_tracebacks(run.log)
     runnable = configured_flow(args)
     if args.serve:
@@ -264,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = runnable(config=cfg.model_dump(mode="json"))
     except Exception as e:  # noqa: BLE001 -- one clear line; the traceback is in the run log
-        logging.getLogger("flows.build_dataset").debug("build_dataset failed", exc_info=True)
+        # error level: the traceback reaches run.log; the console's handlers drop records with one
+        logging.getLogger("flows.build_dataset").error("build_dataset failed", exc_info=True)
         what = str(e) if isinstance(e, ValueError | FileNotFoundError | WriteError) else f"{type(e).__name__}: {e}"
         print(f"\nerror: {what}\nfull log: {run.log}\nrun folder (kept; the same command resumes): "
               f"{run.root}", file=sys.stderr)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +47,15 @@ class RunConfig(_Section):
     name: str | None = Field(None, description="run folder name; default: run-<config fingerprint>")
     seed: int = Field(0, description="seed for sampling, selection and training")
     shard_size: int = Field(64, gt=0, description="rows per shard (unit of resume and scale-out)")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        """A folder name inside out_dir: no path (``../x``, ``/abs``), no ``.`` or ``..``."""
+        if name is not None and (not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", "..")):
+            raise ValueError(f"run.name {name!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
+                             "not '.' or '..'): the run folder is <run.out_dir>/<run.name>")
+        return name
 
 
 class IOConfig(_Section):

@@ -9,10 +9,12 @@ before it (``check_order``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flows.config import PipelineConfig
+from flows.resume import input_key, keyed
 from flows.run_folder import RunFolder
 from flows.stages import (
     collect,
@@ -75,9 +77,40 @@ def check_inputs(cfg: PipelineConfig) -> dict[str, int]:
     return counts
 
 
+def upstream(name: str, records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The records of the stages before ``name``, in pipeline order."""
+    before = STAGE_NAMES[:STAGE_NAMES.index(name)]
+    return {s: records[s] for s in before if s in records}
+
+
+def run_keyed(name: str, ctx: StageContext, force: bool = False,
+              map_shards: Callable[[StageContext, int], int] | None = None) -> dict[str, Any]:
+    """Run stage ``name`` unless its saved record was made from the same content (flows.resume).
+
+    A stage whose inputs changed starts from a clean slate where its own resume could keep stale
+    files (the stage's ``reset``); shards inside a stage are keyed by their own content."""
+    stage, records = BY_NAME[name], upstream(name, dict(ctx.records))
+    ctx = StageContext(ctx.cfg, ctx.run, records)
+    # Keyed on the stages that make what it needs (their keys carry theirs), not on every stage before.
+    key = input_key(ctx.cfg, name, [r for s, r in records.items() if set(BY_NAME[s].makes) & set(stage.needs)])
+    old = ctx.run.load_record(name)
+    if old is not None and old.get("input_key") == key and not force:
+        return old
+    if old is not None and old.get("input_key") not in (None, key) and stage.reset is not None:
+        stage.reset(ctx.run)
+    if stage.per_shard is not None:
+        started = time.perf_counter()
+        run_all = map_shards or (lambda c, n: sum(stage.per_shard.run_shard(c, i) for i in range(n)))
+        rec = stage.per_shard.finish(ctx, started, run_all(ctx, stage.per_shard.count(ctx)))
+    else:
+        rec = stage.run(ctx)
+    return keyed(ctx.run, rec, key)
+
+
 def run_stage(name: str, run: RunFolder, cfg: PipelineConfig) -> dict[str, Any]:
-    """Run one stage on an existing run folder, taking upstream values from its stage records."""
+    """Run one stage on an existing run folder, taking upstream values from its stage records
+    (by hand: it runs even when nothing changed; finished shards are still skipped)."""
     if name not in BY_NAME:
         raise ValueError(f"unknown stage {name!r}: choose from {STAGE_NAMES}")
     records = {r["stage"]: r for r in run.records(STAGE_NAMES)}
-    return BY_NAME[name].run(StageContext(cfg, run, records))
+    return run_keyed(name, StageContext(cfg, run, records), force=True)

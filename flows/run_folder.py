@@ -6,7 +6,8 @@
 
 Layout::
 
-    config.json             the resolved config (so `python -m flows.stages STAGE RUN_DIR` can rerun a stage)
+    config.json             the resolved config (so `python -m flows.stages STAGE RUN_DIR` can rerun a stage),
+                            endpoint URLs without credentials and secret-named values <redacted>
     .config-fingerprint     the config's fingerprint: a folder belongs to one config
     .run-token              random id per folder life, part of every Prefect cache key
     .prefect-results/       Prefect's persisted task results (the cache behind resume)
@@ -25,15 +26,23 @@ Layout::
     dataset/                the export: Parquet, JSONL, HF dataset on disk, README.md card
     train/                  fine-tuning output and metrics (with --train); control_rows.parquet with
                             train.control_tokens (every selected row, labelled <|good|>/<|bad|>)
-    stages/                 one JSON record per stage
+    stages/                 one JSON record per stage; files in it are named relative to the run folder
+                            (``run.path(name)`` gives the file back), so a shared folder holds no user path
     stages/usage/           model usage ledgers per stage (and per score shard), kept across attempts
     report.md, report/      the run report and its score histograms
+
+A run folder is data, never code: it may come from someone else. Nothing in it is unpickled
+(Prefect's results are JSON, vetted before a resume reads them: see ``vet_results``), and
+``claim`` refuses a folder that is not empty and was not made by this project, because stages
+delete surplus shards and replace whole folders in theirs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +50,15 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.redact import redact_config
 from pipelines.shards import atomic_write_text, list_shards, rejects_file
 
 GENERATORS = ("generate_taxonomy", "generate_text")
 REPORT_NAME = "report"
+FINGERPRINT_MARKER = ".config-fingerprint"  # the mark of a folder this project made
+# What may be in a folder before its first claim: build_dataset's main() opens the run log and
+# takes the lock before the flow claims the folder.
+BEFORE_CLAIM = frozenset({".lock", "run.log"})
 
 
 class RunFolderConflict(ValueError):
@@ -155,7 +169,30 @@ class RunFolder:
 
     @property
     def prefect_results(self) -> Path:
+        """Prefect's persisted task results, JSON only: see :meth:`vet_results`."""
         return self.root / ".prefect-results"
+
+    def vet_results(self) -> list[str]:
+        """Delete every file in ``.prefect-results/`` that is not a plain JSON result; returns their names.
+
+        Prefect loads a result with the serializer its file names, so a results file from someone
+        else could name pickle (or a JSON "jsonlib" such as ``pickle``, or a decoder that imports
+        classes) and run code on resume. Only records written by the flow's own JSON serializer,
+        whose result is plain JSON, stay; a deleted one is a cache miss (the stage runs again and
+        skips the shards already in the folder)."""
+        folder = self.prefect_results
+        if not folder.is_dir():
+            return []
+        removed = []
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and not p.is_symlink() and _plain_json_result(p):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p.name)
+        return removed
 
     def sample(self, stage: str, n: int = 5) -> pl.DataFrame | None:
         """The first ``n`` rows of what ``stage`` wrote (for artifacts), or None; reads only those."""
@@ -174,9 +211,40 @@ class RunFolder:
         return self.root / "stages" / f"{stage}.json"
 
     def write_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        text = json.dumps(record, indent=2, sort_keys=True, default=str)
+        """Save ``record`` as stages/<stage>.json and return it as saved: plain JSON, with every
+        path under the run folder made relative to it (read them back with :meth:`path`)."""
+        text = json.dumps(self.relative(record), indent=2, sort_keys=True, default=str)
         atomic_write_text(self.record_path(record["stage"]), text)
-        return record
+        return json.loads(text)
+
+    def relative(self, value: Any) -> Any:
+        """``value`` (dicts, lists, strings, paths) with every path to a file in the run folder
+        written relative to it (``dataset/parquet``; the folder itself is ``.``): records, results and
+        the report then name no user's directory, and the folder still works after a move."""
+        if isinstance(value, dict):
+            return {k: self.relative(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.relative(v) for v in value]
+        if isinstance(value, str | os.PathLike):
+            text = os.fspath(value)
+            for root in self._roots():
+                if text == root:
+                    return "."
+                if text.startswith(root + os.sep):
+                    return text[len(root) + 1:]
+            return text if isinstance(value, os.PathLike) else value
+        return value
+
+    def _roots(self) -> list[str]:
+        """The spellings of the root a path may start with (as given, absolute, symlinks resolved)."""
+        spelled = [str(self.root), os.path.abspath(self.root), str(self.root.resolve())]
+        return sorted({r.rstrip(os.sep) for r in spelled if r not in ("", ".", os.sep)}, key=len, reverse=True)
+
+    def path(self, name: str | os.PathLike) -> Path:
+        """A file named in a record (relative to the run folder; an absolute path, as older
+        records have, is kept) as a path to open."""
+        p = Path(name)
+        return p if p.is_absolute() else self.root / p
 
     def usage_file(self, stage: str, index: int | None = None) -> Path:
         """Model usage (tokens, calls, retries) of ``stage``, or of its shard ``index``."""
@@ -209,8 +277,13 @@ class RunFolder:
         folder with other settings would silently keep stale outputs. The token is a random id
         made once per folder life and passed to every task, so Prefect's cache keys can never
         return results of a deleted and recreated folder whose files are gone.
+
+        A folder that is not empty (bar the lock and the log) and has no fingerprint was not made
+        by this project: it is refused, since stages delete and replace files in their folders.
+        config.json is saved without secrets (pipelines.redact.redact_config).
         """
-        marker = self.root / ".config-fingerprint"
+        self.refuse_foreign()
+        marker = self.root / FINGERPRINT_MARKER
         if marker.exists() and marker.read_text().strip() != fingerprint:
             raise RunFolderConflict(
                 f"run folder {self.root} was made with a different configuration "
@@ -219,11 +292,25 @@ class RunFolder:
         if not marker.exists():
             atomic_write_text(marker, fingerprint)
         if not self.config_file.exists():
-            atomic_write_text(self.config_file, config_json)
+            atomic_write_text(self.config_file, _without_secrets(config_json))
         token = self.root / ".run-token"
         if not token.exists():
             atomic_write_text(token, uuid.uuid4().hex)
         return token.read_text().strip()
+
+    def refuse_foreign(self) -> None:
+        """Raise RunFolderConflict when the folder exists, holds files (bar the lock and the log)
+        and has no fingerprint: this project did not make it, and its stages would delete surplus
+        ``part-*.parquet`` files and replace ``dataset/hf`` there."""
+        if (self.root / FINGERPRINT_MARKER).exists() or not self.root.is_dir():
+            return
+        strangers = sorted(p.name for p in self.root.iterdir() if p.name not in BEFORE_CLAIM)
+        if strangers:
+            shown = ", ".join(strangers[:5]) + (", ..." if len(strangers) > 5 else "")
+            raise RunFolderConflict(
+                f"{self.root} is not empty ({shown}) and is not a run folder of this project "
+                f"(no {FINGERPRINT_MARKER}); a run deletes and replaces files in its folder, so it "
+                "will not use it: pass another --run-name or --out-dir")
 
     def lock(self, wait: bool = False):
         """``with run.lock(): ...``: hold ``.lock`` (pid, host) so no second process works in this
@@ -240,3 +327,36 @@ class RunFolder:
     def report_paths(self) -> tuple[Path, str]:
         """(folder the report goes in, its base name): report.md and report/*.png."""
         return self.root, REPORT_NAME
+
+
+def _without_secrets(config_json: str) -> str:
+    """The config JSON with endpoint URLs redacted and secret-named values hidden."""
+    return json.dumps(redact_config(json.loads(config_json)), indent=2)
+
+
+# What the flow's tasks write (prefect.serializers.JSONSerializer() with its defaults): the only
+# serializer a results file may name.
+JSON_SERIALIZER = {"type": "json", "jsonlib": "json", "object_encoder": "prefect.serializers.prefect_json_object_encoder",
+                   "object_decoder": "prefect.serializers.prefect_json_object_decoder", "dumps_kwargs": {},
+                   "loads_kwargs": {}}
+
+
+def _plain_json_result(path: Path) -> bool:
+    """A Prefect result record with the JSON serializer whose result is JSON with no object tags."""
+    try:
+        record = json.loads(path.read_bytes())
+        if set(record) != {"metadata", "result"} or record["metadata"].get("serializer") != JSON_SERIALIZER:
+            return False
+        result = record["result"]
+        return isinstance(result, str) and _untagged(json.loads(result))
+    except (ValueError, TypeError, AttributeError, OSError, RecursionError):
+        return False
+
+
+def _untagged(value: Any) -> bool:
+    """No dict carrying Prefect's class tags (``__class__``, ``__exc_type__``): those import code."""
+    if isinstance(value, dict):
+        return not ({"__class__", "__exc_type__"} & set(value)) and all(_untagged(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_untagged(v) for v in value)
+    return True

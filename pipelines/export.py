@@ -38,7 +38,8 @@ from typing import Any
 import polars as pl
 
 from pipelines.export_stream import export_rows
-from pipelines.writers.card import CARD_KEYS, SECRET_KEY, dataset_card_text, usage_card
+from pipelines.redact import SECRET_KEY
+from pipelines.writers.card import CARD_KEYS, dataset_card_text, usage_card
 from pipelines.writers.examples import to_records, write_examples
 from pipelines.writers.hf_folder import plain_type, to_hf_dataset
 from pipelines.writers.hub import push_to_hub

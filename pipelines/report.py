@@ -301,7 +301,7 @@ def write_run_report(
     lines = [
         f"# Run report: {run_dir.name}",
         "",
-        f"Run folder: `{run_dir}`  ",
+        f"Run folder: `{run_dir.name}`  ",  # the report is shared with its folder: no user path
         f"Stage time: {total:.1f} s",
         "",
     ]

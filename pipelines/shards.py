@@ -103,6 +103,21 @@ def atomic_write_parquet(table: pl.DataFrame, path: Path) -> None:
         table.write_parquet(tmp, compression="zstd", statistics=False)
 
 
+def write_parquet_if_changed(table: pl.DataFrame, path: Path) -> bool:
+    """As atomic_write_parquet, but a file already holding the same bytes is left alone (same
+    inode and mtime, so content-keyed resume sees it unchanged). Returns whether it wrote."""
+    import io
+
+    buf = io.BytesIO()
+    table.write_parquet(buf, compression="zstd", statistics=False)
+    data = buf.getvalue()
+    path = Path(path)
+    if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
 def atomic_write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
     atomic_write_text(path, text)

@@ -118,10 +118,12 @@ def score_notes(
     return notes
 
 
-def write_shard_counts(path: Path, llm: Any, table: pl.DataFrame) -> None:
-    """Save what scoring ``table`` (one shard) with ``llm`` cut, beside the shard (before it, so a
-    shard on disk always has its counts; a resumed run reuses them)."""
-    atomic_write_text(Path(path), json.dumps({"truncation": truncation_counts(llm, table)}, sort_keys=True))
+def write_shard_counts(path: Path, llm: Any, table: pl.DataFrame, made_from: str | None = None) -> None:
+    """Save what scoring ``table`` (one shard) with ``llm`` cut, and the key of what the shard is
+    made from, beside the shard (before it, so a shard on disk always has its counts; a resumed
+    run reuses them, and rescoring is decided by ``made_from``). ``llm`` None: no model pass."""
+    counts = truncation_counts(llm, table) if llm is not None else None
+    atomic_write_text(Path(path), json.dumps({"truncation": counts, "made_from": made_from}, sort_keys=True))
 
 
 def score_losses(count_files: Sequence[Path], scored_shards: Sequence[Path], rows: int) -> dict[str, Any]:

@@ -263,7 +263,7 @@ def test_train_stage_with_control_tokens_trains_on_every_selected_row(tmp_path):
     assert record["metrics"]["rows"] == 9 and control["selected_good"] + control["selected_bad"] == 2
     assert record["metrics"]["control_tokens"] == {GOOD: control["good"], BAD: control["bad"], "cut": 0}
     assert control["good"] >= 1 and control["bad"] >= 1
-    test_ids = set(pl.read_parquet(exported["outputs"]["test_parquet"])["id"])
+    test_ids = set(pl.read_parquet(run.path(exported["outputs"]["test_parquet"]))["id"])
     trained = pl.read_parquet(run.control_rows)
     assert not test_ids & set(trained["id"]) and trained.height == 9
     saved = json.loads((run.train / "run_settings.json").read_text())

@@ -6,6 +6,7 @@ on, losing and duplicating no row. Timeouts and waits here are fractions of a se
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -121,7 +122,7 @@ def server(_server):
 def backend(server, **options) -> OpenAIBackend:
     """A backend with test-sized waits; its backoff sleeps are recorded, not slept, unless real=True."""
     real = options.pop("real", False)
-    llm = OpenAIBackend("tiny", base_url=server.url, **{"backoff": 0.01, "max_retries": 3, "timeout": 2.0,
+    llm = OpenAIBackend("tiny", **{"base_url": server.url, "backoff": 0.01, "max_retries": 3, "timeout": 2.0,
                                                          "concurrency": 2, **options})
     if not real:
         llm.sleeps = []
@@ -251,3 +252,59 @@ def test_generate_text_stage_keeps_going_and_counts_retries_and_failures(server,
     assert (used["prompt_tokens"], used["completion_tokens"]) == (100 * (n - 2), 10 * (n - 2))
     assert used["cost"] == pytest.approx((100 * (n - 2) * 1.0 + 10 * (n - 2) * 2.0) / 1e6)
     assert run.load_record("generate_text")["usage"] == record_["usage"]
+
+
+# --- issue 23: a malformed usage field, credentials in the endpoint URL --------------------------
+
+def test_a_malformed_usage_field_costs_neither_the_item_nor_the_batch(server):
+    """One 200 with ``"prompt_tokens": "n/a"``: its text is kept and its tokens count as unknown."""
+    def answer(body):
+        return {"choices": [{"index": 0, "text": body["prompt"].upper()}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+
+    odd = {"choices": [{"index": 0, "text": "ODD"}], "usage": {"prompt_tokens": "n/a", "completion_tokens": None}}
+    server.before_request = Script({"item 1": [lambda: (200, odd)]}, answer=answer)
+    items = [f"item {i}" for i in range(4)]
+    with backend(server) as llm:
+        assert llm.generate_results(items, GREEDY) == ["ITEM 0", "ODD", "ITEM 2", "ITEM 3"]
+        assert llm.generate(items, GREEDY) == ["ITEM 0", "ITEM 1", "ITEM 2", "ITEM 3"]
+    assert (llm.usage.calls, llm.usage.failures, llm.usage.retries) == (8, 0, 0)
+    assert (llm.usage.prompt_tokens, llm.usage.completion_tokens) == (3 * 7, 4 * 7)
+
+
+SECRET_URL_PARTS = ("user", "s3cr3t-pw", "sk-XYZ")
+
+
+def _secret_url(server) -> str:
+    host_port = server.url.split("//", 1)[1]
+    return f"http://user:s3cr3t-pw@{host_port}?key=sk-XYZ"
+
+
+@pytest.mark.parametrize("fault", ["status", "timeout", "refused"])
+def test_credentials_in_the_endpoint_url_never_reach_an_error_or_a_reject(server, fault):
+    url = _secret_url(server)
+    if fault == "refused":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://user:s3cr3t-pw@127.0.0.1:{port}/v1?key=sk-XYZ"
+    server.before_request = Script({"fox": [status(503, "0")] * 10 if fault == "status" else [hang()] * 10})
+    with backend(server, base_url=url, max_retries=1, timeout=0.3) as llm:
+        (failed,) = llm.generate_results(["The quick brown fox"], GREEDY)
+        with pytest.raises(RequestFailed) as raised:
+            llm.generate(["The quick brown fox"], GREEDY)
+    assert isinstance(failed, RequestFailed)
+    shown = [failed.message, str(failed), repr(failed), json.dumps(failed.as_reject()), str(raised.value)]
+    assert any("127.0.0.1" in s for s in shown)  # the endpoint is still named
+    for text in shown:
+        for secret in SECRET_URL_PARTS:
+            assert secret not in text, (secret, text)
+
+
+def test_an_echoed_secret_url_in_a_server_message_is_redacted(server):
+    url = _secret_url(server)
+    server.before_request = Script({"fox": [lambda: (400, {"error": {"message": f"bad request to {url}"}})]})
+    with backend(server, base_url=url) as llm:
+        (failed,) = llm.generate_results(["The quick brown fox"], GREEDY)
+    assert failed.status == 400 and "bad request to http://127.0.0.1" in failed.message
+    assert not any(s in failed.message for s in SECRET_URL_PARTS)

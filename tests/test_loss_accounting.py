@@ -66,7 +66,7 @@ def test_score_record_counts_truncated_rows_and_null_scores_and_the_report_says_
     assert again["truncation"] == cut and again["notes"] == record["notes"]
 
     run_stage("select", run, cfg)
-    report = Path(run_stage("report", run, cfg)["outputs"]["markdown"]).read_text()
+    report = run.path(run_stage("report", run, cfg)["outputs"]["markdown"]).read_text()
     section = report.split("## Cut or left out")[1].split("\n## ")[0]
     assert "**score**: 1 of 6 rows truncated" in section and "score_ctx_loss null for 3 of 6 rows" in section
 

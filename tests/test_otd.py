@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -137,11 +136,11 @@ def test_flow_config_with_otd_validates_and_runs_through_the_stages(run_and_cfg)
     with pytest.raises(ValueError, match="condition stage"):
         score_shard(cfg, run, 0)
     conditioned = run_stage("condition", run, cfg)
-    path = Path(conditioned["target_matrix"])
+    path = run.path(conditioned["target_matrix"])  # records name files relative to the run folder
     assert path.parent == run.conditional and "target_embedding" not in conditioned
     assert np.load(path).shape[0] == 3
     mtime = path.stat().st_mtime_ns
-    assert run_stage("condition", run, cfg)["target_matrix"] == str(path) and path.stat().st_mtime_ns == mtime  # cached
+    assert run.path(run_stage("condition", run, cfg)["target_matrix"]) == path and path.stat().st_mtime_ns == mtime  # cached
     run_stage("score", run, cfg)
     assert run_stage("select", run, cfg)["rows_out"] == 3
     table = pl.read_parquet(run.selected)

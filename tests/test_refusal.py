@@ -186,7 +186,7 @@ def test_stage_via_flows_stages_on_the_tiny_model(tmp_path):
     again = run_stage("refusal_aware", run, cfg)
     assert again["resumed"] == again["shards"] == 2
     exported = run_stage("export", run, cfg)
-    rows = pl.read_parquet(exported["outputs"]["parquet"])
+    rows = pl.read_parquet(run.path(exported["outputs"]["parquet"]))
     assert sorted(rows["response_original"].to_list()) == sorted(kept["response"].to_list())
     for row in rows.iter_rows(named=True):
         suffix = SURE if meta_of(row["meta"])["known"] else UNSURE

@@ -46,10 +46,10 @@ def test_stages_run_in_order_without_prefect(run_and_cfg):
     # select writes its own ctx_dependent column and leaves meta (the reader's column) alone
     assert "ctx_dependent" in table.columns
     exported = run_stage("export", run, cfg)
-    assert Path(exported["outputs"]["parquet"]).is_dir() and exported["rows_out"] == 5
+    assert run.path(exported["outputs"]["parquet"]).is_dir() and exported["rows_out"] == 5
     assert run.load_record("export")["rows_out"] == 5
     report = run_stage("report", run, cfg)["outputs"]
-    assert Path(report["markdown"]).read_text().startswith("# Run report")
+    assert run.path(report["markdown"]).read_text().startswith("# Run report")
 
 
 def test_score_shard_is_skipped_when_done(run_and_cfg):
@@ -93,7 +93,7 @@ def test_target_sim_runs_through_condition_and_score(run_and_cfg):
     cfg = cfg.model_copy(update={"score": score, "select": cfg.select.model_copy(update={"steps": steps})})
     run_stage("collect", run, cfg)
     conditioned = run_stage("condition", run, cfg)
-    assert Path(conditioned["target_embedding"]).exists() and "conditional_model" not in conditioned
+    assert run.path(conditioned["target_embedding"]).exists() and "conditional_model" not in conditioned
     run_stage("score", run, cfg)
     assert run_stage("select", run, cfg)["rows_out"] == 3
     table = pl.read_parquet(run.selected)

@@ -180,7 +180,7 @@ def test_score_record_report_and_card_show_tokens_and_cost(priced_run):
     assert again["usage"] == record_["usage"]
     run_stage("select", run, cfg)
     report = run_stage("report", run, cfg)["outputs"]
-    text = open(report["markdown"]).read()
+    text = open(run.path(report["markdown"])).read()
     section = text.split("## Model usage")[1].split("##")[0]
     assert "| score | hf:tiny |" in section and "| total |" in section and "cost" in section
     exported = run_stage("export", run, cfg)

@@ -71,6 +71,7 @@ class StageSpec:
     check: Callable[[PipelineConfig], dict[str, int]] = _nothing
     retries: int = 0  # Prefect retries: stages that call a model get some
     per_shard: ShardMap | None = None
+    reset: Callable[[RunFolder], None] | None = None  # clears what its own resume would keep when inputs change
 
 
 def record(run: RunFolder, name: str, started: float, **fields: Any) -> dict[str, Any]:

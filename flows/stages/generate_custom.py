@@ -17,6 +17,7 @@ them, or one whose generator raised, is a reject with its reason. Rows are writt
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from typing import Any
 
@@ -94,5 +95,10 @@ def _run(ctx: StageContext) -> dict:
                       rejects=sum(c.get("rejects", 0) for c in per.values()))
 
 
+def _reset(run) -> None:
+    """Inputs changed: generate anew (this stage's own resume would keep what it made before)."""
+    shutil.rmtree(run.root / "generate_custom", ignore_errors=True)
+
+
 STAGE = StageSpec(name="generate_custom", section="generate.custom", run=_run, makes=("generated",),
-                  enabled=lambda cfg: bool(cfg.generate.custom), check=_check, retries=2)
+                  enabled=lambda cfg: bool(cfg.generate.custom), check=_check, retries=2, reset=_reset)

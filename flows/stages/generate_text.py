@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 from flows.config import PipelineConfig, resolve_path
@@ -33,5 +34,10 @@ def _run(ctx: StageContext) -> dict:
                       rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
 
 
+def _reset(run) -> None:
+    """Inputs changed: generate anew (this stage's own resume would keep what it made before)."""
+    shutil.rmtree(run.generator("generate_text"), ignore_errors=True)
+
+
 STAGE = StageSpec(name="generate_text", section="generate.text", run=_run, makes=("generated",),
-                  enabled=lambda cfg: cfg.generate.text.enabled, check=_check, retries=2)
+                  enabled=lambda cfg: cfg.generate.text.enabled, check=_check, retries=2, reset=_reset)

@@ -4,6 +4,7 @@ shard (shards already there are skipped). Export then writes these rows."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
@@ -29,5 +30,10 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         return record(run, STAGE.name, t0, usage=usage_field(cfg, used), **counts)
 
 
+def _reset(run) -> None:
+    """Inputs changed: generate anew (this stage's own resume would keep what it made before)."""
+    shutil.rmtree(run.transformed, ignore_errors=True)
+
+
 STAGE = StageSpec(name="refusal_aware", section="transform.refusal_aware", run=_run, needs=("selected",),
-                  makes=("transformed",), enabled=lambda cfg: cfg.transform.refusal_aware.enabled, retries=2)
+                  makes=("transformed",), enabled=lambda cfg: cfg.transform.refusal_aware.enabled, retries=2, reset=_reset)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from flows.stages.base import StageContext, StageSpec
+from flows.stages.base import StageContext, StageSpec, record
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
     from pipelines.report import read_report_table, write_run_report
 
     folder, name = ctx.run.report_paths()
+    t0 = time.perf_counter()
     records = [r for r in ctx.records.values() if r.get("stage") != STAGE.name]
     paths = write_run_report(folder, records, read_report_table(ctx.run.selected), out_name=name)
-    return {"stage": STAGE.name, "outputs": {k: str(v) for k, v in paths.items()}}  # not a record: it reports them
+    return record(ctx.run, STAGE.name, t0, outputs={k: str(v) for k, v in paths.items()})
 
 
 STAGE = StageSpec(name="report", section="run", run=_run, needs=("selected", "dataset", "trained"),

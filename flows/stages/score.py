@@ -6,19 +6,25 @@ task runner (the one per-shard stage); ``run`` scores every shard in this proces
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from flows.config import PipelineConfig
 from flows.llm_cache import get_llm, model_for
+from flows.resume import file_digest
 from flows.stages.base import ShardMap, StageContext, StageSpec, record
 from flows.usage import saved_usage, stage_usage
 from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, list_shards, shard_path
 
+TARGETS = ("conditional_model", "target_embedding", "target_matrix")
 
-def _target_arrays(specs, made: dict[str, Any]) -> dict[str, Any]:
+
+def _target_arrays(run, specs, made: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     arrays = {}
@@ -28,8 +34,22 @@ def _target_arrays(specs, made: dict[str, Any]) -> dict[str, Any]:
         if made.get(s.target) is None:
             raise ValueError(f"score {s.name!r} needs the {s.target.replace('_', ' ')}: run the condition stage first")
         if s.target != "conditional_model":
-            arrays[s.target] = np.load(made[s.target])
+            arrays[s.target] = np.load(run.path(made[s.target]))  # records name files relative to the run
     return arrays
+
+
+def made_from(examples_shard: Path, conditioned: dict[str, Any]) -> str:
+    """What a scored shard depends on: its examples shard's bytes and what the condition stage
+    made (its files are named by the target rows' fingerprint). The config is the folder's own."""
+    made = sorted((k, str(v)) for k, v in conditioned.items() if k in TARGETS)
+    return f"{file_digest(examples_shard)[:20]}:{hashlib.sha256(repr(made).encode()).hexdigest()[:12]}"
+
+
+def _saved_key(counts_file: Path) -> str | None:
+    try:
+        return json.loads(counts_file.read_text()).get("made_from")
+    except (OSError, ValueError):
+        return None
 
 
 def score_shard(cfg: PipelineConfig, run, index: int, conditioned: dict[str, Any] | None = None) -> int:
@@ -39,16 +59,17 @@ def score_shard(cfg: PipelineConfig, run, index: int, conditioned: dict[str, Any
     from instruct_selectors.score import score_rows
     from instruct_selectors.score_notes import write_shard_counts
 
-    out = shard_path(run.scored, index)
-    if out.exists():
-        return pl.read_parquet(out).height
     specs, made = cfg.score.specs(), conditioned or {}
-    target = _target_arrays(specs, made)
-    table = pl.read_parquet(shard_path(run.examples, index))
+    target = _target_arrays(run, specs, made)
+    out, source = shard_path(run.scored, index), shard_path(run.examples, index)
+    key = made_from(source, made)
+    if out.exists() and _saved_key(run.score_counts(index)) == key:
+        return pl.scan_parquet(out).select(pl.len()).collect().item()
+    table = pl.read_parquet(source)
     passes = {p for s in specs for p in s.passes}
     models = {"prior": get_llm(cfg.model, eager=any("attn" in s.extras for s in specs)) if passes else None}
     if any(s.target == "conditional_model" for s in specs):
-        models["cond"] = get_llm(cfg.model, model=made["conditional_model"])
+        models["cond"] = get_llm(cfg.model, model=str(run.path(made["conditional_model"])))
     with stage_usage(run, STAGE.name, index):  # saved before the shard, like the scores' rejects
         scored, rejects = score_rows(
             table, specs, models, options={s.name: cfg.score.options_for(s.name) for s in specs},
@@ -56,8 +77,8 @@ def score_shard(cfg: PipelineConfig, run, index: int, conditioned: dict[str, Any
             seed=cfg.run.seed)
     if rejects:  # written before the shard: the shard's existence marks this index done
         atomic_write_jsonl(rejects, run.score_rejects(index))
-    if models["prior"] is not None:
-        write_shard_counts(run.score_counts(index), models["prior"], table)  # rows cut to max_length
+    # The shard's counts (rows cut to max_length) and what it was made from, written before it.
+    write_shard_counts(run.score_counts(index), models["prior"], table, made_from=key)
     atomic_write_parquet(scored, out)
     return scored.height
 

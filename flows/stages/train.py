@@ -6,7 +6,6 @@ and the export's test split), each prompt prefixed by its <|good|>/<|bad|> label
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from flows.config import resolve_path
@@ -23,11 +22,12 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     if exported is None:
         raise ValueError(f"{run.root} has no export record: run the export stage first")
     method, options = resolve_method(cfg.train.method, cfg.train.options)
-    source, control = Path(exported["outputs"]["parquet"]), {}
+    source, control = run.path(exported["outputs"]["parquet"]), {}
     if cfg.train.control_tokens:  # conditioning instead of selection: every selected row, labelled
         from pipelines.finetune.control import write_control_rows
 
         test_split = (exported.get("outputs") or {}).get("test_parquet")
+        test_split = run.path(test_split) if test_split else None
         control = {"control_rows": write_control_rows(run.selected, run.control_rows, test_split,
                                                       **cfg.train.control_tokens.model_dump())}
         source = run.control_rows

@@ -15,11 +15,13 @@
   ``max_backoff``). Other 4xx are not retried.
 * Usage: every call adds the server's ``usage`` token counts, the items asked, the retries and the
   items that failed for good to ``self.usage`` and to the open ledgers (pipelines/llm/usage.py).
+  A count that is not a non-negative number (``"n/a"``, null) is unknown: 0 tokens, the answer kept.
 * Failures: ``generate``/``loss`` raise :class:`RequestFailed` (which prompt, HTTP status,
   attempts, server message) as soon as one request has exhausted its retries. Callers that
   want per-item failures -- to put them into a rejects file and keep the rest -- call
   ``generate_results``/``loss_results``, which return a ``RequestFailed`` in place of each failed
-  item.
+  item. Messages name the endpoint without its credentials (pipelines/redact.py: no userinfo, no
+  query string), so a reject, a log line or a traceback never holds a secret of ``base_url``.
 * ``loss`` uses ``/completions`` with ``echo=True, logprobs=1`` (vLLM's way to return prompt
   logprobs) and ``max_tokens=1`` (vLLM rejects 0 in some versions; the one generated token is
   ignored). With ``tokenizer`` set (a tokenizer object, a local folder, ``embedded`` or
@@ -33,6 +35,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
@@ -46,6 +49,7 @@ import numpy as np
 
 from pipelines.llm.base import LossRequest, LossResult, Progress, Prompt, Sampling, no_extras
 from pipelines.llm.usage import Usage, record
+from pipelines.redact import redact_text, redact_url
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -54,6 +58,7 @@ class RequestFailed(RuntimeError):
     """One request failed for good (retries exhausted, or an error not worth retrying)."""
 
     def __init__(self, index: int, message: str, status: int | None = None, attempts: int = 1):
+        message = redact_text(message)  # a URL's credentials never reach a reject, a log or a traceback
         self.index, self.status, self.attempts, self.message = index, status, attempts, message
         super().__init__(f"request {index} failed after {attempts} attempt(s): {message}")
 
@@ -112,6 +117,7 @@ class OpenAIBackend:
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip(
             "/"
         )
+        self.shown_url = redact_url(self.base_url)  # for messages: no userinfo, no query string
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
         self.backoff, self.max_backoff = backoff, max_backoff
         self.max_length, self.extra_body = max_length, dict(extra_body or {})
@@ -164,11 +170,11 @@ class OpenAIBackend:
                 response = self._client.post(path, json=body)
             except httpx.TimeoutException:
                 failure = RequestFailed(
-                    index, f"timed out after {self.timeout}s ({self.base_url}{path})", None, attempt + 1
+                    index, f"timed out after {self.timeout}s ({self.shown_url}{path})", None, attempt + 1
                 )
             except httpx.TransportError as e:
                 failure = RequestFailed(
-                    index, f"connection error to {self.base_url}{path}: {e}", None, attempt + 1
+                    index, f"connection error to {self.shown_url}{path}: {e}", None, attempt + 1
                 )
             else:
                 if response.status_code == 200:
@@ -186,15 +192,15 @@ class OpenAIBackend:
                     else:
                         counts = data.get("usage") if isinstance(data, dict) else None
                         if isinstance(counts, dict):
-                            tally.add(Usage(prompt_tokens=int(counts.get("prompt_tokens") or 0),
-                                            completion_tokens=int(counts.get("completion_tokens") or 0)))
+                            tally.add(Usage(prompt_tokens=_token_count(counts.get("prompt_tokens")),
+                                            completion_tokens=_token_count(counts.get("completion_tokens"))))
                         return result
                     if attempt < self.max_retries:
                         self._sleep(self._delay(attempt, None))
                     continue
                 failure = RequestFailed(
                     index,
-                    f"HTTP {response.status_code} from {self.base_url}{path}: {response.text[:500]}",
+                    f"HTTP {response.status_code} from {self.shown_url}{path}: {response.text[:500]}",
                     response.status_code,
                     attempt + 1,
                 )
@@ -354,6 +360,14 @@ class OpenAIBackend:
         """Per-token completion NLLs in input order; raises RequestFailed when any item fails."""
         no_extras(self.name, want_hidden, attn_layer)
         return self._map(self._loss_one, list(requests), fail_fast=True, progress=progress)
+
+
+def _token_count(value: Any) -> int:
+    """A ``usage`` count as the server sent it; anything but a non-negative whole number (``"n/a"``,
+    null, -1) counts as unknown (0 tokens), so one odd answer costs neither its item nor the batch."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return 0
+    return int(value)
 
 
 def _completion_text(data: dict[str, Any]) -> str:

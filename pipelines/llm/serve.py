@@ -19,13 +19,25 @@ clients may hold many connections. ``before_request`` is a hook for tests (fault
 counting concurrent requests): it may return ``(status, json_payload[, headers])`` to answer
 instead of the backend, or a callable that gets the request handler and writes (or withholds)
 the raw response itself: a connection reset mid-body, a body that is not JSON. Answers carry
-OpenAI's ``usage`` token counts when the backend has a tokenizer. Binds to 127.0.0.1 by default; there is no authentication.
+OpenAI's ``usage`` token counts when the backend has a tokenizer.
+
+Hardening: binds to 127.0.0.1 by default; any other address needs ``api_key`` (``--api-key``, or
+$SERVE_API_KEY), checked on every request as ``Authorization: Bearer <key>`` (401 otherwise).
+A POST body needs a Content-Length (400 when missing, not a number or negative; 413 above
+``max_body_bytes``), and every socket read waits at most ``request_timeout`` seconds, so a client
+that promises more bytes than it sends cannot hold a thread for ever. A body that is not a JSON
+object, or a field of the wrong type (``"max_tokens": "abc"``), is a 400 with a message; a 500
+means the backend itself failed (clients retry those).
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
+import ipaddress
 import json
+import os
+import re
 import threading
 import time
 import uuid
@@ -39,23 +51,55 @@ from pipelines.llm.base import LLM, Sampling
 Hook = Callable[[str, dict], "tuple | None"]
 
 
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a long prompt is ~100 KB; token-id batches stay far below this
+REQUEST_TIMEOUT_S = 60.0  # per socket read or write, not per request: generation may take longer
+
+
 class BadRequest(ValueError):
     pass
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost, or "" (every address)
+        return False
+
+
+def _number(body: dict[str, Any], name: str, default: Any, integer: bool = False) -> Any:
+    """``body[name]`` checked to be a number (a whole one if ``integer``); ``default`` when absent or null."""
+    value = body.get(name)
+    if value is None:
+        return default
+    kinds = int if integer else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise BadRequest(f"'{name}' must be {'an integer' if integer else 'a number'}, got {value!r:.40}")
+    return value
+
+
 def sampling_from_request(body: dict[str, Any], default_max_tokens: int = 256) -> Sampling:
-    """OpenAI request fields -> Sampling (OpenAI's defaults where a field is absent)."""
+    """OpenAI request fields -> Sampling (OpenAI's defaults where a field is absent); BadRequest
+    names a field of the wrong type or range."""
     stop = body.get("stop") or ()
-    stop = (stop,) if isinstance(stop, str) else tuple(stop)
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", default_max_tokens))
-    if body.get("n", 1) != 1:
+    stop = (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stop, list | tuple) or not all(isinstance(s, str) for s in stop):
+        raise BadRequest("'stop' must be a string or a list of strings")
+    key = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
+    max_tokens = _number(body, key, default_max_tokens, integer=True)
+    temperature, top_p = _number(body, "temperature", 1.0), _number(body, "top_p", 1.0)
+    if max_tokens < 0 or temperature < 0 or not 0 < top_p <= 1:
+        raise BadRequest("need max_tokens >= 0, temperature >= 0 and 0 < top_p <= 1")
+    if _number(body, "n", 1, integer=True) != 1:
         raise BadRequest("only n=1 is supported")
     return Sampling(
-        temperature=float(body.get("temperature", 1.0)),
-        top_p=float(body.get("top_p", 1.0)),
-        max_tokens=int(max_tokens if max_tokens is not None else default_max_tokens),
-        seed=int(body.get("seed") or 0),
-        stop=stop,
+        temperature=float(temperature),
+        top_p=float(top_p),
+        max_tokens=max_tokens,
+        seed=_number(body, "seed", 0, integer=True),
+        stop=tuple(stop),
         json_schema=_requested_schema(body),
     )
 
@@ -64,9 +108,14 @@ def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     """The JSON schema of an OpenAI ``response_format`` request, handed to the backend (which
     constrains decoding to it when it can: LLM.structured_output)."""
     fmt = body.get("response_format")
-    if not fmt or fmt.get("type") != "json_schema":
+    if not fmt:
         return None
-    schema = (fmt.get("json_schema") or {}).get("schema")
+    if not isinstance(fmt, dict):
+        raise BadRequest("'response_format' must be an object")
+    if fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema") or {}
+    schema = spec.get("schema") if isinstance(spec, dict) else None
     if not isinstance(schema, dict):
         raise BadRequest("response_format.json_schema.schema must be an object")
     return schema
@@ -82,8 +131,17 @@ class OpenAICompatServer:
         host: str = "127.0.0.1",
         port: int = 0,
         before_request: Hook | None = None,
+        api_key: str | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        request_timeout: float = REQUEST_TIMEOUT_S,
     ):
+        """``api_key``: required as ``Authorization: Bearer <key>`` on every request when set;
+        a ``host`` other than loopback refuses to start without one (ValueError)."""
+        if not is_loopback(host) and not api_key:
+            raise ValueError(f"serving on {host or 'every address'!r} (not loopback) needs an API key: pass "
+                             "--api-key (or set $SERVE_API_KEY); clients send it as 'Authorization: Bearer <key>'")
         self.backend, self.model_name, self.before_request = backend, model_name, before_request
+        self.api_key, self.max_body_bytes, self.request_timeout = api_key, max_body_bytes, request_timeout
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -128,6 +186,9 @@ class OpenAICompatServer:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise BadRequest("'messages' must be a non-empty list")
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                   for m in messages):
+            raise BadRequest("each message must be an object with string 'role' and 'content'")
         sampling = sampling_from_request(body)
         with self._lock:
             (text,) = self.backend.generate([messages], sampling)
@@ -166,6 +227,9 @@ class OpenAICompatServer:
         elif isinstance(prompt, list) and prompt:
             prompts = prompt
         else:
+            prompts = []
+        if not prompts or not all(isinstance(p, str) or (isinstance(p, list) and p and all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in p)) for p in prompts):
             raise BadRequest("'prompt' must be a string, a list of token ids, or a list of those")
         sampling = sampling_from_request(body, default_max_tokens=16)
         echo, logprobs = bool(body.get("echo")), body.get("logprobs")
@@ -239,6 +303,7 @@ class OpenAICompatServer:
 def _make_handler(server: OpenAICompatServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
+        timeout = server.request_timeout  # each socket read/write: a stalled client frees its thread
 
         def log_message(self, format, *args):  # quiet: tests and pipelines log their own way
             pass
@@ -260,15 +325,54 @@ def _make_handler(server: OpenAICompatServer) -> type[BaseHTTPRequestHandler]:
             kind = "invalid_request_error" if status < 500 else "server_error"
             self._send(status, {"error": {"message": message, "type": kind, "code": status}})
 
+        def _refuse(self, status: int, message: str, headers: dict | None = None) -> None:
+            """An error answer after which the connection closes (its body may be unread)."""
+            self.close_connection = True
+            kind = "authentication_error" if status == 401 else "invalid_request_error"
+            self._send(status, {"error": {"message": message, "type": kind, "code": status}},
+                       {"Connection": "close", **(headers or {})})
+
+        def _authorized(self) -> bool:
+            if not server.api_key:
+                return True
+            given = self.headers.get("Authorization") or ""
+            scheme, _, token = given.partition(" ")
+            return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), server.api_key.encode())
+
+        def _read_body(self) -> dict | None:
+            """The POST body as a JSON object, or None once an error answer was sent."""
+            raw = self.headers.get("Content-Length")
+            if raw is None:
+                return self._refuse(400, "Content-Length is required (chunked bodies are not supported)")
+            if not re.fullmatch(r"[0-9]{1,20}", raw.strip()):
+                return self._refuse(400, f"Content-Length must be a non-negative integer, got {raw[:40]!r}")
+            length = int(raw)
+            if length > server.max_body_bytes:
+                return self._refuse(413, f"request body of {length} bytes is over the limit of {server.max_body_bytes}")
+            try:
+                data = self.rfile.read(length)
+            except TimeoutError:
+                return self._refuse(408, f"request body not received within {server.request_timeout:g}s")
+            if len(data) < length:
+                return self._refuse(400, f"request body has {len(data)} of its {length} bytes")
+            try:
+                body = json.loads(data or b"{}")
+            except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+                return self._refuse(400, f"request body is not JSON: {e}")
+            if not isinstance(body, dict):
+                return self._refuse(400, f"request body must be a JSON object, not {type(body).__name__}")
+            return body
+
         def _route(self, method: str) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
+            if not self._authorized():
+                return self._refuse(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                    {"WWW-Authenticate": "Bearer"})
             body: dict = {}
             if method == "POST":
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except json.JSONDecodeError as e:
-                    return self._error(400, f"request body is not JSON: {e}")
+                body = self._read_body()
+                if body is None:
+                    return
             if server.before_request is not None:
                 answer = server.before_request(path, body)
                 if callable(answer):
@@ -307,12 +411,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--backend", default="hf", help="backend name for make_backend (default: hf)")
     ap.add_argument("--model", default="embedded", help="model: embedded, tiny, or a local model folder")
-    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: local only)")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default: local only; any other address needs --api-key)")
     ap.add_argument("--port", type=int, default=8000, help="port (0: pick a free one)")
     ap.add_argument("--served-name", default=None, help="model id reported by /v1/models (default: --model)")
+    ap.add_argument("--api-key", default=os.environ.get("SERVE_API_KEY"),
+                    help="key clients must send as 'Authorization: Bearer <key>' (default: $SERVE_API_KEY; "
+                    "required when --host is not loopback)")
     args = ap.parse_args(argv)
+    if not is_loopback(args.host) and not args.api_key:  # before the model loads
+        ap.error(f"--host {args.host} is not loopback: pass --api-key (or set $SERVE_API_KEY) so that "
+                 "only clients with the key are answered")
     backend = make_backend(args.backend, args.model)
-    server = OpenAICompatServer(backend, args.served_name or args.model, args.host, args.port)
+    server = OpenAICompatServer(backend, args.served_name or args.model, args.host, args.port, api_key=args.api_key)
     print(f"serving {args.model} ({args.backend}) at {server.url}", flush=True)
     try:
         server.serve_forever()

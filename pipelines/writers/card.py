@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.redact import redact_config, redact_text
 from pipelines.report import (
     decontamination_section,
     markdown_table,
@@ -31,8 +32,6 @@ from pipelines.report import (
 from pipelines.shards import SHARD_GLOB
 
 CARD_KEYS = {"title", "description", "generators", "models", "config", "stages", "fingerprint", "scores"}
-# Config keys whose values must never reach a card (e.g. an endpoint's api_key); token_budget is fine.
-SECRET_KEY = re.compile(r"(^|_)(token|api_key|apikey|secret|password)$", re.IGNORECASE)
 
 
 def check_card_info(card_info: Mapping[str, Any]) -> None:
@@ -51,21 +50,13 @@ def write_plots(selected: pl.DataFrame | None, out: Path) -> dict[str, str]:
             for c in score_columns(selected)}
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: "<redacted>" if SECRET_KEY.search(str(k)) and v else _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
-
-
 def _config_text(config: Any) -> tuple[str, str]:
     """(code-fence language, text) of the run configuration."""
     if isinstance(config, str):
-        return ("toml" if re.search(r"^\s*\[", config, re.M) else "yaml"), config.strip()
+        return ("toml" if re.search(r"^\s*\[", config, re.M) else "yaml"), redact_text(config.strip())
     import yaml
 
-    return "yaml", yaml.safe_dump(_redact(config), sort_keys=False, allow_unicode=True).strip()
+    return "yaml", yaml.safe_dump(redact_config(config), sort_keys=False, allow_unicode=True).strip()
 
 
 def _generators(rows: pl.DataFrame, info: Mapping[str, Any]) -> str:
@@ -193,4 +184,4 @@ def dataset_card_text(
     if info.get("config") is not None:
         lang, text = _config_text(info["config"])
         lines += ["## Configuration", "", f"```{lang}", text, "```", ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return redact_text("\n".join(lines).rstrip() + "\n")  # an endpoint URL anywhere: no credentials

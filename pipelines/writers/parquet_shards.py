@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.shards import atomic_write_parquet, remove_surplus_shards, shard_path
+from pipelines.shards import remove_surplus_shards, shard_path, write_parquet_if_changed
 
 
 class ShardWriter:
@@ -31,7 +31,7 @@ class ShardWriter:
         self.rows += table.height
         while self._buffered >= self.shard_size:
             whole = pl.concat(self._buffer, how="vertical")
-            atomic_write_parquet(whole.slice(0, self.shard_size).rechunk(), shard_path(self.folder, self.shards))
+            write_parquet_if_changed(whole.slice(0, self.shard_size).rechunk(), shard_path(self.folder, self.shards))
             self.shards += 1
             rest = whole.slice(self.shard_size)
             self._buffer, self._buffered = [rest], rest.height
@@ -40,7 +40,7 @@ class ShardWriter:
         """Write the last (partial) shard; an empty input still gets one shard. Returns the shard count."""
         if self._buffered or self.shards == 0:
             whole = pl.concat(self._buffer, how="vertical") if self._buffer else pl.DataFrame()
-            atomic_write_parquet(whole.rechunk(), shard_path(self.folder, self.shards))
+            write_parquet_if_changed(whole.rechunk(), shard_path(self.folder, self.shards))
             self.shards += 1
         self._buffer, self._buffered = [], 0
         remove_surplus_shards(self.folder, self.shards)

@@ -1,0 +1,81 @@
+"""Resume keyed by content: a stage is skipped only when what it was made from is unchanged.
+
+Each stage record carries ``input_key``: a hash of the config, of the upstream records' keys and
+of the bytes of the user files the stage reads (taxonomy, passages, inputs, target, eval sets),
+and ``output_key``: the names, sizes and times of the files it wrote. A stage whose stored
+``input_key`` equals the one computed now is skipped without touching a file; any change -- an
+edited input row, a new target row, an upstream stage that wrote other files -- makes it run
+again, and stages below it in turn. Within a stage, shards are keyed by content too (a scored
+shard records the hash of the examples shard it was made from), so a changed row rescores only
+its shard. Prefect's own result cache is not used: nothing of it can hide a changed input, and
+nothing in the run folder is ever unpickled."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flows.config import PipelineConfig, resolve_path
+from flows.run_folder import RunFolder
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (of every file under a folder, by relative name), streamed."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def user_files(cfg: PipelineConfig, stage: str) -> list[str]:
+    """The user's files a stage reads (their content is part of its key)."""
+    g = cfg.generate
+    return {
+        "generate_taxonomy": [g.taxonomy.path],
+        "generate_text": [g.text.path],
+        "collect": list(g.inputs),
+        "condition": [cfg.score.target] if cfg.score.target else [],
+        "select": list(cfg.select.decontaminate.against),
+        "train": [cfg.train.eval_path or cfg.score.target] if cfg.score.target or cfg.train.eval_path else [],
+    }.get(stage, [])
+
+
+def input_key(cfg: PipelineConfig, stage: str, upstream: Iterable[dict[str, Any]]) -> str:
+    """What ``stage`` is made from: config, upstream stages' outputs and the user files' bytes."""
+    parts = {"stage": stage, "config": cfg.fingerprint(),
+             "upstream": [[r.get("stage"), r.get("output_key") or r.get("input_key")] for r in upstream],
+             "files": {p: file_digest(resolve_path(p)) for p in user_files(cfg, stage)
+                       if resolve_path(p).exists()}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+OUTPUTS = {  # stage -> the run-folder parts it writes (output_key is taken over their files)
+    "generate_taxonomy": ["generate_taxonomy"], "generate_text": ["generate_text"],
+    "generate_custom": ["generate_custom"], "collect": ["examples"], "condition": ["conditional"],
+    "score": ["scored"], "select": ["selected"], "refusal_aware": ["transformed"], "export": ["dataset"],
+    "train": ["train"], "report": [],
+}
+
+
+def output_key(run: RunFolder, stage: str) -> str:
+    """Names, sizes and modification times of the stage's files: a file rewritten (even with the
+    same bytes) changes it, an untouched one does not."""
+    h = hashlib.sha256()
+    for part in OUTPUTS.get(stage, []):
+        folder = run.root / part
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
+            st = f.stat()
+            h.update(f"{f.relative_to(run.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def keyed(run: RunFolder, record: dict[str, Any], key: str) -> dict[str, Any]:
+    """Save ``record`` with its input and output keys (after the stage's own write)."""
+    return run.write_record({**record, "input_key": key, "output_key": output_key(run, record["stage"])})
