@@ -226,7 +226,7 @@ _VERIFY_CHUNK = 8192  # candidate pairs whose signatures are read at once (bound
 
 def _first_of_group(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per position: the smallest position with the same (a, b)."""
-    order = np.lexsort((np.arange(a.size), b, a))
+    order = np.lexsort((b, a))  # stable: within a group, positions ascending
     sa, sb = a[order], b[order]
     start = np.ones(a.size, dtype=bool)
     start[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])

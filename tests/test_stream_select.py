@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from instruct_selectors.dedup import dedup_state, find_duplicates, shingle_hashes, signatures
 from instruct_selectors.policies import select
-from instruct_selectors.stream_select import select_shards
+from instruct_selectors.stream_select import id_keys, id_rank, select_shards
 
 from pipelines.schema import make_example, to_table
 from pipelines.shards import write_shards
@@ -158,3 +158,13 @@ def test_streaming_select_equals_in_memory_on_thousands_of_rows(tmp_path, steps,
     assert summary.equals(expected_summary)
     assert compact["keep"].to_list() == expected["keep"].to_list()
     assert compact["dropped_by"].cast(pl.Utf8).to_list() == expected["dropped_by"].to_list()
+
+
+def test_id_rank_is_string_order():
+    rng = random.Random(2)
+    alphabet = ["a", "b", "é", "\x00", "z", "中", "😀"]
+    ids = ["".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 3, 15, 16, 17, 30]))) for _ in range(400)]
+    ids += ["p" * 16 + "a", "p" * 16, "p" * 16 + "\x00", "ab", "ab\x00", ids[5]]
+    rank = id_rank(id_keys(pl.Series(ids)), lambda rows: [ids[i] for i in rows])
+    dense = {s: r for r, s in enumerate(sorted(set(ids)))}
+    assert rank.tolist() == [dense[s] for s in ids]
