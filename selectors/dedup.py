@@ -141,12 +141,47 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 @dataclass
 class DedupState:
-    """What dedup decides from, one row per table row: exact keys (n, 2), signatures (n, num_perm;
-    may be a memmap, read only for candidate rows) and LSH band hashes (n, bands)."""
+    """What dedup decides from, one row per table row: exact keys (n, 2), signatures (n, num_perm)
+    and LSH band hashes (n, bands). Built in memory by :func:`dedup_state`; :class:`StateWriter`
+    spills all three to files (``exact``/``bands`` then hold paths, ``sig`` a path too), so a
+    decision loads one band at a time and reads signatures only for candidate pairs."""
 
-    exact: np.ndarray
-    sig: np.ndarray
-    bands: np.ndarray
+    exact: np.ndarray | Path
+    sig: np.ndarray | Path
+    bands: np.ndarray | Sequence[Path]
+    num_perm: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.sig, np.ndarray):
+            self.num_perm = self.sig.shape[1]
+
+    @property
+    def n_bands(self) -> int:
+        return self.bands.shape[1] if isinstance(self.bands, np.ndarray) else len(self.bands)
+
+    def exact_keys(self) -> np.ndarray:
+        if isinstance(self.exact, np.ndarray):
+            return self.exact
+        return np.fromfile(self.exact, dtype=np.uint64).reshape(-1, 2)
+
+    def band(self, b: int) -> np.ndarray:
+        """(n,) uint64: band ``b``'s hash of every row."""
+        if isinstance(self.bands, np.ndarray):
+            return self.bands[:, b]
+        return np.fromfile(self.bands[b], dtype=np.uint64)
+
+    def sig_rows(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), num_perm) signatures of rows ``idx``. From a file: a fresh mapping per call,
+        dropped on return, so the pages read do not stay in this process's resident set."""
+        if isinstance(self.sig, np.ndarray):
+            return self.sig[idx]
+        if idx.size == 0:
+            return np.empty((0, self.num_perm), dtype=np.uint32)
+        mm = np.memmap(self.sig, dtype=np.uint32, mode="r")
+        try:
+            return mm.reshape(-1, self.num_perm)[idx]
+        finally:
+            del mm
 
 
 def dedup_state(texts: Sequence[str], *, near_threshold: float = 0.8, num_perm: int = 128, ngram: int = 3) -> DedupState:
@@ -155,34 +190,126 @@ def dedup_state(texts: Sequence[str], *, near_threshold: float = 0.8, num_perm: 
 
 
 class StateWriter:
-    """Builds a :class:`DedupState` shard by shard: exact keys and bands in memory, signatures
-    appended to ``sig_path`` (read back memory-mapped)."""
+    """Builds a :class:`DedupState` shard by shard with flat memory: exact keys, signatures and
+    each band's hashes are appended to their own files under ``folder`` (named ``prefix-*``)."""
 
-    def __init__(self, sig_path: Path, *, near_threshold: float, num_perm: int, ngram: int):
-        self.sig_path, self.num_perm, self.ngram = Path(sig_path), num_perm, ngram
+    def __init__(self, folder: Path, prefix: str, *, near_threshold: float, num_perm: int, ngram: int):
+        self.num_perm, self.ngram = num_perm, ngram
         self.params = lsh_params(near_threshold, num_perm)
-        self._exact: list[np.ndarray] = []
-        self._bands: list[np.ndarray] = []
-        self._file = open(self.sig_path, "wb")  # noqa: SIM115 - closed in finish()
+        folder = Path(folder)
+        self.exact_path = folder / f"{prefix}-exact.bin"
+        self.sig_path = folder / f"{prefix}-sig.bin"
+        self.band_paths = [folder / f"{prefix}-band{b:03d}.bin" for b in range(self.params[0])]
+        self._files = [open(p, "wb") for p in (self.exact_path, self.sig_path, *self.band_paths)]  # noqa: SIM115 - closed in finish()
         self.rows = 0
 
     def add(self, texts: Sequence[str]) -> None:
+        exact_f, sig_f, *band_f = self._files
         for lo in range(0, len(texts), _CHUNK):
             part = texts[lo : lo + _CHUNK]
             sig = _signatures(part, self.num_perm, self.ngram)
-            self._file.write(np.ascontiguousarray(sig).tobytes())
-            self._exact.append(exact_keys(part))
-            self._bands.append(band_hashes(sig, *self.params))
+            sig_f.write(np.ascontiguousarray(sig).tobytes())
+            exact_f.write(np.ascontiguousarray(exact_keys(part)).tobytes())
+            bands = band_hashes(sig, *self.params)
+            for b, f in enumerate(band_f):
+                f.write(np.ascontiguousarray(bands[:, b]).tobytes())
             self.rows += len(part)
 
     def finish(self) -> DedupState:
-        self._file.close()
-        b = self.params[0]
-        sig = (np.memmap(self.sig_path, dtype=np.uint32, mode="r", shape=(self.rows, self.num_perm))
-               if self.rows else np.empty((0, self.num_perm), dtype=np.uint32))
-        exact = np.concatenate(self._exact) if self._exact else np.empty((0, 2), dtype=np.uint64)
-        bands = np.concatenate(self._bands) if self._bands else np.empty((0, b), dtype=np.uint64)
-        return DedupState(exact, sig, bands)
+        for f in self._files:
+            f.close()
+        return DedupState(self.exact_path, self.sig_path, self.band_paths, num_perm=self.num_perm)
+
+
+_VERIFY_CHUNK = 8192  # candidate pairs whose signatures are read at once (bounds the pages touched)
+
+
+def _first_of_group(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per position: the smallest position with the same (a, b)."""
+    order = np.lexsort((b, a))  # stable: within a group, positions ascending
+    sa, sb = a[order], b[order]
+    start = np.ones(a.size, dtype=bool)
+    start[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    group_first = order[np.flatnonzero(start)]
+    first = np.empty(a.size, dtype=np.int64)
+    first[order] = np.repeat(group_first, np.diff(np.append(np.flatnonzero(start), a.size)))
+    return first
+
+
+def _band_pairs(pos: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Pairs (later, earlier) of positions sharing a band hash, as ``later << 32 | earlier`` keys."""
+    order = np.argsort(h, kind="stable")  # pos ascending, so ties stay ascending
+    sh, sp = h[order], pos[order]
+    if sh.size < 2:
+        return np.empty(0, dtype=np.uint64)
+    start = np.ones(sh.size, dtype=bool)
+    start[1:] = sh[1:] != sh[:-1]
+    gid = np.cumsum(start) - 1
+    size = np.bincount(gid)
+    multi = size[gid] > 1
+    sp, gid = sp[multi], gid[multi]
+    out = []
+    d = 1
+    while d < sp.size:
+        same = gid[d:] == gid[:-d]
+        if not same.any():
+            break
+        later, earlier = sp[d:][same], sp[:-d][same]
+        out.append((later.astype(np.uint64) << np.uint64(32)) | earlier.astype(np.uint64))
+        d += 1
+    return np.concatenate(out) if out else np.empty(0, dtype=np.uint64)
+
+
+def decide_arrays(
+    state: DedupState,
+    rows: Sequence[int] | np.ndarray,
+    *,
+    exact: bool = True,
+    near: bool = True,
+    near_threshold: float = 0.8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry of ``rows`` (row indices into the state, in table order): kind (int8: 0 kept,
+    1 exact, 2 near duplicate) and the row index (into the state) of the kept row it duplicates
+    (-1 when kept). Only the rows given take part; a row is compared with earlier kept rows only."""
+    if not 0.0 < near_threshold <= 1.0:
+        raise ValueError(f"near_threshold must be in (0, 1], got {near_threshold}")
+    rows = np.asarray(rows, dtype=np.int64)
+    m = rows.size
+    kind = np.zeros(m, dtype=np.int8)
+    of = np.full(m, -1, dtype=np.int64)
+    if m == 0:
+        return kind, of
+    if m >= 2**32:
+        raise ValueError("dedup takes at most 2**32 rows at once")
+    if exact:
+        ek = state.exact_keys()
+        first = _first_of_group(ek[rows, 0], ek[rows, 1])
+        del ek
+        dup = first != np.arange(m)
+        kind[dup], of[dup] = 1, rows[first[dup]]
+    if near:
+        pos = np.flatnonzero(kind == 0)
+        found = []
+        for b in range(state.n_bands):  # one band at a time: memory stays O(rows), not O(rows x bands)
+            found.append(_band_pairs(pos, state.band(b)[rows[pos]]))
+        pairs = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.uint64)  # by later, earlier
+        del found
+        p = (pairs >> np.uint64(32)).astype(np.int64)
+        e = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        del pairs
+        good = np.zeros(p.size, dtype=bool)
+        for lo in range(0, p.size, _VERIFY_CHUNK):  # estimated Jaccard of every candidate pair
+            mine = state.sig_rows(rows[p[lo : lo + _VERIFY_CHUNK]])
+            theirs = state.sig_rows(rows[e[lo : lo + _VERIFY_CHUNK]])
+            est = (mine == theirs).sum(axis=1) / mine.shape[1]
+            good[lo : lo + _VERIFY_CHUNK] = est >= near_threshold
+        p, e = p[good].tolist(), e[good].tolist()
+        kept = kind == 0
+        for pi, ei in zip(p, e, strict=True):  # later rows ascending, each one's candidates ascending
+            if kept[pi] and kept[ei]:  # the smallest kept candidate that matches
+                kind[pi], of[pi] = 2, rows[ei]
+                kept[pi] = False
+    return kind, of
 
 
 def decide(
@@ -196,48 +323,10 @@ def decide(
 ) -> tuple[list[str | None], list[str | None]]:
     """Per entry of ``rows`` (row indices into the state, in table order): (kind, id of the kept row
     it duplicates). Only the rows given take part."""
-    if not 0.0 < near_threshold <= 1.0:
-        raise ValueError(f"near_threshold must be in (0, 1], got {near_threshold}")
-    rows = np.asarray(rows, dtype=np.int64)
-    m = rows.size
-    kind: list[str | None] = [None] * m
-    of: list[str | None] = [None] * m
-    alive = np.ones(m, dtype=bool)
-    if m == 0:
-        return kind, of
-    if exact:
-        ek = state.exact[rows]
-        df = pl.DataFrame({"p": np.arange(m), "a": ek[:, 0], "b": ek[:, 1]})
-        first = df.with_columns(pl.col("p").min().over("a", "b").alias("f")).filter(pl.col("p") != pl.col("f"))
-        for p, f in zip(first["p"].to_list(), first["f"].to_list(), strict=True):
-            kind[p], of[p] = "exact", ids[rows[f]]
-            alive[p] = False
-    if near:
-        pos = np.flatnonzero(alive)
-        bands = state.bands[rows[pos]]
-        nb = bands.shape[1]
-        found = []
-        for b in range(nb):  # one band at a time: memory stays O(rows), not O(rows x bands)
-            multi = pl.DataFrame({"p": pos, "h": bands[:, b]}).filter(pl.len().over("h") > 1)
-            if multi.height:
-                found.append(multi.join(multi, on="h", suffix="_e").filter(pl.col("p_e") < pl.col("p"))
-                             .select("p", "p_e"))
-        if found:
-            pairs = (pl.concat(found).unique().sort("p", "p_e")
-                     .group_by("p", maintain_order=True).agg(pl.col("p_e")))
-            kept = alive.copy()
-            for p, cands in zip(pairs["p"].to_list(), pairs["p_e"].to_list(), strict=True):
-                cands = [c for c in cands if kept[c]]
-                if not cands:
-                    continue
-                mine = np.asarray(state.sig[rows[p]])
-                theirs = np.asarray(state.sig[rows[cands]])
-                est = (theirs == mine).mean(axis=1)
-                matches = [c for c, e in zip(cands, est, strict=True) if e >= near_threshold]
-                if matches:
-                    kind[p], of[p] = "near", ids[rows[min(matches)]]
-                    kept[p] = False
-    return kind, of
+    kind, of = decide_arrays(state, rows, exact=exact, near=near, near_threshold=near_threshold)
+    names = (None, "exact", "near")
+    return ([names[k] for k in kind.tolist()],
+            [None if o < 0 else ids[o] for o in of.tolist()])
 
 
 def find_duplicates(

@@ -1,34 +1,49 @@
-"""Selection over shards without holding the texts: the same result as :func:`policies.select` on
-the concatenated shards, with memory bounded by small per-row state.
+"""Selection over shards without holding the texts or the ids: the same result as
+:func:`policies.select` on the concatenated shards, with memory that grows by a few fixed-width
+numbers a row.
 
     from instruct_selectors.stream_select import select_shards
     summary, rows = select_shards(shard_paths, steps, out_path)
 
-Pass 1 reads each shard once and keeps only what the steps decide from: ``id``, the columns the
-steps name (threshold/top_k/quota columns, the quota field or ``meta``, the decontamination
-column, embeddings for diversify) and, per dedup step, the :class:`~instruct_selectors.dedup.DedupState`
-(exact keys and band hashes in memory, MinHash signatures in a memory-mapped file under
-``workdir``). :func:`policies.select` runs on that compact table with the precomputed dedup
-state, so keep / dropped_by / keep_reason / select_rank / dup_of and the summary are the ones
-the in-memory selection gives. Pass 2 reads each shard again and writes it with those columns as
-one row group of ``out_path`` (Parquet, written to a temporary file and renamed, so readers see
-either the old or the whole new file).
+Pass 1 reads each shard once and keeps only what the steps decide from
+(:class:`~instruct_selectors.compact_select.Compact`): two 64-bit keys of each id (its first 16
+bytes, for ties, which are broken by id; rows whose keys collide have their full ids read again),
+the score columns the steps name, quota strata as integer codes, seeded hash keys for random
+steps and, per dedup step, the :class:`~instruct_selectors.dedup.DedupState`, written to files
+under the run's temporary folder (exact keys, MinHash signatures, one file per LSH band), so a
+decision loads one band at a time. :func:`compact_select.select_compact` decides on that state
+with numpy sorts; keep / dropped_by / keep_reason / select_rank / dup_of and the summary are the
+ones :func:`policies.select` gives. Pass 2 reads each shard again and writes it with those
+columns as one row group of ``out_path`` (Parquet, written to a temporary file and renamed, so
+readers see either the old or the whole new file); ``dup_of`` ids are read there from the rows
+they point at, which always come earlier.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from instruct_selectors.compact_select import Compact, Result, Strata, select_compact
 from instruct_selectors.dedup import StateWriter, row_texts
-from instruct_selectors.policies import Dedup, Quota, parse_steps, select
+from instruct_selectors.policies import (
+    Dedup,
+    Diversify,
+    Quota,
+    Ratio,
+    parse_steps,
+)
 
 from pipelines.progress import StageBar
+from pipelines.schema import meta_field
 
 RESULT_COLUMNS = ("keep", "dropped_by", "keep_reason", "select_rank", "dup_of")
 Prepare = Callable[[pl.DataFrame], pl.DataFrame]
@@ -58,6 +73,75 @@ def needed_columns(steps: Sequence[Any], columns: Sequence[str]) -> list[str]:
     return out
 
 
+def id_keys(ids: pl.Series) -> np.ndarray:
+    """(n, 2) uint64: the first 16 UTF-8 bytes of each id, big-endian, zero-padded, so comparing
+    keys compares ids (str order is code point order is UTF-8 byte order) unless the keys are equal."""
+    if ids.null_count():
+        raise ValueError("select: some rows have no id")
+    a = pc.cast(ids.to_arrow(), pa.large_binary())
+    a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+    n = len(a)
+    off = np.frombuffer(a.buffers()[1], dtype=np.int64)[a.offset : a.offset + n + 1]
+    data = np.frombuffer(a.buffers()[2], dtype=np.uint8) if a.buffers()[2] is not None else np.zeros(1, np.uint8)
+    if data.size == 0:
+        data = np.zeros(1, np.uint8)
+    lens = np.diff(off)
+    j = np.arange(16)
+    inside = j < lens[:, None]
+    b = np.where(inside, data[np.where(inside, off[:-1, None] + j, 0)], 0).astype(np.uint64)
+    shifts = np.uint64(8) * (np.uint64(7) - np.arange(8, dtype=np.uint64))
+    return np.stack([(b[:, :8] << shifts).sum(axis=1, dtype=np.uint64),
+                     (b[:, 8:] << shifts).sum(axis=1, dtype=np.uint64)], axis=1)
+
+
+def _dense_rank(keys: Sequence[np.ndarray]) -> np.ndarray:
+    """Dense rank (0-based) of rows by ``keys`` (most significant first)."""
+    order = np.lexsort(tuple(reversed(keys)))
+    new = np.zeros(order.size, dtype=bool)
+    new[1:] = np.logical_or.reduce([k[order][1:] != k[order][:-1] for k in keys])
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.cumsum(new)
+    return rank
+
+
+def id_rank(keys: np.ndarray, read_ids: Callable[[np.ndarray], list[str]]) -> np.ndarray:
+    """Dense rank of each row's id in string order from its :func:`id_keys`; rows whose keys
+    collide get their full ids from ``read_ids(rows)``."""
+    rank = _dense_rank([keys[:, 0], keys[:, 1]])
+    counts = np.bincount(rank)
+    clash = np.flatnonzero(counts[rank] > 1)
+    if clash.size == 0:
+        return rank
+    sub = np.zeros(rank.size, dtype=np.int64)
+    ids = read_ids(clash)
+    sub[clash] = pl.Series(ids, dtype=pl.Utf8).rank("dense").cast(pl.Int64).to_numpy()
+    return _dense_rank([rank, sub])
+
+
+def _random_keys(ids: pl.Series, seed: int) -> np.ndarray:
+    """policies._random_order's key of each id (8-byte blake2b, big-endian) as uint64."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(f"{seed}\x1f{i}".encode(), digest_size=8).digest(), "big")
+                        for i in ids.to_list()), dtype=np.uint64, count=ids.len())
+
+
+class _StrataCodes:
+    """Codes of one quota's meta-field values, assigned as shards come."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+        self.parts: list[np.ndarray] = []
+
+    def add(self, values: pl.Series) -> None:
+        for v in values.drop_nulls().unique().to_list():
+            self.index.setdefault(v, len(self.index))
+        self.parts.append(values.replace_strict(list(self.index), list(self.index.values()), default=-1,
+                                                return_dtype=pl.Int32).to_numpy())
+
+    def finish(self) -> Strata:
+        codes = np.concatenate(self.parts) if self.parts else np.empty(0, dtype=np.int32)
+        return Strata(codes, list(self.index))
+
+
 def select_shards(
     paths: Sequence[Path],
     steps: Sequence[Any],
@@ -69,7 +153,9 @@ def select_shards(
     workdir: Path | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Select across ``paths`` (shards in order) and write every row with the selection columns to
-    ``out_path``. Returns (summary, compact table: the carried columns and the result columns).
+    ``out_path``. Returns (summary, compact table: the columns the steps read, the carried columns
+    and keep, dropped_by and keep_reason (as pl.Enum), select_rank, and dup_of_row (the row
+    number, in shard order, of the kept row a duplicate duplicates) when a dedup step ran).
 
     ``prepare``: applied to each shard as read (both passes, e.g. decontamination marks);
     ``carry``: more columns to keep in the compact table; ``finish``: given the compact table
@@ -77,42 +163,130 @@ def select_shards(
     selection (e.g. flags whose cut-off is a quantile over all rows)."""
     steps = parse_steps(steps)
     prepare = prepare or (lambda t: t)
+    paths = list(paths)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir or out_path.parent, prefix=".select-") as tmp:
-        writers = {i: StateWriter(Path(tmp) / f"sig-{i}.bin", near_threshold=s.near_threshold,
+        writers = {i: StateWriter(Path(tmp), f"dedup{i}", near_threshold=s.near_threshold,
                                   num_perm=s.num_perm, ngram=s.ngram)
                    for i, s in enumerate(steps) if isinstance(s, Dedup)}
+        seeds = {i: s.seed for i, s in enumerate(steps)
+                 if isinstance(s, Ratio) or (isinstance(s, Quota) and s.random and not s.column)}
+        strata: dict[int, _StrataCodes] = {}
         parts: list[pl.DataFrame] = []
+        keys: list[np.ndarray] = []
+        rand: dict[int, list[np.ndarray]] = {i: [] for i in seeds}
         for path in progress(paths, desc="select: pass 1 (per-row state)", unit="shard"):
             shard = prepare(pl.read_parquet(path))
-            keep = needed_columns(steps, shard.columns) + [c for c in carry if c in shard.columns]
-            parts.append(shard.select(list(dict.fromkeys(keep))))
+            for i, s in enumerate(steps):
+                if isinstance(s, Quota) and s.field not in shard.columns:
+                    strata.setdefault(i, _StrataCodes()).add(meta_field(shard, s.field))
+            skip = {"id", "meta"} | {s.column for s in steps if isinstance(s, Diversify)}
+            keep = [c for c in needed_columns(steps, shard.columns) if c not in skip]
+            parts.append(shard.select(list(dict.fromkeys(keep + [c for c in carry if c in shard.columns]))))
+            keys.append(id_keys(shard["id"]))
+            for i, seed in seeds.items():
+                rand[i].append(_random_keys(shard["id"], seed))
             for i, w in writers.items():
                 w.add(row_texts(shard, steps[i].fields))
             del shard
-        compact = pl.concat(parts, how="vertical") if parts else pl.DataFrame({"id": []}, schema={"id": pl.Utf8})
+        compact = pl.concat(parts, how="vertical") if parts else pl.DataFrame()
         del parts
-        states = {i: w.finish() for i, w in writers.items()}
+        all_keys = np.concatenate(keys) if keys else np.empty((0, 2), dtype=np.uint64)
+        del keys
+        rank = id_rank(all_keys, lambda rows: _read_ids(paths, rows))
+        del all_keys
         tag = finish(compact) if finish else (lambda t: t)
         compact = tag(compact)
-        result, summary = select(compact, steps, dedup_states=states)
-        results = result.select([c for c in RESULT_COLUMNS if c in result.columns])
-        _write(paths, out_path, results, lambda t: tag(prepare(t)), Path(tmp))
-        states.clear()
-    return summary, result
+        state = Compact(compact, rank, strata={i: c.finish() for i, c in strata.items()},
+                        random_keys={i: np.concatenate(r) if r else np.empty(0, np.uint64) for i, r in rand.items()},
+                        dedup={i: w.finish() for i, w in writers.items()},
+                        load=lambda rows, column: _load(paths, rows, column, lambda t: tag(prepare(t))))
+        del strata, rand
+        result, summary = select_compact(state, steps)
+        del state
+        _write(paths, out_path, result, lambda t: tag(prepare(t)), Path(tmp))
+    cols = _result_columns(result, 0, result.rank.size, dup_ids=None)
+    return summary, compact.with_columns(cols) if compact.width else pl.DataFrame(cols)
 
 
-def _write(paths: Sequence[Path], out_path: Path, results: pl.DataFrame, prepare: Prepare, tmp: Path) -> None:
+def _read_ids(paths: Sequence[Path], rows: np.ndarray) -> list[str]:
+    """The ids of ``rows`` (sorted row numbers over the shards in order), reading only ``id``."""
+    out: list[str] = []
+    offset = 0
+    for path in paths:
+        ids = pl.read_parquet(path, columns=["id"])["id"]
+        lo, hi = np.searchsorted(rows, [offset, offset + ids.len()])
+        out += ids.gather(rows[lo:hi] - offset).to_list()
+        offset += ids.len()
+    return out
+
+
+def _load(paths: Sequence[Path], rows: np.ndarray, column: str, prepare: Prepare) -> pl.DataFrame:
+    """``column`` of ``rows`` (row numbers over the shards, any order), in that order."""
+    want = np.sort(rows)
+    got: list[pl.DataFrame] = []
+    offset = 0
+    for path in paths:
+        n = pq.ParquetFile(path).metadata.num_rows
+        lo, hi = np.searchsorted(want, [offset, offset + n])
+        if hi > lo:
+            cols = pq.read_schema(path).names
+            shard = pl.read_parquet(path, columns=[column]) if column in cols else prepare(pl.read_parquet(path))
+            if column not in shard.columns:
+                return shard.select([])  # embedding_matrix says which column is missing
+            got.append(shard.select(column)[want[lo:hi] - offset])
+        offset += n
+    table = pl.concat(got) if got else pl.DataFrame()
+    return table[np.searchsorted(want, rows)]
+
+
+def _result_columns(r: Result, lo: int, hi: int, dup_ids: pl.Series | None) -> list[pl.Series]:
+    """The result columns of rows [lo, hi): as policies.select writes them when ``dup_ids`` (the
+    dup_of ids of those rows) is given, else compact (enums and dup_of_row)."""
+    dropped, rank = r.dropped[lo:hi], r.rank[lo:hi]
+    enum = pl.Enum(list(dict.fromkeys(r.labels + [r.last])))
+    labels = pl.Series(r.labels, dtype=enum if dup_ids is None else pl.Utf8)
+    drop = pl.Series(dropped.astype(np.int64)).replace_strict(
+        list(range(len(r.labels))), labels, default=None, return_dtype=labels.dtype)
+    keep = dropped < 0
+    reason = pl.Series([r.last], dtype=labels.dtype).gather(np.zeros(hi - lo, dtype=np.int64))
+    cols = [
+        pl.Series("keep", keep, dtype=pl.Boolean),
+        drop.alias("dropped_by"),
+        reason.set(pl.Series(~keep), None).alias("keep_reason") if hi > lo else reason.alias("keep_reason"),
+        pl.Series("select_rank", rank, dtype=pl.Int64).set(pl.Series(~keep), None).alias("select_rank"),
+    ]
+    if r.has_dedup:
+        if dup_ids is None:
+            of = r.dup_of[lo:hi]
+            cols.append(pl.Series("dup_of_row", of, dtype=pl.Int64).set(pl.Series(of < 0), None))
+        else:
+            cols.append(dup_ids.alias("dup_of"))
+    return cols
+
+
+def _write(paths: Sequence[Path], out_path: Path, result: Result, prepare: Prepare, tmp: Path) -> None:
     part = tmp / out_path.name
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
     offset = 0
+    targets = np.unique(result.dup_of[result.dup_of >= 0])  # rows some duplicate points at
+    target_ids = pl.Series("dup_of", [], dtype=pl.Utf8)  # ids of targets[:len], read as shards come
     try:
         for path in progress(paths, desc="select: pass 2 (write)", unit="shard"):
             shard = prepare(pl.read_parquet(path))
-            shard = shard.with_columns(results.slice(offset, shard.height))
-            offset += shard.height
+            n = shard.height
+            lo, hi = np.searchsorted(targets, [offset, offset + n])
+            target_ids.append(shard["id"].gather(targets[lo:hi] - offset))
+            of = result.dup_of[offset : offset + n]
+            if (of >= 0).any():
+                dup_ids = target_ids.gather(np.searchsorted(targets, np.where(of < 0, of.max(), of)))
+                dup_ids = dup_ids.set(pl.Series(of < 0), None)
+            else:
+                dup_ids = pl.Series([None] * n, dtype=pl.Utf8)
+            shard = shard.with_columns(_result_columns(result, offset, offset + n, dup_ids))
+            offset += n
             arrow = shard.to_arrow()
             if writer is None:
                 schema = arrow.schema
@@ -124,7 +298,8 @@ def _write(paths: Sequence[Path], out_path: Path, results: pl.DataFrame, prepare
                     raise ValueError(f"{path}: its columns do not match the first shard's ({e})") from None
             writer.write_table(arrow)
         if writer is None:  # no shards: an empty table with the result columns
-            pl.DataFrame(schema={"id": pl.Utf8, **results.schema}).write_parquet(part)
+            empty = _result_columns(result, 0, 0, pl.Series([], dtype=pl.Utf8))
+            pl.DataFrame(schema={"id": pl.Utf8, **{c.name: c.dtype for c in empty}}).write_parquet(part)
     finally:
         if writer is not None:
             writer.close()

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from instruct_selectors.dedup import dedup_state, find_duplicates, shingle_hashes, signatures
 from instruct_selectors.policies import select
-from instruct_selectors.stream_select import select_shards
+from instruct_selectors.stream_select import id_keys, id_rank, select_shards
 
 from pipelines.schema import make_example, to_table
 from pipelines.shards import write_shards
@@ -119,3 +119,52 @@ def test_short_texts_and_chains():
     kind, of = find_duplicates(t, near_threshold=0.3)
     assert kind[:2] == [None, "near"] and kind[3:] == [None, "exact", None]
     assert kind[2] == ("near" if est(0, 2) >= 0.3 else None)
+
+
+def _big_table(n: int, seed: int) -> pl.DataFrame:
+    """A few thousand rows: exact and near duplicates, tied and null scores, meta strata, marks."""
+    rng = random.Random(seed)
+    t = _table(n, seed)
+    marks = [rng.choice(["mmlu:2", ""]) if rng.random() < 0.05 else None for _ in range(t.height)]
+    return t.with_columns(pl.Series("contaminated_by", marks, dtype=pl.Utf8),
+                          pl.Series("bucket", [rng.choice(["a", "b", None]) for _ in range(t.height)]))
+
+
+BIG_STEPS = [
+    [{"decontaminate": {}}, {"dedup": {"near_threshold": 0.7}}, {"dedup": {"exact": False, "near_threshold": 0.5}},
+     {"threshold": {"column": "score_y", "min_quantile": 0.05, "max": 0.97, "keep_null": True}},
+     {"top_k": {"column": "score_x", "fraction": 0.7}},
+     {"quota": {"field": "task_type", "fraction": 0.8, "column": "score_x", "strata": ["t9"]}}],
+    [{"dedup": {"near": False}}, {"ratio": {"fraction": 0.5, "seed": 3}},
+     {"quota": {"field": "bucket", "per_stratum": 300, "random": True, "seed": 1}}],
+    [{"top_k": {"column": "score_x", "tau": 2, "largest": False}},
+     {"quota": {"field": "task_type", "per_stratum": 200}}],
+    [],
+]
+
+
+@pytest.mark.parametrize("steps", BIG_STEPS, ids=["dedup-filter-rank", "ratio-random-quota", "smallest", "none"])
+@pytest.mark.parametrize("long_ids", [False, True])
+def test_streaming_select_equals_in_memory_on_thousands_of_rows(tmp_path, steps, long_ids):
+    table = _big_table(3000, seed=5)
+    if long_ids:  # ids alike in their first 16 bytes (full ids decide), and two rows sharing an id
+        ids = [f"same-prefix-0123456789-{i:06d}" for i in random.Random(1).sample(range(10**6), table.height)]
+        ids[7] = ids[1500]
+        table = table.with_columns(pl.Series("id", ids))
+    expected, expected_summary = select(table, steps)
+    write_shards(table, tmp_path / "s", 250)
+    summary, compact = select_shards(sorted((tmp_path / "s").glob("*.parquet")), steps, tmp_path / "o.parquet")
+    assert pl.read_parquet(tmp_path / "o.parquet").equals(expected)
+    assert summary.equals(expected_summary)
+    assert compact["keep"].to_list() == expected["keep"].to_list()
+    assert compact["dropped_by"].cast(pl.Utf8).to_list() == expected["dropped_by"].to_list()
+
+
+def test_id_rank_is_string_order():
+    rng = random.Random(2)
+    alphabet = ["a", "b", "é", "\x00", "z", "中", "😀"]
+    ids = ["".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 3, 15, 16, 17, 30]))) for _ in range(400)]
+    ids += ["p" * 16 + "a", "p" * 16, "p" * 16 + "\x00", "ab", "ab\x00", ids[5]]
+    rank = id_rank(id_keys(pl.Series(ids)), lambda rows: [ids[i] for i in rows])
+    dense = {s: r for r, s in enumerate(sorted(set(ids)))}
+    assert rank.tolist() == [dense[s] for s in ids]
