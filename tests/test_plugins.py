@@ -100,7 +100,7 @@ def test_custom_score_filter_and_generator_in_a_full_flow(tmp_path):
 
 
 def test_bad_plugin_paths_are_clear_config_errors():
-    with pytest.raises(ConfigError, match="cannot import 'no_such_pkg'"):
+    with pytest.raises(ConfigError, match="cannot import 'no_such_pkg.scores'"):
         load_config(overrides=["score.custom=[no_such_pkg.scores:X]"])
     with pytest.raises(ConfigError, match="unknown score"):
         load_config(overrides=["score.scores=[toxicity]"])
