@@ -37,7 +37,10 @@ def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False):
 
 def release_all() -> None:
     """Drop every cached backend (before training: the trainer loads its own copy)."""
+    import gc
+
     _cached_llm.cache_clear()
+    gc.collect()  # the backends hold reference cycles (model <-> generator); free them now
 
 
 def judge_model(cfg: PipelineConfig) -> ModelConfig:

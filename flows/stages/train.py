@@ -17,7 +17,10 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     from pipelines.finetune import run_training
     from pipelines.finetune.methods import resolve_method
 
+    from flows.llm_cache import release_all
+
     cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
+    release_all()  # the generators' and scorers' models: the trainer loads its own copy
     exported = ctx.record("export")
     if exported is None:
         raise ValueError(f"{run.root} has no export record: run the export stage first")
