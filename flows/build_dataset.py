@@ -6,11 +6,11 @@
     python -m flows.build_dataset --task-runner dask --dask-workers 2
     python -m flows.build_dataset --serve --cron "0 3 * * *"
 
-The flow is thin: every task runs one stage of ``flows.pipeline.PIPELINE`` (one file each under ``flows/stages/``). Tasks are cached on
-their inputs (config JSON, run folder, upstream records) and their source, with results persisted
-in the run folder, and each stage skips the shards it already wrote -- so a run killed at any
-moment and started again with the same config finishes the remaining work only and writes the
-same output. The run folder is ``<out_dir>/run-<config fingerprint>`` unless --run-name is given.
+The flow is thin: every task runs one stage of ``flows.pipeline.PIPELINE`` (one file each under
+``flows/stages/``). Resume is keyed by content (flows/resume.py): a stage whose inputs are
+unchanged is skipped, and each stage skips the shards it already made from the same inputs -- so
+a run killed at any moment and started again finishes the remaining work only and writes the
+same output, and a rerun after an input changed redoes exactly what depends on the change. The run folder is ``<out_dir>/run-<config fingerprint>`` unless --run-name is given.
 """
 
 from __future__ import annotations

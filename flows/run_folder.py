@@ -9,8 +9,6 @@ Layout::
     config.json             the resolved config (so `python -m flows.stages STAGE RUN_DIR` can rerun a stage),
                             endpoint URLs without credentials and secret-named values <redacted>
     .config-fingerprint     the config's fingerprint: a folder belongs to one config
-    .run-token              random id per folder life, part of every Prefect cache key
-    .prefect-results/       Prefect's persisted task results (the cache behind resume)
     .lock                   held (flock) by the process working in the folder; names its pid and host
     run.log                 every log line of the runs in this folder, with tracebacks
     generate_taxonomy/      GLAN levels (subjects, syllabi, questions, examples/ shards, rejects)
@@ -32,7 +30,7 @@ Layout::
     report.md, report/      the run report and its score histograms
 
 A run folder is data, never code: it may come from someone else. Nothing in it is unpickled
-(Prefect's results are JSON, vetted before a resume reads them: see ``vet_results``), and
+(Prefect keeps no results here: resume reads the JSON stage records, flows/resume.py), and
 ``claim`` refuses a folder that is not empty and was not made by this project, because stages
 delete surplus shards and replace whole folders in theirs.
 """
@@ -42,8 +40,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,33 +163,6 @@ class RunFolder:
         """Full log of the runs in this folder, tracebacks included (the terminal gets one line)."""
         return self.root / "run.log"
 
-    @property
-    def prefect_results(self) -> Path:
-        """Prefect's persisted task results, JSON only: see :meth:`vet_results`."""
-        return self.root / ".prefect-results"
-
-    def vet_results(self) -> list[str]:
-        """Delete every file in ``.prefect-results/`` that is not a plain JSON result; returns their names.
-
-        Prefect loads a result with the serializer its file names, so a results file from someone
-        else could name pickle (or a JSON "jsonlib" such as ``pickle``, or a decoder that imports
-        classes) and run code on resume. Only records written by the flow's own JSON serializer,
-        whose result is plain JSON, stay; a deleted one is a cache miss (the stage runs again and
-        skips the shards already in the folder)."""
-        folder = self.prefect_results
-        if not folder.is_dir():
-            return []
-        removed = []
-        for p in sorted(folder.iterdir()):
-            if p.is_file() and not p.is_symlink() and _plain_json_result(p):
-                continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-            removed.append(p.name)
-        return removed
-
     def sample(self, stage: str, n: int = 5) -> pl.DataFrame | None:
         """The first ``n`` rows of what ``stage`` wrote (for artifacts), or None; reads only those."""
         folder = {**{g: self.generated_examples(g) for g in GENERATORS},
@@ -270,13 +239,11 @@ class RunFolder:
     def config_file(self) -> Path:
         return self.root / "config.json"
 
-    def claim(self, fingerprint: str, config_json: str) -> str:
-        """Bind the folder to one config and return its run token.
+    def claim(self, fingerprint: str, config_json: str) -> None:
+        """Bind the folder to one config.
 
-        A run folder belongs to one config: its shards are skipped on resume, so reusing the
-        folder with other settings would silently keep stale outputs. The token is a random id
-        made once per folder life and passed to every task, so Prefect's cache keys can never
-        return results of a deleted and recreated folder whose files are gone.
+        A run folder belongs to one config: its stage records and shards are reused on resume
+        (keyed by content within the folder), so the config is part of every key and fixed here.
 
         A folder that is not empty (bar the lock and the log) and has no fingerprint was not made
         by this project: it is refused, since stages delete and replace files in their folders.
@@ -293,10 +260,6 @@ class RunFolder:
             atomic_write_text(marker, fingerprint)
         if not self.config_file.exists():
             atomic_write_text(self.config_file, _without_secrets(config_json))
-        token = self.root / ".run-token"
-        if not token.exists():
-            atomic_write_text(token, uuid.uuid4().hex)
-        return token.read_text().strip()
 
     def refuse_foreign(self) -> None:
         """Raise RunFolderConflict when the folder exists, holds files (bar the lock and the log)
@@ -332,31 +295,3 @@ class RunFolder:
 def _without_secrets(config_json: str) -> str:
     """The config JSON with endpoint URLs redacted and secret-named values hidden."""
     return json.dumps(redact_config(json.loads(config_json)), indent=2)
-
-
-# What the flow's tasks write (prefect.serializers.JSONSerializer() with its defaults): the only
-# serializer a results file may name.
-JSON_SERIALIZER = {"type": "json", "jsonlib": "json", "object_encoder": "prefect.serializers.prefect_json_object_encoder",
-                   "object_decoder": "prefect.serializers.prefect_json_object_decoder", "dumps_kwargs": {},
-                   "loads_kwargs": {}}
-
-
-def _plain_json_result(path: Path) -> bool:
-    """A Prefect result record with the JSON serializer whose result is JSON with no object tags."""
-    try:
-        record = json.loads(path.read_bytes())
-        if set(record) != {"metadata", "result"} or record["metadata"].get("serializer") != JSON_SERIALIZER:
-            return False
-        result = record["result"]
-        return isinstance(result, str) and _untagged(json.loads(result))
-    except (ValueError, TypeError, AttributeError, OSError, RecursionError):
-        return False
-
-
-def _untagged(value: Any) -> bool:
-    """No dict carrying Prefect's class tags (``__class__``, ``__exc_type__``): those import code."""
-    if isinstance(value, dict):
-        return not ({"__class__", "__exc_type__"} & set(value)) and all(_untagged(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_untagged(v) for v in value)
-    return True

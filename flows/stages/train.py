@@ -13,11 +13,10 @@ from flows.stages.base import StageContext, StageSpec, record
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
+    from flows.llm_cache import release_all
     from generators.refusal_certainty import refusal_eval
     from pipelines.finetune import run_training
     from pipelines.finetune.methods import resolve_method
-
-    from flows.llm_cache import release_all
 
     cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
     release_all()  # the generators' and scorers' models: the trainer loads its own copy
