@@ -8,9 +8,11 @@ wraps each in a task and ``flows/pipeline.py`` lists them in order."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from flows.config import PipelineConfig
@@ -72,6 +74,12 @@ class StageSpec:
     retries: int = 0  # Prefect retries: stages that call a model get some
     per_shard: ShardMap | None = None
     reset: Callable[[RunFolder], None] | None = None  # clears what its own resume would keep when inputs change
+
+
+def clear(folder: Callable[[RunFolder], Path]) -> Callable[[RunFolder], None]:
+    """A ``reset`` that deletes the stage's folder: its own resume would keep what it made from
+    inputs that have since changed, so it starts anew."""
+    return lambda run: shutil.rmtree(folder(run), ignore_errors=True)
 
 
 def record(run: RunFolder, name: str, started: float, **fields: Any) -> dict[str, Any]:

@@ -17,13 +17,12 @@ them, or one whose generator raised, is a reject with its reason. Rows are writt
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from typing import Any
 
 from flows.config import PipelineConfig
 from flows.llm_cache import get_llm
-from flows.stages.base import StageContext, StageSpec, record
+from flows.stages.base import StageContext, StageSpec, clear, record
 from flows.usage import stage_usage, usage_field
 from pipelines.plugins import load_object
 from pipelines.schema import make_example
@@ -95,10 +94,6 @@ def _run(ctx: StageContext) -> dict:
                       rejects=sum(c.get("rejects", 0) for c in per.values()))
 
 
-def _reset(run) -> None:
-    """Inputs changed: generate anew (this stage's own resume would keep what it made before)."""
-    shutil.rmtree(run.root / "generate_custom", ignore_errors=True)
-
-
 STAGE = StageSpec(name="generate_custom", section="generate.custom", run=_run, makes=("generated",),
-                  enabled=lambda cfg: bool(cfg.generate.custom), check=_check, retries=2, reset=_reset)
+                  enabled=lambda cfg: bool(cfg.generate.custom), check=_check,
+                  retries=2, reset=clear(lambda run: run.root / "generate_custom"))

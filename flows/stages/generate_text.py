@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from flows.config import PipelineConfig, resolve_path
 from flows.llm_cache import get_llm
-from flows.stages.base import StageContext, StageSpec, record
+from flows.stages.base import StageContext, StageSpec, clear, record
 from flows.usage import stage_usage, usage_field
 
 
@@ -34,10 +33,6 @@ def _run(ctx: StageContext) -> dict:
                       rows_out=counts.get("examples", 0), rejects=counts.get("rejects", 0))
 
 
-def _reset(run) -> None:
-    """Inputs changed: generate anew (this stage's own resume would keep what it made before)."""
-    shutil.rmtree(run.generator("generate_text"), ignore_errors=True)
-
-
 STAGE = StageSpec(name="generate_text", section="generate.text", run=_run, makes=("generated",),
-                  enabled=lambda cfg: cfg.generate.text.enabled, check=_check, retries=2, reset=_reset)
+                  enabled=lambda cfg: cfg.generate.text.enabled, check=_check,
+                  retries=2, reset=clear(lambda run: run.generator("generate_text")))

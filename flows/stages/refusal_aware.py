@@ -4,14 +4,13 @@ shard (shards already there are skipped). Export then writes these rows."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
 
 import polars as pl
 
 from flows.llm_cache import get_llm
-from flows.stages.base import StageContext, StageSpec, record
+from flows.stages.base import StageContext, StageSpec, clear, record
 from flows.usage import stage_usage, usage_field
 
 
@@ -30,10 +29,6 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         return record(run, STAGE.name, t0, usage=usage_field(cfg, used), **counts)
 
 
-def _reset(run) -> None:
-    """Inputs changed: generate anew (this stage's own resume would keep what it made before)."""
-    shutil.rmtree(run.transformed, ignore_errors=True)
-
-
 STAGE = StageSpec(name="refusal_aware", section="transform.refusal_aware", run=_run, needs=("selected",),
-                  makes=("transformed",), enabled=lambda cfg: cfg.transform.refusal_aware.enabled, retries=2, reset=_reset)
+                  makes=("transformed",),
+                  enabled=lambda cfg: cfg.transform.refusal_aware.enabled, retries=2, reset=clear(lambda run: run.transformed))
