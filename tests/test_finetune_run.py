@@ -88,7 +88,7 @@ def test_cli_trains_evaluates_and_says_where(tmp_path, qa_files, capsys):
     assert metrics["method"] == "hft" and metrics["steps"] == 1
     assert (metrics["train_rejects"], metrics["eval_rejects"], metrics["rows"]) == (1, 0, 8)
     (reject,) = [json.loads(line) for line in (out / "rejects-train.jsonl").read_text().splitlines()]
-    assert reject["line"] == 9 and reject["file"] == str(train)
+    assert reject["line"] == 9 and reject["file"] == train.name  # outside the working directory: its name only
     assert not (out / "rejects-eval.jsonl").exists()
     assert json.loads((out / "run_settings.json").read_text())["base_model"] == "tiny"
 
