@@ -36,7 +36,8 @@ import time
 import torch
 
 from benchmarks.common import REPO
-from generators.bonito import TASK_TYPES, chat_prompt
+from generators.bonito_chat import chat_prompt
+from generators.bonito_template import TASK_TYPES
 from pipelines.llm.base import Sampling
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from instruct_selectors.policies import parse_steps
+from instruct_selectors.policy_steps import parse_steps
 from instruct_selectors.scores.catalogue import available, column_owner
 from pydantic import (
     BaseModel,

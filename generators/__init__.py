@@ -6,6 +6,7 @@
 | glan.py       | GLAN: disciplines -> subjects -> syllabus -> questions -> answers          |
 | glan_*.py     | GLAN's pieces: schema, prompts, parse, sampling, level_run, levels         |
 | bonito.py     | Bonito: passage + task type -> instruction and response (bonito/chat mode) |
+| bonito_*.py   | Bonito's pieces: template (task types, bonito mode), chat (chat mode)      |
 | parsing.py    | JSON repair, line formats, whole-answer refusal checks, bounded retries    |
 | levels.py     | a level = a folder of shards, redone only where its input changed         |
 | dedup.py      | near-duplicate removal (normalised hash + MinHash) with counts            |

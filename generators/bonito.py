@@ -7,12 +7,12 @@
 
 Two prompt modes:
 
-* ``bonito``: the exact meta-template a Bonito checkpoint was trained on,
+* ``bonito`` (``bonito_template.py``): the exact meta-template a Bonito checkpoint was trained on,
   ``"<|tasktype|>\\n" + FULL_TASK_NAME + "\\n<|context|>\\n" + passage.strip() + "\\n<|task|>\\n"``,
   answered as ``instruction + "\\n<|pipe|>\\n" + response`` where the instruction holds the
   literal ``{{context}}``. Use it with a user's Bonito model (a raw string prompt, no chat template).
-* ``chat`` (default): any instruct model gets a one-shot example of the task type on a fixed
-  passage and answers in two labelled lines (``Task:`` / ``Answer:``).
+* ``chat`` (default, ``bonito_chat.py``): any instruct model gets a one-shot example of the task
+  type on a fixed passage and answers in two labelled lines (``Task:`` / ``Answer:``).
 
 Rows keep the passage as ``context`` (the instruction without its ``{{context}}`` placeholder;
 the template itself stays in ``meta.instruction_template``), the task type and passage id in
@@ -33,7 +33,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from generators.answer_forms import check_form, check_task, is_span  # noqa: F401 (is_span: re-exported)
+from generators.bonito_chat import (
+    ANSWER_ASK,
+    ANSWER_HOW,
+    CHAT_ASK,
+    CHAT_EXAMPLES,
+    EXAMPLE_PASSAGE,
+    answer_prompt,
+    chat_prompt,
+    check_answer,
+    parse_chat,
+)
+from generators.bonito_template import CONTEXT, TASK_TYPES, bonito_prompt, parse_bonito, task_type
 from generators.dedup import dedup_rows
 from generators.levels import (
     derive_seed,
@@ -42,241 +53,13 @@ from generators.levels import (
     read_level,
     run_level,
 )
-from generators.parsing import (
-    Reject,
-    extract_json,
-    generate_parsed,
-    is_degenerate,
-    is_refusal,
-    labelled,
-    trim_unfinished,
-)
-from pipelines.llm.base import Messages, Prompt, Sampling
+from generators.parsing import Reject, generate_parsed
+from pipelines.llm.base import Prompt, Sampling
 from pipelines.progress import StageBar
-from pipelines.schema import CORE_SCHEMA, make_example, normalise_text, to_table
+from pipelines.schema import CORE_SCHEMA, make_example, to_table
 from pipelines.shards import atomic_write_jsonl, atomic_write_text, rejects_file, write_shards
 
-TASK_TYPES: dict[str, str] = {
-    "exqa": "extractive question answering",
-    "mcqa": "multiple-choice question answering",
-    "qg": "question generation",
-    "qa": "question answering without choices",
-    "ynqa": "yes-no question answering",
-    "coref": "coreference resolution",
-    "paraphrase": "paraphrase generation",
-    "paraphrase_id": "paraphrase identification",
-    "sent_comp": "sentence completion",
-    "sentiment": "sentiment",
-    "summarization": "summarization",
-    "text_gen": "text generation",
-    "topic_class": "topic classification",
-    "wsd": "word sense disambiguation",
-    "te": "textual entailment",
-    "nli": "natural language inference",
-}
-PIPE = "<|pipe|>"
-CONTEXT = "{{context}}"
 DEFAULT_SAMPLING = Sampling(temperature=0.5, top_p=0.95, max_tokens=256)  # Bonito's defaults
-
-
-def task_type(name: str) -> str:
-    """Short name for a short or full task name (case, spaces, hyphens and underscores ignored)."""
-    key = re.sub(r"[\s_-]+", " ", name.strip().casefold())
-    for short, full in TASK_TYPES.items():
-        if key in (short.replace("_", " "), full.replace("-", " ")):
-            return short
-    raise ValueError(
-        f"unknown task type {name!r}; choose one of: "
-        + ", ".join(f"{s} ({f})" for s, f in TASK_TYPES.items())
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Bonito mode
-
-
-def bonito_prompt(passage: str, task: str) -> str:
-    """The exact Bonito meta-template (a raw string: Bonito models are not chat models)."""
-    return (
-        "<|tasktype|>\n" + TASK_TYPES[task_type(task)] + "\n<|context|>\n" + passage.strip() + "\n<|task|>\n"
-    )
-
-
-def parse_bonito(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
-    """``instruction <|pipe|> response`` -> (instruction template, response); Reject when the
-    pipe is missing, a side is empty, or the response declines."""
-    if PIPE not in text:
-        return Reject(f"missing {PIPE}", text)
-    template, _, response = text.partition(PIPE)
-    template, response = template.strip(), response.split(PIPE)[0].strip()
-    if not template:
-        return Reject("empty instruction", text)
-    if not response:
-        return Reject("empty response", text)
-    if is_refusal(response):
-        return Reject("refusal", text)
-    task = template.replace(CONTEXT, "").strip()
-    bad_task = check_task(task_type(item["task_type"]), task)
-    if bad_task is not None:
-        return Reject(bad_task.reason, text)
-    formed = check_form(task_type(item["task_type"]), response, task, item["text"])
-    if isinstance(formed, Reject):
-        return Reject(formed.reason, text)
-    return {"template": template, "response": formed}
-
-
-# ---------------------------------------------------------------------------------------------
-# Chat mode: one worked example per task type on a fixed passage, then the real passage
-
-EXAMPLE_PASSAGE = (
-    "The city museum opens at 9 am and closes at 5 pm. It is free on Sundays, and children under 12 "
-    "always enter free. Its largest room shows paintings from the 19th century."
-)
-# (task, answer) on EXAMPLE_PASSAGE for every task type.
-CHAT_EXAMPLES: dict[str, tuple[str, str]] = {
-    "exqa": ("What time does the museum close?", "5 pm"),
-    "mcqa": (
-        "On which day is the museum free for everyone?\nA. Monday\nB. Sunday\nC. Friday\nD. Every day",
-        "B. Sunday",
-    ),
-    "qg": (
-        'Write a question whose answer is "children under 12".',
-        "Who can always enter the museum for free?",
-    ),
-    "qa": ("How many hours a day is the museum open?", "Eight hours, from 9 am to 5 pm."),
-    "ynqa": ("Do children under 12 have to pay to enter the museum?", "No"),
-    "coref": ('In the second sentence, what does "It" refer to?', "The city museum"),
-    "paraphrase": (
-        "Rewrite the first sentence in other words.",
-        "The city museum is open from 9 in the morning until 5 in the afternoon.",
-    ),
-    "paraphrase_id": (
-        'Do these two sentences mean the same? 1: "Children under 12 always enter free." 2: "Young children never pay to get in." Answer yes or no.',
-        "Yes",
-    ),
-    "sent_comp": (
-        "Complete the sentence: The largest room of the museum shows ...",
-        "paintings from the 19th century.",
-    ),
-    "sentiment": ("Is the tone of the passage positive, negative or neutral?", "Neutral"),
-    "summarization": (
-        "Summarize the passage in one sentence.",
-        "The city museum is open from 9 to 5, is free on Sundays and for young children, and shows 19th-century paintings.",
-    ),
-    "text_gen": (
-        "Write one sentence that could come next in the passage.",
-        "Guided tours of that room start every hour at the main entrance.",
-    ),
-    "topic_class": ("What is the topic of the passage: sports, culture, science or politics?", "Culture"),
-    "wsd": (
-        'What does the word "room" mean in the last sentence?',
-        "A part of the building with its own walls, here used to show paintings.",
-    ),
-    "te": ('Does the passage imply that "the museum is open at 7 pm"? Answer yes or no.', "No"),
-    "nli": (
-        'Does the passage entail, contradict or say nothing about: "The museum opens at noon."?',
-        "Contradiction",
-    ),
-}
-CHAT_ASK = (
-    "Passage: {passage}\n\nWrite one {full} task that needs this passage, and its answer.\n"
-    "Reply in two lines:\nTask: ...\nAnswer: ..."
-)
-_TASK_LABELS = ("task", "question", "instruction", "q")
-_ANSWER_LABELS = ("answer", "response", "a", "correct answer")
-
-
-def chat_prompt(passage: str, task: str) -> Messages:
-    short = task_type(task)
-    full = TASK_TYPES[short]
-    ex_task, ex_answer = CHAT_EXAMPLES[short]
-    return [
-        {"role": "user", "content": CHAT_ASK.format(passage=EXAMPLE_PASSAGE, full=full)},
-        {"role": "assistant", "content": f"Task: {ex_task}\nAnswer: {ex_answer}"},
-        {"role": "user", "content": CHAT_ASK.format(passage=passage.strip(), full=full)},
-    ]
-
-
-ANSWER_ASK = "{task}\n\nPassage: {passage}\n\n{how}"
-# What the answer's form is (generators/answer_forms.py checks it), said to the model up front.
-_YES_NO_HOW = "Answer with Yes or No only."
-_ANSWER_HOW = {
-    "exqa": "Answer with a short phrase copied from the passage.",
-    "ynqa": _YES_NO_HOW,
-    "paraphrase_id": _YES_NO_HOW,
-    "te": _YES_NO_HOW,
-    "mcqa": "Answer with the letter and the text of the correct option.",
-    "nli": "Answer with one word: Entailment, Contradiction or Neutral.",
-    "sentiment": "Answer with one word: Positive, Negative, Neutral or Mixed.",
-    "coref": "Answer with the words of the passage that it refers to.",
-    "qg": "Answer with the question only.",
-    "topic_class": "Answer with the topic in one or two words.",
-}
-
-
-def answer_prompt(item: dict[str, Any], task: str) -> Messages:
-    """Second call, for a task written without its answer: the model answers its own task."""
-    how = _ANSWER_HOW.get(item["task_type"], "Answer briefly, using the passage.")
-    return [{"role": "user", "content": ANSWER_ASK.format(task=task, passage=item["text"].strip(), how=how)}]
-
-
-def check_answer(answer: str, item: dict[str, Any], raw: str, task: str = "") -> str | Reject:
-    """An answer is usable when it is non-empty, does not decline, is not the worked example's
-    answer, and has its task type's form (:func:`generators.answer_forms.check_form`: yes/no,
-    one of the options, a span of the passage, not the ``task`` repeated...), maybe normalised."""
-    answer = re.sub(r"(?i)^\s*[*_]*(?:answer|response)[*_]*\s*[:：][*_]*\s*", "", answer.strip()).strip()
-    if not answer:
-        return Reject("empty answer", raw)
-    if is_refusal(answer):
-        return Reject("refusal", raw)
-    if is_degenerate(answer):
-        return Reject("degenerate repetition", raw)
-    answer = trim_unfinished(answer)
-    passage = normalise_text(item["text"])
-    norm = normalise_text(answer).strip(" .\"'")
-    example_answer = normalise_text(CHAT_EXAMPLES[item["task_type"]][1]).strip(" .\"'")
-    if norm == example_answer and len(norm.split()) > 1 and norm not in passage:
-        return Reject("copies the worked example", raw)
-    formed = check_form(item["task_type"], answer, task, item["text"])
-    if isinstance(formed, Reject):
-        return Reject(formed.reason, raw)
-    return formed
-
-
-def parse_chat(text: str, item: dict[str, Any]) -> dict[str, Any] | Reject:
-    """``Task: ...`` / ``Answer: ...`` (labels in any case, markdown allowed; or a JSON object).
-
-    A task without an answer is kept with ``response`` None: :func:`run_bonito` asks for the
-    answer in a second call (small models often stop after the first line)."""
-    task = labelled(text, _TASK_LABELS, _ANSWER_LABELS)
-    answer = labelled(text, _ANSWER_LABELS, _TASK_LABELS + ("passage", "explanation"))
-    if task is None:
-        data = extract_json(text)
-        if isinstance(data, dict):
-            task = next((str(data[k]) for k in ("task", "instruction", "question") if data.get(k)), None)
-            answer = next((str(data[k]) for k in ("answer", "response", "output") if data.get(k)), None)
-    if task is None:
-        return Reject("no 'Task:' line", text)
-    task = task.strip()
-    if len(task.split()) < 3:
-        return Reject("task shorter than 3 words", text)
-    if normalise_text(task) == normalise_text(CHAT_EXAMPLES[item["task_type"]][0]):
-        return Reject("copies the worked example", text)
-    if len(normalise_text(task)) > 40 and normalise_text(task) in normalise_text(item["text"]):
-        return Reject("task is a copy of the passage", text)
-    bad_task = check_task(item["task_type"], task)
-    if bad_task is not None:
-        return Reject(bad_task.reason, text)
-    if answer is None or not answer.strip():
-        return {"template": task, "response": None}
-    checked = check_answer(answer, item, text, task)
-    if isinstance(checked, Reject):
-        return checked
-    return {"template": task, "response": checked}
-
-
-# ---------------------------------------------------------------------------------------------
-# Running over passages
 
 
 def build_prompt(item: dict[str, Any], mode: str) -> Prompt:
@@ -428,7 +211,7 @@ def run_bonito(
 
     # Tasks done per shard; generation batches and tok/s in between (pipelines.progress).
     bar = StageBar("bonito", len(items), enabled=progress, unit="task")
-    prompts = fingerprint([CHAT_ASK, CHAT_EXAMPLES, EXAMPLE_PASSAGE, ANSWER_ASK, _ANSWER_HOW])
+    prompts = fingerprint([CHAT_ASK, CHAT_EXAMPLES, EXAMPLE_PASSAGE, ANSWER_ASK, ANSWER_HOW])
     params = {
         "prompts": prompts,
         "mode": mode,

@@ -21,7 +21,8 @@ import polars as pl
 from instruct_selectors.color_filter import color_k
 from instruct_selectors.dedup import DedupState, decide_arrays
 from instruct_selectors.diversity import cluster_stratified, embedding_matrix, k_center_greedy
-from instruct_selectors.policies import (
+from instruct_selectors.policy_apply import column_values
+from instruct_selectors.policy_steps import (
     Decontaminate,
     Dedup,
     Diversify,
@@ -30,7 +31,6 @@ from instruct_selectors.policies import (
     Ratio,
     Threshold,
     TopK,
-    _values,
     label,
 )
 
@@ -78,7 +78,7 @@ class Result:
 
 
 def _ranked(rows: np.ndarray, v: np.ndarray, id_rank: np.ndarray, largest: bool) -> np.ndarray:
-    """policies._ranked: by value (best first), ties by id, NaN last; stable on the incoming order."""
+    """policy_apply._ranked: by value (best first), ties by id, NaN last; stable on the incoming order."""
     vals = v[rows]
     nan = np.isnan(vals)
     key = np.where(nan, 0.0, -vals if largest else vals)
@@ -86,12 +86,12 @@ def _ranked(rows: np.ndarray, v: np.ndarray, id_rank: np.ndarray, largest: bool)
 
 
 def _random_order(rows: np.ndarray, keys: np.ndarray, id_rank: np.ndarray) -> np.ndarray:
-    """policies._random_order: by the seeded hash of the id, then the id."""
+    """policy_apply._random_order: by the seeded hash of the id, then the id."""
     return rows[np.lexsort((np.arange(rows.size), id_rank[rows], keys[rows]))]
 
 
 def _truthy(s: pl.Series) -> np.ndarray:
-    """``bool(value)`` of each entry, as policies' decontaminate step tests it."""
+    """``bool(value)`` of each entry, as policy_apply's decontaminate step tests it."""
     if s.dtype == pl.Utf8:
         return (s.is_not_null() & (s.str.len_bytes() > 0)).to_numpy()
     if s.dtype == pl.Boolean:
@@ -102,7 +102,7 @@ def _truthy(s: pl.Series) -> np.ndarray:
 
 
 def _strata(c: Compact, step: Quota, at: int) -> Strata:
-    if step.field in c.table.columns:  # a column (also one that ``finish`` added), as policies._strata
+    if step.field in c.table.columns:  # a column (also one that ``finish`` added), as policy_apply._strata
         s = c.table[step.field]
         s = s if s.dtype == pl.Utf8 else pl.Series([None if v is None else str(v) for v in s.to_list()],
                                                    dtype=pl.Utf8)
@@ -114,7 +114,7 @@ def _strata(c: Compact, step: Quota, at: int) -> Strata:
 
 def _quota(step: Quota, c: Compact, at: int, rows: np.ndarray, name: str) -> tuple[np.ndarray, str]:
     st = _strata(c, step, at)
-    v = _values(c.table, step.column, name) if step.column else None
+    v = column_values(c.table, step.column, name) if step.column else None
     code = st.codes[rows]
     pos = np.arange(rows.size)
     if v is not None:
@@ -185,7 +185,7 @@ def _apply(step, at: int, c: Compact, rows: np.ndarray, res: Result, codes: dict
         res.dup_of[rows[dup]] = of[dup]
         return rows[~dup], f"exact={int((kind == 1).sum())} near={int((kind == 2).sum())}"
     if isinstance(step, Threshold):
-        v = _values(c.table, step.column, name)
+        v = column_values(c.table, step.column, name)
         cand = v[rows]
         finite = cand[~np.isnan(cand)]
         lo = (step.min if step.min is not None else
@@ -204,7 +204,7 @@ def _apply(step, at: int, c: Compact, rows: np.ndarray, res: Result, codes: dict
         ok = np.where(nan, step.keep_null, ok)
         return rows[ok], f"bounds=[{lo}, {hi}]"
     if isinstance(step, TopK):
-        v = _values(c.table, step.column, name)
+        v = column_values(c.table, step.column, name)
         k = step.count(rows.size)
         return _ranked(rows, v, c.id_rank, step.largest)[:k], f"k={k}"
     if isinstance(step, Ratio):

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from instruct_selectors.compact_select import Compact, Result, Strata, select_compact
 from instruct_selectors.dedup import StateWriter, row_texts
-from instruct_selectors.policies import (
+from instruct_selectors.policy_steps import (
     Dedup,
     Diversify,
     Quota,
@@ -119,7 +119,7 @@ def id_rank(keys: np.ndarray, read_ids: Callable[[np.ndarray], list[str]]) -> np
 
 
 def _random_keys(ids: pl.Series, seed: int) -> np.ndarray:
-    """policies._random_order's key of each id (8-byte blake2b, big-endian) as uint64."""
+    """policy_apply._random_order's key of each id (8-byte blake2b, big-endian) as uint64."""
     return np.fromiter((int.from_bytes(hashlib.blake2b(f"{seed}\x1f{i}".encode(), digest_size=8).digest(), "big")
                         for i in ids.to_list()), dtype=np.uint64, count=ids.len())
 

@@ -9,14 +9,9 @@ import json
 import pytest
 
 from generators.answer_forms import check_form, options
-from generators.bonito import (
-    CHAT_EXAMPLES,
-    EXAMPLE_PASSAGE,
-    check_answer,
-    parse_bonito,
-    parse_chat,
-    run_bonito,
-)
+from generators.bonito import run_bonito
+from generators.bonito_chat import CHAT_EXAMPLES, EXAMPLE_PASSAGE, check_answer, parse_chat
+from generators.bonito_template import parse_bonito
 from generators.glan import run_glan
 from generators.glan_level_run import GlanSettings
 from generators.glan_levels import run_syllabi

@@ -6,17 +6,9 @@ import json
 
 import pytest
 
-from generators.bonito import (
-    CHAT_EXAMPLES,
-    TASK_TYPES,
-    bonito_prompt,
-    chat_prompt,
-    parse_bonito,
-    parse_chat,
-    run_bonito,
-    task_type,
-    to_row,
-)
+from generators.bonito import run_bonito, to_row
+from generators.bonito_chat import CHAT_EXAMPLES, chat_prompt, parse_chat
+from generators.bonito_template import TASK_TYPES, bonito_prompt, parse_bonito, task_type
 from generators.parsing import Reject
 from pipelines.shards import read_rejects, read_shards
 
@@ -227,14 +219,14 @@ def test_missing_answers_come_from_a_second_call(tmp_path):
     assert counts["examples"] == 7 and counts["rejects"] == 0
     assert set(read_shards(tmp_path / "examples")["response"]) == {"2019"}
     exqa = {**ITEM, "task_type": "exqa"}
-    from generators.bonito import check_answer
+    from generators.bonito_chat import check_answer
 
     assert check_answer("Answer: 7:15", exqa, "raw") == "7:15"
     assert check_answer("8:30", exqa, "raw").reason == "extractive answer not found in the passage"
 
 
 def test_looping_and_unfinished_answers():
-    from generators.bonito import check_answer
+    from generators.bonito_chat import check_answer
 
     qa = {**ITEM, "task_type": "qa"}
     assert check_answer("1.5.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1", qa, "raw").reason == "degenerate repetition"
@@ -246,7 +238,7 @@ def test_looping_and_unfinished_answers():
 
 
 def test_extractive_span_ignores_case_and_punctuation():
-    from generators.bonito import is_span
+    from generators.answer_forms import is_span
 
     passage = "made between Hanover Direct, Inc. (\u201cHDI\u201d), a New Jersey Corporation"
     assert is_span('"HDI"', passage) and is_span("hanover direct inc", passage)

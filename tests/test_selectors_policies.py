@@ -5,7 +5,8 @@ import polars as pl
 import pytest
 from instruct_selectors.dedup import find_duplicates
 from instruct_selectors.diversity import cluster_stratified, k_center_greedy
-from instruct_selectors.policies import TopK, parse_steps, select
+from instruct_selectors.policies import select
+from instruct_selectors.policy_steps import TopK, parse_steps
 
 from pipelines.schema import make_example, to_table
 

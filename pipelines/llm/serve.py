@@ -28,35 +28,32 @@ A POST body needs a Content-Length (400 when missing, not a number or negative; 
 that promises more bytes than it sends cannot hold a thread for ever. A body that is not a JSON
 object, or a field of the wrong type (``"max_tokens": "abc"``), is a 400 with a message; a 500
 means the backend itself failed (clients retry those).
+
+The HTTP layer (key, body limits, routing) is ``serve_http.py``; request fields -> Sampling is
+``serve_request.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hmac
 import ipaddress
-import json
 import os
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from pipelines.llm.base import LLM, Sampling
+from pipelines.llm.serve_http import make_handler
+from pipelines.llm.serve_request import BadRequest, sampling_from_request
 
 Hook = Callable[[str, dict], "tuple | None"]
 
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a long prompt is ~100 KB; token-id batches stay far below this
 REQUEST_TIMEOUT_S = 60.0  # per socket read or write, not per request: generation may take longer
-
-
-class BadRequest(ValueError):
-    pass
 
 
 def is_loopback(host: str) -> bool:
@@ -67,58 +64,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name other than localhost, or "" (every address)
         return False
-
-
-def _number(body: dict[str, Any], name: str, default: Any, integer: bool = False) -> Any:
-    """``body[name]`` checked to be a number (a whole one if ``integer``); ``default`` when absent or null."""
-    value = body.get(name)
-    if value is None:
-        return default
-    kinds = int if integer else int | float
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise BadRequest(f"'{name}' must be {'an integer' if integer else 'a number'}, got {value!r:.40}")
-    return value
-
-
-def sampling_from_request(body: dict[str, Any], default_max_tokens: int = 256) -> Sampling:
-    """OpenAI request fields -> Sampling (OpenAI's defaults where a field is absent); BadRequest
-    names a field of the wrong type or range."""
-    stop = body.get("stop") or ()
-    stop = (stop,) if isinstance(stop, str) else stop
-    if not isinstance(stop, list | tuple) or not all(isinstance(s, str) for s in stop):
-        raise BadRequest("'stop' must be a string or a list of strings")
-    key = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
-    max_tokens = _number(body, key, default_max_tokens, integer=True)
-    temperature, top_p = _number(body, "temperature", 1.0), _number(body, "top_p", 1.0)
-    if max_tokens < 0 or temperature < 0 or not 0 < top_p <= 1:
-        raise BadRequest("need max_tokens >= 0, temperature >= 0 and 0 < top_p <= 1")
-    if _number(body, "n", 1, integer=True) != 1:
-        raise BadRequest("only n=1 is supported")
-    return Sampling(
-        temperature=float(temperature),
-        top_p=float(top_p),
-        max_tokens=max_tokens,
-        seed=_number(body, "seed", 0, integer=True),
-        stop=tuple(stop),
-        json_schema=_requested_schema(body),
-    )
-
-
-def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The JSON schema of an OpenAI ``response_format`` request, handed to the backend (which
-    constrains decoding to it when it can: LLM.structured_output)."""
-    fmt = body.get("response_format")
-    if not fmt:
-        return None
-    if not isinstance(fmt, dict):
-        raise BadRequest("'response_format' must be an object")
-    if fmt.get("type") != "json_schema":
-        return None
-    spec = fmt.get("json_schema") or {}
-    schema = spec.get("schema") if isinstance(spec, dict) else None
-    if not isinstance(schema, dict):
-        raise BadRequest("response_format.json_schema.schema must be an object")
-    return schema
 
 
 class OpenAICompatServer:
@@ -143,7 +88,7 @@ class OpenAICompatServer:
         self.backend, self.model_name, self.before_request = backend, model_name, before_request
         self.api_key, self.max_body_bytes, self.request_timeout = api_key, max_body_bytes, request_timeout
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._httpd = ThreadingHTTPServer((host, port), make_handler(self))
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False  # a client that hung up must not block stop()
         self._thread: threading.Thread | None = None
@@ -298,109 +243,6 @@ class OpenAICompatServer:
             "top_logprobs": [None if v is None else {t: v} for t, v in zip(tokens, values, strict=True)],
             "text_offset": offsets,
         }
-
-
-def _make_handler(server: OpenAICompatServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
-        timeout = server.request_timeout  # each socket read/write: a stalled client frees its thread
-
-        def log_message(self, format, *args):  # quiet: tests and pipelines log their own way
-            pass
-
-        def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-            data = json.dumps(payload).encode("utf-8")
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, str(v))
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (e.g. its timeout): nothing to tell it
-
-        def _error(self, status: int, message: str) -> None:
-            kind = "invalid_request_error" if status < 500 else "server_error"
-            self._send(status, {"error": {"message": message, "type": kind, "code": status}})
-
-        def _refuse(self, status: int, message: str, headers: dict | None = None) -> None:
-            """An error answer after which the connection closes (its body may be unread)."""
-            self.close_connection = True
-            kind = "authentication_error" if status == 401 else "invalid_request_error"
-            self._send(status, {"error": {"message": message, "type": kind, "code": status}},
-                       {"Connection": "close", **(headers or {})})
-
-        def _authorized(self) -> bool:
-            if not server.api_key:
-                return True
-            given = self.headers.get("Authorization") or ""
-            scheme, _, token = given.partition(" ")
-            return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), server.api_key.encode())
-
-        def _read_body(self) -> dict | None:
-            """The POST body as a JSON object, or None once an error answer was sent."""
-            raw = self.headers.get("Content-Length")
-            if raw is None:
-                return self._refuse(400, "Content-Length is required (chunked bodies are not supported)")
-            if not re.fullmatch(r"[0-9]{1,20}", raw.strip()):
-                return self._refuse(400, f"Content-Length must be a non-negative integer, got {raw[:40]!r}")
-            length = int(raw)
-            if length > server.max_body_bytes:
-                return self._refuse(413, f"request body of {length} bytes is over the limit of {server.max_body_bytes}")
-            try:
-                data = self.rfile.read(length)
-            except TimeoutError:
-                return self._refuse(408, f"request body not received within {server.request_timeout:g}s")
-            if len(data) < length:
-                return self._refuse(400, f"request body has {len(data)} of its {length} bytes")
-            try:
-                body = json.loads(data or b"{}")
-            except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
-                return self._refuse(400, f"request body is not JSON: {e}")
-            if not isinstance(body, dict):
-                return self._refuse(400, f"request body must be a JSON object, not {type(body).__name__}")
-            return body
-
-        def _route(self, method: str) -> None:
-            path = self.path.split("?", 1)[0].rstrip("/")
-            if not self._authorized():
-                return self._refuse(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                                    {"WWW-Authenticate": "Bearer"})
-            body: dict = {}
-            if method == "POST":
-                body = self._read_body()
-                if body is None:
-                    return
-            if server.before_request is not None:
-                answer = server.before_request(path, body)
-                if callable(answer):
-                    return answer(self)
-                if answer is not None:
-                    return self._send(*answer)
-            routes = {
-                ("GET", "/v1/models"): lambda b: server.models(),
-                ("POST", "/v1/chat/completions"): server.chat_completions,
-                ("POST", "/v1/completions"): server.completions,
-            }
-            handler = routes.get((method, path))
-            if handler is None:
-                return self._error(404, f"no route {method} {path}")
-            try:
-                self._send(200, handler(body))
-            except BadRequest as e:
-                self._error(400, str(e))
-            except Exception as e:  # a backend failure is the server's fault: 500, so clients retry
-                self._error(int(HTTPStatus.INTERNAL_SERVER_ERROR), f"{type(e).__name__}: {e}")
-
-        def do_GET(self):
-            self._route("GET")
-
-        def do_POST(self):
-            self._route("POST")
-
-    return Handler
 
 
 def main(argv: list[str] | None = None) -> None:
