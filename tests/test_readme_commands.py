@@ -8,6 +8,7 @@ Placeholders (``my_data.jsonl``, ``data.jsonl``) become small files made here.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -45,6 +46,18 @@ def _argv(command: str, tmp: Path) -> list[str]:
     return [module, "--help"]
 
 
+def _readme_plugin_package(tmp: Path) -> None:
+    """The README's own score and filter example, as the file it says to write (``# mypkg/x.py``)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        first = block.splitlines()[0]
+        if first.startswith("# mypkg/"):
+            path = tmp / first[2:].strip()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            (path.parent / "__init__.py").touch()
+            path.write_text(block, encoding="utf-8")
+
+
 def test_readme_lists_the_main_commands():
     modules = {c.split()[0] for c in readme_commands()}
     assert {"flows.build_dataset", "flows.stages", "pipelines.io", "benchmarks.selection"} <= modules
@@ -55,6 +68,9 @@ def test_readme_command_runs(command, tmp_path):
     rows = [{"instruction": "Say hi.", "input": "", "output": "Hi."}, {"instruction": "Add 2 and 2.", "output": "4"}]
     for name in ("my_data.jsonl", "data.jsonl"):
         atomic_write_jsonl(rows, tmp_path / name)
+    _readme_plugin_package(tmp_path)
     argv = _argv(command, tmp_path)
-    res = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=env)
     assert res.returncode == 0, f"{' '.join(argv)}\n{res.stderr[-2000:]}"
