@@ -31,7 +31,6 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # run on a fresh machine failed that way. A user's own setting still wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
-from instruct_selectors.scores.catalogue import BUILTIN_NAMES  # noqa: E402
 from prefect import flow, task, unmapped  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
@@ -41,6 +40,7 @@ from flows.pipeline import BY_NAME, STAGE_NAMES, check_inputs, run_keyed, stages
 from flows.run_folder import RunFolder, RunFolderConflict  # noqa: E402
 from flows.run_lock import RunFolderBusy  # noqa: E402
 from flows.stages.base import StageContext  # noqa: E402
+from instruct_selectors.scores.catalogue import BUILTIN_NAMES  # noqa: E402
 from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
 from pipelines.llm import BACKENDS  # noqa: E402
 from pipelines.shards import WriteError  # noqa: E402
@@ -276,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in result["report"].items():
         print(f"report ({name}): {path}")
     print(f"rows kept: {result['kept']}")
+    trained = next((r for r in result["stages"] if r["stage"] == "train" and r.get("comparison")), None)
+    if trained:
+        from pipelines.finetune.compare import comparison_text
+
+        print("\n=== does the selection beat random? (held-out loss, lower is better) ===")
+        print(comparison_text(trained["comparison"]))
     return 0
 
 
