@@ -2,7 +2,7 @@
 
     python -m flows.build_dataset                         # default run: embedded SmolLM2, data/
     python -m flows.build_dataset --config data/configs/default.toml --set run.seed=1
-    python -m flows.build_dataset --train lora            # also fine-tune and evaluate
+    python -m flows.build_dataset --train lora            # also fine-tune, evaluate, compare with random
     python -m flows.build_dataset --task-runner dask --dask-workers 2
     python -m flows.build_dataset --serve --cron "0 3 * * *"
 
