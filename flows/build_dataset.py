@@ -2,7 +2,7 @@
 
     python -m flows.build_dataset                         # default run: embedded SmolLM2, data/
     python -m flows.build_dataset --config data/configs/default.toml --set run.seed=1
-    python -m flows.build_dataset --train lora            # also fine-tune and evaluate
+    python -m flows.build_dataset --train lora            # also fine-tune, evaluate, compare with random
     python -m flows.build_dataset --task-runner dask --dask-workers 2
     python -m flows.build_dataset --serve --cron "0 3 * * *"
 
@@ -276,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in result["report"].items():
         print(f"report ({name}): {path}")
     print(f"rows kept: {result['kept']}")
+    trained = next((r for r in result["stages"] if r["stage"] == "train" and r.get("comparison")), None)
+    if trained:
+        from pipelines.finetune.compare import comparison_text
+
+        print("\n=== does the selection beat random? (held-out loss, lower is better) ===")
+        print(comparison_text(trained["comparison"]))
     return 0
 
 

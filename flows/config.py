@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.finetune.methods import METHOD_CHOICES
+from flows.config_train import TrainConfig
 from pipelines.llm import BACKENDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +143,8 @@ class ScoreConfig(_Section):
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per score name "
                                                "(a score's own settings, e.g. a custom score's)")
     target: str | None = Field("data/target.jsonl", description="target (downstream) rows for target_sim, otd and CoLoR-Filter")
+    target_holdout: float = Field(0.3, ge=0, lt=1, description="share of the target rows (seeded by run.seed) kept "
+                                  "from the condition stage: train evaluates on them, select decontaminates against them")
     conditional_method: Literal["lora", "full"] = "lora"
     conditional_epochs: float = Field(1.0, gt=0)
     color_reduction: Literal["mean", "sum"] = Field("sum", description="CoLoR's L over response tokens: sum (= -log p(response)), or per-token mean (ranks 1-token answers first)")
@@ -213,12 +215,13 @@ class SelectConfig(_Section):
             raise ValueError("a decontaminate step needs select.decontaminate.against (the eval set files)")
         return self
 
-    def steps_to_run(self) -> list[dict[str, Any]]:
-        """The steps, with decontamination first when eval sets are given and no step places it."""
+    def steps_to_run(self, held_out: bool = False) -> list[dict[str, Any]]:
+        """The steps, with decontamination first when eval sets are given (or target rows are
+        held out: ``held_out``) and no step places it."""
         steps = list(self.steps)
         if self.custom and not any("filter" in step for step in steps):
             steps = [{"filter": {}}, *steps]
-        if self.decontaminate.against and not any("decontaminate" in step for step in steps):
+        if (self.decontaminate.against or held_out) and not any("decontaminate" in step for step in steps):
             steps = [{"decontaminate": {}}, *steps]
         return steps
 
@@ -248,32 +251,6 @@ class ExportConfig(_Section):
     private: bool = True
     include_dropped: bool = Field(False, description="export every row with its keep/reason columns")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="hold out this share of rows as a seeded test split (test/ beside the train files; both pushed)")
-
-
-class ControlTokensConfig(_Section):
-    """Conditional training (Korbak et al. 2023; pipelines/finetune/control.py): every row of the
-    selection table trains, its prompt prefixed <|good|> when ``column`` passes the cut-off, else
-    <|bad|>; evaluation asks with <|good|>."""
-
-    column: str = Field(description="a score column this run computes, e.g. score_judge")
-    threshold: float | None = Field(None, description="good: column >= threshold")
-    quantile: float | None = Field(None, ge=0, le=1, description="or: the cut-off is this quantile of the scores")
-    largest: bool = Field(True, description="false: good is column <= the cut-off (lower is better)")
-
-    @model_validator(mode="after")
-    def _one_cutoff(self):
-        if (self.threshold is None) == (self.quantile is None):
-            raise ValueError("give exactly one of threshold or quantile")
-        return self
-
-
-class TrainConfig(_Section):
-    method: Literal[METHOD_CHOICES] | None = None
-    max_steps: int | None = Field(30, description="None: one epoch")
-    eval_path: str | None = Field(None, description="held-out set to evaluate on (default: score.target)")
-    conditional_indicator: bool = Field(False, description="append [IND] to context-dependent rows (the ctx_dependent column)")
-    control_tokens: ControlTokensConfig | None = Field(None, description="train on every selected row with <|good|>/<|bad|> prefixes (off: None)")
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class PipelineConfig(_Section):

@@ -42,8 +42,9 @@ def user_files(cfg: PipelineConfig, stage: str) -> list[str]:
         "generate_text": [g.text.path],
         "collect": list(g.inputs),
         "condition": [cfg.score.target] if cfg.score.target else [],
-        "select": list(cfg.select.decontaminate.against),
-        "train": [cfg.train.eval_path or cfg.score.target] if cfg.score.target or cfg.train.eval_path else [],
+        # select decontaminates against the target's held-out rows; train evaluates on them
+        "select": list(cfg.select.decontaminate.against) + ([cfg.score.target] if cfg.score.target else []),
+        "train": [p for p in (cfg.train.eval_path, cfg.score.target) if p],
     }.get(stage, [])
 
 

@@ -153,6 +153,10 @@ class RunFolder:
     def train(self) -> Path:
         return self.root / "train"
 
+    def train_arm(self, arm: str) -> Path:
+        """One training arm's folder (``selected``, ``random-s0``, ``whole``): model, metrics, arm.json."""
+        return self.train / arm
+
     @property
     def control_rows(self) -> Path:
         """train.control_tokens: every selected row with its <|good|>/<|bad|> label, the trainer's input."""

@@ -263,6 +263,19 @@ def losses_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
     return ["## Cut or left out", "", *lines, ""] if lines else []
 
 
+def comparison_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The train record's arms table (pipelines.finetune.compare) and its selection_gain line."""
+    from pipelines.finetune.compare import gain_line
+
+    cmp = next((s["comparison"] for s in stages if s.get("stage") == "train" and s.get("comparison")), None)
+    if not cmp:
+        return []
+    return ["## Does the selection beat random?", "",
+            "Held-out loss (lower is better) after the same training on each arm's rows: base is the "
+            "untrained model, random draws as many rows as selected from the candidates it chose from.", "",
+            markdown_table(cmp["rows"], cmp["columns"]), f"`{gain_line(cmp.get('selection_gain'))}`", ""]
+
+
 def _selection_section(table: pl.DataFrame) -> list[str]:
     if "keep" not in table.columns:
         return []
@@ -306,6 +319,7 @@ def write_run_report(
         "",
     ]
     lines += ["## Stages", "", stage_counts_table(stages)]
+    lines += comparison_section(stages)
     lines += losses_section(stages)
     lines += usage_section(stages)
     lines += decontamination_section(stages)

@@ -266,9 +266,11 @@ def test_train_stage_with_control_tokens_trains_on_every_selected_row(tmp_path):
     test_ids = set(pl.read_parquet(run.path(exported["outputs"]["test_parquet"]))["id"])
     trained = pl.read_parquet(run.control_rows)
     assert not test_ids & set(trained["id"]) and trained.height == 9
-    saved = json.loads((run.train / "run_settings.json").read_text())
-    assert saved["control_tokens"] is True and set(CONTROL_TOKENS) <= set(load_run(run.train)[1].get_vocab())
-    assert "eval_loss" in record["metrics"] and (run.train / "predictions.jsonl").exists()
+    arm = run.train_arm("selected")  # the only arm: there is no selection to compare with random
+    saved = json.loads((arm / "run_settings.json").read_text())
+    assert saved["control_tokens"] is True and set(CONTROL_TOKENS) <= set(load_run(arm)[1].get_vocab())
+    assert "eval_loss" in record["metrics"] and (arm / "predictions.jsonl").exists()
+    assert set(record["arms"]) == {"selected"} and "train.compare skipped" in record["notes"][0]
 
 
 def test_command_lines_label_a_selection_and_train_on_it(tmp_path, labelled_files, capsys):

@@ -137,7 +137,7 @@ def test_flow_config_with_otd_validates_and_runs_through_the_stages(run_and_cfg)
     conditioned = run_stage("condition", run, cfg)
     path = run.path(conditioned["target_matrix"])  # records name files relative to the run folder
     assert path.parent == run.conditional and "target_embedding" not in conditioned
-    assert np.load(path).shape[0] == 3
+    assert np.load(path).shape[0] == 2  # 3 target rows, 1 held out for train (score.target_holdout)
     mtime = path.stat().st_mtime_ns
     assert run.path(run_stage("condition", run, cfg)["target_matrix"]) == path and path.stat().st_mtime_ns == mtime  # cached
     run_stage("score", run, cfg)

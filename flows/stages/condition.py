@@ -1,6 +1,10 @@
 """What the target set gives the scores, each built once and reused: CoLoR-Filter's conditional
 model (the prior fine-tuned on the target rows), target_sim's target embedding and otd's target
-rows (one embedding per target row, from the same pass). Runs when a score declares a ``target``."""
+rows (one embedding per target row, from the same pass). Runs when a score declares a ``target``.
+
+Only the conditioning part of the target reaches them: ``score.target_holdout`` of its rows are
+held out (flows.target_parts) for the train stage to evaluate on; their ids are in
+``conditional/target-split.json``."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import polars as pl
 from flows.config import PipelineConfig, resolve_path
 from flows.llm_cache import get_llm
 from flows.stages.base import StageContext, StageSpec, record
+from flows.target_parts import target_parts, write_split
 from flows.usage import saved_usage, stage_usage
 from pipelines.shards import atomic_write_bytes
 
@@ -36,10 +41,9 @@ def _check(cfg: PipelineConfig) -> dict[str, int]:
 def _run(ctx: StageContext) -> dict[str, Any]:
     from instruct_selectors.color_filter import build_conditional, fingerprint
 
-    from pipelines.io import read_examples
-
     cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
-    target = read_examples(resolve_path(cfg.score.target), strict_encoding=cfg.io.strict_encoding).table
+    parts = target_parts(cfg)
+    target, split = parts.conditioning, parts.split
     needed, made = targets_needed(cfg), {}
     if "conditional_model" in needed:
         made["conditional_model"] = str(build_conditional(
@@ -50,7 +54,11 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         key = fingerprint(cfg.model.model, target, {"pooling": cfg.score.target_pooling,
                                                     "max_length": cfg.model.max_length})
         made |= _target_embeddings(cfg, ctx, target, key, needed)
-    return record(run, STAGE.name, t0, rows_in=target.height, usage=saved_usage(cfg, run, STAGE.name), **made)
+    held = {"conditioning": len(split.conditioning), "held_out": len(split.held_out),
+            "file": str(write_split(run, parts))}
+    return record(run, STAGE.name, t0, rows_in=target.height + parts.held_out.height, rows_out=target.height,
+                  target_split=held, notes=[split.note] if split.note else [],
+                  usage=saved_usage(cfg, run, STAGE.name), **made)
 
 
 def _target_embeddings(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFrame, key: str,

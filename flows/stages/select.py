@@ -1,6 +1,8 @@
 """Select over the scored shards in two passes (instruct_selectors.stream_select): memory holds
 per-row state only (ids, the columns the steps read, dedup hashes), not the texts. Decontamination
-marks and the user's row filters (select.custom) are applied to each shard as it is read."""
+marks and the user's row filters (select.custom) are applied to each shard as it is read. The
+target rows held out of the condition stage (flows.target_parts) join the decontamination eval
+sets by themselves: train evaluates on them, so no pool row may quote one."""
 
 from __future__ import annotations
 
@@ -22,6 +24,16 @@ def eval_sets(paths: list[str]) -> dict[str, pl.DataFrame]:
     names = [Path(p).name for p in paths]
     return {(n if names.count(n) == 1 else p): read_examples(resolve_path(p)).table
             for n, p in zip(names, paths, strict=True)}
+
+
+def held_out_set(cfg: PipelineConfig) -> dict[str, pl.DataFrame]:
+    """{"<target file> (held out)": the target rows held out of the condition stage}, or {} when none."""
+    from flows.target_parts import target_parts
+
+    parts = target_parts(cfg)
+    if parts is None or parts.held_out.is_empty():
+        return {}
+    return {f"{Path(cfg.score.target).name} (held out)": parts.held_out}
 
 
 def _check(cfg: PipelineConfig) -> dict[str, int]:
@@ -67,10 +79,11 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     decontam, extra = cfg.select.decontaminate, {}
     shards = list_shards(run.scored)
     marks, carry = [], []
-    if decontam.against:
+    against = eval_sets(decontam.against) | held_out_set(cfg)
+    if against:
         from instruct_selectors import decontam as dc
 
-        index = dc.build_index(eval_sets(decontam.against), n=decontam.n)  # once; shards stream through it
+        index = dc.build_index(against, n=decontam.n)  # once; shards stream through it
         marks.append(lambda t: dc.mark(t, index))
         carry.append(dc.COLUMN)
     filters = load_filters(cfg.select.custom)
@@ -86,10 +99,10 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     column, finish = _context_flag(cfg, shards)
     if column:
         carry.append(column)
-    summary, compact = select_shards(shards, cfg.select.steps_to_run(), run.selected, prepare=prepare,
-                                     carry=carry, finish=finish)
-    if decontam.against:
-        extra["decontamination"] = {"against": list(decontam.against), "n": decontam.n,
+    summary, compact = select_shards(shards, cfg.select.steps_to_run(held_out=bool(against)), run.selected,
+                                     prepare=prepare, carry=carry, finish=finish)
+    if against:
+        extra["decontamination"] = {"against": list(against), "n": decontam.n,
                                     "eval_ngrams": index.sizes(), **dc.contamination_counts(compact)}
     atomic_write_text(run.selection_summary, summary.write_json())
     kept = int(compact["keep"].sum())

@@ -82,7 +82,7 @@ def run_training(
 
     ``opts``: train_model's keywords (epochs, max_steps, learning_rate, batch_size, max_length,
     seed, options, conditional_indicator, control_tokens) and train_limit (first N rows), device, eval_limit,
-    eval_before (held-out loss of the untrained model too), max_new_tokens (QA generation; 0
+    eval_before (held-out loss, and EM/F1 on QA rows, of the untrained model too), max_new_tokens (QA generation; 0
     skips it), extra_eval (a training method's own evaluation on the QA eval rows, its metrics
     merged in: :class:`pipelines.finetune.evaluate.ExtraEval`). With an eval file of context-QA
     rows, exact match / token F1 are reported, with and without the indicator when ``conditional_indicator`` is on; with ``control_tokens`` every
@@ -141,7 +141,7 @@ def run_training(
     if eval_rows is not None and opts.get("eval_before", False):
         if indicator or control:  # the untrained model, asked the way the trained one will be
             ensure_tokens(tok, tag_tokens(prompt_tags(indicator, control, CONTROL_TAG)), mdl)
-        before = evaluate_run(mdl, tok, eval_rows, **{**eval_kw, "max_new_tokens": 0})
+        before = evaluate_run(mdl, tok, eval_rows, **eval_kw)  # EM/F1 too on QA rows: the base row of a comparison
     # Train the loaded model itself (no copy) and keep a LoRA adapter unmerged so it saves as an adapter.
     trained, metrics = train_model(
         mdl, tok, rows, method, options={**options, "inplace": True, "merge": False}, **train_kw

@@ -1,0 +1,86 @@
+"""The train stage's control arms on the tiny model, stage by stage: the held-out target rows
+decontaminate the pool and are what every arm evaluates on, the random arms draw as many rows as
+the selection from the rows it chose from, the table and the selection_gain line reach the record
+and the report, and a finished arm is not trained again."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from flows.config import load_config
+from flows.pipeline import run_stage
+from flows.run_folder import RunFolder
+from flows.target_parts import target_parts
+from pipelines.shards import atomic_write_jsonl
+
+
+def _stat(path):
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_train_arms_compare_the_selection_with_random_and_resume(tmp_path):
+    target, data = tmp_path / "target.jsonl", tmp_path / "in.jsonl"
+    atomic_write_jsonl([{"question": f"How many pears does box {i} hold?",
+                         "context": f"The storage room has many boxes and box number {i} holds exactly {i} pears today.",
+                         "answer": str(i)} for i in range(6)], target)
+    cfg = load_config(overrides=[
+        "generate.taxonomy.enabled=false", "generate.text.enabled=false", f"generate.inputs=[{data}]",
+        "model.model=tiny", "model.backend=hf", "model.max_length=128", "score.scores=[ifd]",
+        f"score.target={target}", "run.shard_size=8", f"run.out_dir={tmp_path / 'runs'}",
+        "select.steps=[{dedup: {near: false}}, {top_k: {column: score_ifd, fraction: 0.5}}]",
+        "train.method=lora", "train.max_steps=2", "train.compare=[random, whole]", "train.compare_seeds=2",
+    ])
+    held = target_parts(cfg).held_out
+    assert held.height == 2
+    rows = [{"instruction": f"What is {i} plus {i}?", "input": f"Numbers: {i}." if i % 2 else "",
+             "output": f"It is {2 * i}."} for i in range(12)]
+    rows.append(dict(rows[3]))  # dedup drops it: not a candidate
+    quoted = held.row(0, named=True)  # quotes a held-out row: decontamination drops it
+    rows.append({"instruction": "Summarise this.", "input": quoted["context"], "output": "Pears."})
+    atomic_write_jsonl(rows, data)
+    run = RunFolder(cfg.run_dir())
+    run.claim(cfg.fingerprint(), cfg.model_dump_json())
+    for stage in ("collect", "score", "select"):
+        run_stage(stage, run, cfg)
+    selected = pl.read_parquet(run.selected)
+    assert f"{target.name} (held out)" in run.load_record("select")["decontamination"]["against"]
+    assert selected.filter(pl.col("context") == quoted["context"])["dropped_by"].to_list() == ["decontaminate"]
+    exported = run_stage("export", run, cfg)
+
+    record = run_stage("train", run, cfg)
+    assert set(record["arms"]) == {"selected", "random-s0", "random-s1", "whole"}
+    eval_rows = [json.loads(line) for line in (run.train / "target-held-out.jsonl").read_text().splitlines()]
+    assert sorted(r["question"] for r in eval_rows) == sorted(held["instruction"])  # QA stays QA
+    chosen_from = selected.filter(pl.col("keep") | pl.col("dropped_by").str.starts_with("top_k"))
+    assert chosen_from.height == 12  # 14 rows, less the duplicate and the contaminated row
+    for arm in ("random-s0", "random-s1"):
+        drawn = pl.read_parquet(run.train_arm(arm) / "rows.parquet")
+        assert set(drawn["id"]) <= set(chosen_from["id"]) and drawn.height == exported["rows_out"] == 6
+        assert record["arms"][arm]["rows"] == 6
+    assert set(pl.read_parquet(run.train_arm("random-s0") / "rows.parquet")["id"]) != set(
+        pl.read_parquet(run.train_arm("random-s1") / "rows.parquet")["id"])
+    assert record["arms"]["whole"]["rows"] == 12
+
+    cmp = record["comparison"]
+    assert [r["arm"] for r in cmp["rows"]] == ["base (untrained)", "selected", "random (2 seeds)",
+                                               "whole (every candidate)"]
+    assert {"exact match", "f1"} <= set(cmp["columns"]) and cmp["selection_gain"]["seeds"] == 2
+    report = run.path(run_stage("report", run, cfg)["outputs"]["markdown"]).read_text()
+    assert "## Does the selection beat random?" in report and "| random (2 seeds) |" in report
+    assert "selection_gain=" in report
+
+    # A finished arm is not trained again; a lost one is, alone.
+    done = {arm: _stat(run.train_arm(arm) / "arm.json") for arm in record["arms"]}
+    models = {arm: _stat(run.train_arm(arm) / "adapter_model.safetensors") for arm in record["arms"]}
+    run_stage("train", run, cfg)
+    assert {arm: _stat(run.train_arm(arm) / "arm.json") for arm in done} == done
+    assert {arm: _stat(run.train_arm(arm) / "adapter_model.safetensors") for arm in done} == models
+    (run.train_arm("random-s1") / "arm.json").unlink()
+    again = run_stage("train", run, cfg)
+    assert _stat(run.train_arm("random-s1") / "adapter_model.safetensors") != models["random-s1"]
+    for arm in ("selected", "random-s0", "whole"):
+        assert _stat(run.train_arm(arm) / "arm.json") == done[arm]
+    assert again["arms"]["random-s0"] == record["arms"]["random-s0"]
