@@ -45,6 +45,8 @@ class TrainConfig(_Section):
         "from; whole = every candidate; [] = none")
     compare_seeds: int = Field(1, ge=1, description="random arms, one per draw seed (run.seed + k): their "
                                "spread is the noise the selection must beat (3+ for a trustworthy verdict)")
+    fresh_process: bool = Field(True, description="train each arm in a fresh Python process: the flow's "
+                                "generation and scoring models are not in its memory (peak RSS is training's own)")
 
     @model_validator(mode="after")
     def _unique_arms(self):

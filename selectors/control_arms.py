@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from instruct_selectors.policies import Diversify, Quota, Ratio, TopK, label, parse_steps
+from instruct_selectors.policy_steps import Diversify, Quota, Ratio, TopK, label, parse_steps
 
 CHOOSING_STEPS = (TopK, Ratio, Quota, Diversify)
 

@@ -214,10 +214,11 @@ def test_train_stage_passes_the_refusal_evaluation_as_its_hook(tmp_path, monkeyp
 
     seen = []
     monkeypatch.setattr(pipelines.finetune, "run_training", lambda *a, **kw: seen.append(kw) or {})
-    on = ["train.method=lora", "train.compare=[]", "transform.refusal_aware.enabled=true",
+    # In this process (train.fresh_process=false), so the patched run_training sees the call.
+    on = ["train.method=lora", "train.compare=[]", "train.fresh_process=false", "transform.refusal_aware.enabled=true",
           "transform.refusal_aware.metric=exact"]
     exported = {"export": {"stage": "export", "outputs": {"parquet": str(tmp_path / "x.parquet")}}}
-    for overrides, folder in ((on, "on"), (on[:2], "off")):
+    for overrides, folder in ((on, "on"), (on[:3], "off")):
         train.STAGE.run(StageContext(load_config(overrides=overrides), RunFolder(tmp_path / folder), exported))
     assert callable(seen[0]["extra_eval"]) and seen[1]["extra_eval"] is None
     assert "refusal" not in seen[0]

@@ -124,9 +124,7 @@ def load_arm(path: Path) -> dict[str, Any] | None:
 
 def run_arm(ctx: StageContext, index: int) -> int:
     """Train arm ``index`` into train/<arm>/ unless its arm.json was made from the same inputs; its rows."""
-    from generators.refusal_certainty import refusal_eval
-    from pipelines.finetune import run_training
-    from pipelines.finetune.methods import resolve_method
+    from flows.train_process import train, train_in_fresh_process
 
     cfg, run = ctx.cfg, ctx.run
     arm = arms(cfg)[index]
@@ -136,18 +134,20 @@ def run_arm(ctx: StageContext, index: int) -> int:
     done = load_arm(out / ARM_FILE)
     if done is not None and done.get("made_from") == key:
         return int(done["metrics"].get("rows") or 0)
-    from flows.llm_cache import release_all
-
-    release_all()  # the generators' and scorers' models: the trainer loads its own copy
-    method, options = resolve_method(cfg.train.method, cfg.train.options)
     refusal = cfg.transform.refusal_aware
-    metrics = run_training(
-        source, out, method=method, model=cfg.model.model, eval_path=eval_path,
-        max_steps=cfg.train.max_steps, seed=cfg.run.seed, options=options,
-        conditional_indicator=cfg.train.conditional_indicator, control_tokens=bool(cfg.train.control_tokens),
-        eval_before=arm == "selected", max_length=cfg.model.max_length,
-        extra_eval=refusal_eval(**refusal.model_dump(include={"metric", "threshold"})) if refusal.enabled else None,
-    )
+    spec = {"source": str(source), "out": str(out), "method": cfg.train.method, "options": cfg.train.options,
+            "model": cfg.model.model, "eval_path": str(eval_path), "max_steps": cfg.train.max_steps,
+            "seed": cfg.run.seed, "conditional_indicator": cfg.train.conditional_indicator,
+            "control_tokens": bool(cfg.train.control_tokens), "eval_before": arm == "selected",
+            "max_length": cfg.model.max_length, "threads": cfg.model.threads,
+            "refusal": refusal.model_dump(include={"metric", "threshold"}) if refusal.enabled else None}
+    if cfg.train.fresh_process:
+        metrics = train_in_fresh_process(spec, out)
+    else:
+        from flows.llm_cache import release_all
+
+        release_all()  # the generators' and scorers' models: the trainer loads its own copy
+        metrics = train(spec)
     done = {"arm": arm, "made_from": key, "metrics": run.relative(metrics), **extra}
     atomic_write_text(out / ARM_FILE, json.dumps(done, indent=1, sort_keys=True, default=str) + "\n")
     return int(metrics.get("rows") or 0)
