@@ -132,33 +132,29 @@ def test_chat_and_bonito_parsers_apply_the_form():
     assert echoed.reason == "answer repeats the question"
 
 
-class ProseLLM:
+def _prose_then_yes(stubborn: bool = False):
     """Chat mode: a yes/no task answered in prose first, then (on a retry) with a bare Yes;
     ``stubborn``: prose every time."""
 
-    name = "prose"
+    def answer(ask):
+        good = ask.attempt > 0 and not stubborn
+        return f"Task: {YN_TASK}\nAnswer: " + ("Yes." if good else PROSE)
 
-    def __init__(self, stubborn: bool = False):
-        self.stubborn, self.calls = stubborn, 0
-
-    def generate(self, prompts, sampling, progress=None):
-        self.calls += 1
-        good = self.calls > 1 and not self.stubborn
-        return [f"Task: {YN_TASK}\nAnswer: " + ("Yes." if good else PROSE) for _ in prompts]
+    return answer
 
 
-def test_ynqa_prose_is_retried_then_kept_or_rejected_and_counted(tmp_path):
+def test_ynqa_prose_is_retried_then_kept_or_rejected_and_counted(tmp_path, fake_llm):
     passages = tmp_path / "p.jsonl"
     passages.write_text(json.dumps({"text": PASSAGE}) + "\n")
     counts = run_bonito(
-        passages, tmp_path / "ok", ProseLLM(), task_types=("ynqa",), retries=2, progress=False
+        passages, tmp_path / "ok", fake_llm(_prose_then_yes()), task_types=("ynqa",), retries=2, progress=False
     )
     assert counts["examples"] == 1 and counts["retried"] == 1 and counts["rejects"] == 0
     assert read_shards(tmp_path / "ok" / "examples")["response"].to_list() == ["Yes"]
 
-    llm = ProseLLM(stubborn=True)
+    llm = fake_llm(_prose_then_yes(stubborn=True))
     counts = run_bonito(passages, tmp_path / "bad", llm, task_types=("ynqa",), retries=2, progress=False)
-    assert llm.calls == 3 and counts["examples"] == 0  # 1 try + 2 retries, then a reject
+    assert len(llm.calls) == 3 and counts["examples"] == 0  # 1 try + 2 retries, then a reject
     assert counts["reject_reasons"] == {"yes/no answer is not Yes or No": 1}
     (rej,) = read_rejects(tmp_path / "bad" / "generated")
     assert rej["attempts"] == 3 and rej["task_type"] == "ynqa" and "quarter past seven" in rej["raw"]
@@ -170,21 +166,14 @@ def test_ynqa_prose_is_retried_then_kept_or_rejected_and_counted(tmp_path):
 # ---- GLAN: counts per level against what was asked ------------------------------------------
 
 
-class ShortSyllabusLLM:
+def _short_syllabus(fix_on_retry: bool = False):
     """Writes one session where three were asked; with ``fix_on_retry`` the retry has all three."""
 
-    name = "short"
+    def answer(ask):
+        n = 3 if (fix_on_retry and ask.attempt > 0) else 1
+        return "\n".join(f"Session {i}: Part {i} | idea {i}, concept {i}" for i in range(1, n + 1))
 
-    def __init__(self, fix_on_retry: bool = False):
-        self.fix_on_retry, self.calls = fix_on_retry, 0
-
-    def generate(self, prompts, sampling, progress=None):
-        self.calls += 1
-        n = 3 if (self.fix_on_retry and self.calls > 1) else 1
-        return [
-            "\n".join(f"Session {i}: Part {i} | idea {i}, concept {i}" for i in range(1, n + 1))
-            for _ in prompts
-        ]
+    return answer
 
 
 SUBJECTS = [
@@ -201,12 +190,12 @@ SUBJECTS = [
 ]
 
 
-def test_syllabus_with_too_few_sessions_is_retried_then_rejected(tmp_path):
+def test_syllabus_with_too_few_sessions_is_retried_then_rejected(tmp_path, fake_llm):
     import polars as pl
 
-    llm = ShortSyllabusLLM()
+    llm = fake_llm(_short_syllabus())
     run = run_syllabi(pl.DataFrame(SUBJECTS), llm, tmp_path / "syl", GlanSettings(retries=2), sessions=3)
-    assert llm.calls == 3 and run.table.height == 0  # nothing kept short
+    assert len(llm.calls) == 3 and run.table.height == 0  # nothing kept short
     (rej,) = read_rejects(tmp_path / "syl")
     assert rej["reason"] == "fewer sessions than asked" and (rej["got"], rej["asked"], rej["attempts"]) == (
         1,
@@ -214,35 +203,25 @@ def test_syllabus_with_too_few_sessions_is_retried_then_rejected(tmp_path):
         3,
     )
 
-    llm = ShortSyllabusLLM(fix_on_retry=True)
+    llm = fake_llm(_short_syllabus(fix_on_retry=True))
     run = run_syllabi(pl.DataFrame(SUBJECTS), llm, tmp_path / "syl2", GlanSettings(retries=2), sessions=3)
-    assert llm.calls == 2 and run.table["title"].to_list() == ["Part 1", "Part 2", "Part 3"]
+    assert len(llm.calls) == 2 and run.table["title"].to_list() == ["Part 1", "Part 2", "Part 3"]
     assert run.calls.retried == 1 and read_rejects(tmp_path / "syl2") == []
 
 
-def test_glan_counts_shortfalls_and_surplus_and_says_so(tmp_path):
+def test_glan_counts_shortfalls_and_surplus_and_says_so(tmp_path, fake_llm):
     """Asked 2 subjects per discipline, a model that names 3 (one left out) and writes syllabi
     of 1 session where 2 were asked: every syllabus is rejected, each subject is short."""
 
-    class LLM:
-        name = "glan-fake"
-
-        def generate(self, prompts, sampling, progress=None):
-            out = []
-            for p in prompts:
-                ask = p[-1]["content"]
-                if ask.startswith("List"):
-                    out.append(
-                        "Optics | introductory | a, b\nAcoustics | intermediate | c\nHeat | advanced | d"
-                    )
-                else:
-                    out.append("Session 1: Basics | idea, concept")
-            return out
+    def answer(ask):
+        if ask.text.startswith("List"):
+            return "Optics | introductory | a, b\nAcoustics | intermediate | c\nHeat | advanced | d"
+        return "Session 1: Basics | idea, concept"
 
     counts = run_glan(
         "data/taxonomy.yaml",
         tmp_path / "run",
-        LLM(),
+        fake_llm(answer),
         max_disciplines=1,
         subjects_per_discipline=2,
         queries_per_discipline=1,

@@ -26,7 +26,6 @@ from pipelines.finetune.control import (
 from pipelines.finetune.data import INDICATOR, chat_rows, encode_chat, ensure_indicator_token, load_examples
 from pipelines.finetune.evaluate import heldout_loss, qa_prompt
 from pipelines.finetune.prompt_tags import ensure_tokens
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.schema import make_example, to_table
 from pipelines.shards import atomic_write_jsonl
 
@@ -37,9 +36,8 @@ def _scored(scores):
 
 
 # --------------------------------------------------------------------------- tokens
-def test_tokens_are_added_once_and_embeddings_resized_once():
-    tok = tiny_tokenizer()
-    model = tiny_model(tok)
+def test_tokens_are_added_once_and_embeddings_resized_once(tiny):
+    model, tok = tiny.pair()
     before = len(tok)
     resizes = []
     real = model.resize_token_embeddings
@@ -82,8 +80,8 @@ def test_quantile_is_taken_over_the_scores():
         control_labels(table, "score_y", threshold=1)
 
 
-def test_rows_above_and_below_get_their_token_at_the_start_of_the_prompt():
-    tok = tiny_tokenizer()
+def test_rows_above_and_below_get_their_token_at_the_start_of_the_prompt(tiny):
+    tok = tiny.tokenizer()
     good_id, bad_id = ensure_tokens(tok, CONTROL_TOKENS)
     table = _scored([0.9, 0.1]).with_columns(control_labels(_scored([0.9, 0.1]), "score_x", threshold=0.5))
     above, below = chat_rows(table, tags=[CONTROL_TAG])
@@ -323,7 +321,7 @@ def test_command_lines_label_a_selection_and_train_on_it(tmp_path, labelled_file
     assert "saved run to" in capsys.readouterr().out
 
 
-def test_a_long_prompt_keeps_its_control_token_when_truncated():
+def test_a_long_prompt_keeps_its_control_token_when_truncated(tiny):
     from pipelines.finetune.evaluate import fit_prompts
     from pipelines.finetune.prompt_tags import restore_cut_tokens
 
@@ -331,7 +329,7 @@ def test_a_long_prompt_keeps_its_control_token_when_truncated():
     assert restore_cut_tokens([7, 1, 2, 3, 4], [4], {7}) == ([4], 0)  # the token next to the answer stays
     assert restore_cut_tokens([1, 2, 3], [2, 3], {7}) == ([2, 3], 0)
 
-    tok = tiny_tokenizer()
+    tok = tiny.tokenizer()
     good_id, _ = ensure_tokens(tok, CONTROL_TOKENS)
     long = make_example("Count: " + "1 2 3 4 5 6 7 8 9 " * 20, "yes")
     table = to_table([long]).with_columns(pl.Series(LABEL_COLUMN, [GOOD]))

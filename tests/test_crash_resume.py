@@ -1,8 +1,9 @@
 """Crash anywhere, resume, same bytes: the flow is SIGKILLed at a point inside each stage that
-writes something (INSTRUCT_FORGE_KILL_AT, pipelines.shards.crash_point) and once at a seeded
-random moment, restarted after each kill, and must end with the dataset files (Parquet, JSONL, HF
-dataset, card) byte-identical to an undisturbed run, without redoing scored shards it finished.
-The card's token table is the one exception: it counts the tokens the killed attempts spent too."""
+writes something (INSTRUCT_FORGE_KILL_AT, pipelines.shards.crash_point) and once more at a
+seeded random point of what is left, restarted after each kill, and must end with the dataset
+files (Parquet, JSONL, HF dataset, card) byte-identical to an undisturbed run, without redoing
+scored shards it finished. The card's token table is the one exception: it counts the tokens the
+killed attempts spent too."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -96,12 +96,17 @@ def test_killed_in_every_stage_resumes_to_the_same_bytes(tmp_path):
             scored_before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in run.scored.glob("part-*")}
             assert scored_before, "the kill must land after a finished scored shard"
 
-    # And once at a seeded random moment of the (now short) remaining run.
-    proc = _start([*args, "--run-name", "crash"], tmp_path)
-    time.sleep(random.Random(SEED).uniform(1.0, 6.0))
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # And once more at a seeded random point of the (now short) remaining run, chosen among the
+    # writes it is certain to make: every stage without a record yet (the one killed last and
+    # those after it) writes stages/<stage>.json through the atomic writers when it finishes.
+    unfinished = [s for s in STAGES if ref_run.record_path(s).exists() and not run.record_path(s).exists()]
+    assert unfinished, "the last kill must leave a stage to finish"
+    stage = random.Random(SEED).choice(unfinished)
+    point = f"/stages/{stage}.json:1"
+    proc = _start([*args, "--run-name", "crash"], tmp_path, kill_at=point)
+    rc = proc.wait(timeout=600)
+    assert rc == -signal.SIGKILL, f"random kill at {point} did not fire: rc {rc}\n{proc.stderr.read()[-3000:]}"
+    assert run.record_path(stage).exists()  # killed right after that write, as chosen
 
     final = _start([*args, "--run-name", "crash"], tmp_path)
     assert final.wait(timeout=600) == 0, final.stderr.read()[-3000:]

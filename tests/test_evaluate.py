@@ -16,16 +16,9 @@ from pipelines.finetune.evaluate import (
     load_qa_rows,
     qa_prompt,
 )
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.qa_metrics import exact_match, normalize_answer, qa_fields, token_f1
 from pipelines.schema import make_example, to_messages, to_table
 from pipelines.shards import read_rejects
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    tok = tiny_tokenizer()
-    return tiny_model(tok), tok
 
 
 def test_normalisation_and_exact_match():
@@ -46,7 +39,7 @@ def test_token_f1():
 @pytest.mark.parametrize("max_length", [512, 24])
 def test_heldout_loss_is_the_mean_nll_of_assistant_tokens(tiny, max_length):
     """Also for rows over max_length: encoded as training encodes them (answer kept, prompt's tail), none dropped."""
-    model, tok = tiny
+    model, tok = tiny.pair()
     rows = [
         ("What is 2+2?", "", "four"),
         ("Name a colour.", "Sky is blue. " * 10, "blue, the sky's colour"),
@@ -66,7 +59,7 @@ def test_heldout_loss_is_the_mean_nll_of_assistant_tokens(tiny, max_length):
 
 
 def test_long_generation_prompts_keep_their_tail(tiny):
-    model, tok = tiny
+    model, tok = tiny.pair()
     short, long = qa_prompt("Who?", "Ann wrote it."), qa_prompt("Who wrote it?", "Ann wrote it. " * 40)
     fitted = fit_prompts(tok, [short, long], max_new_tokens=8, max_length=48)
     assert fitted[0] == short  # fits: unchanged, still messages
@@ -108,7 +101,7 @@ def test_load_qa_rows_derives_fields_and_keeps_bad_lines_as_rejects(tmp_path, ca
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(tiny):
-    model, tok = tiny
+    model, tok = tiny.pair()
     prompts = [
         qa_prompt("Who?", "Ann wrote the letter."),
         qa_prompt("What is the capital of France?", ""),
@@ -122,7 +115,7 @@ def test_batched_greedy_generation_matches_one_at_a_time(tiny):
 def test_evaluate_qa_scores_predictions(tiny, monkeypatch):
     import pipelines.finetune.evaluate as ev
 
-    model, tok = tiny
+    model, tok = tiny.pair()
     monkeypatch.setattr(ev, "generate_answers", lambda m, t, prompts, **kw: ["Paris", "the cat", "nope"])
     rows = [
         {"context": "c", "question": "q", "answer": "paris"},
@@ -150,7 +143,7 @@ def test_evaluate_run_merges_the_extra_eval_hook(tiny, monkeypatch):
     settings, and its metrics are merged; without a hook nothing extra is computed."""
     import pipelines.finetune.evaluate as ev
 
-    model, tok = tiny
+    model, tok = tiny.pair()
     monkeypatch.setattr(ev, "generate_answers", lambda m, t, prompts, **kw: ["x"] * len(prompts))
     rows = [{"context": "", "question": f"q{i}", "answer": "a", "source": "context_qa"} for i in range(2)]
     seen = {}

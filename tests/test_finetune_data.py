@@ -20,14 +20,13 @@ from pipelines.finetune.data import (
 )
 from pipelines.llm.base import LossRequest
 from pipelines.llm.nll import encode
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.schema import make_example, to_messages, to_table, user_content
 from pipelines.shards import read_rejects
 
 
 @pytest.fixture
-def tok():
-    return tiny_tokenizer()
+def tok(tiny):
+    return tiny.tokenizer()
 
 
 def _render_ids(tok, messages, generation_prompt):
@@ -158,8 +157,8 @@ def test_add_indicator_places_it_at_end_of_last_user_message():
     )
 
 
-def test_indicator_token_added_embeddings_resized_and_placed(tok):
-    model = tiny_model(tok)
+def test_indicator_token_added_embeddings_resized_and_placed(tiny, tok):
+    model = tiny.model(tok)
     before = len(tok)
     token_id = ensure_indicator_token(tok, model)
     assert len(tok) == before + 1 and token_id == before

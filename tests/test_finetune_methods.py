@@ -10,7 +10,6 @@ from transformers import TrainerCallback
 from pipelines.finetune import train_model
 from pipelines.finetune.methods import apply_hft, decoder_layers, hft_frozen_names
 from pipelines.finetune.mezo import mezo_step, perturb
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.schema import make_example, to_table
 
 
@@ -43,14 +42,7 @@ class Probe(TrainerCallback):
         self.grads.append({n for n, p in model.named_parameters() if p.grad is not None})
 
 
-@pytest.fixture
-def tiny():
-    tok = tiny_tokenizer()
-    return tiny_model(tok, layers=4), tok
-
-
-def _train(tiny, method, steps=2, learning_rate=None, **options):
-    model, tok = tiny
+def _train(model, tok, method, steps=2, learning_rate=None, **options):
     probe = Probe()
     trained, metrics = train_model(
         model,
@@ -67,17 +59,17 @@ def _train(tiny, method, steps=2, learning_rate=None, **options):
 
 
 def test_full_gives_every_parameter_a_gradient(tiny):
-    model = tiny[0]
+    model, tok = tiny.pair(layers=4)
     names = {n for n, _ in model.named_parameters()}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    _, metrics, probe = _train(tiny, "full")
+    _, metrics, probe = _train(model, tok, "full")
     assert probe.grads[0] == names
     assert metrics["trainable_params"] == metrics["total_params"]
     assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
 
 
 def test_train_model_leaves_the_given_model_alone_by_default(tiny):
-    model, tok = tiny
+    model, tok = tiny.pair(layers=4)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trained, _ = train_model(model, tok, _rows(4), "full", max_steps=1, batch_size=4, learning_rate=1e-2)
     assert trained is not model
@@ -85,7 +77,7 @@ def test_train_model_leaves_the_given_model_alone_by_default(tiny):
 
 
 def test_lora_gradients_only_on_adapters_and_merged_result(tiny):
-    model, tok = tiny
+    model, tok = tiny.pair(layers=4)
     merged, metrics = train_model(
         model,
         tok,
@@ -106,7 +98,7 @@ def test_lora_gradients_only_on_adapters_and_merged_result(tiny):
 
 
 def test_lora_with_indicator_trains_only_the_new_embedding_row(tiny):
-    model, tok = tiny
+    model, tok = tiny.pair(layers=4)
     probe = Probe()
     trained, _ = train_model(
         model,
@@ -130,15 +122,16 @@ def test_lora_with_indicator_trains_only_the_new_embedding_row(tiny):
 
 @pytest.mark.parametrize("rslora", [False, True])
 def test_rslora_scaling(tiny, rslora):
+    model = tiny.model(layers=4)
     from pipelines.finetune.methods import apply_lora
 
-    peft_model = apply_lora(tiny[0], {"lora_r": 4, "lora_alpha": 8, "rslora": rslora})
+    peft_model = apply_lora(model, {"lora_r": 4, "lora_alpha": 8, "rslora": rslora})
     q = peft_model.base_model.model.model.layers[0].self_attn.q_proj
     assert q.scaling["default"] == pytest.approx(8 / math.sqrt(4) if rslora else 8 / 4)
 
 
 def test_hft_half_is_stable_for_a_seed_and_differs_across_seeds(tiny):
-    model = tiny[0]
+    model = tiny.model(layers=4)
     a, b = hft_frozen_names(model, seed=1), hft_frozen_names(model, seed=1)
     assert a == b
     assert any(hft_frozen_names(model, seed=s) != a for s in range(2, 6))
@@ -153,24 +146,24 @@ def test_hft_half_is_stable_for_a_seed_and_differs_across_seeds(tiny):
 
 
 def test_hft_frozen_half_gets_no_gradient(tiny):
-    model = tiny[0]
+    model, tok = tiny.pair(layers=4)
     frozen = set(hft_frozen_names(model, seed=0))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    _, metrics, probe = _train(tiny, "hft")
+    _, metrics, probe = _train(model, tok, "hft")
     names = {n for n, _ in model.named_parameters()}
     assert probe.grads[0] == names - frozen
     assert all(torch.equal(before[n], model.get_parameter(n)) for n in frozen)
     assert metrics["hft_frozen"] == len(frozen)
-    assert apply_hft(tiny_model(tiny[1], layers=4), seed=0) == sorted(frozen)
+    assert apply_hft(tiny.model(tok, layers=4), seed=0) == sorted(frozen)
 
 
 def test_lisa_switches_layers_at_the_interval_and_drops_optimizer_state(tiny):
-    model = tiny[0]
+    model, tok = tiny.pair(layers=4)
     _, layers = decoder_layers(model)
     layer_of = {n: int(n.split(".")[2]) for n, _ in model.named_parameters() if n.startswith("model.layers.")}
     always_on = {n for n, _ in model.named_parameters()} - set(layer_of)
     per_layer = len(list(layers[0].parameters()))
-    _, metrics, probe = _train(tiny, "lisa", steps=8, lisa_layers=1, lisa_interval=2, learning_rate=1e-3)
+    _, metrics, probe = _train(model, tok, "lisa", steps=8, lisa_layers=1, lisa_interval=2, learning_rate=1e-3)
 
     active = [sorted({layer_of[n] for n in g if n in layer_of}) for g in probe.grads]
     assert all(always_on <= g for g in probe.grads)  # embeddings, head, final norm: every step
@@ -190,11 +183,11 @@ def test_lisa_switches_layers_at_the_interval_and_drops_optimizer_state(tiny):
 
 
 def test_mezo_updates_parameters_without_any_grad(tiny):
-    model = tiny[0]
+    model, tok = tiny.pair(layers=4)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trained, metrics = train_model(
         model,
-        tiny[1],
+        tok,
         _rows(),
         "mezo",
         max_steps=3,
@@ -209,7 +202,7 @@ def test_mezo_updates_parameters_without_any_grad(tiny):
 
 
 def test_mezo_seed_trick_regenerates_the_same_noise(tiny):
-    model = tiny[0]
+    model, tok = tiny.pair(layers=4)
     params = list(model.parameters())
     before = [p.detach().clone() for p in params]
     perturb(params, seed=7, scale=1e-2)
@@ -217,7 +210,6 @@ def test_mezo_seed_trick_regenerates_the_same_noise(tiny):
     perturb(params, seed=7, scale=-1e-2)
     assert all(torch.allclose(a, p, atol=1e-6) for a, p in zip(before, params, strict=True))
     # With lr=0 a full step (+eps, -2eps, +eps) returns to theta.
-    tok = tiny[1]
     batch = {"input_ids": torch.tensor([tok("a b c")["input_ids"]])}
     batch["labels"] = batch["input_ids"].clone()
     mezo_step(model, params, batch, seed=3, lr=0.0, eps=1e-3)
@@ -225,7 +217,8 @@ def test_mezo_seed_trick_regenerates_the_same_noise(tiny):
 
 
 def test_unknown_method_and_option_raise(tiny):
+    model, tok = tiny.pair(layers=4)
     with pytest.raises(ValueError, match="unknown method"):
-        train_model(tiny[0], tiny[1], _rows(2), "dora")
+        train_model(model, tok, _rows(2), "dora")
     with pytest.raises(ValueError, match="unknown option"):
-        train_model(tiny[0], tiny[1], _rows(2), "lora", options={"lora_rank": 8})
+        train_model(model, tok, _rows(2), "lora", options={"lora_rank": 8})

@@ -25,7 +25,6 @@ from pipelines.llm.base import Sampling
 from pipelines.llm.hf import HFBackend
 from pipelines.llm.openai_backend import OpenAIBackend, RequestFailed
 from pipelines.llm.serve import OpenAICompatServer
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.llm.usage import track_usage
 from pipelines.shards import read_rejects, read_shards
 
@@ -98,9 +97,8 @@ class Script:
 
 
 @pytest.fixture(scope="module")
-def hf() -> HFBackend:
-    tok = tiny_tokenizer()
-    return HFBackend(tiny_model(tok), tok, model_id="tiny", generation_engine="hf")
+def hf(tiny) -> HFBackend:
+    return tiny.hf(model_id="tiny", generation_engine="hf")
 
 
 @pytest.fixture(scope="module")

@@ -112,44 +112,27 @@ def test_parse_chat_rejects(text, item, reason):
     assert isinstance(r, Reject) and r.reason == reason
 
 
-class FakeLLM:
+def _answer(ask):
     """Chat mode: answers by task type; bonito mode: pipe answers, one without the pipe."""
-
-    name = "fake"
-
-    def __init__(self):
-        self.prompts = self.answer_calls = 0
-
-    def generate(self, prompts, sampling, progress=None):
-        self.prompts += len(prompts)
-        out = []
-        for p in prompts:
-            if isinstance(p, str):  # bonito mode
-                passage = p.split("<|context|>\n")[1].split("\n<|task|>")[0]
-                out.append(
-                    "no pipe here"
-                    if "Sundays" in passage
-                    else "{{context}}\nWhat is this about?\n<|pipe|>\nRules."
-                )
-                continue
-            ask = p[-1]["content"]
-            if not ask.startswith("Passage:"):  # the second call: answer a task written alone
-                self.answer_calls += 1
-                out.append("Answer: 7:15" if "ferry" in ask else "Answer: 2019")
-                continue
-            first = ask.split("Passage: ")[1].split()[:3]
-            if "text generation" in ask:  # a task line only
-                out.append("Task: In which year did the stations open?")
-                continue
-            if "extractive" in ask:
-                out.append(f"Task: Which words open the passage?\nAnswer: {' '.join(first)}")
-            else:
-                out.append("Task: What is the main point of the passage?\nAnswer: I don't know.")
-        return out
+    if isinstance(ask.prompt, str):  # bonito mode
+        passage = ask.text.split("<|context|>\n")[1].split("\n<|task|>")[0]
+        return "no pipe here" if "Sundays" in passage else "{{context}}\nWhat is this about?\n<|pipe|>\nRules."
+    if _is_answer_call(ask):  # the second call: answer a task written alone
+        return "Answer: 7:15" if "ferry" in ask.text else "Answer: 2019"
+    first = ask.text.split("Passage: ")[1].split()[:3]
+    if "text generation" in ask.text:  # a task line only
+        return "Task: In which year did the stations open?"
+    if "extractive" in ask.text:
+        return f"Task: Which words open the passage?\nAnswer: {' '.join(first)}"
+    return "Task: What is the main point of the passage?\nAnswer: I don't know."
 
 
-def test_run_bonito_chat_counts_rows_and_rejects(tmp_path):
-    llm = FakeLLM()
+def _is_answer_call(ask) -> bool:
+    return not isinstance(ask.prompt, str) and not ask.text.startswith("Passage:")
+
+
+def test_run_bonito_chat_counts_rows_and_rejects(tmp_path, fake_llm):
+    llm = fake_llm(_answer)
     counts = run_bonito(
         "data/passages.jsonl",
         tmp_path,
@@ -173,7 +156,7 @@ def test_run_bonito_chat_counts_rows_and_rejects(tmp_path):
     rejects = read_rejects(tmp_path / "generated")
     assert {r["task_type"] for r in rejects} == {"qa"} and all(r["raw"] for r in rejects)
 
-    again = FakeLLM()
+    again = fake_llm(_answer)
     second = run_bonito(
         "data/passages.jsonl",
         tmp_path,
@@ -183,15 +166,15 @@ def test_run_bonito_chat_counts_rows_and_rejects(tmp_path):
         retries=1,
         progress=False,
     )
-    assert again.prompts == 0 and second["examples"] == counts["examples"]
+    assert again.asks == [] and second["examples"] == counts["examples"]
     assert second["shards"]["skipped_shards"] == second["shards"]["shards"]
 
 
-def test_run_bonito_mode_and_dedup(tmp_path):
+def test_run_bonito_mode_and_dedup(tmp_path, fake_llm):
     counts = run_bonito(
         "data/passages.jsonl",
         tmp_path,
-        FakeLLM(),
+        fake_llm(_answer),
         task_types=("summarization",),
         samples_per_passage=2,
         mode="bonito",
@@ -206,16 +189,16 @@ def test_run_bonito_mode_and_dedup(tmp_path):
     assert len(dropped) == 5
 
 
-def test_unknown_mode(tmp_path):
+def test_unknown_mode(tmp_path, fake_llm):
     with pytest.raises(ValueError, match="unknown mode"):
-        run_bonito("data/passages.jsonl", tmp_path, FakeLLM(), mode="poem", progress=False)
+        run_bonito("data/passages.jsonl", tmp_path, fake_llm(_answer), mode="poem", progress=False)
 
 
-def test_missing_answers_come_from_a_second_call(tmp_path):
-    llm = FakeLLM()
+def test_missing_answers_come_from_a_second_call(tmp_path, fake_llm):
+    llm = fake_llm(_answer)
     # text_gen: a free-text form (answer_forms.py), so only the second call is under test here
     counts = run_bonito("data/passages.jsonl", tmp_path, llm, task_types=("text_gen",), retries=0, progress=False)
-    assert counts["answered_separately"] == 7 and llm.answer_calls == 7
+    assert counts["answered_separately"] == 7 and sum(map(_is_answer_call, llm.asks)) == 7
     assert counts["examples"] == 7 and counts["rejects"] == 0
     assert set(read_shards(tmp_path / "examples")["response"]) == {"2019"}
     exqa = {**ITEM, "task_type": "exqa"}

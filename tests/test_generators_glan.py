@@ -5,6 +5,7 @@ The parsers are tested in test_glan_parse.py, key-concept sampling in test_glan_
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import polars as pl
 import pytest
@@ -72,47 +73,49 @@ def test_dedup_counts_exact_and_near():
 # ---- end to end with a fake LLM -------------------------------------------------------------
 
 
-class FakeLLM:
-    """Canned GLAN answers chosen by what the prompt asks for; counts prompts per kind."""
+def _kind(text: str) -> str:
+    """What a GLAN prompt asks for."""
+    if "key concepts taught" in text:
+        return "concepts"
+    if text.startswith("List"):
+        return "subjects"
+    if "class sessions" in text:
+        return "syllabi"
+    return "questions" if text.startswith("Write a homework question") else "answers"
 
-    name = "fake"
 
-    def __init__(self, subject_names=("Mechanics", "Waves"), titles_only=False):
-        self.subject_names, self.titles_only = subject_names, titles_only
-        self.prompts = {"subjects": 0, "syllabi": 0, "concepts": 0, "questions": 0, "answers": 0}
+def _glan(subject_names=("Mechanics", "Waves"), titles_only=False):
+    """Canned GLAN answers chosen by what the prompt asks for (count them with :func:`_prompts`)."""
 
-    def generate(self, prompts, sampling, progress=None):
-        out = []
-        for p in prompts:
-            ask = p[-1]["content"]
-            if "key concepts taught" in ask:
-                self.prompts["concepts"] += 1
-                title = ask.split('"')[1]
-                out.append(f"{title} idea, concept {title[-1]}, topic {title[-1]}")
-            elif ask.startswith("List"):
-                self.prompts["subjects"] += 1
-                out.append("\n".join(f"{n} | introductory | a, b" for n in self.subject_names))
-            elif "class sessions" in ask:
-                self.prompts["syllabi"] += 1
-                course = ask.split("course ")[1].split(" (")[0]
-                if self.titles_only:  # as a small model writes them: the concepts come in a second call
-                    out.append("\n".join(f"Session {i}: {course} part {i} - about it" for i in range(1, 4)))
-                    continue
-                out.append(
-                    "\n".join(
-                        f"Session {i}: {course} part {i} | {course} idea {i}, concept {i}, topic {i}"
-                        for i in range(1, 4)
-                    )
-                )
-            elif ask.startswith("Write a homework question"):
-                self.prompts["questions"] += 1
-                out.append(
-                    f"Question: Using {ask.split('about: ')[1].rstrip('.')}, explain the {ask.split('course ')[1].split(' about')[0]} case."
-                )
-            else:
-                self.prompts["answers"] += 1
-                out.append("I don't know." if "concept 3" in ask else f"A worked answer to: {ask[:40]}")
-        return out
+    def answer(ask):
+        ask, kind = ask.text, _kind(ask.text)
+        if kind == "concepts":
+            title = ask.split('"')[1]
+            return f"{title} idea, concept {title[-1]}, topic {title[-1]}"
+        if kind == "subjects":
+            return "\n".join(f"{n} | introductory | a, b" for n in subject_names)
+        if kind == "syllabi":
+            course = ask.split("course ")[1].split(" (")[0]
+            if titles_only:  # as a small model writes them: the concepts come in a second call
+                return "\n".join(f"Session {i}: {course} part {i} - about it" for i in range(1, 4))
+            return "\n".join(
+                f"Session {i}: {course} part {i} | {course} idea {i}, concept {i}, topic {i}" for i in range(1, 4)
+            )
+        if kind == "questions":
+            return (
+                f"Question: Using {ask.split('about: ')[1].rstrip('.')}, explain the {ask.split('course ')[1].split(' about')[0]} case."
+            )
+        return "I don't know." if "concept 3" in ask else f"A worked answer to: {ask[:40]}"
+
+    return answer
+
+
+NO_PROMPTS = {"subjects": 0, "syllabi": 0, "concepts": 0, "questions": 0, "answers": 0}
+
+
+def _prompts(llm) -> dict[str, int]:
+    """How many prompts of each kind ``llm`` was asked."""
+    return {**NO_PROMPTS, **Counter(_kind(a.text) for a in llm.asks)}
 
 
 def _run(tmp_path, llm, **kw):
@@ -129,12 +132,12 @@ def _run(tmp_path, llm, **kw):
     return run_glan(kw.pop("taxonomy", "data/taxonomy.yaml"), tmp_path / "run", llm, **args)
 
 
-def test_run_glan_writes_every_level_and_counts(tmp_path):
-    llm = FakeLLM()
+def test_run_glan_writes_every_level_and_counts(tmp_path, fake_llm):
+    llm = fake_llm(_glan())
     counts = _run(tmp_path, llm)
     run = tmp_path / "run"
     assert counts["disciplines"] == 2 and counts["subjects"] == 4 and counts["syllabi"] == 12
-    assert llm.prompts["subjects"] == 4  # 2 disciplines x 2 queries
+    assert _prompts(llm)["subjects"] == 4  # 2 disciplines x 2 queries
     assert counts["questions"] == 12
     assert counts["dedup"]["input"] == 12 and counts["dedup"]["kept"] + counts["deduplicated"] == 12
     answers_refused = len(
@@ -155,26 +158,26 @@ def test_run_glan_writes_every_level_and_counts(tmp_path):
         assert any((run / level).glob("part-*.parquet")), level
 
 
-def test_run_glan_resumes_without_regenerating(tmp_path):
-    first = _run(tmp_path, FakeLLM())
-    again = FakeLLM()
+def test_run_glan_resumes_without_regenerating(tmp_path, fake_llm):
+    first = _run(tmp_path, fake_llm(_glan()))
+    again = fake_llm(_glan())
     second = _run(tmp_path, again)
-    assert again.prompts == {"subjects": 0, "syllabi": 0, "concepts": 0, "questions": 0, "answers": 0}
+    assert _prompts(again) == {"subjects": 0, "syllabi": 0, "concepts": 0, "questions": 0, "answers": 0}
     assert second["examples"] == first["examples"]
     assert all(v["skipped_shards"] == v["shards"] for v in second["levels"].values())
 
 
-def test_killed_run_redoes_only_missing_shards(tmp_path):
-    _run(tmp_path, FakeLLM())
+def test_killed_run_redoes_only_missing_shards(tmp_path, fake_llm):
+    _run(tmp_path, fake_llm(_glan()))
     (tmp_path / "run" / "syllabi" / "part-00001.parquet").unlink()  # as if killed before this shard
-    llm = FakeLLM()
+    llm = fake_llm(_glan())
     counts = _run(tmp_path, llm)
-    assert llm.prompts["syllabi"] == 2 and llm.prompts["subjects"] == 0  # shard 1 = 2 subjects
+    assert _prompts(llm)["syllabi"] == 2 and _prompts(llm)["subjects"] == 0  # shard 1 = 2 subjects
     assert counts["levels"]["syllabi"]["skipped_shards"] == 1
 
 
-def test_editing_a_subject_regenerates_only_what_follows(tmp_path):
-    _run(tmp_path, FakeLLM())
+def test_editing_a_subject_regenerates_only_what_follows(tmp_path, fake_llm):
+    _run(tmp_path, fake_llm(_glan()))
     path = tmp_path / "run" / "subjects" / "part-00000.parquet"
     subjects = pl.read_parquet(path)
     edited = subjects.with_columns(
@@ -184,43 +187,43 @@ def test_editing_a_subject_regenerates_only_what_follows(tmp_path):
         .alias("subject")
     )
     edited.write_parquet(path)
-    llm = FakeLLM()
+    llm = fake_llm(_glan())
     counts = _run(tmp_path, llm)
-    assert llm.prompts["subjects"] == 0
-    assert llm.prompts["syllabi"] == 2  # only the syllabus shard holding the edited subject (shard_size 2)
+    assert _prompts(llm)["subjects"] == 0
+    assert _prompts(llm)["syllabi"] == 2  # only the syllabus shard holding the edited subject (shard_size 2)
     assert counts["levels"]["syllabi"]["stale_shards"] == 1
     syllabi = read_shards(tmp_path / "run" / "syllabi")
     assert "Celestial Mechanics" in syllabi["subject"].to_list()
     assert any("Celestial Mechanics" in q for q in read_shards(tmp_path / "run" / "examples")["instruction"])
 
 
-def test_start_from_an_edited_level_table(tmp_path):
-    _run(tmp_path, FakeLLM())
+def test_start_from_an_edited_level_table(tmp_path, fake_llm):
+    _run(tmp_path, fake_llm(_glan()))
     subjects = read_shards(tmp_path / "run" / "subjects").head(1)
     table = tmp_path / "subjects.jsonl"
     subjects.write_ndjson(table)
-    llm = FakeLLM()
+    llm = fake_llm(_glan())
     counts = run_glan(table, tmp_path / "run2", llm, sessions=3, questions_per_syllabus=2, progress=False)
     assert (
-        counts["start_level"] == "subjects" and llm.prompts["subjects"] == 0 and llm.prompts["syllabi"] == 1
+        counts["start_level"] == "subjects" and _prompts(llm)["subjects"] == 0 and _prompts(llm)["syllabi"] == 1
     )
     assert counts["questions"] == 2
     assert not (tmp_path / "run2" / "subjects").exists()
 
 
-def test_same_seed_same_questions(tmp_path):
-    a = _run(tmp_path / "a", FakeLLM(), seed=3)
-    b = _run(tmp_path / "b", FakeLLM(), seed=3)
+def test_same_seed_same_questions(tmp_path, fake_llm):
+    a = _run(tmp_path / "a", fake_llm(_glan()), seed=3)
+    b = _run(tmp_path / "b", fake_llm(_glan()), seed=3)
     qa = read_shards(tmp_path / "a" / "run" / "questions")
     qb = read_shards(tmp_path / "b" / "run" / "questions")
     assert a["questions"] == b["questions"] and qa.equals(qb)
 
 
-def test_bad_taxonomy_is_a_clear_error(tmp_path):
+def test_bad_taxonomy_is_a_clear_error(tmp_path, fake_llm):
     bad = tmp_path / "t.yaml"
     bad.write_text("fields:\n  - name: X\n")
     with pytest.raises(ValueError, match=r"t\.yaml: fields\[0\]: missing 'subfields'"):
-        run_glan(bad, tmp_path / "run", FakeLLM(), progress=False)
+        run_glan(bad, tmp_path / "run", fake_llm(_glan()), progress=False)
 
 
 def test_level_shards_follow_a_shrinking_input(tmp_path):
@@ -242,10 +245,10 @@ def test_level_shards_follow_a_shrinking_input(tmp_path):
     assert read_shards(tmp_path / "t")["x"].to_list() == [0, 1, 2]
 
 
-def test_sessions_without_concepts_get_them_in_a_second_call(tmp_path):
-    llm = FakeLLM(titles_only=True)
+def test_sessions_without_concepts_get_them_in_a_second_call(tmp_path, fake_llm):
+    llm = fake_llm(_glan(titles_only=True))
     counts = _run(tmp_path, llm)
-    assert counts["concept_calls"] == 12 and llm.prompts["concepts"] == 12  # 4 subjects x 3 sessions
+    assert counts["concept_calls"] == 12 and _prompts(llm)["concepts"] == 12  # 4 subjects x 3 sessions
     syllabi = read_shards(tmp_path / "run" / "syllabi")
     assert syllabi.height == 12 and syllabi["description"][0] == "about it"
     assert json.loads(syllabi["key_concepts"][0]) == ["Mechanics part 1 idea", "concept 1", "topic 1"]
@@ -254,26 +257,24 @@ def test_sessions_without_concepts_get_them_in_a_second_call(tmp_path):
 
 # ---- one level at a time ------------------------------------------------------------------
 
-NO_PROMPTS = {"subjects": 0, "syllabi": 0, "concepts": 0, "questions": 0, "answers": 0}
 
-
-def test_questions_level_alone_from_a_hand_made_syllabi_table(tmp_path):
-    llm = FakeLLM()
+def test_questions_level_alone_from_a_hand_made_syllabi_table(tmp_path, fake_llm):
+    llm = fake_llm(_glan())
     run = run_questions(
         _syllabi_table(), llm, tmp_path / "q", GlanSettings(seed=1, shard_size=4), per_syllabus=3
     )
     specs = question_specs(_syllabi_table(), 3, seed=1)
-    assert llm.prompts == {**NO_PROMPTS, "questions": 6}  # 2 subjects x 3 draws, nothing else asked
+    assert _prompts(llm) == {**NO_PROMPTS, "questions": 6}  # 2 subjects x 3 draws, nothing else asked
     assert run.table["key_concepts"].to_list() == [json.dumps(s["key_concepts"]) for s in specs]
     assert run.table["subject"].to_list() == ["A"] * 3 + ["B"] * 3
     assert all(q.startswith("Using ") for q in run.table["question"])
     assert run.outcome == {"rows": 6, "rejects": 0, "shards": 2, "skipped_shards": 0, "stale_shards": 0}
     assert (run.calls.generated, run.calls.retried, run.calls.concept_calls) == (6, 0, 0)
-    again = FakeLLM()
+    again = fake_llm(_glan())
     rerun = run_questions(
         _syllabi_table(), again, tmp_path / "q", GlanSettings(seed=1, shard_size=4), per_syllabus=3
     )
-    assert again.prompts == NO_PROMPTS and rerun.outcome["skipped_shards"] == 2 and rerun.calls.generated == 0
+    assert _prompts(again) == NO_PROMPTS and rerun.outcome["skipped_shards"] == 2 and rerun.calls.generated == 0
     assert rerun.table.equals(run.table)
 
 
@@ -298,10 +299,10 @@ def _questions_table(*questions):
     )
 
 
-def test_examples_level_alone_from_a_questions_table(tmp_path):
+def test_examples_level_alone_from_a_questions_table(tmp_path, fake_llm):
     q = "Why does a heavier cart need a larger force to reach the same speed?"
     questions = _questions_table(q, "How does concept 3 follow from the first law of motion?")  # refused
-    run = run_examples(questions, FakeLLM(), tmp_path / "ex", GlanSettings(seed=2, temperature=0.5))
+    run = run_examples(questions, fake_llm(_glan()), tmp_path / "ex", GlanSettings(seed=2, temperature=0.5))
     assert run.table["instruction"].to_list() == [q]
     assert run.table["response"].to_list() == [f"A worked answer to: {q[:40]}"]
     assert run.table["source"][0] == "glan(model=fake, seed=2, temperature=0.5)"
@@ -327,7 +328,7 @@ def test_dedup_level_alone(tmp_path):
     ] == ["q1"]
 
 
-def test_syllabi_level_alone_asks_missing_concepts(tmp_path):
+def test_syllabi_level_alone_asks_missing_concepts(tmp_path, fake_llm):
     subjects = pl.DataFrame(
         [
             {
@@ -342,22 +343,22 @@ def test_syllabi_level_alone_asks_missing_concepts(tmp_path):
             }
         ]
     )
-    llm = FakeLLM(titles_only=True)
+    llm = fake_llm(_glan(titles_only=True))
     run = run_syllabi(subjects, llm, tmp_path / "syl", GlanSettings(), sessions=2)
     assert run.table["title"].to_list() == ["Mechanics part 1", "Mechanics part 2"]  # 3 written, 2 kept
     assert json.loads(run.table["key_concepts"][1]) == ["Mechanics part 2 idea", "concept 2", "topic 2"]
-    assert llm.prompts == {**NO_PROMPTS, "syllabi": 1, "concepts": 2}
+    assert _prompts(llm) == {**NO_PROMPTS, "syllabi": 1, "concepts": 2}
     assert (run.calls.generated, run.calls.concept_calls) == (3, 2)
 
 
-def test_a_level_called_alone_reuses_what_run_glan_wrote(tmp_path):
+def test_a_level_called_alone_reuses_what_run_glan_wrote(tmp_path, fake_llm):
     """Same fingerprint both ways: a level rerun by hand on run_glan's folder regenerates nothing."""
-    _run(tmp_path, FakeLLM())
+    _run(tmp_path, fake_llm(_glan()))
     run_dir = tmp_path / "run"
-    llm = FakeLLM()
+    llm = fake_llm(_glan())
     settings = GlanSettings(shard_size=2)
     run = run_questions(
         read_shards(run_dir / "syllabi"), llm, run_dir / "questions", settings, per_syllabus=3
     )
-    assert llm.prompts == NO_PROMPTS and run.outcome["skipped_shards"] == run.outcome["shards"] == 6
+    assert _prompts(llm) == NO_PROMPTS and run.outcome["skipped_shards"] == run.outcome["shards"] == 6
     assert run.table.equals(read_shards(run_dir / "questions"))

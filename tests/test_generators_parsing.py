@@ -88,40 +88,27 @@ def test_line_helpers():
     assert labelled("nothing labelled", ("task",)) is None
 
 
-class ScriptedLLM:
-    """Returns the next canned answer for each prompt, recording the seeds it was called with."""
-
-    name = "scripted"
-
-    def __init__(self, answers):
-        self.answers, self.seeds, self.calls = list(answers), [], 0
-
-    def generate(self, prompts, sampling, progress=None):
-        self.seeds.append(sampling.seed)
-        self.calls += 1
-        return [self.answers.pop(0) for _ in prompts]
-
-
 def _parse_int(text, item):
     return int(text) if text.strip().isdigit() else Reject("not a number", text)
 
 
-def test_retries_only_failed_items_and_bounds_attempts():
-    llm = ScriptedLLM(["1", "x", "y", "2", "z", "still bad"])  # attempt 1: 3 items; 2: items 1,2; 3: item 2
+def test_retries_only_failed_items_and_bounds_attempts(fake_llm):
+    llm = fake_llm(["1", "x", "y", "2", "z", "still bad"])  # attempt 1: 3 items; 2: items 1,2; 3: item 2
     res = generate_parsed(llm, ["a", "b", "c"], lambda i: i, _parse_int, Sampling(seed=5), retries=2)
     assert res.results[0] == 1 and res.results[1] == 2
     assert isinstance(res.results[2], Reject)
     assert res.results[2].reason == "not a number" and res.results[2].raw == "still bad"
     assert res.results[2].extra["attempts"] == 3
     assert res.generated == 6 and res.retried == 3
-    assert llm.calls == 3 and len(set(llm.seeds)) == 3  # each retry samples with a new seed
+    assert [len(c.asks) for c in llm.calls] == [3, 2, 1]  # only the failed items are asked again
+    assert len({c.sampling.seed for c in llm.calls}) == 3  # each retry samples with a new seed
 
 
-def test_parse_value_error_becomes_reject():
+def test_parse_value_error_becomes_reject(fake_llm):
     def bad(text, item):
         raise ValueError("broken")
 
-    res = generate_parsed(ScriptedLLM(["a"]), ["x"], lambda i: i, bad, Sampling(), retries=0)
+    res = generate_parsed(fake_llm(["a"]), ["x"], lambda i: i, bad, Sampling(), retries=0)
     assert res.results[0].reason == "broken"
     assert res.results[0].to_dict(level="q")["level"] == "q"
 

@@ -35,72 +35,55 @@ def test_parse_rating_rejects_anything_else_with_a_reason(text, reason):
         parse_rating(text)
 
 
-class ScriptedJudge:
+def _instruction(ask) -> str:
+    return re.search(r"### Instruction\n(.*?)\n", ask.text).group(1)
+
+
+def _scripted(script: dict[str, list[str]]):
     """Known answers per instruction: ``script[instruction]`` is a list of answers, one per attempt."""
 
-    name = model_id = "scripted"
-    model = None
+    def answer(ask):
+        answers = script[_instruction(ask)]
+        return answers[min(ask.attempt, len(answers) - 1)]
 
-    def __init__(self, script: dict[str, list[str]], structured_output: bool = False):
-        self.script, self.structured_output = script, structured_output
-        self.asked: dict[str, int] = {}
-        self.samplings = []
-
-    def generate(self, prompts, sampling, progress=None):
-        self.samplings.append(sampling)
-        out = []
-        for p in prompts:
-            instruction = re.search(r"### Instruction\n(.*?)\n", p[-1]["content"]).group(1)
-            n = self.asked.get(instruction, 0)
-            self.asked[instruction] = n + 1
-            answers = self.script[instruction]
-            out.append(answers[min(n, len(answers) - 1)])
-        return out
+    return answer
 
 
 def _table(instructions):
     return to_table([make_example(i, f"answer to {i}", source="test") for i in instructions])
 
 
-def test_judge_rows_retries_garbage_and_keeps_what_never_parses():
+def test_judge_rows_retries_garbage_and_keeps_what_never_parses(fake_llm):
     script = {"a": ["Rating: 5"], "b": ["great!", "Rating: 2"], "c": ["no idea", "still none", "nope"]}
-    llm = ScriptedJudge(script)
+    llm = fake_llm(_scripted(script))
     judged = judge_rows(_table(["a", "b", "c"]), llm, retries=2)
     assert judged.scores == [5, 2, None]
     assert judged.calls == 3 + 2 + 1 and judged.retried == 2 + 1
     (reject,) = judged.rejects
     assert reject["raw"] == "nope" and reject["attempts"] == 3 and "no 'Rating: N'" in reject["reason"]
-    assert llm.samplings[0].temperature == 0.0 and llm.samplings[1].temperature > 0  # greedy first
+    first, retry = llm.calls[0].sampling, llm.calls[1].sampling
+    assert first.temperature == 0.0 and retry.temperature > 0  # greedy first
     assert judged.column().to_list() == [5.0, 2.0, None]
-    assert llm.samplings[0].json_schema is None
+    assert first.json_schema is None
 
 
-def test_judge_asks_a_constrained_backend_for_the_schema():
-    llm = ScriptedJudge({"a": ['{"rating": 3}']}, structured_output=True)
+def test_judge_asks_a_constrained_backend_for_the_schema(fake_llm):
+    llm = fake_llm(_scripted({"a": ['{"rating": 3}']}), structured_output=True)
     assert judge_rows(_table(["a"]), llm).scores == [3]
-    assert llm.samplings[0].json_schema == SCHEMA
+    assert llm.calls[0].sampling.json_schema == SCHEMA
 
 
-class ServedJudge:
+def _served(ask) -> str:
     """A judge behind the project's OpenAI-compatible server: row i gets rating i % 5 + 1, and
     the instruction 'What is 3 plus 3?' always gets garbage."""
-
-    name = model_id = "served"
-    model = None
-    structured_output = False
-
-    def generate(self, prompts, sampling, progress=None):
-        texts = []
-        for p in prompts:
-            i = int(re.search(r"What is (\d+) plus", p[-1]["content"]).group(1))
-            texts.append("I cannot rate this." if i == 3 else f"Rating: {i % 5 + 1}")
-        return texts
+    i = int(re.search(r"What is (\d+) plus", ask.text).group(1))
+    return "I cannot rate this." if i == 3 else f"Rating: {i % 5 + 1}"
 
 
-def test_score_stage_writes_score_judge_rejects_and_counts(tmp_path):
+def test_score_stage_writes_score_judge_rejects_and_counts(tmp_path, fake_llm):
     rows = [{"instruction": f"What is {i} plus {i}?", "output": f"It is {2 * i}."} for i in range(6)]
     atomic_write_jsonl(rows, tmp_path / "in.jsonl")
-    with OpenAICompatServer(ServedJudge(), model_name="served") as server:
+    with OpenAICompatServer(fake_llm(_served, name="served", model_id="served"), model_name="served") as server:
         cfg = load_config(overrides=[
             "generate.taxonomy.enabled=false", "generate.text.enabled=false",
             f"generate.inputs=[{tmp_path / 'in.jsonl'}]", "model.model=tiny", "model.backend=hf",
@@ -127,16 +110,9 @@ def test_score_stage_writes_score_judge_rejects_and_counts(tmp_path):
     assert selected["rows_out"] == 2  # ratings 3 and 5; the null is not kept by a min threshold
 
 
-def test_a_judge_request_that_fails_for_good_is_a_reject_not_a_crash():
-    from pipelines.llm.openai_backend import RequestFailed
-
-    class DownForOneRow(ScriptedJudge):
-        def generate_results(self, prompts, sampling, progress=None):
-            texts = self.generate(prompts, sampling)
-            return [RequestFailed(i, "Service Unavailable", status=503, attempts=6) if t == "DOWN" else t
-                    for i, t in enumerate(texts)]
-
-    judged = judge_rows(_table(["a", "b"]), DownForOneRow({"a": ["Rating: 4"], "b": ["DOWN"]}))
+def test_a_judge_request_that_fails_for_good_is_a_reject_not_a_crash(fake_llm):
+    llm = fake_llm(_scripted({"a": ["Rating: 4"]}), fail=lambda ask: _instruction(ask) == "b")
+    judged = judge_rows(_table(["a", "b"]), llm)
     assert judged.scores == [4, None]
     (reject,) = judged.rejects
     assert reject["reason"] == "llm request failed: HTTP 503" and reject["http_attempts"] == 6

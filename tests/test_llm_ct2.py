@@ -1,4 +1,4 @@
-"""HFBackend's CTranslate2 engine (generation and scoring) on the tiny in-process model (skipped without ctranslate2).
+"""HFBackend's CTranslate2 engine (generation and scoring) on the tiny in-process model.
 
 Greedy parity with hf is checked on a float32 conversion: the int8 one (the default for the
 embedded model) rounds the weights, so its greedy tokens legitimately differ from the fp32 hf model.
@@ -9,12 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("ctranslate2")
-
-from pipelines.llm.base import Sampling  # noqa: E402
-from pipelines.llm.ct2 import _shared_prefix, _split_by_spread, thread_layout  # noqa: E402
-from pipelines.llm.hf import HFBackend, resolve_generation_engine  # noqa: E402
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from pipelines.llm.base import Sampling
+from pipelines.llm.ct2 import _shared_prefix, _split_by_spread, thread_layout
+from pipelines.llm.hf import HFBackend, resolve_generation_engine
 
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -34,10 +31,9 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
+def tiny_folder(tmp_path_factory, tiny):
     """The tiny model and tokenizer saved as a transformers folder (what the converter reads)."""
-    tok = tiny_tokenizer()
-    model = tiny_model(tok)
+    model, tok = tiny.pair()
     path = tmp_path_factory.mktemp("tiny-hf")
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -150,9 +146,8 @@ def test_conversion_is_cached_and_reused(tiny_folder, tmp_path, monkeypatch):
     assert (cache / names[0] / "model.bin").exists()
 
 
-def test_in_memory_model_converts_to_a_temporary_folder(tmp_path):
-    tok = tiny_tokenizer()
-    llm = HFBackend(tiny_model(tok), tok, generation_engine="ct2", generation_batch_size=3)
+def test_in_memory_model_converts_to_a_temporary_folder(tmp_path, tiny):
+    llm = tiny.hf(generation_engine="ct2", generation_batch_size=3)
     out = llm.generate(PROMPTS, Sampling(temperature=0.7, max_tokens=6, seed=1))
     assert len(out) == len(PROMPTS) and all(isinstance(t, str) for t in out)
     assert not (tmp_path / "cache").exists()  # nothing cached for weights without a folder
@@ -185,7 +180,7 @@ def test_split_by_spread_and_shared_prefix():
     assert _shared_prefix([["a"], ["b"]]) == 0
 
 
-def test_thread_layout_follows_the_machine(monkeypatch):
+def test_thread_layout_follows_the_machine(monkeypatch, tiny):
     import os
 
     assert thread_layout(4) == (4, 1)
@@ -193,8 +188,7 @@ def test_thread_layout_follows_the_machine(monkeypatch):
     assert thread_layout(1, 2) == (1, 2)  # never zero batches at once
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     assert thread_layout() == (3, 1)
-    tok = tiny_tokenizer()
-    llm = HFBackend(tiny_model(tok), tok, generation_engine="ct2", ct2_threads=4, ct2_intra_threads=2)
+    llm = tiny.hf(generation_engine="ct2", ct2_threads=4, ct2_intra_threads=2)
     engine = llm.ct2_engine()
     assert (engine.inter_threads, engine.intra_threads) == (2, 2)
 

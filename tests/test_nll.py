@@ -7,14 +7,7 @@ import torch
 from pipelines.llm.base import LossRequest
 from pipelines.llm.hf import HFBackend
 from pipelines.llm.nll import encode, plan_batches, reference_nll, score_requests
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.truncation import budget, truncate_ids
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    tok = tiny_tokenizer()
-    return tiny_model(tok, layers=2), tok
 
 
 def _requests():
@@ -29,7 +22,7 @@ def _requests():
 
 @pytest.mark.parametrize("budget", [64, 300, 100_000])
 def test_batched_matches_unbatched_reference(tiny, budget):
-    model, tok = tiny
+    model, tok = tiny.pair()
     reqs = _requests()
     results = score_requests(model, tok, reqs, token_budget=budget)
     for req, res in zip(reqs, results, strict=True):
@@ -42,7 +35,7 @@ def test_batched_matches_unbatched_reference(tiny, budget):
 
 def test_prompt_tokens_are_masked(tiny):
     """Changing the prompt changes nothing about which tokens are scored: only completion tokens count."""
-    model, tok = tiny
+    model, tok = tiny.pair()
     a = score_requests(model, tok, [LossRequest("short prompt", "the answer")])[0]
     b = score_requests(model, tok, [LossRequest("a much longer prompt " * 5, "the answer")])[0]
     n_completion = len(tok("the answer", add_special_tokens=False)["input_ids"])
@@ -57,7 +50,7 @@ def test_prompt_tokens_are_masked(tiny):
 
 
 def test_empty_prompt_conditions_on_start_token(tiny):
-    _, tok = tiny
+    tok = tiny.tokenizer()
     it = encode(tok, LossRequest("", "hello"))
     assert it.prompt_ids == [tok.bos_token_id]
 
@@ -89,7 +82,7 @@ def test_truncation_rule():
 
 
 def test_truncation_keeps_completion_and_prompt_tail(tiny):
-    _, tok = tiny
+    tok = tiny.tokenizer()
     it = encode(tok, LossRequest("word " * 200, "answer " * 200), max_length=64)
     assert it.length == 64 and len(it.completion_ids) == 48
     whole = tok("answer " * 8, add_special_tokens=False)["input_ids"]  # 25 tokens: under the cap of 48
@@ -99,7 +92,7 @@ def test_truncation_keeps_completion_and_prompt_tail(tiny):
 
 
 def test_user_mask_follows_the_prompt_tail(tiny):
-    _, tok = tiny
+    tok = tiny.tokenizer()
     content = "What is the capital of France? " * 20 + "Answer briefly."
     req = LossRequest([{"role": "user", "content": content}], "Paris.")
     full = encode(tok, req, want_user_mask=True)
@@ -112,7 +105,7 @@ def test_user_mask_follows_the_prompt_tail(tiny):
 
 
 def test_hidden_and_attention_extras(tiny):
-    model, tok = tiny
+    model, tok = tiny.pair()
     model.set_attn_implementation("eager")
     try:
         reqs = _requests()[:3]
@@ -125,7 +118,7 @@ def test_hidden_and_attention_extras(tiny):
 
 
 def test_user_mask_covers_only_user_content(tiny):
-    _, tok = tiny
+    tok = tiny.tokenizer()
     req = LossRequest([{"role": "user", "content": "What is the capital of France?"}], "Paris.")
     it = encode(tok, req, want_user_mask=True)
     kept = "".join(tok.decode([t]) for t, m in zip(it.prompt_ids, it.user_mask, strict=True) if m)

@@ -14,7 +14,6 @@ from pipelines.llm.base import LossRequest, Sampling
 from pipelines.llm.hf import HFBackend
 from pipelines.llm.openai_backend import OpenAIBackend, RequestFailed
 from pipelines.llm.serve import OpenAICompatServer
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 
 GREEDY = Sampling(temperature=0.0, max_tokens=8)
 PROMPTS = [
@@ -26,9 +25,8 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def hf() -> HFBackend:
-    tok = tiny_tokenizer()
-    return HFBackend(tiny_model(tok), tok)
+def hf(tiny) -> HFBackend:
+    return tiny.hf()
 
 
 @pytest.fixture(scope="module")
@@ -123,24 +121,27 @@ def test_client_errors_are_not_retried(server):
 
 
 def test_timeout_is_retried_and_reported(server, hf):
-    calls = []
+    calls, answer = [], threading.Event()
 
     def slow_first(path, body):
         calls.append(path)
         if len(calls) == 1:
-            time.sleep(1.0)
+            answer.wait(timeout=30)  # held until the client has given up on it
         return None
 
     server.before_request = slow_first
-    start = time.perf_counter()
-    with OpenAIBackend("tiny", base_url=server.url, timeout=0.2, max_retries=1, backoff=0.001) as llm:
-        assert llm.generate([PROMPTS[2]], GREEDY) == hf.generate([PROMPTS[2]], GREEDY)
-    assert len(calls) == 2 and time.perf_counter() - start < 1.0  # did not wait for the slow answer
+    try:
+        start = time.perf_counter()
+        with OpenAIBackend("tiny", base_url=server.url, timeout=0.2, max_retries=1, backoff=0.001) as llm:
+            assert llm.generate([PROMPTS[2]], GREEDY) == hf.generate([PROMPTS[2]], GREEDY)
+        assert len(calls) == 2 and time.perf_counter() - start < 1.0  # did not wait for the slow answer
 
-    calls.clear()
-    with OpenAIBackend("tiny", base_url=server.url, timeout=0.2, max_retries=0) as llm:
-        with pytest.raises(RequestFailed, match=r"timed out after 0.2s"):
-            llm.generate([PROMPTS[2]], GREEDY)
+        calls.clear()
+        with OpenAIBackend("tiny", base_url=server.url, timeout=0.2, max_retries=0) as llm:
+            with pytest.raises(RequestFailed, match=r"timed out after 0.2s"):
+                llm.generate([PROMPTS[2]], GREEDY)
+    finally:
+        answer.set()
 
 
 def test_connection_refused_is_a_clear_failure():

@@ -14,8 +14,6 @@ from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
 from flows.stages.condition import targets_needed
 from flows.stages.score import score_shard
-from pipelines.llm.hf import HFBackend
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.schema import make_example, to_table
 from pipelines.shards import atomic_write_jsonl
 
@@ -86,25 +84,20 @@ def test_input_errors_and_non_finite_rows():
     assert cost_scale(target[:1]) == 1.0 and 0 < cost_scale(target) < 0.1
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    tok = tiny_tokenizer()
-    return HFBackend(tiny_model(tok, layers=2, seed=0), tok)
-
-
 def test_score_table_writes_a_finite_otd_column(tiny):
+    llm = tiny.hf()
     rows = [make_example(f"Question {i}: what is {i} times two?", f"It is {2 * i}.") for i in range(6)]
     rows += [make_example("Write a poem about the sea.", "Waves roll in and out again.", context="Poems.")]
     table = to_table(rows)
-    matrix = target_rows(tiny, table[:3])
+    matrix = target_rows(llm, table[:3])
     assert matrix.shape[0] == 3 and matrix.dtype == np.float32
-    scored = score_table(table, tiny, scores=("otd", "target_sim"), target_matrix=matrix,
+    scored = score_table(table, llm, scores=("otd", "target_sim"), target_matrix=matrix,
                          target_vector=matrix.mean(axis=0))
     col = scored[SCORE_COLUMNS["otd"]]
     assert col.null_count() == 0 and np.isfinite(col.to_numpy()).all()
     assert col.n_unique() > 1
     with pytest.raises(ValueError, match="target_matrix"):
-        score_table(table, tiny, scores=("otd",))
+        score_table(table, llm, scores=("otd",))
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -20,38 +19,24 @@ from generators.refusal_certainty import (
     split_certainty,
     with_certainty,
 )
-from pipelines.llm.base import LossResult
 from pipelines.schema import make_example, meta_of, to_table
 from pipelines.shards import list_shards
 
 
-class FakeLLM:
-    """Answers from a question -> answer dict; unsure (lower NLL for " I am unsure.") where told."""
+def _fake(fake_llm, answers: dict[str, str], unsure=frozenset(), **options):
+    """Greedy answers from a question -> answer dict ("no idea" otherwise); unsure (lower NLL
+    for " I am unsure.") where told."""
 
-    name, model_id, model, structured_output = "fake", "fake", None, False
+    def answer(ask):
+        assert ask.sampling.temperature == 0.0  # greedy
+        return answers.get(ask.text, "no idea")
 
-    def __init__(self, answers: dict[str, str], unsure: set[str] = frozenset()):
-        self.answers, self.unsure = answers, set(unsure)
-        self.generated = 0
+    def nll(request):
+        question = next(q for q in answers if q in request.prompt)
+        says_unsure = request.completion == f" {UNSURE}"
+        return [0.1 if says_unsure == (question in unsure) else 2.0] * 3
 
-    def generate(self, prompts, sampling, progress=None):
-        assert sampling.temperature == 0.0  # greedy
-        self.generated += len(prompts)
-        return [self.answers.get(p[-1]["content"], "no idea") for p in prompts]
-
-    def loss(self, requests, want_hidden=False, attn_layer=None, progress=None):
-        out = []
-        for r in requests:
-            question = next(q for q in self.answers if q in r.prompt)
-            doubt = question in self.unsure
-            says_unsure = r.completion == f" {UNSURE}"
-            out.append(LossResult(np.array([0.1 if says_unsure == doubt else 2.0] * 3)))
-        return out
-
-
-class Exploding(FakeLLM):
-    def generate(self, prompts, sampling, progress=None):
-        raise AssertionError("a finished shard was redone")
+    return fake_llm(answer, losses=nll, **options)
 
 
 # --------------------------------------------------------------------------- judging
@@ -97,9 +82,9 @@ def _rows(n: int = 6) -> pl.DataFrame:
     return to_table(make_example(f"Question {i}?", f"answer {i}", meta={"task_type": "qa"}) for i in range(n))
 
 
-def test_known_rows_get_sure_unknown_get_unsure_and_original_is_kept():
+def test_known_rows_get_sure_unknown_get_unsure_and_original_is_kept(fake_llm):
     table = _rows(4)
-    llm = FakeLLM({"Question 0?": "answer 0", "Question 1?": "The answer 1.", "Question 2?": "answer 7",
+    llm = _fake(fake_llm, {"Question 0?": "answer 0", "Question 1?": "The answer 1.", "Question 2?": "answer 7",
                    "Question 3?": "wrong"})
     out, rejects = transform_rows(table, llm, metric="exact", threshold=1.0)
     assert rejects == [] and out.height == 4
@@ -116,44 +101,38 @@ def test_known_rows_get_sure_unknown_get_unsure_and_original_is_kept():
     assert out_f1["refusal_score"].to_list()[2] == pytest.approx(0.5)
 
 
-def test_empty_reference_is_a_reject_with_reason():
+def test_empty_reference_is_a_reject_with_reason(fake_llm):
     table = to_table([make_example("Q?", "..."), make_example("Question 1?", "answer 1")])
-    out, rejects = transform_rows(table, FakeLLM({"Question 1?": "answer 1"}))
+    out, rejects = transform_rows(table, _fake(fake_llm, {"Question 1?": "answer 1"}))
     assert out.height == 1 and len(rejects) == 1
     assert rejects[0]["field"] == "response" and "empty" in rejects[0]["reason"]
 
 
-class Flaky(FakeLLM):
-    """Like an endpoint that keeps failing for one prompt (openai backend's generate_results)."""
-
-    def generate_results(self, prompts, sampling, progress=None):
-        from pipelines.llm.openai_backend import RequestFailed
-
-        texts = self.generate(prompts, sampling, progress)
-        return [RequestFailed(i, "HTTP 503 Service Unavailable", 503, 3) if p[-1]["content"] == "Question 1?" else t
-                for i, (p, t) in enumerate(zip(prompts, texts, strict=True))]
-
-
-def test_a_request_that_fails_for_good_is_a_reject_not_a_crash():
-    out, rejects = transform_rows(_rows(3), Flaky({"Question 0?": "answer 0", "Question 2?": "answer 2"}))
+def test_a_request_that_fails_for_good_is_a_reject_not_a_crash(fake_llm):
+    # Like an endpoint that keeps failing for one prompt (openai backend's generate_results).
+    flaky = _fake(fake_llm, {"Question 0?": "answer 0", "Question 2?": "answer 2"},
+                  fail=lambda ask: ask.text == "Question 1?")
+    out, rejects = transform_rows(_rows(3), flaky)
     assert out["instruction"].to_list() == ["Question 0?", "Question 2?"]
     assert [meta_of(m)["known"] for m in out["meta"]] == [True, True]
     assert len(rejects) == 1 and rejects[0]["reason"] == "llm request failed: HTTP 503"
 
 
-def test_resume_by_shard_redoes_nothing_and_rebuilds_a_lost_shard(tmp_path):
+def test_resume_by_shard_redoes_nothing_and_rebuilds_a_lost_shard(tmp_path, fake_llm):
     table = _rows(7)
     answers = {f"Question {i}?": f"answer {i}" if i % 2 else "no" for i in range(7)}
-    first = run_refusal_aware(table, tmp_path, FakeLLM(answers), shard_size=3, progress=False)
+    first = run_refusal_aware(table, tmp_path, _fake(fake_llm, answers), shard_size=3, progress=False)
     assert first["shards"] == 3 and first["resumed"] == 0 and first["rows_out"] == 7
     assert (first["known"], first["unknown"]) == (3, 4)
     before = {p.name: p.read_bytes() for p in list_shards(tmp_path)}
-    again = run_refusal_aware(table, tmp_path, Exploding(answers), shard_size=3, progress=False)
+    untouched = _fake(fake_llm, answers)
+    again = run_refusal_aware(table, tmp_path, untouched, shard_size=3, progress=False)
+    assert untouched.calls == [] and untouched.loss_calls == []  # no finished shard was redone
     assert again["resumed"] == 3 and {k: again[k] for k in ("known", "unknown")} == {"known": 3, "unknown": 4}
     list_shards(tmp_path)[1].unlink()  # as if killed before shard 1 was written
-    llm = FakeLLM(answers)
+    llm = _fake(fake_llm, answers)
     run_refusal_aware(table, tmp_path, llm, shard_size=3, progress=False)
-    assert llm.generated == 3  # only the lost shard's rows
+    assert len(llm.asks) == 3  # only the lost shard's rows
     assert {p.name: p.read_bytes() for p in list_shards(tmp_path)} == before
 
 
@@ -225,12 +204,12 @@ def test_train_stage_passes_the_refusal_evaluation_as_its_hook(tmp_path, monkeyp
 
 
 # --------------------------------------------------------------------------- evaluation
-def test_evaluation_answered_accuracy_and_unsure_share_on_a_fake_model():
+def test_evaluation_answered_accuracy_and_unsure_share_on_a_fake_model(fake_llm):
     rows = [{"question": f"Q{i}?", "context": "", "answer": f"a{i}"} for i in range(5)]
     # right on Q0, Q1, Q2; wrong on Q3, Q4. Unsure of Q2 (right) and Q3, Q4 (wrong).
     answers = {"Q0?": "a0", "Q1?": f"a1\n\n{CERTAINTY_QUESTION} {SURE}", "Q2?": "a2", "Q3?": "x",
                "Q4?": f"y\n\n{CERTAINTY_QUESTION} {UNSURE}"}
-    llm = FakeLLM(answers, unsure={"Q2?", "Q3?", "Q4?"})
+    llm = _fake(fake_llm, answers, unsure={"Q2?", "Q3?", "Q4?"})
     res = evaluate_certainty(llm, rows, lambda p: f"<user>{p[-1]['content']}<assistant>", metric="exact")
     assert res["n"] == 5
     assert res["accuracy"] == pytest.approx(3 / 5)
@@ -243,9 +222,9 @@ def test_evaluation_answered_accuracy_and_unsure_share_on_a_fake_model():
     assert min(confidence[:2]) > 0.99 and max(confidence[2:]) < 0.01  # P(sure) from the two losses
     # ranked Q0, Q1 (right) then a tie of Q2 (right), Q3, Q4: AP = 2/3 * 1 + 1/3 * 3/5
     assert res["average_precision"] == pytest.approx(2 / 3 + 1 / 5)
-    everything_unsure = evaluate_certainty(FakeLLM(answers, unsure=set(answers)), rows, lambda p: str(p))
+    everything_unsure = evaluate_certainty(_fake(fake_llm, answers, unsure=set(answers)), rows, lambda p: str(p))
     assert everything_unsure["answered_accuracy"] is None and everything_unsure["unsure_share"] == 1.0
-    all_wrong = evaluate_certainty(FakeLLM({q: "z" for q in answers}), rows, lambda p: str(p))
+    all_wrong = evaluate_certainty(_fake(fake_llm, {q: "z" for q in answers}), rows, lambda p: str(p))
     assert all_wrong["accuracy"] == 0.0 and all_wrong["average_precision"] is None  # AP needs both kinds
 
 

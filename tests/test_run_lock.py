@@ -5,38 +5,51 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from flows import run_lock
 from flows.run_folder import RunFolder
 from flows.run_lock import RunFolderBusy, RunLock
 
 REPO = Path(__file__).resolve().parents[1]
 
 HOLD = """
-import sys, time
+import sys
 from flows.run_lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()  # hold until the test says so, or closes the pipe
 """
+START_S = 120  # the most a holder may take to start (imports included) on a busy machine
 
 
-def _holder(root: Path, seconds: float) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", HOLD, str(root), str(seconds)], cwd=REPO,
-                         stdout=subprocess.PIPE, text=True)
+def _holder(root: Path) -> subprocess.Popen:
+    """A process holding the lock on ``root`` until a line reaches its stdin (or it is killed)."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(root)], cwd=REPO,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if not select.select([p.stdout], [], [], START_S)[0]:
+        p.kill()
+        p.wait()
+        pytest.fail(f"the lock holder did not start within {START_S} s")
     assert p.stdout.readline().strip() == "held"
     return p
 
 
+def _end(p: subprocess.Popen) -> None:
+    """Let the holder finish and exit (its lock goes with it)."""
+    p.communicate("done\n", timeout=START_S)
+
+
 def test_live_holder_refuses_with_pid_and_host(tmp_path):
-    p = _holder(tmp_path, 30)
+    p = _holder(tmp_path)
     try:
         with pytest.raises(RunFolderBusy) as e:
             RunLock(tmp_path).acquire()
@@ -47,18 +60,25 @@ def test_live_holder_refuses_with_pid_and_host(tmp_path):
         p.wait()
 
 
-def test_wait_gets_the_lock_when_the_holder_ends(tmp_path):
-    p = _holder(tmp_path, 1.0)
-    t = time.monotonic()
+def test_wait_gets_the_lock_when_the_holder_ends(tmp_path, monkeypatch):
+    p = _holder(tmp_path)
+    polls = []
+
+    def poll(seconds):  # the waiter found the lock held: the holder ends while it waits
+        polls.append(seconds)
+        if p.poll() is None:
+            _end(p)
+
+    monkeypatch.setattr(run_lock, "time", SimpleNamespace(sleep=poll))
     with RunLock(tmp_path, wait=True, poll_s=0.05) as lock:
-        assert time.monotonic() - t > 0.3  # it did wait for the holder
+        assert polls == [0.05]  # it did wait for the holder, once, for poll_s
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
-    p.wait()
+    assert p.returncode == 0
     assert lock.path.read_text() == ""  # released: no holder named
 
 
 def test_lock_of_a_killed_process_is_taken_over(tmp_path):
-    p = _holder(tmp_path, 60)
+    p = _holder(tmp_path)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == p.pid  # stale file left behind
@@ -74,7 +94,7 @@ def test_stage_cli_refuses_a_held_folder(tmp_path):
     from flows.config import PipelineConfig
 
     run.config_file.write_text(PipelineConfig().model_dump_json())
-    p = _holder(run.root, 60)
+    p = _holder(run.root)
     try:
         r = subprocess.run([sys.executable, "-m", "flows.stages", "collect", str(run.root)], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
@@ -95,7 +115,7 @@ def test_build_dataset_refuses_a_held_folder(tmp_path, capsys, monkeypatch):
     args = ["--no-taxonomy", "--no-text", "--model", "tiny", "--backend", "hf", "--input", str(data),
             "--out-dir", str(tmp_path / "runs"), "--run-name", "r"]
     root = tmp_path / "runs" / "r"
-    p = _holder(root, 60)
+    p = _holder(root)
     ran = []
     monkeypatch.setattr(build_dataset, "configured_flow", lambda a: lambda **kw: ran.append(kw))
     try:

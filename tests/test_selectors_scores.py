@@ -16,27 +16,26 @@ from pipelines.llm.base import LossRequest
 from pipelines.llm.embedded import load_model_and_tokenizer
 from pipelines.llm.hf import HFBackend
 from pipelines.llm.nll import reference_nll
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.schema import make_example, to_table
 
 SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n"
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
+def tok(tiny):
+    return tiny.tokenizer()
 
 
 @pytest.fixture(scope="module")
-def prior(tok):
-    model = tiny_model(tok, layers=3, seed=0)
+def prior(tiny, tok):
+    model = tiny.model(tok, layers=3, seed=0)
     model.set_attn_implementation("eager")
     return model
 
 
 @pytest.fixture(scope="module")
-def cond(tok):
-    return tiny_model(tok, layers=3, seed=1)
+def cond(tiny, tok):
+    return tiny.model(tok, layers=3, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +55,9 @@ def table():
     return to_table(rows)
 
 
-class Counting:
-    """Wraps a backend and records every loss() call: how many requests, which extras."""
-
-    def __init__(self, llm):
-        self.llm, self.model, self.calls = llm, llm.model, []
-
-    def loss(self, requests, **kwargs):
-        self.calls.append((len(requests), tuple(sorted(k for k in kwargs if k != "progress"))))
-        return self.llm.loss(requests, **kwargs)
+def _passes(llm) -> list[tuple[int, bool, bool]]:
+    """Each loss() call a FakeLLM forwarded: (requests, hidden states asked, attention asked)."""
+    return [(len(c.requests), c.want_hidden, c.attn_layer is not None) for c in llm.loss_calls]
 
 
 def _nll(model, tok, prompt, response) -> float:
@@ -100,11 +93,11 @@ def test_scores_match_hand_computed_reference(prior, cond, tok, table):
     assert scored.select(table.columns).equals(table)
 
 
-def test_color_sum_reduction_matches_hand_computed_reference(prior, cond, tok, table):
+def test_color_sum_reduction_matches_hand_computed_reference(prior, cond, tok, table, fake_llm):
     """color_reduction="sum": total response NLL, = log p(resp | cond) - log p(resp | prior)."""
-    p, c = Counting(HFBackend(prior, tok)), Counting(HFBackend(cond, tok))
+    p, c = fake_llm(losses=HFBackend(prior, tok)), fake_llm(losses=HFBackend(cond, tok))  # count passes
     scored = score_table(table, p, scores=("color",), cond_llm=c, color_reduction="sum")
-    assert len(p.calls) == len(c.calls) == 1  # same passes as the mean, no extra forward
+    assert len(p.loss_calls) == len(c.loss_calls) == 1  # same passes as the mean, no extra forward
     for row in scored.iter_rows(named=True):
         user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
         req = LossRequest(_chat(user), row["response"])
@@ -145,8 +138,8 @@ def test_attention_ratio_matches_hand_computation(prior, tok, table):
         assert n_user > len(user_cols) or not row["context"]
 
 
-def test_ctx_attn_needs_eager_attention(tok, table):
-    model = tiny_model(tok, layers=2)
+def test_ctx_attn_needs_eager_attention(tiny, tok, table):
+    model = tiny.model(tok, layers=2)
     model.set_attn_implementation("sdpa")
     with pytest.raises(ValueError, match="eager"):
         score_table(table, HFBackend(model, tok), scores=("ctx_attn",))
@@ -186,8 +179,8 @@ def test_target_sim_matches_hand_computation(prior, tok, table, pooling):
         score_table(table, HFBackend(prior, tok), scores=("target_sim",))
 
 
-def test_shared_plan_runs_each_pass_once(prior, cond, tok, table):
-    p, c = Counting(HFBackend(prior, tok)), Counting(HFBackend(cond, tok))
+def test_shared_plan_runs_each_pass_once(prior, cond, tok, table, fake_llm):
+    p, c = fake_llm(losses=HFBackend(prior, tok)), fake_llm(losses=HFBackend(cond, tok))  # count passes
     vec = target_embedding(HFBackend(prior, tok), table[:2])
     scored = score_table(table, p, scores=("color", "ifd", "ctx_loss", "ctx_attn", "target_sim", "embedding"),
                          cond_llm=c, target_vector=vec)
@@ -196,8 +189,8 @@ def test_shared_plan_runs_each_pass_once(prior, cond, tok, table):
     # prior: with-context pass (shared by CoLoR, IFD, ctx_loss, attention, embeddings, target
     # similarity), no-context pass over the rows that have a context, response-alone pass.
     # cond: one pass.
-    assert p.calls == [(n, ("attn_layer", "want_hidden")), (n_ctx, ()), (n, ())]
-    assert c.calls == [(n, ())]
+    assert _passes(p) == [(n, True, True), (n_ctx, False, False), (n, False, False)]
+    assert _passes(c) == [(n, False, False)]
     assert scored["embedding"].list.len().to_list() == [prior.config.hidden_size] * n
     assert [x.name for x in plan_passes(("color",))] == ["prior/full", "cond/full"]
     assert [x.name for x in plan_passes(("ifd", "ctx_attn"), separate_probe=True)] == [
@@ -235,7 +228,7 @@ def _target():
     return to_table([make_example(f"Say the number {i}.", f"The number is {i}.") for i in range(6)])
 
 
-def test_conditional_model_cached_by_fingerprint(tmp_path, monkeypatch):
+def test_conditional_model_cached_by_fingerprint(tmp_path, monkeypatch, tiny):
     calls = []
 
     def fake_train(model, tok, table, method, epochs, seed, opts):
@@ -253,16 +246,15 @@ def test_conditional_model_cached_by_fingerprint(tmp_path, monkeypatch):
     info = json.loads((first / "fingerprint.json").read_text())
     assert info["method"] == "lora" and info["target_rows"] == 6
     model, tok = load_model_and_tokenizer(str(first), device="cpu")
-    base = tiny_model(tiny_tokenizer())
+    base = tiny.model()
     assert torch.allclose(model.lm_head.weight, base.lm_head.weight + 0.01, atol=1e-6)
     assert tok.chat_template  # scoring needs the template to survive the save
 
 
-def test_conditional_model_really_trains_on_target(tmp_path):
+def test_conditional_model_really_trains_on_target(tmp_path, tiny):
     target = _target()
     path = build_conditional("tiny", target, tmp_path, epochs=1, learning_rate=5e-2, batch_size=2)
-    tok = tiny_tokenizer()
-    prior = HFBackend(tiny_model(tok), tok)
+    prior = tiny.hf()
     cond_model, cond_tok = load_model_and_tokenizer(str(path), device="cpu")
     scored = score_table(target, prior, scores=("color",), cond_llm=HFBackend(cond_model, cond_tok))
     # One epoch on exactly these rows lowers their loss: CoLoR scores are positive.

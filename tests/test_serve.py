@@ -16,15 +16,13 @@ from pipelines.llm.base import Sampling
 from pipelines.llm.hf import HFBackend
 from pipelines.llm.openai_backend import OpenAIBackend, RequestFailed
 from pipelines.llm.serve import OpenAICompatServer, is_loopback
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 
 TIMEOUT_S = 1.0  # the server's socket timeout here: a stalled client is answered after it
 
 
 @pytest.fixture(scope="module")
-def hf() -> HFBackend:
-    tok = tiny_tokenizer()
-    return HFBackend(tiny_model(tok), tok, model_id="tiny", generation_engine="hf")
+def hf(tiny) -> HFBackend:
+    return tiny.hf(model_id="tiny", generation_engine="hf")
 
 
 @pytest.fixture(scope="module")

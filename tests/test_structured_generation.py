@@ -12,34 +12,26 @@ import pytest
 from generators.glan_level_run import GlanSettings
 from generators.glan_levels import run_subjects, run_syllabi
 from generators.glan_prompts import LEVEL_SCHEMAS
-from pipelines.llm.base import Sampling
 from pipelines.llm.openai_backend import OpenAIBackend
 from pipelines.llm.serve import OpenAICompatServer
 from pipelines.llm.vllm_backend import structured_kwargs
 
 
-class SchemaAwareLLM:
-    """Answers JSON of the requested schema when one is given, else the line format a small
-    chat model writes (which the parsers must repair)."""
-
-    name, model_id, model, structured_output = "scripted", "scripted", None, True
-
-    def generate(self, prompts, sampling: Sampling, progress=None):
-        return [self._answer(sampling.json_schema, p[-1]["content"]) for p in prompts]
-
-    @staticmethod
-    def _answer(schema, ask):
-        if schema is None and "class sessions" in ask:
-            return "\n".join(f"Session {i}: Topic {i} - what it covers | a, b" for i in range(1, 4))
-        if schema is None:
-            return "1. Mechanics | introductory | forces, motion\n2. Optics | intermediate | lenses, light"
-        if schema["title"] == "subjects":
-            return json.dumps({"subjects": [
-                {"name": "Mechanics", "level": "introductory", "subtopics": ["forces", "motion"]},
-                {"name": "Optics", "level": "intermediate", "subtopics": ["lenses", "light"]}]})
-        return json.dumps({"sessions": [
-            {"title": f"Session topic {i}", "description": "what it covers", "key_concepts": ["a", "b"]}
-            for i in range(1, 4)]})
+def _schema_aware(ask) -> str:
+    """JSON of the requested schema when one is given, else the line format a small chat model
+    writes (which the parsers must repair)."""
+    schema = ask.sampling.json_schema
+    if schema is None and "class sessions" in ask.text:
+        return "\n".join(f"Session {i}: Topic {i} - what it covers | a, b" for i in range(1, 4))
+    if schema is None:
+        return "1. Mechanics | introductory | forces, motion\n2. Optics | intermediate | lenses, light"
+    if schema["title"] == "subjects":
+        return json.dumps({"subjects": [
+            {"name": "Mechanics", "level": "introductory", "subtopics": ["forces", "motion"]},
+            {"name": "Optics", "level": "intermediate", "subtopics": ["lenses", "light"]}]})
+    return json.dumps({"sessions": [
+        {"title": f"Session topic {i}", "description": "what it covers", "key_concepts": ["a", "b"]}
+        for i in range(1, 4)]})
 
 
 DISCIPLINES = pl.DataFrame({"discipline_id": ["d1"], "field": ["Science"], "subfield": ["Physics"],
@@ -47,14 +39,15 @@ DISCIPLINES = pl.DataFrame({"discipline_id": ["d1"], "field": ["Science"], "subf
 
 
 @pytest.fixture
-def served():
+def served(fake_llm):
     bodies: list[dict] = []
 
     def record(path, body):
         bodies.append(body)
         return None  # answer with the backend
 
-    with OpenAICompatServer(SchemaAwareLLM(), model_name="scripted", before_request=record) as server:
+    llm = fake_llm(_schema_aware, structured_output=True, name="scripted", model_id="scripted")
+    with OpenAICompatServer(llm, model_name="scripted", before_request=record) as server:
         yield server, bodies
 
 

@@ -17,7 +17,6 @@ from pipelines.llm.hf import HFBackend
 from pipelines.llm.nll import encode, render_chat
 from pipelines.llm.openai_backend import OpenAIBackend
 from pipelines.llm.serve import OpenAICompatServer
-from pipelines.llm.tiny import tiny_model, tiny_tokenizer
 from pipelines.llm.usage import (
     Usage,
     UsageLedger,
@@ -25,7 +24,6 @@ from pipelines.llm.usage import (
     cost,
     load_ledger,
     persisted_usage,
-    record,
     track_usage,
     usage_rows,
 )
@@ -40,9 +38,8 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def hf() -> HFBackend:
-    tok = tiny_tokenizer()
-    return HFBackend(tiny_model(tok), tok, model_id="tiny", generation_engine="hf")
+def hf(tiny) -> HFBackend:
+    return tiny.hf(model_id="tiny", generation_engine="hf")
 
 
 def _prompt_tokens(tok, prompt) -> int:
@@ -93,24 +90,19 @@ def test_openai_backend_counts_the_servers_usage_field(hf):
     assert llm.usage == used
 
 
-class _Counting:
-    name, model_id = "fake", "m"
-
-    def __init__(self):
-        self.usage = Usage()
-
-    def generate(self, n):
-        record(self, Usage(prompt_tokens=n, calls=1))
+def _ask(llm, n: int) -> None:
+    """One prompt of ``n`` tokens (the fake LLM counts words) and an empty answer."""
+    llm.generate([" ".join(["w"] * n)], GREEDY)
 
 
-def test_ledgers_are_per_context_and_per_thread():
-    llm, seen, barrier = _Counting(), {}, threading.Barrier(2)
+def test_ledgers_are_per_context_and_per_thread(fake_llm):
+    llm, seen, barrier = fake_llm(model_id="m"), {}, threading.Barrier(2)
 
     def stage(name, n):
         with track_usage() as ledger:
             barrier.wait()  # both ledgers open at once
             for _ in range(n):
-                llm.generate(10)
+                _ask(llm, 10)
             barrier.wait()
         seen[name] = ledger.entries["fake:m"].prompt_tokens
 
@@ -121,20 +113,20 @@ def test_ledgers_are_per_context_and_per_thread():
         t.join()
     assert seen == {"a": 30, "b": 50} and llm.usage.prompt_tokens == 80
     with track_usage() as outer:
-        llm.generate(1)
+        _ask(llm, 1)
         with track_usage() as inner:
-            llm.generate(2)
+            _ask(llm, 2)
     assert outer.entries["fake:m"].prompt_tokens == 3 and inner.entries["fake:m"].prompt_tokens == 2
     assert backend_key(llm) == "fake:m"
 
 
-def test_a_persisted_ledger_adds_every_attempt_even_failed_ones(tmp_path):
-    llm, path = _Counting(), tmp_path / "usage" / "stage.json"
+def test_a_persisted_ledger_adds_every_attempt_even_failed_ones(tmp_path, fake_llm):
+    llm, path = fake_llm(model_id="m"), tmp_path / "usage" / "stage.json"
     with pytest.raises(RuntimeError), persisted_usage(path):
-        llm.generate(7)
+        _ask(llm, 7)
         raise RuntimeError("killed by a retryable error")
     with persisted_usage(path) as ledger:
-        llm.generate(5)
+        _ask(llm, 5)
         assert ledger.saved().entries["fake:m"].prompt_tokens == 12
     assert load_ledger(path).entries["fake:m"] == Usage(prompt_tokens=12, calls=2)
 

@@ -107,16 +107,13 @@ def _as_list(params, inputs):
     return params if isinstance(params, list) else [params] * len(inputs)
 
 
-def test_backend_wiring_against_a_fake_vllm(monkeypatch):
+def test_backend_wiring_against_a_fake_vllm(monkeypatch, tiny):
     import sys
 
     from pipelines.llm.base import LossRequest
-    from pipelines.llm.hf import HFBackend
-    from pipelines.llm.tiny import tiny_model, tiny_tokenizer
     from pipelines.llm.vllm_backend import VLLMBackend
 
-    tok = tiny_tokenizer()
-    hf = HFBackend(tiny_model(tok), tok)
+    hf = tiny.hf()
     monkeypatch.setitem(sys.modules, "vllm", _FakeVLLM(hf))
     llm = VLLMBackend("/not/used")
     requests = [
