@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
-
 from instruct_selectors.policy_steps import Diversify, Quota, Ratio, TopK, label, parse_steps
 
 CHOOSING_STEPS = (TopK, Ratio, Quota, Diversify)

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from instruct_selectors.control_arms import candidates, choosing_labels, random_pick
+from instruct_selectors.holdout import split_ids, split_table
 
 from flows.config import load_config
 from flows.pipeline import run_stage
 from flows.run_folder import RunFolder
-from instruct_selectors.control_arms import candidates, choosing_labels, random_pick
-from instruct_selectors.holdout import split_ids, split_table
 from pipelines.finetune.compare import (
     BEAT,
     NOISE,
