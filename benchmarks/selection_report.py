@@ -67,7 +67,7 @@ def summarise(res: pl.DataFrame, fraction: float, big_fraction: float) -> dict[s
         }
         dist = (loss.get("default", nan) - ref10) / se if se and se > 0 else nan
         print(f"{name}: random{small} mean={ref10:.4f} +- {se:.4f} SE over {rnd.len()} seeds "
-              f"(min {rnd.min()}, max {rnd.max()}); default={loss.get('default', nan):.4f} "
+              f"(min {rnd.min():.4f}, max {rnd.max():.4f}); default={loss.get('default', nan):.4f} "
               f"({dist:+.1f} SE); " + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()))
         for k, v in ratios.items():
             worst[k] = max(worst.get(k, -np.inf), v) if not np.isnan(v) else worst.get(k, v)
