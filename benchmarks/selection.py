@@ -1,44 +1,52 @@
 """Does target-aware selection pick better fine-tuning data than random? Held-out target loss after LoRA.
 
-    python -m benchmarks.selection                      # both targets, sized for a 2-core CPU (< 45 min)
-    python -m benchmarks.selection --device cuda --pool-rows 2000 --steps 120 --max-tokens 256
+    # the full run (8 targets, 5 random seeds, 150 held-out rows): a quiet machine or a GPU
+    python -m benchmarks.selection --device cuda --steps 120
+    # quick subset (one target absent from the pool, the default vs RDS+ pooling vs random)
+    python -m benchmarks.selection --targets loto:data_to_text --arms default,rds,ts_len,random10 \
+        --pool-rows 300 --seeds 3 --steps 16 --eval-rows 60
 
-Targets (``--targets``, any of):
-* ``dialogue_summarization``: a T0 task type (any T0 task type name works). Target and held-out
-  rows come from that type; the pool is sampled from every other T0 row (rows of the target type
-  not held out stay in, at their natural rate).
-* ``adversarial_qa``: ../shared/datasets/context_qa/adversarial_qa_parsed.jsonl (question + passage
-  -> answer span). Target and held-out rows are disjoint; the pool is sampled from T0, minus every
-  row that quotes a held-out question (T0 contains the same adversarial_qa rows as prompts).
+Targets (``--targets``; benchmarks/selection_data.py builds each split): ``dialogue_summarization``
+(a T0 task type, its other rows stay in the pool), ``adversarial_qa`` (parsed QA rows, the pool
+minus leaked rows) and six leave-one-type-out targets ``loto:<task_type>``: every row of that type
+leaves the pool, so nothing of its kind is there to find. Their answer forms: long
+(``loto:summarization`` ~42 words, ``loto:data_to_text`` ~65), labels / choices (``loto:sentiment``,
+``loto:commonsense_qa``), extractive / short QA (``loto:extractive_qa``, ``loto:closed_book_qa``).
+Each target's held-out set is ``--eval-rows`` rows (150; types of 200 rows keep 50 for the target).
 
 For each target the embedded SmolLM2 (the prior) scores the pool once (``score_table``):
-CoLoR-Filter (conditional model = prior + one LoRA epoch on the target rows) and target_sim
-(cosine to the target rows' mean embedding); both CoLoR reductions and both target_sim poolings
-come from the same forward passes (asserted). Arms, each LoRA-fine-tuned from the prior for the
-same ``--steps`` at the same learning rate:
+CoLoR-Filter (conditional model = prior + one LoRA epoch on the target rows), target_sim (cosine to
+the target rows' mean embedding) and GOT-D; both CoLoR reductions and both target_sim poolings come
+from the same forward passes (asserted). One more pass (benchmarks/selection_variants.py) feeds the
+issue-22 variants. Arms, each LoRA-fine-tuned from the prior for the same ``--steps`` at the same
+learning rate, 10%% picks unless said:
 
-  color (the default reduction), color_<other reduction>, target_sim (default pooling),
-  target_sim_<other pooling>, target_sim+color_sum (target_sim's top 30%, then CoLoR-sum's top
-  third of those), random 10% (``--seeds`` seeds), random 30%, the whole pool, and ``default``:
-  the shipped default config's ranking (its top_k column) at 10%, and ``otd``: GOT-D's top 10%
-  (instruct_selectors/otd.py: entropic OT from the pool's embeddings to the target rows', same
-  pooling as target_sim). ``--arms`` runs a subset (e.g. ``otd,target_sim,random10``).
+  default (the shipped config's ranking column), target_sim, color (CoLoR-sum), otd (GOT-D),
+  target_sim+color_sum (target_sim's top 30%%, then CoLoR-sum's top third), the variants rds (RDS+'s
+  position-weighted pooling over the whole sequence), crds_w / crds_r (CRDS whitening / Rademacher
+  projection of all layers), ts_len (length penalty), ts_lenmatch (target-length quotas), rrf (rank
+  fusion of target_sim and CoLoR-sum), ts_density (kNN-density penalty), and random10 (``--seeds``
+  seeds). ``--arms all`` adds color_mean, target_sim_all, random30 and the whole pool; ``--arms``
+  also runs any subset (``random10`` names every seed).
 
-Metrics on the held-out target rows: mean response NLL; for the QA target also exact match and
-token F1 of greedy answers (pipelines.finetune.evaluate). Prints one table per target, then the
-worst case over targets (ratios of held-out loss; below 1 is better than the reference):
-``color_vs_random30=``, ``target_sim_vs_random10=``, ``color_vs_random10=``,
-``otd_vs_random10=``, ``otd_vs_target_sim=`` and, last, ``default_vs_random10=`` (nan for an arm
-left out). Rows longer than ``--max-tokens`` follow the project's one truncation
-rule (pipelines/truncation.py): the whole response up to its cap, the prompt's tail.
+Report (benchmarks/selection_report.py): held-out mean response NLL per arm (QA: also EM / F1 of
+greedy answers); per target the random mean +- standard error and the default's distance in SE;
+per arm the targets it beats random by > 2 SE and those it is > 1 SE worse on; then the worst case
+over targets of the loss ratios ``color_vs_random30=``, ``target_sim_vs_random10=``,
+``color_vs_random10=``, ``otd_vs_random10=``, ``otd_vs_target_sim=`` and, last,
+``default_vs_random10=`` (nan for an arm left out). Rows longer than ``--max-tokens`` follow the
+project's one truncation rule (pipelines/truncation.py).
+
+Cost: one LoRA fine-tune per arm and target (16 per target by default, 8 targets), each
+``--steps`` x ``--batch-size`` rows; the scoring passes are small beside that. ``--steps`` is an
+option because the right number is measured: enough that random picks move the held-out loss by
+much more than the seeds' SE.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import random
 import re
 import time
 from pathlib import Path
@@ -46,64 +54,23 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+
+from benchmarks.common import REPO
+from benchmarks.selection_data import QA_TARGET, split, t0_rows
+from benchmarks.selection_report import print_report
+from benchmarks.selection_variants import VARIANT_ARMS, embed, variant_columns
 from instruct_selectors.color_filter import REDUCTIONS, build_conditional
 from instruct_selectors.policies import select
 from instruct_selectors.score import score_table
 from instruct_selectors.scores.base import build_request
 from instruct_selectors.target_sim import POOLINGS, target_rows, target_vector
-
-from benchmarks.common import REPO, read_jsonl, shared_datasets
 from pipelines.llm.embedded import load_model_and_tokenizer
 from pipelines.llm.hf import HFBackend
-from pipelines.schema import make_example, meta_field, to_table
+from pipelines.schema import meta_field
 
-QA_TARGET = "adversarial_qa"
-
-
-def t0_rows() -> pl.DataFrame:
-    """All T0 rows as an example table (prompt -> instruction, completion -> response), unique by id."""
-    files = sorted(glob.glob(str(shared_datasets() / "instruct_general" / "t0_selected_combined.part*.jsonl")))
-    rows = [
-        make_example(r["prompt"], r["completion"], source=r.get("source_dataset", ""),
-                     meta={"task_type": r["task_type"], "template": r.get("template", "")})
-        for f in files for r in read_jsonl(Path(f))
-    ]
-    rows = [r for r in rows if r["response"]]  # an empty answer has no tokens to score or train on
-    return to_table(rows).unique("id", keep="first", maintain_order=True)
-
-
-def qa_rows() -> pl.DataFrame:
-    rows = [
-        make_example(r["question"], r["answer"], context=r["context"], source="context_qa",
-                     meta={"task_type": QA_TARGET})
-        for r in read_jsonl(shared_datasets() / "context_qa" / "adversarial_qa_parsed.jsonl")
-    ]
-    return to_table(rows).unique("id", keep="first", maintain_order=True)
-
-
-def split(t0: pl.DataFrame, target_name: str, n_target: int, n_eval: int, n_pool: int, seed: int):
-    """(target, held-out, pool) for one target; held-out rows never reach the pool."""
-    rng = random.Random(seed)
-    if target_name == QA_TARGET:
-        qa = qa_rows()
-        order = list(range(qa.height))
-        rng.shuffle(order)
-        target, held = qa[order[:n_target]], qa[order[n_target : n_target + n_eval]]
-        questions = held["instruction"].to_list()
-        leaks = t0["instruction"].map_elements(lambda s: any(q in s for q in questions), return_dtype=pl.Boolean)
-        rest = [i for i, leak in enumerate(leaks.to_list()) if not leak]
-    else:
-        types = meta_field(t0, "task_type").to_list()
-        of_type = [i for i, t in enumerate(types) if t == target_name]
-        if len(of_type) < n_target + n_eval:
-            raise SystemExit(f"{target_name!r} has {len(of_type)} rows, fewer than target+eval={n_target + n_eval}")
-        rng.shuffle(of_type)
-        target, held = t0[of_type[:n_target]], t0[of_type[n_target : n_target + n_eval]]
-        taken = set(of_type[: n_target + n_eval])
-        rest = [i for i in range(t0.height) if i not in taken]
-    pool = t0[sorted(rng.sample(rest, min(n_pool, len(rest))))]
-    return target, held, pool
-
+TARGETS = ("dialogue_summarization", QA_TARGET, "loto:summarization", "loto:data_to_text", "loto:sentiment",
+           "loto:commonsense_qa", "loto:extractive_qa", "loto:closed_book_qa")
+DEFAULT_ARMS = ("default", "target_sim", "color", "otd", "target_sim+color_sum", *VARIANT_ARMS, "random10")
 
 class Memo:
     """A backend whose loss() answers a repeated request list from memory, so the four
@@ -195,16 +162,17 @@ def arms(args) -> dict[str, list[dict]]:
         "otd": top(f"score_otd_{cfg.score.target_pooling}"),
         "default": top(default_arm()[0]),
     }
+    out |= {arm: top(column) for arm, column in VARIANT_ARMS.items()}  # issue 22's variants
     out |= {f"random{small}_s{s}": [{"ratio": {"fraction": args.fraction, "seed": s}}] for s in range(args.seeds)}
     if args.big_fraction > 0:
         out[f"random{big}_s0"] = [{"ratio": {"fraction": args.big_fraction, "seed": 0}}]
     if args.whole_pool:
         out["whole_pool"] = []
-    if args.arms:  # a shrunk run: only these arms ("random10" names every seed of it)
+    if args.arms != "all":  # only these arms ("random10" names every seed of it)
         def family(arm):  # random10_s2 -> random10
             return re.sub(r"^(random\d+)_s\d+$", r"\1", arm)
 
-        keep = {a.strip() for a in args.arms.split(",") if a.strip()}
+        keep = {a.strip() for a in (args.arms or ",".join(DEFAULT_ARMS)).split(",") if a.strip()}
         unknown = keep - set(out) - {family(a) for a in out}
         if unknown:
             raise SystemExit(f"unknown arm(s) {sorted(unknown)}: choose from {sorted(out)}")
@@ -225,6 +193,9 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
     backend = {"max_length": args.max_tokens, "token_budget": args.token_budget}
     scored = score_pool(pool, target, HFBackend(model, tok, **backend), HFBackend(cond_model, cond_tok, **backend))
     del cond_model
+    embedded = [embed(model, tok, t, args.max_tokens, args.token_budget, args.proj_dim, args.seed) for t in (pool, target)]
+    scored = scored.with_columns(**variant_columns(scored, *embedded, default_arm()[0], args.fraction,
+                                                   whiten_dim=args.whiten_dim))
     print(f"conditional model + scored pool: {time.perf_counter() - t:.0f}s", flush=True)
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     scored.drop([c for c in scored.columns if c == "embedding"]).write_parquet(
@@ -265,47 +236,22 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
     return results
 
 
-def summarise(res: pl.DataFrame, args) -> dict[str, float]:
-    """Per target: the reference losses and the four ratios; returns the worst case over targets."""
-    small, big = round(args.fraction * 100), round(args.big_fraction * 100)
-    worst: dict[str, float] = {}
-    for name in res["target"].unique(maintain_order=True).to_list():
-        part = res.filter(pl.col("target") == name)
-        loss = dict(zip(part["arm"].to_list(), part["eval_loss"].to_list(), strict=True))
-        rnd = part.filter(pl.col("arm").str.starts_with(f"random{small}_s"))["eval_loss"]
-        ref10 = float(rnd.mean())
-        ref30 = loss.get(f"random{big}_s0", float("nan"))
-        nan = float("nan")  # an arm left out with --arms
-        ratios = {
-            "color_vs_random30": loss.get("color", nan) / ref30,
-            "target_sim_vs_random10": loss.get("target_sim", nan) / ref10,
-            "color_vs_random10": loss.get("color", nan) / ref10,
-            "otd_vs_random10": loss.get("otd", nan) / ref10,
-            "otd_vs_target_sim": loss.get("otd", nan) / loss.get("target_sim", nan),
-            "default_vs_random10": loss.get("default", nan) / ref10,
-        }
-        print(f"{name}: random{small} mean={ref10:.4f} (min {rnd.min():.4f}, max {rnd.max():.4f}, "
-              f"spread {rnd.max() - rnd.min():.4f} over {rnd.len()} seeds); "
-              + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()))
-        for k, v in ratios.items():
-            worst[k] = max(worst.get(k, -np.inf), v) if not np.isnan(v) else worst.get(k, v)
-    return worst
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--targets", default=f"dialogue_summarization,{QA_TARGET}",
-                    help=f"comma-separated: T0 task types and/or {QA_TARGET}")
-    ap.add_argument("--pool-rows", type=int, default=500, help="candidate rows sampled per target")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help=f"comma-separated: T0 task types, loto:<task type> (type left out of the pool), {QA_TARGET}")
+    ap.add_argument("--pool-rows", type=int, default=1000, help="candidate rows sampled per target")
     ap.add_argument("--max-tokens", type=int, default=192, help="tokens per row (prompt tail + response)")
-    ap.add_argument("--steps", type=int, default=16, help="LoRA optimizer steps for every arm")
-    ap.add_argument("--seeds", type=int, default=3, help="random 10%% seeds (each one fine-tune)")
-    ap.add_argument("--target-rows", type=int, default=100, help="target rows (conditional model, target vector)")
-    ap.add_argument("--eval-rows", type=int, default=60, help="held-out target rows for the metrics")
+    ap.add_argument("--steps", type=int, default=48, help="LoRA optimizer steps for every arm")
+    ap.add_argument("--seeds", type=int, default=5, help="random 10%% seeds (each one fine-tune)")
+    ap.add_argument("--target-rows", type=int, default=100, help="target rows at most (conditional model, target vector)")
+    ap.add_argument("--eval-rows", type=int, default=150, help="held-out target rows for the metrics")
     ap.add_argument("--fraction", type=float, default=0.1, help="size of the target-aware and small random picks")
-    ap.add_argument("--big-fraction", type=float, default=0.3, help="the larger random pick (0: skip it)")
-    ap.add_argument("--no-whole-pool", dest="whole_pool", action="store_false", help="skip the whole-pool arm")
-    ap.add_argument("--arms", help="comma-separated arms to run (default: all), e.g. otd,target_sim,random10")
+    ap.add_argument("--big-fraction", type=float, default=0.3, help="the larger random pick (random30; 0: none)")
+    ap.add_argument("--no-whole-pool", dest="whole_pool", action="store_false", help="no whole-pool arm")
+    ap.add_argument("--arms", help=f"comma-separated arms, or 'all' (default: {','.join(DEFAULT_ARMS)})")
+    ap.add_argument("--whiten-dim", type=int, default=128, help="crds_w: whitened components kept")
+    ap.add_argument("--proj-dim", type=int, default=512, help="crds_r: Rademacher projection width")
     ap.add_argument("--batch-size", type=int, default=4, help="fine-tuning batch size (conditional model too)")
     ap.add_argument("--lr", type=float, default=5e-4, help="LoRA learning rate (conditional model too)")
     ap.add_argument("--token-budget", type=int, default=4096, help="scoring: tokens per batch")
@@ -328,17 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         results += run_target(name, t0, model, tok, args)
         if args.json:  # after every target, so a run cut short keeps what it measured
             Path(args.json).write_text(json.dumps(results, indent=1))
-    res = pl.DataFrame(results)
-    with pl.Config(tbl_rows=100, tbl_cols=12, tbl_hide_dataframe_shape=True, float_precision=4):
-        for name in res["target"].unique(maintain_order=True).to_list():
-            print(f"\n{name}")
-            print(res.filter(pl.col("target") == name).drop("target"))
-    print()
-    worst = summarise(res, args)
-    print(f"wall_time_s={time.perf_counter() - t_start:.0f}")
-    for key in ("color_vs_random30", "target_sim_vs_random10", "color_vs_random10", "otd_vs_random10",
-                "otd_vs_target_sim", "default_vs_random10"):
-        print(f"{key}={worst[key]:.4f}")
+    print_report(pl.DataFrame(results), args.fraction, args.big_fraction, time.perf_counter() - t_start)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,144 @@
+"""The target-similarity variants of benchmarks.selection (selectors/target_sim_variants.py) and the
+benchmark's pure helpers (leave-one-type-out split, standard-error report), on toy arrays."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from benchmarks.selection_data import MIN_TARGET, split
+from benchmarks.selection_report import random_stats, variant_summary
+from instruct_selectors.target_sim_variants import (
+    apply_whitening,
+    density_penalised,
+    fit_whitening,
+    knn_density,
+    length_matched_top,
+    length_penalised,
+    position_weights,
+    rademacher_projection,
+    ranks,
+    reciprocal_rank_fusion,
+    target_sim_in,
+    weighted_mean_pool,
+)
+from pipelines.schema import make_example, meta_field, to_table
+
+
+def test_position_weights_grow_linearly_and_sum_to_one():
+    w = position_weights(4)
+    assert np.allclose(w, [0.1, 0.2, 0.3, 0.4])
+    assert position_weights(1).tolist() == [1.0]
+    with pytest.raises(ValueError):
+        position_weights(0)
+
+
+def test_weighted_mean_pool_ignores_padding_and_weights_late_tokens_more():
+    hidden = np.zeros((2, 3, 2))
+    hidden[0] = [[1, 0], [0, 1], [9, 9]]  # row 0 has 2 tokens, the third is padding
+    hidden[1] = [[3, 0], [0, 0], [0, 3]]
+    out = weighted_mean_pool(hidden, [2, 3])
+    assert np.allclose(out[0], [1 / 3, 2 / 3])  # weights 1/3, 2/3: the later token counts twice
+    assert np.allclose(out[1], [3 / 6, 3 * 3 / 6])
+    layered = weighted_mean_pool(np.stack([hidden, 2 * hidden], axis=1), [2, 3])  # (batch, layers, seq, dim)
+    assert np.allclose(layered[:, 1], 2 * out) and np.allclose(layered[:, 0], out)
+    with pytest.raises(ValueError):
+        weighted_mean_pool(hidden, [4, 1])
+
+
+def test_length_penalty_lets_a_long_target_prefer_long_rows_over_slightly_closer_short_ones():
+    sim = np.array([0.95, 0.94, 0.90, 0.50])
+    row_len = np.array([2, 60, 50, 60])
+    target_len = [40, 50, 60]
+    scored = length_penalised(sim, row_len, target_len, strength=0.5)
+    assert np.argmax(scored) == 1 and scored[0] < scored[2]  # the 2-token row drops below a long one
+    assert np.allclose(length_penalised(sim, row_len, target_len, strength=0.0), (sim - sim.mean()) / sim.std())
+
+
+def test_length_matched_top_follows_the_target_length_mix():
+    rng = np.random.default_rng(0)
+    row_len = np.array([1] * 50 + [100] * 50)
+    sim = np.concatenate([rng.uniform(0.8, 1.0, 50), rng.uniform(0.0, 0.5, 50)])  # short rows look closest
+    target_len = [1] * 5 + [100] * 15  # but the target is mostly long
+    out = length_matched_top(sim, row_len, target_len, k=20, bins=2)
+    top = np.argsort(-out)[:20]
+    assert (row_len[top] == 100).sum() == 15 and (row_len[top] == 1).sum() == 5
+    assert np.allclose(out[out < 2], sim[out < 2])  # unpicked rows keep their similarity
+    # a bin with too few rows hands its quota to the most similar rows left
+    out = length_matched_top(sim[:52], row_len[:52], target_len, k=20, bins=2)
+    assert (out > 2).sum() == 20 and (row_len[:52][out > 2] == 100).sum() == 2
+    assert np.isnan(length_matched_top([np.nan, 0.5], [1, 1], [1], k=1))[0]
+
+
+def test_whitening_gives_the_pool_identity_covariance_and_keeps_zca_cosines():
+    rng = np.random.default_rng(1)
+    pool = rng.normal(size=(200, 5)) @ rng.normal(size=(5, 5)) + 10.0  # anisotropic, far from 0
+    mean, w = fit_whitening(pool)
+    white = apply_whitening(pool, mean, w)
+    assert np.allclose(np.cov(white, rowvar=False), np.eye(5), atol=1e-8)
+    # ZCA = PCA whitening rotated back: same cosines
+    cov = np.cov(pool, rowvar=False)
+    vals, vecs = np.linalg.eigh(cov)
+    zca = (pool - mean) @ vecs @ np.diag(vals**-0.5) @ vecs.T
+    assert np.allclose(target_sim_in(white, white[:10]), target_sim_in(zca, zca[:10]))
+    assert apply_whitening(pool, *fit_whitening(pool, dim=2)).shape == (200, 2)
+
+
+def test_rademacher_projection_is_signed_and_keeps_inner_products_roughly():
+    p = rademacher_projection(64, 4096, seed=3)
+    assert set(np.unique(p * np.sqrt(4096)).tolist()) == {-1.0, 1.0}
+    x = np.random.default_rng(2).normal(size=(2, 64))
+    assert abs((x[0] @ p) @ (x[1] @ p) - x[0] @ x[1]) < 0.15 * np.linalg.norm(x[0]) * np.linalg.norm(x[1])
+    assert np.array_equal(p, rademacher_projection(64, 4096, seed=3))
+
+
+def test_ranks_and_reciprocal_rank_fusion():
+    assert ranks([0.1, 0.9, np.nan, 0.5]).tolist() == [3, 1, 4, 2]
+    a, b = np.array([3.0, 2.0, 1.0]), np.array([1.0, 3.0, 2.0])
+    fused = reciprocal_rank_fusion(a, b, k=0)
+    assert np.allclose(fused, [1 + 1 / 3, 1 / 2 + 1, 1 / 3 + 1 / 2])
+    assert np.argmax(fused) == 1  # second in one list, first in the other beats first-and-last
+    with pytest.raises(ValueError):
+        reciprocal_rank_fusion()
+
+
+def test_knn_density_marks_the_crowded_rows_and_the_penalty_prefers_the_lone_near_one():
+    emb = np.array([[1, 0.01], [1, 0.02], [1, 0.03], [0.7, 0.7]])
+    dens = knn_density(emb, k=2)
+    assert dens[:3].min() > dens[3]
+    sim = np.array([0.9, 0.9, 0.9, 0.85])
+    assert np.argmax(density_penalised(sim, dens, strength=2.0)) == 3
+    assert np.argmax(density_penalised(sim, dens, strength=0.0)) == 0
+
+
+def _t0_table(types: dict[str, int]) -> pl.DataFrame:
+    rows = [make_example(f"{t} question {i}", f"answer {i}", meta={"task_type": t})
+            for t, n in types.items() for i in range(n)]
+    return to_table(rows)
+
+
+def test_leave_one_type_out_removes_every_row_of_the_type_from_the_pool():
+    t0 = _t0_table({"summarization": 30, "sentiment": 40, "topic": 40})
+    target, held, pool = split(t0, "loto:summarization", n_target=10, n_eval=15, n_pool=1000, seed=0)
+    kinds = lambda t: set(meta_field(t, "task_type").to_list())  # noqa: E731
+    assert kinds(target) == kinds(held) == {"summarization"} and "summarization" not in kinds(pool)
+    assert pool.height == 80 and not set(held["id"]) & set(target["id"])
+    # too few rows for both: the target keeps MIN_TARGET rows, the held-out set gets the rest
+    target, held, _ = split(t0, "loto:summarization", n_target=100, n_eval=15, n_pool=10, seed=0)
+    assert (target.height, held.height) == (MIN_TARGET, 30 - MIN_TARGET)
+    # the in-pool form keeps the type's other rows in the pool
+    _, held, pool = split(t0, "summarization", n_target=10, n_eval=15, n_pool=1000, seed=0)
+    assert "summarization" in kinds(pool) and not set(held["id"]) & set(pool["id"])
+
+
+def test_random_stats_and_variant_summary_count_standard_errors():
+    mean, se = random_stats([2.0, 2.2, 2.4, 2.6, 2.8])
+    assert np.isclose(mean, 2.4) and np.isclose(se, np.std([2.0, 2.2, 2.4, 2.6, 2.8], ddof=1) / np.sqrt(5))
+    res = pl.DataFrame({
+        "target": ["a"] * 4 + ["b"] * 4,
+        "arm": ["random10_s0", "random10_s1", "default", "v", "random10_s0", "random10_s1", "default", "v"],
+        "eval_loss": [2.0, 2.2, 1.5, 2.3, 3.0, 3.2, 3.1, 2.0],
+    })
+    lines = variant_summary(res, "random10")
+    # se = 0.1 on both; default: -6 SE on a, 0 on b; v: +2 SE on a (worse by > 1), -11 SE on b
+    assert lines["default"] == {"beats_2se": 1, "worse_1se": 0, "targets": 2, "max_ratio": pytest.approx(3.1 / 3.1)}
+    assert lines["v"]["beats_2se"] == 1 and lines["v"]["worse_1se"] == 1
