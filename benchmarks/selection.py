@@ -54,16 +54,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-
-from benchmarks.common import REPO
-from benchmarks.selection_data import QA_TARGET, split, t0_rows
-from benchmarks.selection_report import print_report
-from benchmarks.selection_variants import VARIANT_ARMS, embed, variant_columns
 from instruct_selectors.color_filter import REDUCTIONS, build_conditional
 from instruct_selectors.policies import select
 from instruct_selectors.score import score_table
 from instruct_selectors.scores.base import build_request
 from instruct_selectors.target_sim import POOLINGS, target_rows, target_vector
+
+from benchmarks.common import REPO
+from benchmarks.selection_data import QA_TARGET, split, t0_rows
+from benchmarks.selection_report import print_report
+from benchmarks.selection_variants import VARIANT_ARMS, embed, variant_columns
 from pipelines.llm.embedded import load_model_and_tokenizer
 from pipelines.llm.hf import HFBackend
 from pipelines.schema import meta_field

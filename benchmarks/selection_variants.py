@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import torch
-
 from instruct_selectors.color_filter import color_k
 from instruct_selectors.scores.base import build_request
 from instruct_selectors.target_sim_variants import (
@@ -38,6 +37,7 @@ from instruct_selectors.target_sim_variants import (
     reciprocal_rank_fusion,
     target_sim_in,
 )
+
 from pipelines.llm.nll import encode, plan_batches
 
 VARIANT_ARMS = {  # arm -> column

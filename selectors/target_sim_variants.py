@@ -26,7 +26,6 @@ Scores follow the pipeline's convention: larger is better, NaN ranks last.
 from __future__ import annotations
 
 import numpy as np
-
 from instruct_selectors.target_sim import target_sim_score, target_vector
 
 

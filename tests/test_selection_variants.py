@@ -4,9 +4,6 @@ benchmark's pure helpers (leave-one-type-out split, standard-error report), on t
 import numpy as np
 import polars as pl
 import pytest
-
-from benchmarks.selection_data import MIN_TARGET, split
-from benchmarks.selection_report import random_stats, variant_summary
 from instruct_selectors.target_sim_variants import (
     apply_whitening,
     density_penalised,
@@ -21,6 +18,9 @@ from instruct_selectors.target_sim_variants import (
     target_sim_in,
     weighted_mean_pool,
 )
+
+from benchmarks.selection_data import MIN_TARGET, split
+from benchmarks.selection_report import random_stats, variant_summary
 from pipelines.schema import make_example, meta_field, to_table
 
 
