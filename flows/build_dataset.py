@@ -92,8 +92,8 @@ def build_dataset(config: dict | None = None) -> dict:
         else:  # one task per shard: the task runner (threads, or Dask workers) spreads them out
             shard_run = shard_task.with_options(**{**options, "name": f"{stage.name}_shard_task"})
 
-            def map_shards(ctx: StageContext, n: int, name: str = stage.name, tasks=shard_run) -> int:
-                futures = tasks.map(unmapped(name), unmapped(cfg), unmapped(rd), list(range(n)),
+            def map_shards(ctx: StageContext, todo: list[int], name: str = stage.name, tasks=shard_run) -> int:
+                futures = tasks.map(unmapped(name), unmapped(cfg), unmapped(rd), list(todo),
                                     unmapped(list(records)))
                 return sum(f.result() for f in futures)
 
