@@ -103,7 +103,7 @@ def _dataset(run: Path) -> dict[str, bytes]:
             if p.is_file() and p.suffix in (".parquet", ".jsonl")}
 
 
-@pytest.mark.slow
+@pytest.mark.integration  # four flow runs: 4-6 minutes on 2 shared cores
 def test_three_nightly_runs_score_only_new_shards_and_equal_one_run_over_all(tmp_path):
     inc = tmp_path / "incoming"
     inc.mkdir()
@@ -125,9 +125,9 @@ def test_three_nightly_runs_score_only_new_shards_and_equal_one_run_over_all(tmp
         records.append((collect["rows_new"], collect["rows_reused"]))
         seen = scored
     report = (run / "report.md").read_text()
-    assert "7 rows rescored" in report and "19 rows reused" in report
+    assert "7 rows rescored (2 shards), 14 reused (4 shards kept)" in report  # the notes of night 3
     selected = pl.read_parquet(run / "selected" / "all.parquet")
-    assert selected.height == 21 and (selected["dropped_by"] == "dedup").sum() >= 2
+    assert selected.height == 21 and selected["dropped_by"].str.starts_with("dedup").sum() >= 2
     print("nightly rows (new, reused):", records)
 
     _flow(tmp_path, pattern, "all-at-once")  # one run over the three files, in a fresh folder
