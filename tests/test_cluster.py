@@ -16,7 +16,7 @@ from pipelines.shards import atomic_write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.integration  # about 3 minutes on 2 cores
+pytestmark = pytest.mark.slow  # 100 s on 2 shared cores: a cluster, two flow runs
 
 
 def _env(tmp: Path) -> dict[str, str]:
