@@ -71,7 +71,7 @@ def time_workers(workers: int, cfg: PipelineConfig, folder: Path) -> float:
         t0 = time.perf_counter()
         gen = BY_NAME["generate_text"].per_shard.run_all(ctx, mapper("generate_text"))
         t1 = time.perf_counter()
-        collected = BY_NAME["collect"].run(ctx)
+        BY_NAME["collect"].run(ctx)
         t2 = time.perf_counter()
         scored = BY_NAME["score"].per_shard.run_all(ctx, mapper("score"))
         t3 = time.perf_counter()

@@ -169,7 +169,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, help="seed for generation, selection and training")
     ap.add_argument("--backend", choices=BACKENDS, help="LLM backend")
     ap.add_argument("--model", help="'embedded' (default SmolLM2-135M-Instruct), 'tiny' or a local model folder")
-    ap.add_argument("--input", action="append", default=[], help="add an existing dataset (repeatable)")
+    ap.add_argument("--input", action="append", default=[],
+                    help="add an existing dataset: a file, a glob (quoted: 'incoming/*.jsonl') or a folder, "
+                    "expanded in sorted order when the run starts (repeatable)")
     ap.add_argument("--no-taxonomy", action="store_true", help="skip the GLAN taxonomy generator")
     ap.add_argument("--no-text", action="store_true", help="skip the text-to-task generator")
     ap.add_argument("--refusal-aware", action="store_true",
