@@ -92,8 +92,8 @@ def build_dataset(config: dict | None = None) -> dict:
         else:  # one task per shard: the task runner (threads, or Dask workers) spreads them out
             shard_run = shard_task.with_options(**{**options, "name": f"{stage.name}_shard_task"})
 
-            def map_shards(ctx: StageContext, n: int, name: str = stage.name, tasks=shard_run) -> int:
-                futures = tasks.map(unmapped(name), unmapped(cfg), unmapped(rd), list(range(n)),
+            def map_shards(ctx: StageContext, todo: list[int], name: str = stage.name, tasks=shard_run) -> int:
+                futures = tasks.map(unmapped(name), unmapped(cfg), unmapped(rd), list(todo),
                                     unmapped(list(records)))
                 return sum(f.result() for f in futures)
 
@@ -169,7 +169,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, help="seed for generation, selection and training")
     ap.add_argument("--backend", choices=BACKENDS, help="LLM backend")
     ap.add_argument("--model", help="'embedded' (default SmolLM2-135M-Instruct), 'tiny' or a local model folder")
-    ap.add_argument("--input", action="append", default=[], help="add an existing dataset (repeatable)")
+    ap.add_argument("--input", action="append", default=[],
+                    help="add an existing dataset: a file, a glob (quoted: 'incoming/*.jsonl') or a folder, "
+                    "expanded in sorted order when the run starts (repeatable)")
     ap.add_argument("--no-taxonomy", action="store_true", help="skip the GLAN taxonomy generator")
     ap.add_argument("--no-text", action="store_true", help="skip the text-to-task generator")
     ap.add_argument("--refusal-aware", action="store_true",

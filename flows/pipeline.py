@@ -9,7 +9,6 @@ before it (``check_order``)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,7 +83,7 @@ def upstream(name: str, records: dict[str, dict[str, Any]]) -> dict[str, dict[st
 
 
 def run_keyed(name: str, ctx: StageContext, force: bool = False,
-              map_shards: Callable[[StageContext, int], int] | None = None) -> dict[str, Any]:
+              map_shards: Callable[[StageContext, list[int]], int] | None = None) -> dict[str, Any]:
     """Run stage ``name`` unless its saved record was made from the same content (flows.resume).
 
     A stage whose inputs changed starts from a clean slate where its own resume could keep stale
@@ -99,9 +98,7 @@ def run_keyed(name: str, ctx: StageContext, force: bool = False,
     if old is not None and old.get("input_key") not in (None, key) and stage.reset is not None:
         stage.reset(ctx.run)
     if stage.per_shard is not None:
-        started = time.perf_counter()
-        run_all = map_shards or (lambda c, n: sum(stage.per_shard.run_shard(c, i) for i in range(n)))
-        rec = stage.per_shard.finish(ctx, started, run_all(ctx, stage.per_shard.count(ctx)))
+        rec = stage.per_shard.run_all(ctx, map_shards)
     else:
         rec = stage.run(ctx)
     return keyed(ctx.run, rec, key)

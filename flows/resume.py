@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.config import PipelineConfig, resolve_path
+from flows.inputs import expand_inputs
 from flows.run_folder import RunFolder
 
 
@@ -34,13 +35,22 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes alone (not its name): a shard renumbered keeps its digest."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def user_files(cfg: PipelineConfig, stage: str) -> list[str]:
     """The user's files a stage reads (their content is part of its key)."""
     g = cfg.generate
     return {
         "generate_taxonomy": [g.taxonomy.path],
         "generate_text": [g.text.path],
-        "collect": list(g.inputs),
+        "collect": expand_inputs(g.inputs),  # globs and folders as matched now: a new file is a change
         "condition": [cfg.score.target] if cfg.score.target else [],
         # select decontaminates against the target's held-out rows; train evaluates on them
         "select": list(cfg.select.decontaminate.against) + ([cfg.score.target] if cfg.score.target else []),

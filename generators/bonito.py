@@ -27,11 +27,14 @@ dedup; dropped rows in ``examples/dropped.jsonl``), ``counts.json``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from generators.bonito_chat import (
     ANSWER_ASK,
@@ -50,14 +53,23 @@ from generators.levels import (
     derive_seed,
     fingerprint,
     level_rejects,
+    prune_level,
     read_level,
-    run_level,
 )
 from generators.parsing import Reject, generate_parsed
 from pipelines.llm.base import Prompt, Sampling
 from pipelines.progress import StageBar
 from pipelines.schema import CORE_SCHEMA, make_example, to_table
-from pipelines.shards import atomic_write_jsonl, atomic_write_text, rejects_file, write_shards
+from pipelines.shards import (
+    atomic_write_jsonl,
+    atomic_write_parquet,
+    atomic_write_text,
+    chunk,
+    rejects_file,
+    rejects_path,
+    shard_path,
+    write_shards,
+)
 
 DEFAULT_SAMPLING = Sampling(temperature=0.5, top_p=0.95, max_tokens=256)  # Bonito's defaults
 
@@ -111,6 +123,176 @@ def load_passages(
     return out, res.rejects
 
 
+PLAN, ITEMS = "plan.json", "items.jsonl"  # in out_dir, and in out_dir/generated
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Leave a file that already says ``text`` untouched (its mtime is part of the stage's output key)."""
+    if not (path.exists() and path.read_text(encoding="utf-8") == text):
+        atomic_write_text(path, text)
+
+
+def plan_bonito(
+    passages_path: str | Path,
+    out_dir: str | Path,
+    *,
+    model: str,
+    task_types: Sequence[str] = ("exqa",),
+    samples_per_passage: int = 1,
+    mode: str = "chat",
+    seed: int = 0,
+    shard_size: int = 32,
+    max_passages: int | None = None,
+    max_tokens: int = DEFAULT_SAMPLING.max_tokens,
+    temperature: float = DEFAULT_SAMPLING.temperature,
+    top_p: float = DEFAULT_SAMPLING.top_p,
+    retries: int = 2,
+) -> dict[str, Any]:
+    """Step 1 of 3 (:func:`run_bonito` runs all three; a flow maps step 2 over workers): read
+    the passages, write the work items (``generated/items.jsonl``) and the settings
+    (``plan.json``), delete generated shards whose items or settings changed. Returns the plan,
+    whose ``todo`` lists the shards to generate (``model``: the model's name, part of every
+    shard's fingerprint and of the rows' ``source``)."""
+    if mode not in ("chat", "bonito"):
+        raise ValueError(f"unknown mode {mode!r}: use 'chat' or 'bonito'")
+    types = [task_type(t) for t in task_types]
+    out = Path(out_dir)
+    generated = out / "generated"
+    generated.mkdir(parents=True, exist_ok=True)
+    passages, read_rejects = load_passages(passages_path, max_passages)
+    if read_rejects:
+        atomic_write_jsonl(read_rejects, rejects_file(out, "passages"))
+    items = [
+        {**p, "task_type": t, "sample": s}
+        for p in passages
+        for t in types
+        for s in range(samples_per_passage)
+    ]
+    settings = {"mode": mode, "model": model, "seed": seed, "temperature": temperature, "top_p": top_p,
+                "max_tokens": max_tokens, "retries": retries, "shard_size": shard_size}
+    prompts = fingerprint([CHAT_ASK, CHAT_EXAMPLES, EXAMPLE_PASSAGE, ANSWER_ASK, ANSWER_HOW])
+    params = {"prompts": prompts, "mode": mode, "model": model, "seed": seed, "t": temperature, "p": top_p,
+              "mt": max_tokens, "r": retries}
+    # Items as the shard tasks read them back (JSON), so every path fingerprints the same values.
+    lines = "".join(json.dumps(it, ensure_ascii=False, sort_keys=True) + "\n" for it in items)
+    items = [json.loads(line) for line in lines.splitlines()]
+    hashes = [fingerprint([params, list(part)]) for part in chunk(items, shard_size)]
+    stale = prune_level(generated, hashes)
+    for stats in generated.glob("stats-*.json"):  # of a shard that was deleted, or never written
+        if not shard_path(generated, int(stats.stem.split("-")[1])).exists():
+            stats.unlink()
+    _write_if_changed(generated / ITEMS, lines)
+    plan = {"settings": settings, "passages": len(passages), "passage_rejects": len(read_rejects),
+            "items": len(items), "shards": len(hashes), "stale_shards": stale,
+            "todo": [i for i in range(len(hashes)) if not shard_path(generated, i).exists()]}
+    _write_if_changed(out / PLAN, json.dumps(plan, indent=1, sort_keys=True))
+    return plan
+
+
+def _items(generated: Path, index: int, shard_size: int) -> list[dict[str, Any]]:
+    with open(generated / ITEMS, encoding="utf-8") as fh:
+        lines = itertools.islice(fh, index * shard_size, (index + 1) * shard_size)
+        return [json.loads(line) for line in lines]
+
+
+def bonito_shard(out_dir: str | Path, index: int, llm: Any) -> int:
+    """Step 2: generate shard ``index`` of the plan (skipped when on disk); returns its rows.
+    Any process can run it: it reads the plan and its items from ``out_dir``. Writes the shard's
+    call counts (``stats-NNNNN.json``) and rejects before the shard, whose presence marks it done."""
+    out = Path(out_dir)
+    generated = out / "generated"
+    path = shard_path(generated, index)
+    if path.exists():
+        return pl.scan_parquet(path).select(pl.len()).collect().item()
+    s = json.loads((out / PLAN).read_text(encoding="utf-8"))["settings"]
+    mode, seed, temperature = s["mode"], s["seed"], s["temperature"]
+    retries = s["retries"]
+    part = _items(generated, index, s["shard_size"])
+    source = f"bonito(mode={mode}, model={s['model']}, seed={seed}, temperature={temperature})"
+    stats = {"generated": 0, "retried": 0, "answered_separately": 0}
+    sampling = Sampling(temperature=temperature, top_p=s["top_p"], max_tokens=s["max_tokens"],
+                        seed=derive_seed(seed, "bonito", part))
+    res = generate_parsed(llm, part, lambda it: build_prompt(it, mode), lambda t, it: parse(t, it, mode),
+                          sampling, retries)
+    results = list(res.results)
+    stats["generated"] += res.generated
+    stats["retried"] += res.retried
+    # Chat mode: tasks written without an answer get it from a second, batched call.
+    missing = [i for i, r in enumerate(results) if not isinstance(r, Reject) and r["response"] is None]
+    if missing:
+        pairs = [(part[i], results[i]["template"]) for i in missing]
+        ans = generate_parsed(llm, pairs, lambda p: answer_prompt(*p), lambda t, p: check_answer(t, p[0], t, p[1]),
+                              sampling, retries)
+        stats["generated"] += ans.generated
+        stats["retried"] += ans.retried
+        stats["answered_separately"] += len(missing)
+        for i, a in zip(missing, ans.results, strict=True):
+            if isinstance(a, Reject):
+                a.reason = f"answer call: {a.reason}"
+                a.extra["task"] = results[i]["template"]
+                results[i] = a
+            else:
+                results[i] = {**results[i], "response": a}
+    rows, rejects = [], []
+    for item, r in zip(part, results, strict=True):
+        if isinstance(r, Reject):
+            rejects.append(r.to_dict(text_id=item["text_id"], task_type=item["task_type"], sample=item["sample"]))
+        else:
+            rows.append(to_row(r, item, mode, source))
+    table = to_table(rows)
+    atomic_write_text(generated / f"stats-{index:05d}.json", json.dumps(stats, sort_keys=True))
+    if rejects:
+        atomic_write_jsonl(rejects, rejects_path(generated, index))
+    atomic_write_parquet(table, path)
+    return table.height
+
+
+def finish_bonito(out_dir: str | Path, near_threshold: float = 0.8) -> dict[str, Any]:
+    """Step 3, once every shard is there: dedup within each passage into ``examples/``, count
+    (``counts.json``; call counts summed over every shard, whichever process made it)."""
+    out = Path(out_dir)
+    generated = out / "generated"
+    plan = json.loads((out / PLAN).read_text(encoding="utf-8"))
+    missing = [i for i in range(plan["shards"]) if not shard_path(generated, i).exists()]
+    if missing:
+        raise RuntimeError(f"bonito shards {missing[:5]} of {generated} were not generated")
+    counts: dict[str, Any] = {k: plan[k] for k in ("passages", "passage_rejects", "items")}
+    counts.update(generated=0, retried=0, answered_separately=0)
+    for stats in sorted(generated.glob("stats-*.json")):
+        for k, v in json.loads(stats.read_text(encoding="utf-8")).items():
+            counts[k] += v
+    generated_rows = read_level(generated, CORE_SCHEMA)
+    # Dedup within a passage: the same question about two passages is two examples.
+    with_text = (
+        generated_rows.with_columns(
+            text_id=generated_rows["meta"].map_elements(lambda m: json.loads(m)["text_id"], return_dtype=str)
+        )
+        if generated_rows.height
+        else generated_rows
+    )
+    kept, dropped, dedup_counts = dedup_rows(
+        with_text, "instruction", "id", near_threshold, group="text_id" if generated_rows.height else None
+    )
+    if "text_id" in kept.columns:
+        kept = kept.drop("text_id")
+    write_shards(kept, out / "examples", plan["settings"]["shard_size"])
+    atomic_write_jsonl(dropped.to_dicts(), out / "examples" / "dropped.jsonl")
+    rejects = level_rejects(generated)
+    counts.update(
+        rows=generated_rows.height,
+        rejects=len(rejects),
+        reject_reasons=_tally(r.get("reason", "") for r in rejects),
+        dedup=dedup_counts,
+        deduplicated=dedup_counts["exact"] + dedup_counts["near"],
+        examples=kept.height,
+        shards={"rows": generated_rows.height, "rejects": len(rejects), "shards": plan["shards"],
+                "skipped_shards": plan["shards"] - len(plan["todo"]), "stale_shards": plan["stale_shards"]},
+    )
+    counts["notes"] = bonito_notes(counts)
+    atomic_write_text(out / "counts.json", json.dumps(counts, indent=2, sort_keys=True))
+    return counts
+
+
 def run_bonito(
     passages_path: str | Path,
     out_dir: str | Path,
@@ -129,133 +311,27 @@ def run_bonito(
     near_threshold: float = 0.8,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate ``samples_per_passage`` tasks of each type per passage into ``out_dir``.
+    """Generate ``samples_per_passage`` tasks of each type per passage into ``out_dir``, in this
+    process: :func:`plan_bonito`, :func:`bonito_shard` for every shard, :func:`finish_bonito`.
 
     Returns (and writes to ``counts.json``): passages, generated (LLM answers), rows, rejects,
     deduplicated, examples, and the per-shard resume counts.
     """
-    if mode not in ("chat", "bonito"):
-        raise ValueError(f"unknown mode {mode!r}: use 'chat' or 'bonito'")
-    types = [task_type(t) for t in task_types]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    passages, read_rejects = load_passages(passages_path, max_passages)
-    if read_rejects:
-        atomic_write_jsonl(read_rejects, rejects_file(out, "passages"))
-    items = [
-        {**p, "task_type": t, "sample": s}
-        for p in passages
-        for t in types
-        for s in range(samples_per_passage)
-    ]
     model = getattr(llm, "model_id", getattr(llm, "name", type(llm).__name__))
-    source = f"bonito(mode={mode}, model={model}, seed={seed}, temperature={temperature})"
-    counts: dict[str, Any] = {
-        "passages": len(passages),
-        "passage_rejects": len(read_rejects),
-        "items": len(items),
-        "generated": 0,
-        "retried": 0,
-        "answered_separately": 0,
-    }
-
-    def process(chunk):
-        sampling = Sampling(
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            seed=derive_seed(seed, "bonito", list(chunk)),
-        )
-        res = generate_parsed(
-            llm,
-            list(chunk),
-            lambda it: build_prompt(it, mode),
-            lambda t, it: parse(t, it, mode),
-            sampling,
-            retries,
-        )
-        results = list(res.results)
-        counts["generated"] += res.generated
-        counts["retried"] += res.retried
-        # Chat mode: tasks written without an answer get it from a second, batched call.
-        missing = [i for i, r in enumerate(results) if not isinstance(r, Reject) and r["response"] is None]
-        if missing:
-            pairs = [(chunk[i], results[i]["template"]) for i in missing]
-            ans = generate_parsed(
-                llm,
-                pairs,
-                lambda p: answer_prompt(*p),
-                lambda t, p: check_answer(t, p[0], t, p[1]),
-                sampling,
-                retries,
-            )
-            counts["generated"] += ans.generated
-            counts["retried"] += ans.retried
-            counts["answered_separately"] += len(missing)
-            for i, a in zip(missing, ans.results, strict=True):
-                if isinstance(a, Reject):
-                    a.reason = f"answer call: {a.reason}"
-                    a.extra["task"] = results[i]["template"]
-                    results[i] = a
-                else:
-                    results[i] = {**results[i], "response": a}
-        rows, rejects = [], []
-        for item, r in zip(chunk, results, strict=True):
-            if isinstance(r, Reject):
-                rejects.append(
-                    r.to_dict(text_id=item["text_id"], task_type=item["task_type"], sample=item["sample"])
-                )
-            else:
-                rows.append(to_row(r, item, mode, source))
-        return to_table(rows), rejects
-
+    plan = plan_bonito(passages_path, out_dir, model=model, task_types=task_types,
+                       samples_per_passage=samples_per_passage, mode=mode, seed=seed, shard_size=shard_size,
+                       max_passages=max_passages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                       retries=retries)
     # Tasks done per shard; generation batches and tok/s in between (pipelines.progress).
-    bar = StageBar("bonito", len(items), enabled=progress, unit="task")
-    prompts = fingerprint([CHAT_ASK, CHAT_EXAMPLES, EXAMPLE_PASSAGE, ANSWER_ASK, ANSWER_HOW])
-    params = {
-        "prompts": prompts,
-        "mode": mode,
-        "model": model,
-        "seed": seed,
-        "t": temperature,
-        "p": top_p,
-        "mt": max_tokens,
-        "r": retries,
-    }
+    bar = StageBar("bonito", plan["items"], enabled=progress, unit="task")
     try:
         with bar.active():
-            outcome = run_level(items, out / "generated", shard_size, process, params=params, progress=bar)
+            for index in range(plan["shards"]):
+                bonito_shard(out_dir, index, llm)
+                bar(min(shard_size, plan["items"] - index * shard_size))
     finally:
         bar.close()
-    generated = read_level(out / "generated", CORE_SCHEMA)
-    # Dedup within a passage: the same question about two passages is two examples.
-    with_text = (
-        generated.with_columns(
-            text_id=generated["meta"].map_elements(lambda m: json.loads(m)["text_id"], return_dtype=str)
-        )
-        if generated.height
-        else generated
-    )
-    kept, dropped, dedup_counts = dedup_rows(
-        with_text, "instruction", "id", near_threshold, group="text_id" if generated.height else None
-    )
-    if "text_id" in kept.columns:
-        kept = kept.drop("text_id")
-    write_shards(kept, out / "examples", shard_size)
-    atomic_write_jsonl(dropped.to_dicts(), out / "examples" / "dropped.jsonl")
-    rejects = level_rejects(out / "generated")
-    counts.update(
-        rows=generated.height,
-        rejects=len(rejects),
-        reject_reasons=_tally(r.get("reason", "") for r in rejects),
-        dedup=dedup_counts,
-        deduplicated=dedup_counts["exact"] + dedup_counts["near"],
-        examples=kept.height,
-        shards=outcome.as_dict(),
-    )
-    counts["notes"] = bonito_notes(counts)
-    atomic_write_text(out / "counts.json", json.dumps(counts, indent=2, sort_keys=True))
-    return counts
+    return finish_bonito(out_dir, near_threshold)
 
 
 def bonito_notes(counts: dict[str, Any]) -> list[str]:

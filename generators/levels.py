@@ -61,7 +61,7 @@ class LevelOutcome:
         return dict(self.__dict__)
 
 
-def _prune(folder: Path, hashes: list[str]) -> int:
+def prune_level(folder: Path, hashes: list[str]) -> int:
     """Delete shards whose recorded input differs from now (or that lie past the end)."""
     manifest = folder / MANIFEST
     old = json.loads(manifest.read_text()) if manifest.exists() else {}
@@ -96,7 +96,7 @@ def run_level(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     hashes = [fingerprint([params, list(part)]) for part in chunk(items, shard_size)]
-    stale = _prune(folder, hashes)
+    stale = prune_level(folder, hashes)
     outcomes = run_sharded(items, folder, shard_size, process, progress=progress)
     return LevelOutcome(
         rows=sum(o.rows for o in outcomes),

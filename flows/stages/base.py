@@ -52,12 +52,38 @@ def _nothing(cfg: PipelineConfig) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
+class ShardPlan:
+    """What a mapped stage has to do: the shard indexes to run, and what it kept from before."""
+
+    todo: list[int]
+    reused_rows: int = 0
+    info: dict[str, Any] = field(default_factory=dict)  # counts for the record (reused, relinked...)
+
+
+@dataclass(frozen=True)
 class ShardMap:
-    """A stage whose work splits by shard: the flow maps ``run_shard`` over the task runner."""
+    """A stage whose work splits by shard: the flow maps ``run_shard`` over the task runner.
+
+    ``plan`` (optional) runs first, in the flow's process: it prepares what the shards share and
+    says which shards need work (default: every one of ``count``); only those become tasks.
+    ``finish`` then gets the rows of every shard (run now or kept) and the plan."""
 
     count: Callable[[StageContext], int]
     run_shard: Callable[[StageContext, int], int]
-    finish: Callable[[StageContext, float, int], dict[str, Any]]  # (ctx, started, rows) -> record
+    finish: Callable[..., dict[str, Any]]  # (ctx, started, rows, plan) -> record
+    plan: Callable[[StageContext], ShardPlan] | None = None
+
+    def make_plan(self, ctx: StageContext) -> ShardPlan:
+        return self.plan(ctx) if self.plan is not None else ShardPlan(list(range(self.count(ctx))))
+
+    def run_all(self, ctx: StageContext, map_shards: Callable[[StageContext, list[int]], int] | None = None,
+                started: float | None = None) -> dict[str, Any]:
+        """The stage in full: plan, every shard of the plan (``map_shards`` spreads them over a
+        task runner; default: one after another here), finish."""
+        started = time.perf_counter() if started is None else started
+        plan = self.make_plan(ctx)
+        run = map_shards or (lambda c, todo: sum(self.run_shard(c, i) for i in todo))
+        return self.finish(ctx, started, plan.reused_rows + (run(ctx, plan.todo) if plan.todo else 0), plan)
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,18 @@
 
 The scores and the passes they share come from their declarations (selectors/scores/); this
 stage loads the models they ask for and writes the shard. The flow maps ``run_shard`` over the
-task runner (the one per-shard stage); ``run`` scores every shard in this process."""
+task runner; ``run`` scores every shard in this process.
+
+A scored shard is keyed by the bytes of its examples shard (``made_from``, saved in
+``counts-NNNNN.json``), not by its number: ``plan`` first moves a scored shard whose examples
+moved to another number (an input file inserted before it) to that number, drops scored shards
+past the last examples shard, and hands only the shards still to score to the task runner. The
+record counts rows rescored and reused."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +21,8 @@ import polars as pl
 
 from flows.config import PipelineConfig
 from flows.llm_cache import get_llm, model_for
-from flows.resume import file_digest
-from flows.stages.base import ShardMap, StageContext, StageSpec, record
+from flows.resume import content_digest
+from flows.stages.base import ShardMap, ShardPlan, StageContext, StageSpec, record
 from flows.usage import saved_usage, stage_usage
 from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, list_shards, shard_path
 
@@ -39,10 +44,11 @@ def _target_arrays(run, specs, made: dict[str, Any]) -> dict[str, Any]:
 
 
 def made_from(examples_shard: Path, conditioned: dict[str, Any]) -> str:
-    """What a scored shard depends on: its examples shard's bytes and what the condition stage
-    made (its files are named by the target rows' fingerprint). The config is the folder's own."""
+    """What a scored shard depends on: its examples shard's bytes (not its name: a renumbered
+    shard keeps its key) and what the condition stage made (its files are named by the target
+    rows' fingerprint). The config is the folder's own."""
     made = sorted((k, str(v)) for k, v in conditioned.items() if k in TARGETS)
-    return f"{file_digest(examples_shard)[:20]}:{hashlib.sha256(repr(made).encode()).hexdigest()[:12]}"
+    return f"{content_digest(examples_shard)[:20]}:{hashlib.sha256(repr(made).encode()).hexdigest()[:12]}"
 
 
 def _saved_key(counts_file: Path) -> str | None:
@@ -87,7 +93,55 @@ def shards(ctx: StageContext) -> int:
     return len(list_shards(ctx.run.examples))
 
 
-def finish(ctx: StageContext, started: float, rows: int) -> dict[str, Any]:
+def _shard_files(run, index: int) -> list[Path]:
+    """A scored shard's files, the shard itself last (its presence marks the index done)."""
+    return [run.score_counts(index), run.score_rejects(index), shard_path(run.scored, index)]
+
+
+def _rows(path: Path) -> int:
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+
+def plan(ctx: StageContext) -> ShardPlan:
+    """Which examples shards need scoring; scored shards of renumbered examples shards are moved
+    to their new number first (two steps, through temporary names, so a cycle of moves works and a
+    kill in between leaves only shards that are rescored), surplus ones deleted."""
+    run, n = ctx.run, shards(ctx)
+    made = ctx.record("condition") or {}
+    keys = [made_from(shard_path(run.examples, i), made) for i in range(n)]
+    for stray in run.scored.glob(".relink-*"):  # left by a kill during an earlier move
+        stray.unlink()
+    saved = {int(p.stem.split("-")[1]): _saved_key(run.score_counts(int(p.stem.split("-")[1])))
+             for p in list_shards(run.scored)}
+    done = {i for i in range(n) if saved.get(i) == keys[i]}
+    free = {k: j for j, k in sorted(saved.items(), reverse=True) if k and j not in done}  # reusable elsewhere
+    moves = {}
+    for i in range(n):
+        if i not in done and keys[i] in free:
+            moves[i] = free.pop(keys[i])
+    for i, j in moves.items():  # 1: out of the way
+        for f in _shard_files(run, j):
+            if f.exists():
+                f.rename(f.with_name(f".relink-{i:05d}-{f.name}"))
+    for i, j in moves.items():  # 2: into place (the shard itself last)
+        for src, dst in zip(_shard_files(run, j), _shard_files(run, i), strict=True):
+            tmp = src.with_name(f".relink-{i:05d}-{src.name}")
+            dst.unlink(missing_ok=True)
+            if tmp.exists():
+                tmp.rename(dst)
+    done |= set(moves)
+    for p in list_shards(run.scored):  # past the last examples shard: would be read back as data
+        index = int(p.stem.split("-")[1])
+        if index >= n:
+            for f in reversed(_shard_files(run, index)):
+                f.unlink(missing_ok=True)
+    reused = sum(_rows(shard_path(run.scored, i)) for i in done)
+    todo = [i for i in range(n) if i not in done]
+    return ShardPlan(todo, reused, {"shards_rescored": len(todo), "shards_reused": len(done),
+                                    "shards_renumbered": len(moves), "rows_reused": reused})
+
+
+def finish(ctx: StageContext, started: float, rows: int, plan: ShardPlan | None = None) -> dict[str, Any]:
     """The score stage's record, once every shard is scored (here or by mapped tasks)."""
     from instruct_selectors.score_notes import score_losses
 
@@ -102,6 +156,13 @@ def finish(ctx: StageContext, started: float, rows: int) -> dict[str, Any]:
             extra["judge"] = {"model": judge_model(cfg).model, "unparsed": rejects}
     # Rows truncated to max_length, null scores and why: counted, and said in `notes` (and the report).
     extra.update(score_losses(run.score_counts_files(), list_shards(run.scored), rows))
+    if plan is not None:
+        info = {**plan.info, "rows_rescored": rows - plan.reused_rows}
+        extra.update(info)
+        extra["notes"] = [f"{info['rows_rescored']} rows rescored ({info['shards_rescored']} shards), "
+                          f"{info['rows_reused']} reused ({info['shards_reused']} shards kept"
+                          + (f", {info['shards_renumbered']} of them renumbered)" if info["shards_renumbered"] else ")"),
+                          *extra.get("notes", [])]
     return record(run, STAGE.name, started, rows_in=rows, rows_out=rows, scores=list(cfg.score.scores),
                   usage=saved_usage(cfg, run, STAGE.name), **extra)
 
@@ -111,10 +172,8 @@ def run_shard(ctx: StageContext, index: int) -> int:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    rows = sum(run_shard(ctx, i) for i in range(shards(ctx)))
-    return finish(ctx, t0, rows)
+    return STAGE.per_shard.run_all(ctx)
 
 
 STAGE = StageSpec(name="score", section="score", run=_run, needs=("examples", "conditioned"), makes=("scored",),
-                  retries=2, per_shard=ShardMap(count=shards, run_shard=run_shard, finish=finish))
+                  retries=2, per_shard=ShardMap(count=shards, run_shard=run_shard, finish=finish, plan=plan))
