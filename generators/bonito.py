@@ -298,18 +298,9 @@ def run_bonito(
     out_dir: str | Path,
     llm: Any,
     *,
-    task_types: Sequence[str] = ("exqa",),
-    samples_per_passage: int = 1,
-    mode: str = "chat",
-    seed: int = 0,
-    shard_size: int = 32,
-    max_passages: int | None = None,
-    max_tokens: int = DEFAULT_SAMPLING.max_tokens,
-    temperature: float = DEFAULT_SAMPLING.temperature,
-    top_p: float = DEFAULT_SAMPLING.top_p,
-    retries: int = 2,
     near_threshold: float = 0.8,
     progress: bool = True,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Generate ``samples_per_passage`` tasks of each type per passage into ``out_dir``, in this
     process: :func:`plan_bonito`, :func:`bonito_shard` for every shard, :func:`finish_bonito`.
@@ -318,10 +309,8 @@ def run_bonito(
     deduplicated, examples, and the per-shard resume counts.
     """
     model = getattr(llm, "model_id", getattr(llm, "name", type(llm).__name__))
-    plan = plan_bonito(passages_path, out_dir, model=model, task_types=task_types,
-                       samples_per_passage=samples_per_passage, mode=mode, seed=seed, shard_size=shard_size,
-                       max_passages=max_passages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                       retries=retries)
+    plan = plan_bonito(passages_path, out_dir, model=model, **settings)  # settings: plan_bonito's keywords
+    shard_size = settings.get("shard_size", 32)
     # Tasks done per shard; generation batches and tok/s in between (pipelines.progress).
     bar = StageBar("bonito", plan["items"], enabled=progress, unit="task")
     try:
