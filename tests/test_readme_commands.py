@@ -28,7 +28,7 @@ def readme_commands() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
     found = []
     for match in re.finditer(r"python -m ([\w.]+)([^`\n#|]*)", text):
-        module, rest = match.group(1), match.group(2).strip()
+        module, rest = match.group(1), match.group(2).strip().removesuffix("&").strip()  # `cmd &`: backgrounded
         if module == "pytest" or "<name>" in module or module.endswith("."):
             continue  # the test command itself; a pattern, not a command
         found.append(f"{module} {rest}".strip())

@@ -153,7 +153,7 @@ def run_arm(ctx: StageContext, index: int) -> int:
     return int(metrics.get("rows") or 0)
 
 
-def finish(ctx: StageContext, started: float, rows: int) -> dict[str, Any]:
+def finish(ctx: StageContext, started: float, rows: int, plan: Any = None) -> dict[str, Any]:
     """The train record once every arm is trained: the selected arm's metrics, every arm's, the table."""
     from pipelines.finetune.compare import comparison
 
