@@ -265,11 +265,14 @@ def losses_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def comparison_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
     """The train record's arms table (pipelines.finetune.compare) and its selection_gain line."""
+    cmp = next((s["comparison"] for s in stages if s.get("stage") == "train" and s.get("comparison")), None)
+    return comparison_lines(cmp) if cmp else []
+
+
+def comparison_lines(cmp: Mapping[str, Any]) -> list[str]:
+    """A comparison (pipelines.finetune.compare) as markdown: heading, table, selection_gain line."""
     from pipelines.finetune.compare import gain_line
 
-    cmp = next((s["comparison"] for s in stages if s.get("stage") == "train" and s.get("comparison")), None)
-    if not cmp:
-        return []
     return ["## Does the selection beat random?", "",
             "Held-out loss (lower is better) after the same training on each arm's rows: base is the "
             "untrained model, random draws as many rows as selected from the candidates it chose from.", "",

@@ -362,3 +362,19 @@ def test_push_to_hub_uploads_the_cards_plots_with_it(tmp_path, monkeypatch, no_n
     assert [path for _, path, _ in card_commit["ops"]] == ["README.md", "plots/score_ifd.png"]
     assert hub.files["plots/score_ifd.png"] == png.read_bytes()
     assert set(hub.files) == {"data/train-00000-of-00001.parquet", "README.md", "plots/score_ifd.png"}
+
+
+def test_card_takes_the_train_comparison_once_and_replaces_it():
+    from pipelines.finetune.compare import comparison
+    from pipelines.writers.card import with_comparison
+
+    card = "# Data\n\nSome prose.\n\n## Configuration\n\n```yaml\na: 1\n```\n"
+    arms = {"selected": {"eval_loss": 2.0, "eval_loss_before": 3.0, "rows": 4},
+            "random-s0": {"eval_loss": 2.5, "rows": 4}, "random-s1": {"eval_loss": 2.3, "rows": 4}}
+    first = with_comparison(card, comparison(arms))
+    assert first.index("selection_gain=0.4 ") < first.index("## Configuration")
+    assert with_comparison(first, comparison(arms)) == first  # a resumed train stage changes nothing
+    arms["selected"]["eval_loss"] = 2.7
+    second = with_comparison(first, comparison(arms))
+    assert second.count("## Does the selection beat random?") == 1 and "worse than random" in second
+    assert with_comparison(second, None) == card

@@ -1,13 +1,15 @@
 """The train stage's control arms on the tiny model, stage by stage: the held-out target rows
 decontaminate the pool and are what every arm evaluates on, the random arms draw as many rows as
-the selection from the rows it chose from, the table and the selection_gain line reach the record
-and the report, and a finished arm is not trained again."""
+the selection from the rows it chose from, the table and the selection_gain line reach the record,
+the report and the dataset card, and a finished arm is not trained again."""
 
 from __future__ import annotations
 
 import json
 
 import polars as pl
+
+from fake_hub import FakeHub
 
 from flows.config import load_config
 from flows.pipeline import run_stage
@@ -21,18 +23,19 @@ def _stat(path):
     return st.st_ino, st.st_mtime_ns
 
 
-def test_train_arms_compare_the_selection_with_random_and_resume(tmp_path):
+def test_train_arms_compare_the_selection_with_random_and_resume(tmp_path, monkeypatch):
     target, data = tmp_path / "target.jsonl", tmp_path / "in.jsonl"
     atomic_write_jsonl([{"question": f"How many pears does box {i} hold?",
                          "context": f"The storage room has many boxes and box number {i} holds exactly {i} pears today.",
                          "answer": str(i)} for i in range(6)], target)
-    cfg = load_config(overrides=[
+    overrides = [
         "generate.taxonomy.enabled=false", "generate.text.enabled=false", f"generate.inputs=[{data}]",
         "model.model=tiny", "model.backend=hf", "model.max_length=128", "score.scores=[ifd]",
         f"score.target={target}", "run.shard_size=8", f"run.out_dir={tmp_path / 'runs'}",
         "select.steps=[{dedup: {near: false}}, {top_k: {column: score_ifd, fraction: 0.5}}]",
         "train.method=lora", "train.max_steps=2", "train.compare=[random, whole]", "train.compare_seeds=2",
-    ])
+    ]
+    cfg = load_config(overrides=overrides)
     held = target_parts(cfg).held_out
     assert held.height == 2
     rows = [{"instruction": f"What is {i} plus {i}?", "input": f"Numbers: {i}." if i % 2 else "",
@@ -71,12 +74,19 @@ def test_train_arms_compare_the_selection_with_random_and_resume(tmp_path):
     report = run.path(run_stage("report", run, cfg)["outputs"]["markdown"]).read_text()
     assert "## Does the selection beat random?" in report and "| random (2 seeds) |" in report
     assert "selection_gain=" in report
+    # The card, written by the export before training, carries the same table once (before the config).
+    card = (run.dataset / "README.md").read_text()
+    assert card.count("## Does the selection beat random?") == 1 and "| random (2 seeds) |" in card
+    assert card.index("selection_gain=") < card.index("## Configuration")
+    assert f"selection_gain={cmp['selection_gain']['selection_gain']:.4g}" in card
 
     # A finished arm is not trained again; a lost one is, alone.
     done = {arm: _stat(run.train_arm(arm) / "arm.json") for arm in record["arms"]}
     models = {arm: _stat(run.train_arm(arm) / "adapter_model.safetensors") for arm in record["arms"]}
+    card_stat = _stat(run.dataset / "README.md")
     run_stage("train", run, cfg)
     assert {arm: _stat(run.train_arm(arm) / "arm.json") for arm in done} == done
+    assert _stat(run.dataset / "README.md") == card_stat  # same table: the card is not rewritten
     assert {arm: _stat(run.train_arm(arm) / "adapter_model.safetensors") for arm in done} == models
     (run.train_arm("random-s1") / "arm.json").unlink()
     again = run_stage("train", run, cfg)
@@ -84,3 +94,12 @@ def test_train_arms_compare_the_selection_with_random_and_resume(tmp_path):
     for arm in ("selected", "random-s0", "whole"):
         assert _stat(run.train_arm(arm) / "arm.json") == done[arm]
     assert again["arms"]["random-s0"] == record["arms"]["random-s0"]
+
+    # With --train, the Hub gets the card once the table is on it: the train stage pushes, not the export.
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    hub = FakeHub()
+    hub.install(monkeypatch, tmp_path)
+    pushing = load_config(overrides=[*overrides, "export.push_to_hub=someone/ab"])
+    assert run_stage("export", run, pushing)["pushed"] is None and not hub.files
+    pushed = run_stage("train", run, pushing)["pushed"]
+    assert pushed["repo_id"] == "someone/ab" and "selection_gain=" in hub.files["README.md"].decode()

@@ -24,8 +24,15 @@ def card_info(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _run(ctx: StageContext) -> dict[str, Any]:
+def publish(ctx: StageContext) -> dict[str, Any] | None:
+    """Push the exported dataset and its card to the Hub when export.push_to_hub names a repo."""
     from pipelines.export import push_to_hub
+
+    repo = ctx.cfg.export.push_to_hub
+    return push_to_hub(ctx.run.dataset, repo, private=ctx.cfg.export.private) if repo else None
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
     from pipelines.export_stream import export_selected
 
     cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
@@ -35,9 +42,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     paths, n_out = export_selected(run.selected, run.dataset, card_info=card_info(ctx),
                                    include_dropped=cfg.export.include_dropped, kept_shards=transformed,
                                    test_fraction=cfg.export.test_fraction, seed=cfg.run.seed)
-    pushed = None
-    if cfg.export.push_to_hub:
-        pushed = push_to_hub(run.dataset, cfg.export.push_to_hub, private=cfg.export.private)
+    # With --train the train stage pushes, once its selected-vs-random table is on the card.
+    pushed = publish(ctx) if not cfg.train.method else None
     rows_in = pl.scan_parquet(run.selected).select(pl.len()).collect().item()
     return record(run, STAGE.name, t0, rows_in=rows_in, rows_out=n_out,
                   outputs={k: str(v) for k, v in paths.items()}, pushed=pushed)

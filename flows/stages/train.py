@@ -27,6 +27,7 @@ import polars as pl
 from flows.config import PipelineConfig, resolve_path
 from flows.resume import file_digest
 from flows.stages.base import ShardMap, StageContext, StageSpec, record
+from flows.stages.export import publish
 from flows.target_parts import target_parts, write_held_out
 from pipelines.shards import atomic_write_text, read_shards, write_parquet_if_changed
 
@@ -156,6 +157,7 @@ def run_arm(ctx: StageContext, index: int) -> int:
 def finish(ctx: StageContext, started: float, rows: int, plan: Any = None) -> dict[str, Any]:
     """The train record once every arm is trained: the selected arm's metrics, every arm's, the table."""
     from pipelines.finetune.compare import comparison
+    from pipelines.writers.card import with_comparison
 
     cfg, run = ctx.cfg, ctx.run
     done = {arm: load_arm(run.train_arm(arm) / ARM_FILE) for arm in arms(cfg)}
@@ -168,9 +170,16 @@ def finish(ctx: StageContext, started: float, rows: int, plan: Any = None) -> di
     selected = done["selected"]
     arm_metrics = {a: d["metrics"] for a, d in done.items()}
     extra = {"control_rows": selected["control_rows"]} if "control_rows" in selected else {}
+    table = comparison(arm_metrics)
+    card = run.dataset / "README.md"
+    if card.exists():  # the export wrote the card before any arm trained: the table goes on it now
+        text = card.read_text(encoding="utf-8")
+        with_table = with_comparison(text, table)
+        if with_table != text:  # unchanged: leave the file (and its mtime) alone
+            atomic_write_text(card, with_table)
     return record(run, STAGE.name, started, method=cfg.train.method, rows_trained=rows, metrics=selected["metrics"],
-                  arms=arm_metrics, comparison=comparison(arm_metrics), eval={"path": str(eval_path)},
-                  notes=notes, **extra)
+                  arms=arm_metrics, comparison=table, eval={"path": str(eval_path)},
+                  notes=notes, pushed=publish(ctx), **extra)
 
 
 def _count(ctx: StageContext) -> int:

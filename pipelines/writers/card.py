@@ -3,6 +3,7 @@
     check_card_info(card_info)                                  # unknown keys are an error
     plots = write_plots(selected, out)                          # plots/<score>.png, kept vs dropped
     text = dataset_card_text(rows, card_info, selected, plots, splits={"train": 90, "test": 10})
+    text = with_comparison(text, comparison)                    # the train stage's arms table, added later
 
 The card reads the exported rows' column names, count, sources, scores and meta: never the texts,
 so a streamed export passes the rows without their long columns.
@@ -20,6 +21,7 @@ import polars as pl
 
 from pipelines.redact import redact_config, redact_text
 from pipelines.report import (
+    comparison_lines,
     decontamination_section,
     markdown_table,
     plot_score,
@@ -185,3 +187,20 @@ def dataset_card_text(
         lang, text = _config_text(info["config"])
         lines += ["## Configuration", "", f"```{lang}", text, "```", ""]
     return redact_text("\n".join(lines).rstrip() + "\n")  # an endpoint URL anywhere: no credentials
+
+
+COMPARISON_START, COMPARISON_END = "<!-- train-comparison -->", "<!-- /train-comparison -->"
+_COMPARISON_BLOCK = re.compile(re.escape(COMPARISON_START) + ".*?" + re.escape(COMPARISON_END) + "\n\n?", re.S)
+
+
+def with_comparison(card: str, cmp: Mapping[str, Any] | None) -> str:
+    """The card with the train stage's selected-vs-random table (pipelines.finetune.compare) in
+    place of any earlier one, before the configuration; ``cmp`` None removes it. The export writes
+    the card before training, so the train stage adds this; applying it twice changes nothing."""
+    card = _COMPARISON_BLOCK.sub("", card)
+    if not cmp:
+        return card
+    block = "\n".join([COMPARISON_START, *comparison_lines(cmp), COMPARISON_END]) + "\n\n"
+    at = card.find("## Configuration\n")
+    at = len(card) if at < 0 else at
+    return redact_text(card[:at] + block + card[at:])
