@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import polars as pl
-
 from fake_hub import FakeHub
 
 from flows.config import load_config
