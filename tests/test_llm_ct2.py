@@ -277,3 +277,42 @@ def test_ct2_scoring_leaves_hidden_and_attention_to_torch(tiny_folder):
         np.testing.assert_array_equal(g.extras["hidden"], w.extras["hidden"])
     with pytest.raises(ValueError, match="scoring engine"):
         HFBackend(model, tok, scoring_engine="fast")
+
+
+def test_auto_scores_the_embedded_model_and_its_fine_tunes_with_ct2_on_cpu_only():
+    from pipelines.llm.embedded import EMBEDDED, TINY
+    from pipelines.llm.hf import resolve_scoring_engine
+
+    assert resolve_scoring_engine("auto", EMBEDDED, "cpu") == "ct2"
+    # CoLoR's conditional model, a folder trained from the embedded one: the same engine as its prior.
+    assert resolve_scoring_engine("auto", "runs/x/conditional/model", "cpu", base_id=EMBEDDED) == "ct2"
+    assert resolve_scoring_engine("auto", "runs/x/conditional/model", "cpu") == "hf"
+    assert resolve_scoring_engine("auto", TINY, "cpu") == "hf"
+    assert resolve_scoring_engine("auto", EMBEDDED, "cuda") == "hf"
+    assert resolve_scoring_engine("hf", EMBEDDED, "cpu") == "hf"
+
+
+def test_sampled_batches_keep_their_generator_until_collected(tiny_folder):
+    """Dropping a ctranslate2.Generator waits for its queued work: a slot whose generator was let go
+    right after submitting ran its batch before the next slot could start (2x1 was no faster than 1x1)."""
+    _, par = _pair(tiny_folder, batch=2, ct2_threads=2)
+    engine = par.ct2_engine()
+    alive: set[int] = set()
+    in_flight: list[int] = []
+
+    class Held:  # the real generator, and a record of how long the engine holds it
+        def __init__(self, gen):
+            self.gen = gen
+            alive.add(id(self))
+
+        def generate_batch(self, *args, **kwargs):
+            in_flight.append(len(alive))
+            return self.gen.generate_batch(*args, **kwargs)
+
+        def __del__(self):
+            alive.discard(id(self))
+
+    seeded = engine._seeded_generator
+    engine._seeded_generator = lambda seed: Held(seeded(seed))
+    par.generate(PROMPTS * 2, Sampling(temperature=1.0, max_tokens=4, seed=1))  # 4 batches, 2 slots
+    assert max(in_flight) == 2 and not alive
