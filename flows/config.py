@@ -85,7 +85,8 @@ class ModelConfig(_Section):
         "on CPU (one batch per core; benchmarks.generation), else transformers")
     scoring_engine: Literal["auto", "hf", "ct2"] = Field(
         "auto", description="hf backend: who computes the log-prob-only scores (IFD, CoLoR, ctx_loss); "
-        "ct2 = CTranslate2 int8; target_sim/GOT-D hidden states stay on transformers; auto = hf for now")
+        "ct2 = CTranslate2 int8; target_sim/GOT-D hidden states stay on transformers; auto = ct2 for the "
+        "embedded model (and CoLoR's conditional model) on CPU, else hf (benchmarks.scorer)")
     token_budget: int = Field(4096, gt=0, description="scoring: tokens per batch (rows x longest row)")
     max_length: int = Field(512, gt=8, description="scoring/training: truncate rows to this many tokens")
     threads: int | None = Field(None, gt=0, description="torch CPU threads per process (None: all cores, "

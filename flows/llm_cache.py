@@ -9,21 +9,22 @@ from flows.config import ModelConfig, PipelineConfig
 
 @functools.lru_cache(maxsize=4)
 def _cached_llm(backend: str, model: str, base_url: str | None, batch: int, budget: int, max_length: int,
-                eager: bool, engine: str, scoring_engine: str, threads: int | None):
+                eager: bool, engine: str, scoring_engine: str, threads: int | None, base: str | None = None):
     from pipelines.llm import make_backend, resolve_backend_name
 
     name = resolve_backend_name(backend)
     if name == "hf":
         return make_backend("hf", model, eager_attention=eager, generation_batch_size=batch,
                             token_budget=budget, max_length=max_length, generation_engine=engine,
-                            scoring_engine=scoring_engine, ct2_threads=threads)
+                            scoring_engine=scoring_engine, scoring_base=base, ct2_threads=threads)
     if name == "openai":
         return make_backend("openai", model, base_url=base_url)
     return make_backend(name, model)
 
 
-def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False):
-    """The backend for ``cfg`` (``model`` overrides its model, e.g. a conditional model's folder)."""
+def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False, trained_from_it: bool = False):
+    """The backend for ``cfg`` (``model`` overrides its model, e.g. a conditional model's folder;
+    ``trained_from_it``: that model was fine-tuned from cfg.model, so it scores on the same engine)."""
     if cfg.threads:
         import torch
 
@@ -32,7 +33,7 @@ def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False):
         torch.set_num_threads(cfg.threads)
     return _cached_llm(cfg.backend, model or cfg.model, cfg.base_url, cfg.generation_batch_size,
                        cfg.token_budget, cfg.max_length, eager, cfg.generation_engine, cfg.scoring_engine,
-                       cfg.threads)
+                       cfg.threads, cfg.model if trained_from_it else None)
 
 
 def release_all() -> None:

@@ -75,7 +75,7 @@ def score_shard(cfg: PipelineConfig, run, index: int, conditioned: dict[str, Any
     passes = {p for s in specs for p in s.passes}
     models = {"prior": get_llm(cfg.model, eager=any("attn" in s.extras for s in specs)) if passes else None}
     if any(s.target == "conditional_model" for s in specs):
-        models["cond"] = get_llm(cfg.model, model=str(run.path(made["conditional_model"])))
+        models["cond"] = get_llm(cfg.model, model=str(run.path(made["conditional_model"])), trained_from_it=True)
     with stage_usage(run, STAGE.name, index):  # saved before the shard, like the scores' rejects
         scored, rejects = score_rows(
             table, specs, models, options={s.name: cfg.score.options_for(s.name) for s in specs},

@@ -12,9 +12,9 @@ Generation runs on one of two engines behind the same ``generate()`` (``generati
   ``ct2_threads`` / ``ct2_intra_threads``, see ``pipelines.llm.ct2.thread_layout``).
 * ``"auto"`` (default): ``ct2`` for the embedded model on CPU when ``ctranslate2`` is importable,
   else ``hf``. The tiny test model, other folders and GPUs stay on ``hf`` unless ``"ct2"`` is
-  asked for. Measured with ``python -m benchmarks.generation`` on this project's 2-core CPU (16
-  Bonito prompts of ~254 tokens, temperature 0.7, ~33 tokens out): ct2 int8 batch 16 43.8 tok/s vs
-  hf fp32 batch 1 13.0 (3.37x) at 2 threads, 46.6 vs 11.7 at 1 thread; hf batch 16 gave 29.9.
+  asked for. Measured with ``python -m benchmarks.generation`` (default command) on this project's
+  2-core CPU (32 Bonito prompts of ~253 tokens, temperature 0.7, up to 64 tokens out): ct2 int8
+  batch 16, one single-threaded batch per core, 100.6 tok/s vs hf fp32 batch 1 12.7 (7.95x).
   int8 did not hurt the model's fit: mean NLL 3.680 vs 3.686 (fp32) on the sample passages.
 
 The ct2 engine samples from its own (int8) logits, so its texts differ from hf's for the same seed;
@@ -22,14 +22,18 @@ each engine on its own is reproducible.
 
 Scoring (``loss``) runs on one of two engines too (``scoring_engine``):
 
-* ``"hf"`` (and, for now, ``"auto"``): the fp32 transformers scorer (``pipelines/llm/nll.py``).
+* ``"hf"``: the fp32 transformers scorer (``pipelines/llm/nll.py``).
 * ``"ct2"``: requests that want only token NLLs (no ``want_hidden``, no ``attn_layer``) are scored
   by CTranslate2 (``score_batch``) on the same conversion as generation (int8 unless
   ``ct2_quantization=None``), with the same tokens: ``nll.encode`` renders, truncates and masks
   them exactly as the torch path does. Requests with hidden states or attention stay on the
-  transformers model. int8 moves token NLLs by a few hundredths of a nat (tests/test_llm_ct2.py);
-  "auto" becomes ct2 on CPU only once ``python -m benchmarks.scorer`` shows >= 2x at Spearman >=
-  0.98 on a quiet machine.
+  transformers model. int8 moves token NLLs by a few hundredths of a nat (tests/test_llm_ct2.py).
+* ``"auto"`` (default): ``ct2`` on CPU for the embedded model and the models trained from it
+  (``scoring_base``: CoLoR's conditional model), else ``hf``. Measured with ``python -m
+  benchmarks.scorer`` (default command, quiet 2-core machine, 1030 s): fp32 492 tok/s, ct2 int8
+  1459 (``speedup_int8=2.96``), Spearman between the engines' scores on the same
+  rows 0.9956 (IFD), 0.9812 (ctx_loss), 0.9993 (CoLoR-like): the >= 2x at >= 0.98 bar it had to
+  clear before becoming the CPU default.
 """
 
 from __future__ import annotations
@@ -48,11 +52,19 @@ GENERATION_ENGINES = ("auto", "hf", "ct2")
 SCORING_ENGINES = ("auto", "hf", "ct2")
 
 
-def resolve_scoring_engine(engine: str) -> str:
-    """``auto`` -> ``hf`` until ct2 scoring is measured on a quiet machine (see the module doc)."""
+def resolve_scoring_engine(engine: str, model_id: str = "custom", device: torch.device | str = "cpu",
+                           base_id: str | None = None) -> str:
+    """``auto`` -> ``ct2`` on CPU for the embedded model and for models trained from it (``base_id``:
+    CoLoR's conditional model, so prior and conditional losses come from the same engine) when
+    ctranslate2 is importable, else ``hf`` (see the module doc for the measurement)."""
     if engine not in SCORING_ENGINES:
         raise ValueError(f"unknown scoring engine {engine!r}: choose one of {', '.join(SCORING_ENGINES)}")
-    return "hf" if engine == "auto" else engine
+    if engine != "auto":
+        return engine
+    from pipelines.llm.embedded import EMBEDDED
+
+    on_cpu = torch.device(device).type == "cpu"
+    return "ct2" if (base_id or model_id) == EMBEDDED and on_cpu and importlib.util.find_spec("ctranslate2") else "hf"
 
 
 def resolve_generation_engine(engine: str, model_id: str, device: torch.device | str) -> str:
@@ -86,7 +98,8 @@ class HFBackend:
         ct2_threads: int | None = None,
         ct2_intra_threads: int | None = None,
         ct2_max_prompt_spread: int | None = 16,
-        scoring_engine: str = "hf",
+        scoring_engine: str = "auto",
+        scoring_base: str | None = None,
     ):
         self.model, self.tokenizer, self.model_id = model, tokenizer, model_id
         self.generation_batch_size = generation_batch_size
@@ -111,7 +124,7 @@ class HFBackend:
         # ct2 cores in all (None: every core this process may run on) and threads per batch
         # (None: 1); batches at once = ct2_threads // ct2_intra_threads (pipelines.llm.ct2.thread_layout).
         self.ct2_threads, self.ct2_intra_threads = ct2_threads, ct2_intra_threads
-        self.scoring_engine = resolve_scoring_engine(scoring_engine)
+        self.scoring_engine = resolve_scoring_engine(scoring_engine, model_id, self.device, scoring_base)
         self.ct2_max_prompt_spread = ct2_max_prompt_spread
         self._ct2 = None
         self._ct2_tmp = None
