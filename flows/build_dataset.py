@@ -60,7 +60,7 @@ def stage_task(name: str, cfg: PipelineConfig, run_dir: str, upstream: list[dict
 
 
 @task(**TASK_OPTIONS)
-def shard_task(name: str, cfg: PipelineConfig, run_dir: str, index: int, upstream: list[dict]) -> int:
+def shard_task(name: str, cfg: PipelineConfig, run_dir: str, index: Any, upstream: list[dict]) -> int:
     return BY_NAME[name].per_shard.run_shard(_context(cfg, run_dir, upstream), index)
 
 
@@ -92,10 +92,20 @@ def build_dataset(config: dict | None = None) -> dict:
         else:  # one task per shard: the task runner (threads, or Dask workers) spreads them out
             shard_run = shard_task.with_options(**{**options, "name": f"{stage.name}_shard_task"})
 
-            def map_shards(ctx: StageContext, todo: list[int], name: str = stage.name, tasks=shard_run) -> int:
+            def map_shards(ctx: StageContext, todo: list[Any], name: str = stage.name, tasks=shard_run) -> int:
+                from pipelines.progress import StageBar
+
                 futures = tasks.map(unmapped(name), unmapped(cfg), unmapped(rd), list(todo),
                                     unmapped(list(records)))
-                return sum(f.result() for f in futures)
+                bar = StageBar(f"{name} shards", len(futures), unit="shard")  # the tasks run elsewhere
+                try:
+                    rows = 0
+                    for f in futures:
+                        rows += f.result()
+                        bar(1)
+                    return rows
+                finally:
+                    bar.close()
 
             rec = run_keyed(stage.name, _context(cfg, rd, records), map_shards=map_shards)
         records.append(rec)

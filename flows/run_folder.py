@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,16 +220,17 @@ class RunFolder:
         p = Path(name)
         return p if p.is_absolute() else self.root / p
 
-    def usage_file(self, stage: str, index: int | None = None) -> Path:
-        """Model usage (tokens, calls, retries) of ``stage``, or of its shard ``index``."""
-        name = stage if index is None else f"{stage}-{index:05d}"
+    def usage_file(self, stage: str, index: int | str | None = None) -> Path:
+        """Model usage (tokens, calls, retries) of ``stage``, or of its shard ``index`` (a number,
+        or a name such as ``syllabi-00003`` for stages whose shards come in rounds)."""
+        name = stage if index is None else f"{stage}-{index:05d}" if isinstance(index, int) else f"{stage}-{index}"
         return self.root / "stages" / "usage" / f"{name}.json"
 
     def usage_files(self, stage: str) -> list[Path]:
         """The stage's own ledger and its shards' ledgers."""
         folder = self.root / "stages" / "usage"
         return sorted(p for p in folder.glob(f"{stage}*.json")
-                      if p.stem == stage or p.stem[len(stage):].lstrip("-").isdigit())
+                      if p.stem == stage or re.fullmatch(r"-([a-z_]+-)?\d+", p.stem[len(stage):]))
 
     def load_record(self, stage: str) -> dict[str, Any] | None:
         path = self.record_path(stage)

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,14 @@ def run_glan(
     retries: int = 2,
     near_threshold: float = 0.8,
     progress: bool = True,
+    map_shards: Callable[[str, Path, list[int]], None] | None = None,
 ) -> dict[str, Any]:
     """Run every GLAN level into ``out_dir``; returns (and writes ``counts.json``) the counts.
 
     ``taxonomy_path``: a taxonomy file, or an earlier level's table to start from. ``temperature``
     None uses the paper's per-level values. Final examples: ``out_dir/examples`` shards.
+    ``map_shards(level, folder, shard indexes)``: makes a level's missing shards elsewhere (each with
+    ``glan_levels.glan_level_shard``; the flow maps them over its task runner); default: here.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,7 @@ def run_glan(
         top_p=top_p,
         retries=retries,
         progress=progress,
+        map_shards=map_shards,
         # Test doubles may not declare it; every backend in pipelines.llm does.
         structured=bool(getattr(llm, "structured_output", False)),
     )

@@ -1,17 +1,27 @@
 """What every GLAN level shares: its settings, the LLM calls it counts, what it returns, and the runner.
 
     settings = GlanSettings(seed=1)
-    run = run_glan_level("syllabi", items, folder, process, params, llm, settings)   # -> LevelRun
+    run = run_glan_level("syllabi", items, folder, {"sessions": 6}, params, llm, settings, shard_fn)
 
-:func:`run_glan_level` is :func:`generators.levels.run_level` with a progress bar and what every
-level's fingerprint holds (model, seed, prompts), so changing any of them regenerates the level.
-The levels themselves (one function each) are in ``glan_levels.py``.
+A level runs in three steps, so its shards can run in other processes (``settings.map_shards``:
+the flow maps them over its task runner, Dask workers included):
+
+1. :func:`plan_glan_level` (the caller's process): writes the level's items (``items.jsonl``) and
+   what its shards share (``plan.json``: level, settings, the level's own arguments), deletes the
+   shards whose input changed (``generators.levels.prune_level``), and says which shards to make;
+2. :func:`run_glan_shard` (any process, given the model): one shard from the folder alone, its
+   calls (``calls-NNNNN.json``) and rejects written before the shard, whose presence marks it done;
+3. :func:`finish_glan_level`: the level's table and counts.
+
+Every path reads the items back from ``items.jsonl``, so a shard is the same bytes whichever
+process made it. The levels themselves (one function each) are in ``glan_levels.py``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +29,20 @@ import polars as pl
 
 from generators.glan_prompts import LEVEL_SCHEMAS, PROMPTS_FINGERPRINT, ask_for_json
 from generators.glan_schema import PAPER_TEMPERATURE, SCHEMAS
-from generators.levels import derive_seed, read_level, run_level
+from generators.levels import derive_seed, fingerprint, prune_level, read_level
 from generators.parsing import Attempts, Reject, is_clean_json
 from pipelines.llm.base import Messages, Sampling
 from pipelines.progress import StageBar
+from pipelines.shards import (
+    atomic_write_jsonl,
+    atomic_write_parquet,
+    atomic_write_text,
+    list_shards,
+    rejects_path,
+    shard_path,
+)
+
+PLAN, ITEMS = "plan.json", "items.jsonl"
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,13 @@ class GlanSettings:
     retries: int = 2
     progress: bool = False
     structured: bool = False  # the backend constrains decoding to a JSON schema (LLM.structured_output)
+    # (level, folder, shard indexes) -> None: runs the shards elsewhere (the flow's task runner);
+    # None runs them here, one after another. Not part of what a shard is made from.
+    map_shards: Callable[[str, Path, list[int]], None] | None = field(default=None, compare=False, repr=False)
+
+    def shared(self) -> dict[str, Any]:
+        """What a shard's worker needs of these settings (plan.json)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("map_shards", "progress")}
 
     def sampling(self, level: str, max_tokens: int, items: Sequence[Any]) -> Sampling:
         """Seeded by the run seed, the level and what is asked, so a rerun asks the same. With a
@@ -101,9 +128,6 @@ class LevelRun:
     calls: Calls
 
 
-_Chunk = Callable[[Sequence[Any]], tuple[pl.DataFrame, list[dict[str, Any]], Calls]]
-
-
 def at_least(parse: Callable[[str, Any], Any], asked: int, what: str) -> Callable[[str, Any], Any]:
     """``parse`` whose list answer must hold the ``asked`` items the prompt asked for: fewer is a
     Reject ("fewer <what> than asked", with ``got`` and ``asked``), so the item is re-asked within
@@ -127,27 +151,97 @@ def run_glan_level(
     name: str,
     items: list[Any],
     folder: Path,
-    process: _Chunk,
+    kwargs: dict[str, Any],
     params: dict[str, Any],
     llm: Any,
     settings: GlanSettings,
+    shard_fn: Callable[[Path, int, Any], int],
 ) -> LevelRun:
-    """:func:`run_level` with a bar, plus what every level's fingerprint holds (model, seed,
-    prompts), so changing any of them regenerates the level; sums the calls shard by shard."""
-    calls: list[Calls] = []
+    """Plan the level, make its missing shards (``settings.map_shards``, else here with a bar,
+    ``shard_fn(folder, index, llm)``), and finish it."""
+    todo, stale, items = plan_glan_level(name, items, folder, kwargs, params, model_name(llm), settings)
+    if todo and settings.map_shards is not None:
+        settings.map_shards(name, folder, todo)
+    elif todo:
+        size = settings.shard_size
+        # Items done per shard; generation batches and tok/s in between (pipelines.progress).
+        bar = StageBar(f"glan {name}", len(items), enabled=settings.progress)
+        try:
+            with bar.active():
+                bar(len(items) - sum(len(items[i * size:(i + 1) * size]) for i in todo))  # kept shards
+                for index in todo:
+                    shard_fn(folder, index, llm)
+                    bar(len(items[index * size:(index + 1) * size]))
+        finally:
+            bar.close()
+    return finish_glan_level(name, folder, todo, stale)
 
-    def counted(chunk: Sequence[Any]) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-        table, rejects, used = process(chunk)
-        calls.append(used)
-        return table, rejects
 
-    params = {**params, "model": model_name(llm), "seed": settings.seed, "prompts": PROMPTS_FINGERPRINT,
+def plan_glan_level(
+    name: str, items: list[Any], folder: Path, kwargs: dict[str, Any], params: dict[str, Any], model: str,
+    settings: GlanSettings,
+) -> tuple[list[int], int, list[Any]]:
+    """Write the level's items and plan, delete its shards whose input changed; returns (the shards
+    to make, how many were stale, the items as every worker reads them back).
+
+    A shard's fingerprint holds its items and what every level's fingerprint holds (model, seed,
+    prompts), so changing any of them regenerates the level."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(it, ensure_ascii=False, sort_keys=True, default=str) + "\n" for it in items)
+    items = [json.loads(line) for line in lines.splitlines()]
+    params = {**params, "model": model, "seed": settings.seed, "prompts": PROMPTS_FINGERPRINT,
               **({"structured": True} if settings.structured else {})}
-    # Items done per shard; generation batches and tok/s in between (pipelines.progress).
-    bar = StageBar(f"glan {name}", len(items), enabled=settings.progress)
-    try:
-        with bar.active():
-            outcome = run_level(items, folder, settings.shard_size, counted, params=params, progress=bar)
-    finally:
-        bar.close()
-    return LevelRun(read_level(folder, SCHEMAS.get(name)), outcome.as_dict(), sum(calls, Calls()))
+    size = settings.shard_size
+    hashes = [fingerprint([params, items[i:i + size]]) for i in range(0, len(items), size)]
+    stale = prune_level(folder, hashes)
+    _write_if_changed(folder / ITEMS, lines)
+    plan = json.dumps({"level": name, "settings": settings.shared(), "kwargs": kwargs}, indent=1, sort_keys=True)
+    _write_if_changed(folder / PLAN, plan + "\n")
+    return [i for i in range(len(hashes)) if not shard_path(folder, i).exists()], stale, items
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+
+
+_Chunk = Callable[..., tuple[pl.DataFrame, list[dict[str, Any]], Calls]]
+
+
+def run_glan_shard(folder: str | Path, index: int, llm: Any, chunks: dict[str, _Chunk]) -> int:
+    """Make shard ``index`` of the level planned in ``folder`` (skipped when on disk); its rows.
+    ``chunks``: the level functions, by level name (glan_levels.CHUNKS)."""
+    folder = Path(folder)
+    path = shard_path(folder, index)
+    if path.exists():
+        return pl.scan_parquet(path).select(pl.len()).collect().item()
+    plan = json.loads((folder / PLAN).read_text(encoding="utf-8"))
+    settings = GlanSettings(**plan["settings"])
+    size = settings.shard_size
+    with open(folder / ITEMS, encoding="utf-8") as fh:
+        part = [json.loads(line) for n, line in enumerate(fh) if index * size <= n < (index + 1) * size]
+    table, rejects, calls = chunks[plan["level"]](part, llm=llm, settings=settings, **plan["kwargs"])
+    atomic_write_text(_calls_path(folder, index), json.dumps(calls.__dict__, sort_keys=True) + "\n")
+    if rejects:
+        atomic_write_jsonl(rejects, rejects_path(folder, index))
+    atomic_write_parquet(table, path)
+    return table.height
+
+
+def _calls_path(folder: Path, index: int) -> Path:
+    return folder / f"calls-{index:05d}.json"
+
+
+def finish_glan_level(name: str, folder: Path, made: list[int], stale: int) -> LevelRun:
+    """The level's table and counts; the calls are those of the shards made now (``made``)."""
+    shards = list_shards(folder)
+    rejects = 0
+    for p in shards:
+        rej = rejects_path(folder, int(p.stem.split("-")[1]))
+        rejects += sum(1 for _ in rej.open(encoding="utf-8")) if rej.exists() else 0
+    table = read_level(folder, SCHEMAS.get(name))
+    calls = sum((Calls(**json.loads(_calls_path(folder, i).read_text())) for i in made), Calls())
+    outcome = {"rows": table.height, "rejects": rejects, "shards": len(shards),
+               "skipped_shards": len(shards) - len(made), "stale_shards": stale}
+    return LevelRun(table, outcome, calls)

@@ -10,6 +10,9 @@
 | dedup_questions   | question kept after exact + near dedup           | none                         |
 | run_examples      | example (core schema)                            | one answer per question      |
 
+``glan_level_shard(folder, index, llm)`` makes one shard of a planned level in any process (the
+flow maps it over its task runner through ``GlanSettings.map_shards``).
+
 Each level prompts (``glan_prompts.py``), parses (``glan_parse.py``) and keeps its rejects; the
 shared runner, settings and call counts are in ``glan_level_run.py``; ``glan.py`` chains them.
 """
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from generators.glan_level_run import (
     at_least,
     model_name,
     run_glan_level,
+    run_glan_shard,
 )
 from generators.glan_parse import parse_answer, parse_concepts, parse_question, parse_subjects, parse_syllabus
 from generators.glan_prompts import (
@@ -66,10 +69,9 @@ def run_subjects(
     """Subjects: ``queries`` queries per discipline, merged, the first ``per_discipline`` distinct
     kept (one query of a small model repeats itself; several give a wider list)."""
     params = {"n": per_discipline, "q": queries, "t": settings.temperature, "mt": settings.max_tokens}
-    process = partial(
-        _subjects_chunk, llm=llm, settings=settings, per_discipline=per_discipline, queries=queries
-    )
-    return run_glan_level("subjects", disciplines.to_dicts(), Path(folder), process, params, llm, settings)
+    kwargs = {"per_discipline": per_discipline, "queries": queries}
+    return run_glan_level("subjects", disciplines.to_dicts(), Path(folder), kwargs, params, llm, settings,
+                          glan_level_shard)
 
 
 def _subjects_chunk(chunk, llm, settings: GlanSettings, per_discipline: int, queries: int):
@@ -114,8 +116,8 @@ def run_syllabi(
 ) -> LevelRun:
     """Syllabi: one query per subject, one row per class session with its key concepts."""
     params = {"n": sessions, "t": settings.temperature, "mt": settings.max_tokens}
-    process = partial(_syllabi_chunk, llm=llm, settings=settings, sessions=sessions)
-    return run_glan_level("syllabi", subjects.to_dicts(), Path(folder), process, params, llm, settings)
+    return run_glan_level("syllabi", subjects.to_dicts(), Path(folder), {"sessions": sessions}, params, llm,
+                          settings, glan_level_shard)
 
 
 def _syllabi_chunk(chunk, llm, settings: GlanSettings, sessions: int):
@@ -195,8 +197,7 @@ def run_questions(
     :func:`question_specs`), one homework question each. Dedup is :func:`dedup_questions`."""
     specs = question_specs(syllabi, per_syllabus, settings.seed, modes)
     params = {"t": settings.temperature, "mt": settings.max_tokens}
-    process = partial(_questions_chunk, llm=llm, settings=settings)
-    return run_glan_level("questions", specs, Path(folder), process, params, llm, settings)
+    return run_glan_level("questions", specs, Path(folder), {}, params, llm, settings, glan_level_shard)
 
 
 def _questions_chunk(chunk, llm, settings: GlanSettings):
@@ -246,8 +247,8 @@ def run_examples(questions: pl.DataFrame, llm: Any, folder: str | Path, settings
     t = settings.temperature or "paper"
     source = f"glan(model={model_name(llm)}, seed={settings.seed}, temperature={t})"
     params = {"t": settings.temperature, "mt": settings.max_tokens}
-    process = partial(_examples_chunk, llm=llm, settings=settings, source=source)
-    return run_glan_level("examples", questions.to_dicts(), Path(folder), process, params, llm, settings)
+    return run_glan_level("examples", questions.to_dicts(), Path(folder), {"source": source}, params, llm,
+                          settings, glan_level_shard)
 
 
 def _examples_chunk(chunk, llm, settings: GlanSettings, source: str):
@@ -272,3 +273,13 @@ def _examples_chunk(chunk, llm, settings: GlanSettings, source: str):
         }
         rows.append(make_example(q["question"], r, "", source, meta))
     return to_table(rows), rejects, Calls.of(res)
+
+
+CHUNKS = {"subjects": _subjects_chunk, "syllabi": _syllabi_chunk, "questions": _questions_chunk,
+          "examples": _examples_chunk}
+
+
+def glan_level_shard(folder: str | Path, index: int, llm: Any) -> int:
+    """Make shard ``index`` of the GLAN level planned in ``folder`` (any process: it reads the plan
+    and its items from the folder); its rows. See glan_level_run.run_glan_shard."""
+    return run_glan_shard(folder, index, llm, CHUNKS)

@@ -362,3 +362,41 @@ def test_a_level_called_alone_reuses_what_run_glan_wrote(tmp_path, fake_llm):
     )
     assert _prompts(llm) == NO_PROMPTS and run.outcome["skipped_shards"] == run.outcome["shards"] == 6
     assert run.table.equals(read_shards(run_dir / "questions"))
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _shard_in_child(folder, index):
+    from conftest import FakeLLM  # a fresh process: its own fake model with the same answers
+
+    from generators.glan_levels import glan_level_shard
+
+    return glan_level_shard(folder, index, FakeLLM(_glan()))
+
+
+def test_levels_mapped_over_other_processes_write_the_same_bytes(tmp_path, fake_llm):
+    """Each level's shards made in two other processes, last shard first (as a task runner may),
+    give the files of the sequential run, and the same counts."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    rounds = []
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+
+        def in_children(level, folder, todo):
+            rounds.append((level, list(todo)))
+            list(pool.map(_shard_in_child, [folder] * len(todo), todo[::-1]))
+
+        seq = _run(tmp_path / "seq", fake_llm(_glan()))
+        mapped = _run(tmp_path / "mapped", fake_llm(_glan()), map_shards=in_children)
+        assert [level for level, _ in rounds] == ["subjects", "syllabi", "questions", "examples"]
+        assert rounds[1] == ("syllabi", [0, 1])  # 4 subjects, 2 a shard
+        assert mapped["generated"] == seq["generated"] > 0 and mapped["examples"] == seq["examples"] > 0
+        want, got = _files(tmp_path / "seq" / "run"), _files(tmp_path / "mapped" / "run")
+        assert want.keys() == got.keys() and "examples/part-00000.parquet" in want
+        assert [name for name in want if want[name] != got[name]] == []
+        # Rerun: every shard is on disk, so no round has work.
+        again = _run(tmp_path / "mapped", fake_llm(_glan()), map_shards=in_children)
+        assert len(rounds) == 4 and again["examples"] == seq["examples"]

@@ -1,5 +1,5 @@
-"""Bonito (generate_text) maps per shard over worker processes and writes the same bytes as the
-sequential path (issue 20, part 3)."""
+"""Bonito (generate_text) and GLAN's levels (generate_taxonomy) map per shard over worker processes
+and write the same bytes as the sequential path (issue 20, part 3)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,45 @@ def test_bonito_shards_on_two_worker_processes_equal_the_sequential_run(tmp_path
     assert want.keys() == got.keys() and any(k.startswith("generated/part-") for k in want)
     for name in want:
         assert want[name] == got[name], name
+
+
+def _glan_shard(cfg_json: str, run_dir: str, shard: str) -> int:
+    from flows.config import PipelineConfig
+
+    ctx = StageContext(PipelineConfig.model_validate_json(cfg_json), RunFolder(run_dir), {})
+    return BY_NAME["generate_taxonomy"].per_shard.run_shard(ctx, shard)
+
+
+def test_glan_levels_on_two_worker_processes_equal_the_sequential_run(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    def setup(name):
+        cfg = load_config(overrides=[
+            "generate.text.enabled=false", "generate.taxonomy.max_disciplines=2",
+            "generate.taxonomy.subjects_per_discipline=1", "generate.taxonomy.max_tokens=24",
+            "model.model=tiny", "model.backend=hf", "model.threads=1", "run.shard_size=1",
+            f"run.out_dir={tmp_path / 'runs'}", f"run.name={name}"])
+        run = RunFolder(cfg.run_dir())
+        run.claim(cfg.fingerprint(), cfg.model_dump_json())
+        return run, cfg
+
+    seq_run, cfg = setup("sequential")
+    seq = run_stage("generate_taxonomy", seq_run, cfg)
+    map_run, _ = setup("mapped")
+    rounds: list[list[str]] = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        def map_shards(ctx: StageContext, todo: list[str]) -> int:
+            rounds.append(list(todo))
+            futures = client.map(_glan_shard, [cfg.model_dump_json()] * len(todo), [str(map_run.root)] * len(todo),
+                                 todo[::-1], pure=False)
+            return sum(client.gather(futures))
+
+        mapped = BY_NAME["generate_taxonomy"].per_shard.run_all(StageContext(cfg, map_run, {}), map_shards)
+    assert rounds[0] == ["subjects/0", "subjects/1"]  # 2 disciplines, 1 a shard: one task each
+    assert seq["counts"]["generated"] == mapped["counts"]["generated"] > 0
+    assert mapped["usage"]["hf:tiny"]["calls"] == seq["usage"]["hf:tiny"]["calls"] > 0  # shard ledgers, summed
+    assert rounds[1] == ["syllabi/0", "syllabi/1"]  # the next level: the next round
+    want, got = _files(seq_run.generator("generate_taxonomy")), _files(map_run.generator("generate_taxonomy"))
+    assert want.keys() == got.keys() and "subjects/part-00001.parquet" in want
+    assert [name for name in want if want[name] != got[name]] == []

@@ -66,23 +66,34 @@ class ShardMap:
 
     ``plan`` (optional) runs first, in the flow's process: it prepares what the shards share and
     says which shards need work (default: every one of ``count``); only those become tasks.
-    ``finish`` then gets the rows of every shard (run now or kept) and the plan."""
+    ``finish`` then gets the rows of every shard (run now or kept) and the plan.
 
-    count: Callable[[StageContext], int]
-    run_shard: Callable[[StageContext, int], int]
-    finish: Callable[..., dict[str, Any]]  # (ctx, started, rows, plan) -> record
+    A stage whose shards come in rounds, each round reading the last one's output (GLAN's levels),
+    gives ``rounds`` instead: ``rounds(ctx, map_round) -> record`` runs in the flow's process and
+    calls ``map_round(shard_ids)`` once per round; ``run_shard`` gets those ids (any JSON-able value)."""
+
+    run_shard: Callable[[StageContext, Any], int]
+    finish: Callable[..., dict[str, Any]] | None = None  # (ctx, started, rows, plan) -> record
+    count: Callable[[StageContext], int] | None = None
     plan: Callable[[StageContext], ShardPlan] | None = None
+    rounds: Callable[[StageContext, Callable[[list[Any]], int]], dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.rounds is None and (self.finish is None or (self.count is None and self.plan is None)):
+            raise ValueError("a ShardMap needs `rounds`, or `finish` with `count` or `plan`")
 
     def make_plan(self, ctx: StageContext) -> ShardPlan:
         return self.plan(ctx) if self.plan is not None else ShardPlan(list(range(self.count(ctx))))
 
-    def run_all(self, ctx: StageContext, map_shards: Callable[[StageContext, list[int]], int] | None = None,
+    def run_all(self, ctx: StageContext, map_shards: Callable[[StageContext, list[Any]], int] | None = None,
                 started: float | None = None) -> dict[str, Any]:
         """The stage in full: plan, every shard of the plan (``map_shards`` spreads them over a
-        task runner; default: one after another here), finish."""
+        task runner; default: one after another here), finish; or every round."""
         started = time.perf_counter() if started is None else started
-        plan = self.make_plan(ctx)
         run = map_shards or (lambda c, todo: sum(self.run_shard(c, i) for i in todo))
+        if self.rounds is not None:
+            return self.rounds(ctx, lambda todo: run(ctx, list(todo)) if todo else 0)
+        plan = self.make_plan(ctx)
         return self.finish(ctx, started, plan.reused_rows + (run(ctx, plan.todo) if plan.todo else 0), plan)
 
 

@@ -17,7 +17,7 @@ from pipelines.llm.base import LLM, LossRequest, LossResult, MissingExtra, Promp
 
 BACKENDS = ("auto", "hf", "vllm", "openai", "llamacpp")
 
-__all__ = ["BACKENDS", "LLM", "LossRequest", "LossResult", "MissingExtra", "Prompt", "Sampling", "make_backend", "resolve_backend_name"]
+__all__ = ["BACKENDS", "LLM", "LossRequest", "LossResult", "MissingExtra", "Prompt", "Sampling", "backend_class", "make_backend", "resolve_backend_name"]
 
 
 def resolve_backend_name(name: str) -> str:
@@ -28,23 +28,34 @@ def resolve_backend_name(name: str) -> str:
     return "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "hf"
 
 
-def make_backend(name: str = "auto", model: str = "embedded", **options) -> LLM:
-    """One explicit switch from a backend name to an instance; options go to that backend."""
+def backend_class(name: str) -> type:
+    """The class behind a backend name (its class attributes, e.g. ``structured_output``, without
+    loading a model)."""
     name = resolve_backend_name(name)
     if name == "hf":
         from pipelines.llm.hf import HFBackend
 
-        return HFBackend.load(model, **options)
+        return HFBackend
     if name == "vllm":
         from pipelines.llm.vllm_backend import VLLMBackend
 
-        return VLLMBackend(model, **options)
+        return VLLMBackend
     if name == "openai":
         from pipelines.llm.openai_backend import OpenAIBackend
 
-        return OpenAIBackend(model=model, **options)
+        return OpenAIBackend
     if name == "llamacpp":
         from pipelines.llm.llamacpp_backend import LlamaCppBackend
 
-        return LlamaCppBackend(model, **options)
+        return LlamaCppBackend
     raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def make_backend(name: str = "auto", model: str = "embedded", **options) -> LLM:
+    """One explicit switch from a backend name to an instance; options go to that backend."""
+    cls = backend_class(name)
+    if cls.__name__ == "HFBackend":
+        return cls.load(model, **options)
+    if cls.__name__ == "OpenAIBackend":
+        return cls(model=model, **options)
+    return cls(model, **options)
