@@ -222,3 +222,31 @@ def test_unknown_method_and_option_raise(tiny):
         train_model(model, tok, _rows(2), "dora")
     with pytest.raises(ValueError, match="unknown option"):
         train_model(model, tok, _rows(2), "lora", options={"lora_rank": 8})
+
+
+def test_cpu_default_micro_batches_with_checkpointing_and_keeps_the_step():
+    """On CPU a step of 8 rows runs as 4 forward passes of 2 with checkpointing (memory), and an
+    explicit micro_batch that does not divide batch_size is an error."""
+    from pipelines.finetune.train import _training_args
+
+    def args(**options):
+        return _training_args("/tmp/unused", device=torch.device("cpu"), batch_size=8, epochs=1.0, max_steps=2,
+                              learning_rate=1e-4, seed=0, options=options)
+
+    cpu = args()
+    assert (cpu.per_device_train_batch_size, cpu.gradient_accumulation_steps, cpu.gradient_checkpointing) == (2, 4, True)
+    whole = args(micro_batch=8, gradient_checkpointing=False)
+    assert (whole.per_device_train_batch_size, whole.gradient_accumulation_steps) == (8, 1)
+    with pytest.raises(ValueError, match="micro_batch 3 must divide batch_size 8"):
+        args(micro_batch=3)
+
+
+def test_micro_batching_and_checkpointing_train_the_same_model(tiny):
+    """The same 4-row steps as one pass or two checkpointed passes of 2: the same losses and weights."""
+    runs = []
+    for options in ({"micro_batch": 4, "gradient_checkpointing": False}, {"micro_batch": 2}):
+        model, tok = tiny.pair(layers=4)
+        trained, metrics, _ = _train(model, tok, "full", steps=3, **options)
+        runs.append((metrics["train_loss"], [p.detach().clone() for p in trained.parameters()]))
+    assert math.isclose(runs[0][0], runs[1][0], rel_tol=1e-4)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(runs[0][1], runs[1][1], strict=True))

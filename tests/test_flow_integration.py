@@ -20,8 +20,8 @@ def test_default_flow_small_budget_on_embedded_model(tmp_path):
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), HF_HUB_OFFLINE="1",
                PREFECT_LOGGING_LEVEL="WARNING")
     args = ["--out-dir", str(tmp_path / "runs"), "--run-name", "small", "--backend", "hf",
-            "--set", "generate.taxonomy.max_disciplines=1", "--set", "generate.taxonomy.subjects_per_discipline=1",
-            "--set", "generate.text.max_passages=2", "--set", "generate.text.task_types=[exqa]"]
+            "--set", "generate.taxonomy.max_disciplines=1", "--set", "generate.taxonomy.subjects_per_discipline=2",
+            "--set", "generate.text.max_passages=3"]  # sampled answers: too small a budget can yield no row
     res = subprocess.run([sys.executable, "-m", "flows.build_dataset", *args], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-4000:]

@@ -84,7 +84,8 @@ def heldout_loss(
         batch = {k: v.to(device) for k, v in collate([vars(e) for e in chunk]).items()}
         n = sum(e.n_target for e in chunk)
         # The model's loss is the mean over this batch's target tokens: weight it back to a sum.
-        total += float(model(**batch).loss) * n
+        with torch.no_grad():  # no autograd graph: a LoRA model's trainable weights would keep one
+            total += float(model(**batch).loss) * n
         count += n
     model.train(was_training)
     return total / count
