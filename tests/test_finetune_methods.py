@@ -225,7 +225,7 @@ def test_unknown_method_and_option_raise(tiny):
 
 
 def test_cpu_default_micro_batches_with_checkpointing_and_keeps_the_step():
-    """On CPU a step of 8 rows runs as 8 forward passes of 1 with checkpointing (memory), and an
+    """On CPU a step of 8 rows runs as 4 forward passes of 2 with checkpointing (memory), and an
     explicit micro_batch that does not divide batch_size is an error."""
     from pipelines.finetune.train import _training_args
 
@@ -234,7 +234,7 @@ def test_cpu_default_micro_batches_with_checkpointing_and_keeps_the_step():
                               learning_rate=1e-4, seed=0, options=options)
 
     cpu = args()
-    assert (cpu.per_device_train_batch_size, cpu.gradient_accumulation_steps, cpu.gradient_checkpointing) == (1, 8, True)
+    assert (cpu.per_device_train_batch_size, cpu.gradient_accumulation_steps, cpu.gradient_checkpointing) == (2, 4, True)
     whole = args(micro_batch=8, gradient_checkpointing=False)
     assert (whole.per_device_train_batch_size, whole.gradient_accumulation_steps) == (8, 1)
     with pytest.raises(ValueError, match="micro_batch 3 must divide batch_size 8"):
@@ -242,7 +242,7 @@ def test_cpu_default_micro_batches_with_checkpointing_and_keeps_the_step():
 
 
 def test_micro_batching_and_checkpointing_train_the_same_model(tiny):
-    """The same 4-row steps as one pass or four checkpointed passes of 1: the same losses and weights."""
+    """The same 4-row steps as one pass or two checkpointed passes of 2: the same losses and weights."""
     runs = []
     for options in ({"micro_batch": 4, "gradient_checkpointing": False}, {}):
         model, tok = tiny.pair(layers=4)

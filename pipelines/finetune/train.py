@@ -49,7 +49,7 @@ OPTION_HELP = {
     "lr_scheduler": "transformers scheduler name (linear)",
     "grad_accum": "gradient accumulation steps (1)",
     "micro_batch": "rows per forward pass; batch_size rows still make one optimizer step, by gradient "
-    "accumulation (CPU: 1, GPU: batch_size). Memory grows with it: the 49k-vocabulary logits alone "
+    "accumulation (CPU: 2, GPU: batch_size; 1 keeps a LoRA run of the embedded model under 2 GB). Memory grows with it: the 49k-vocabulary logits alone "
     "are ~30 MB per 150-token row, held several times over in the loss and its gradient",
     "gradient_checkpointing": "recompute each layer's activations in the backward pass instead of "
     "holding them (CPU: True, GPU: False): about a third more compute for a fraction of the memory",
@@ -89,10 +89,12 @@ def _training_args(
 
     cuda = device.type == "cuda"
     # Measured on CPU, LoRA on the embedded model, the default train stage (30 steps): peak RSS
-    # 8.3 GB with 8 rows a forward pass and no checkpointing, 2.9 GB with 2 rows a pass (still 8 a
-    # step) and checkpointing; 2 rows of 512 tokens alone peak at 2.7 GB, 1 row at 1.9 GB. Same
-    # train loss: the step's loss is the mean over all its target tokens either way.
-    micro = int(options.get("micro_batch", batch_size if cuda else 1))
+    # 8.3 GB with 8 rows a forward pass and no checkpointing (255 s an arm), 2.9 GB with 2 rows a
+    # pass (still 8 a step) and checkpointing (247 s). Rows of 512 tokens alone peak at 2.7 GB 2 at a
+    # time, 1.9 GB one at a time, but one row a pass was about twice as slow: micro_batch=1 is the
+    # setting for a machine that must stay under 2 GB. Same train loss either way: the step's loss
+    # is the mean over all its target tokens.
+    micro = int(options.get("micro_batch", batch_size if cuda else min(2, batch_size)))
     if batch_size % micro:
         raise ValueError(f"micro_batch {micro} must divide batch_size {batch_size}")
     checkpointing = bool(options.get("gradient_checkpointing", not cuda))
