@@ -27,7 +27,6 @@ dedup; dropped rows in ``examples/dropped.jsonl``), ``counts.json``.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -53,7 +52,8 @@ from generators.levels import (
     derive_seed,
     fingerprint,
     level_rejects,
-    prune_level,
+    plan_items,
+    read_items,
     read_level,
 )
 from generators.parsing import Reject, generate_parsed
@@ -64,11 +64,11 @@ from pipelines.shards import (
     atomic_write_jsonl,
     atomic_write_parquet,
     atomic_write_text,
-    chunk,
     rejects_file,
     rejects_path,
     shard_path,
     write_shards,
+    write_text_if_changed,
 )
 
 DEFAULT_SAMPLING = Sampling(temperature=0.5, top_p=0.95, max_tokens=256)  # Bonito's defaults
@@ -123,13 +123,7 @@ def load_passages(
     return out, res.rejects
 
 
-PLAN, ITEMS = "plan.json", "items.jsonl"  # in out_dir, and in out_dir/generated
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    """Leave a file that already says ``text`` untouched (its mtime is part of the stage's output key)."""
-    if not (path.exists() and path.read_text(encoding="utf-8") == text):
-        atomic_write_text(path, text)
+PLAN = "plan.json"  # in out_dir; the items (generators.levels.plan_items) in out_dir/generated
 
 
 def plan_bonito(
@@ -173,26 +167,14 @@ def plan_bonito(
     prompts = fingerprint([CHAT_ASK, CHAT_EXAMPLES, EXAMPLE_PASSAGE, ANSWER_ASK, ANSWER_HOW])
     params = {"prompts": prompts, "mode": mode, "model": model, "seed": seed, "t": temperature, "p": top_p,
               "mt": max_tokens, "r": retries}
-    # Items as the shard tasks read them back (JSON), so every path fingerprints the same values.
-    lines = "".join(json.dumps(it, ensure_ascii=False, sort_keys=True) + "\n" for it in items)
-    items = [json.loads(line) for line in lines.splitlines()]
-    hashes = [fingerprint([params, list(part)]) for part in chunk(items, shard_size)]
-    stale = prune_level(generated, hashes)
+    items, stale, todo = plan_items(items, generated, shard_size, params)
     for stats in generated.glob("stats-*.json"):  # of a shard that was deleted, or never written
         if not shard_path(generated, int(stats.stem.split("-")[1])).exists():
             stats.unlink()
-    _write_if_changed(generated / ITEMS, lines)
     plan = {"settings": settings, "passages": len(passages), "passage_rejects": len(read_rejects),
-            "items": len(items), "shards": len(hashes), "stale_shards": stale,
-            "todo": [i for i in range(len(hashes)) if not shard_path(generated, i).exists()]}
-    _write_if_changed(out / PLAN, json.dumps(plan, indent=1, sort_keys=True))
+            "items": len(items), "shards": -(-len(items) // shard_size), "stale_shards": stale, "todo": todo}
+    write_text_if_changed(json.dumps(plan, indent=1, sort_keys=True), out / PLAN)
     return plan
-
-
-def _items(generated: Path, index: int, shard_size: int) -> list[dict[str, Any]]:
-    with open(generated / ITEMS, encoding="utf-8") as fh:
-        lines = itertools.islice(fh, index * shard_size, (index + 1) * shard_size)
-        return [json.loads(line) for line in lines]
 
 
 def bonito_shard(out_dir: str | Path, index: int, llm: Any) -> int:
@@ -207,7 +189,7 @@ def bonito_shard(out_dir: str | Path, index: int, llm: Any) -> int:
     s = json.loads((out / PLAN).read_text(encoding="utf-8"))["settings"]
     mode, seed, temperature = s["mode"], s["seed"], s["temperature"]
     retries = s["retries"]
-    part = _items(generated, index, s["shard_size"])
+    part = read_items(generated, index, s["shard_size"])
     source = f"bonito(mode={mode}, model={s['model']}, seed={seed}, temperature={temperature})"
     stats = {"generated": 0, "retried": 0, "answered_separately": 0}
     sampling = Sampling(temperature=temperature, top_p=s["top_p"], max_tokens=s["max_tokens"],

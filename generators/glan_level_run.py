@@ -29,7 +29,7 @@ import polars as pl
 
 from generators.glan_prompts import LEVEL_SCHEMAS, PROMPTS_FINGERPRINT, ask_for_json
 from generators.glan_schema import PAPER_TEMPERATURE, SCHEMAS
-from generators.levels import derive_seed, fingerprint, prune_level, read_level
+from generators.levels import derive_seed, plan_items, read_items, read_level
 from generators.parsing import Attempts, Reject, is_clean_json
 from pipelines.llm.base import Messages, Sampling
 from pipelines.progress import StageBar
@@ -40,9 +40,10 @@ from pipelines.shards import (
     list_shards,
     rejects_path,
     shard_path,
+    write_text_if_changed,
 )
 
-PLAN, ITEMS = "plan.json", "items.jsonl"
+PLAN = "plan.json"
 
 
 @dataclass(frozen=True)
@@ -186,24 +187,12 @@ def plan_glan_level(
 
     A shard's fingerprint holds its items and what every level's fingerprint holds (model, seed,
     prompts), so changing any of them regenerates the level."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(it, ensure_ascii=False, sort_keys=True, default=str) + "\n" for it in items)
-    items = [json.loads(line) for line in lines.splitlines()]
     params = {**params, "model": model, "seed": settings.seed, "prompts": PROMPTS_FINGERPRINT,
               **({"structured": True} if settings.structured else {})}
-    size = settings.shard_size
-    hashes = [fingerprint([params, items[i:i + size]]) for i in range(0, len(items), size)]
-    stale = prune_level(folder, hashes)
-    _write_if_changed(folder / ITEMS, lines)
+    items, stale, todo = plan_items(items, Path(folder), settings.shard_size, params)
     plan = json.dumps({"level": name, "settings": settings.shared(), "kwargs": kwargs}, indent=1, sort_keys=True)
-    _write_if_changed(folder / PLAN, plan + "\n")
-    return [i for i in range(len(hashes)) if not shard_path(folder, i).exists()], stale, items
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        atomic_write_text(path, text)
+    write_text_if_changed(plan + "\n", Path(folder) / PLAN)
+    return todo, stale, items
 
 
 _Chunk = Callable[..., tuple[pl.DataFrame, list[dict[str, Any]], Calls]]
@@ -218,9 +207,7 @@ def run_glan_shard(folder: str | Path, index: int, llm: Any, chunks: dict[str, _
         return pl.scan_parquet(path).select(pl.len()).collect().item()
     plan = json.loads((folder / PLAN).read_text(encoding="utf-8"))
     settings = GlanSettings(**plan["settings"])
-    size = settings.shard_size
-    with open(folder / ITEMS, encoding="utf-8") as fh:
-        part = [json.loads(line) for n, line in enumerate(fh) if index * size <= n < (index + 1) * size]
+    part = read_items(folder, index, settings.shard_size)
     table, rejects, calls = chunks[plan["level"]](part, llm=llm, settings=settings, **plan["kwargs"])
     atomic_write_text(_calls_path(folder, index), json.dumps(calls.__dict__, sort_keys=True) + "\n")
     if rejects:

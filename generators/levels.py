@@ -16,6 +16,7 @@ to redo on every run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,9 +34,11 @@ from pipelines.shards import (
     rejects_path,
     run_sharded,
     shard_path,
+    write_text_if_changed,
 )
 
 MANIFEST = "inputs.json"
+ITEMS = "items.jsonl"
 
 
 def fingerprint(value: Any) -> str:
@@ -78,6 +81,27 @@ def prune_level(folder: Path, hashes: list[str]) -> int:
     # Written after pruning and before generating: every shard on disk now matches the manifest.
     atomic_write_text(manifest, json.dumps({str(i): h for i, h in enumerate(hashes)}, indent=1))
     return stale
+
+
+def plan_items(items: Sequence[Any], folder: Path, shard_size: int, params: Any) -> tuple[list[Any], int, list[int]]:
+    """Write a level's work items (``items.jsonl``, one JSON line each) for shard tasks that may
+    run in other processes, and delete the shards whose chunk of items or ``params`` changed.
+    Returns (the items as every task reads them back, how many shards were stale, the shards to
+    make). Every path goes through the JSON lines, so a shard is the same bytes wherever it ran."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(it, ensure_ascii=False, sort_keys=True, default=str) + "\n" for it in items)
+    items = [json.loads(line) for line in lines.splitlines()]
+    hashes = [fingerprint([params, list(part)]) for part in chunk(items, shard_size)]
+    stale = prune_level(folder, hashes)
+    write_text_if_changed(lines, folder / ITEMS)
+    return items, stale, [i for i in range(len(hashes)) if not shard_path(folder, i).exists()]
+
+
+def read_items(folder: Path, index: int, shard_size: int) -> list[Any]:
+    """Shard ``index``'s chunk of the items :func:`plan_items` wrote."""
+    with open(Path(folder) / ITEMS, encoding="utf-8") as fh:
+        return [json.loads(line) for line in itertools.islice(fh, index * shard_size, (index + 1) * shard_size)]
 
 
 def run_level(

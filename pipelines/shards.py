@@ -103,6 +103,16 @@ def atomic_write_parquet(table: pl.DataFrame, path: Path) -> None:
         table.write_parquet(tmp, compression="zstd", statistics=False)
 
 
+def write_text_if_changed(text: str, path: Path) -> bool:
+    """As atomic_write_text, but a file that already says ``text`` is left alone (same inode and
+    mtime, so content-keyed resume sees it unchanged). Returns whether it wrote."""
+    path = Path(path)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    atomic_write_text(path, text)
+    return True
+
+
 def write_parquet_if_changed(table: pl.DataFrame, path: Path) -> bool:
     """As atomic_write_parquet, but a file already holding the same bytes is left alone (same
     inode and mtime, so content-keyed resume sees it unchanged). Returns whether it wrote."""

@@ -29,7 +29,7 @@ from flows.resume import file_digest
 from flows.stages.base import ShardMap, StageContext, StageSpec, record
 from flows.stages.export import publish
 from flows.target_parts import target_parts, write_held_out
-from pipelines.shards import atomic_write_text, read_shards, write_parquet_if_changed
+from pipelines.shards import atomic_write_text, read_shards, write_parquet_if_changed, write_text_if_changed
 
 ARM_FILE = "arm.json"
 # Selection columns that must not reach the trainer: pipelines.io reads a false `keep` as "drop the row".
@@ -173,10 +173,7 @@ def finish(ctx: StageContext, started: float, rows: int, plan: Any = None) -> di
     table = comparison(arm_metrics)
     card = run.dataset / "README.md"
     if card.exists():  # the export wrote the card before any arm trained: the table goes on it now
-        text = card.read_text(encoding="utf-8")
-        with_table = with_comparison(text, table)
-        if with_table != text:  # unchanged: leave the file (and its mtime) alone
-            atomic_write_text(card, with_table)
+        write_text_if_changed(with_comparison(card.read_text(encoding="utf-8"), table), card)
     return record(run, STAGE.name, started, method=cfg.train.method, rows_trained=rows, metrics=selected["metrics"],
                   arms=arm_metrics, comparison=table, eval={"path": str(eval_path)},
                   notes=notes, pushed=publish(ctx), **extra)
