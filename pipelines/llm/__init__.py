@@ -53,9 +53,10 @@ def backend_class(name: str) -> type:
 
 def make_backend(name: str = "auto", model: str = "embedded", **options) -> LLM:
     """One explicit switch from a backend name to an instance; options go to that backend."""
+    name = resolve_backend_name(name)
     cls = backend_class(name)
-    if cls.__name__ == "HFBackend":
+    if name == "hf":
         return cls.load(model, **options)
-    if cls.__name__ == "OpenAIBackend":
+    if name == "openai":
         return cls(model=model, **options)
     return cls(model, **options)
