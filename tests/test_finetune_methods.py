@@ -2,14 +2,17 @@
 optimizer state, HFT's seeded half, MeZO's gradient-free updates, LoRA/rsLoRA scaling."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import TrainerCallback
 
 from pipelines.finetune import train_model
 from pipelines.finetune.methods import apply_hft, decoder_layers, hft_frozen_names
 from pipelines.finetune.mezo import mezo_step, perturb
+from pipelines.finetune.target_logits import predicts_target, supports_target_logits, target_loss
 from pipelines.schema import make_example, to_table
 
 
@@ -250,3 +253,29 @@ def test_micro_batching_and_checkpointing_train_the_same_model(tiny):
         runs.append((metrics["train_loss"], [p.detach().clone() for p in trained.parameters()]))
     assert math.isclose(runs[0][0], runs[1][0], rel_tol=1e-4)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+
+
+def test_logits_at_answer_positions_only_train_the_same_model(tiny):
+    """The default loss (logits only where an answer token is predicted) against the model's own
+    full-sequence loss, over 2 accumulated micro-batches a step: the same losses and weights."""
+    runs = []
+    for target_logits in (True, False):
+        model, tok = tiny.pair(layers=4)
+        assert supports_target_logits(model)  # so the first run takes the answer-only path
+        trained, metrics, _ = _train(model, tok, "full", steps=3, micro_batch=2, gradient_checkpointing=False,
+                                     target_logits=target_logits)
+        runs.append((metrics["train_loss"], [p.detach().clone() for p in trained.parameters()]))
+    assert math.isclose(runs[0][0], runs[1][0], rel_tol=1e-4)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+
+
+def test_target_loss_is_the_cross_entropy_of_the_next_answer_tokens():
+    torch.manual_seed(0)
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, 8, 9, 3]])
+    full = torch.randn(2, 5, 11)
+    keep = predicts_target(labels)
+    assert keep.tolist() == [[False, True, True, False, False], [True, True, True, True, False]]
+    want = F.cross_entropy(full[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
+    got = target_loss(SimpleNamespace(logits=full[keep]), labels)
+    assert torch.allclose(got, want)
+    assert torch.allclose(target_loss(SimpleNamespace(logits=full[keep]), labels, 12), want * 6 / 12)

@@ -37,6 +37,7 @@ from pipelines.finetune.data import (
     note_rejects,
 )
 from pipelines.finetune.prompt_tags import restore_cut_tokens
+from pipelines.finetune.target_logits import target_nll_sum
 from pipelines.io import read_examples
 from pipelines.llm.nll import render_chat
 from pipelines.qa_metrics import exact_match, qa_fields, token_f1
@@ -82,10 +83,9 @@ def heldout_loss(
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collate([vars(e) for e in chunk]).items()}
-        n = sum(e.n_target for e in chunk)
-        # The model's loss is the mean over this batch's target tokens: weight it back to a sum.
         with torch.no_grad():  # no autograd graph: a LoRA model's trainable weights would keep one
-            total += float(model(**batch).loss) * n
+            nll, n = target_nll_sum(model, batch)  # logits at answer positions only: a fraction of the memory
+        total += nll
         count += n
     model.train(was_training)
     return total / count

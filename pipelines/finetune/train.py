@@ -31,6 +31,7 @@ from pipelines.finetune.data import (
 )
 from pipelines.finetune.methods import METHODS, apply_hft, apply_lora, count_params, set_trainable
 from pipelines.finetune.prompt_tags import ensure_tokens, tag_tokens
+from pipelines.finetune.target_logits import TargetLogitsCollator, supports_target_logits, target_loss
 
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "lisa": 5e-5, "hft": 2e-5, "mezo": 1e-5}
 # Everything `options` may carry; anything else is a typo and raises.
@@ -53,6 +54,8 @@ OPTION_HELP = {
     "are ~30 MB per 150-token row, held several times over in the loss and its gradient",
     "gradient_checkpointing": "recompute each layer's activations in the backward pass instead of "
     "holding them (CPU: True, GPU: False): about a third more compute for a fraction of the memory",
+    "target_logits": "compute logits only at the positions that predict an answer token (True): the same "
+    "loss and gradients in a fraction of the memory; False runs the model's own full-sequence loss",
     "logging_steps": "log the train loss every N steps (10)",
     "inplace": "train the given model object instead of a copy (False)",
     "callbacks": "extra transformers TrainerCallbacks (not used by mezo)",
@@ -214,11 +217,15 @@ def train_model(
                 seed=seed,
                 options=options,
             )
+            # Logits only where an answer token is predicted: the loss and gradients are the
+            # same, the vocabulary-wide logits (most of a CPU step's memory) shrink to the answers'.
+            target_only = bool(options.get("target_logits", True)) and supports_target_logits(model)
             trainer = Trainer(
                 model=model,
                 args=args,
                 train_dataset=dataset,
-                data_collator=ChatCollator(tokenizer.pad_token_id),
+                data_collator=(TargetLogitsCollator if target_only else ChatCollator)(tokenizer.pad_token_id),
+                compute_loss_func=target_loss if target_only else None,
                 callbacks=callbacks,
             )
             out = trainer.train()
