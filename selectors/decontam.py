@@ -46,6 +46,9 @@ def words(text: str) -> list[str]:
     return _word_table([text])["w"].to_list()
 
 
+CHUNK_ROWS = 5_000  # rows per n-gram batch in overlaps (bounds its temporary arrays)
+
+
 def _ngrams(texts: pl.Series | Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """(uint64 hash of every word n-gram, the number of the text it is in), all texts at once."""
     table = _word_table(texts)
@@ -108,8 +111,17 @@ def build_index(eval_sets: Mapping[str, pl.DataFrame], n: int = 13,
     return Index(n, sets)
 
 
-def overlaps(table: pl.DataFrame, index: Index, fields: Sequence[str] = TEXT_FIELDS) -> dict[str, np.ndarray]:
-    """Per eval set, the number of distinct n-grams each row shares with it."""
+def overlaps(table: pl.DataFrame, index: Index, fields: Sequence[str] = TEXT_FIELDS,
+             chunk_rows: int = CHUNK_ROWS) -> dict[str, np.ndarray]:
+    """Per eval set, the number of distinct n-grams each row shares with it. ``chunk_rows`` rows at
+    a time: n-grams never cross rows, and a shard's word table at once held several hundred MB."""
+    if table.height > chunk_rows:
+        parts = [_overlaps(table.slice(lo, chunk_rows), index, fields) for lo in range(0, table.height, chunk_rows)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in index.sets}
+    return _overlaps(table, index, fields)
+
+
+def _overlaps(table: pl.DataFrame, index: Index, fields: Sequence[str]) -> dict[str, np.ndarray]:
     texts, text_row = _texts(table, fields)
     grams, text = _ngrams(texts, index.n)
     rows = text_row[text]

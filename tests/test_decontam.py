@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from instruct_selectors.decontam import COLUMN, build_index, mark, ngram_hashes, words
+from instruct_selectors.decontam import COLUMN, build_index, mark, ngram_hashes, overlaps, words
 from instruct_selectors.policies import select
 
 from flows.config import ConfigError, load_config
@@ -63,6 +63,15 @@ def test_contaminated_by_names_every_eval_set_most_first():
     index = build_index({"a.jsonl": _table([EVAL]), "b.json": _table([EVAL[:90]])}, n=5)
     (label,) = mark(_table([EVAL]), index)[COLUMN].to_list()
     assert label.split(", ")[0].startswith("a.jsonl:") and label.split(", ")[1].startswith("b.json:")
+
+
+def test_overlaps_in_row_chunks_match_one_pass():
+    texts = [f"Row {i}. {EVAL[: 40 + 7 * i]} and more words {i}" for i in range(11)] + ["clean", EVAL]
+    index, table = _index(5), _table(texts)
+    whole = overlaps(table, index, chunk_rows=len(texts))["evals.jsonl"]
+    assert whole.sum() > 0 and whole.size == len(texts)
+    for chunk in (1, 3, 5):
+        assert overlaps(table, index, chunk_rows=chunk)["evals.jsonl"].tolist() == whole.tolist()
 
 
 def test_the_decontaminate_step_drops_marked_rows_first():
