@@ -21,7 +21,7 @@ import polars as pl
 from instruct_selectors.color_filter import color_k
 from instruct_selectors.dedup import DedupState, decide_arrays
 from instruct_selectors.diversity import cluster_stratified, embedding_matrix, k_center_greedy
-from instruct_selectors.policy_apply import column_values
+from instruct_selectors.policy_apply import column_values, top_k_values
 from instruct_selectors.policy_steps import (
     Decontaminate,
     Dedup,
@@ -204,7 +204,7 @@ def _apply(step, at: int, c: Compact, rows: np.ndarray, res: Result, codes: dict
         ok = np.where(nan, step.keep_null, ok)
         return rows[ok], f"bounds=[{lo}, {hi}]"
     if isinstance(step, TopK):
-        v = column_values(c.table, step.column, name)
+        v = top_k_values(c.table, step, rows, name)
         k = step.count(rows.size)
         return _ranked(rows, v, c.id_rank, step.largest)[:k], f"k={k}"
     if isinstance(step, Ratio):

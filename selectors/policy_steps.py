@@ -92,10 +92,27 @@ class _Count(SelectionStep):
 
 
 class TopK(_Count):
-    """Keep the k rows with the largest ``column`` (smallest when largest=False), globally."""
+    """Keep the k rows with the largest ``column`` (smallest when largest=False), globally; or, with
+    ``fuse`` (two or more columns), the k best by reciprocal rank fusion: each column ranks the rows
+    entering the step, largest first, and a row scores sum 1 / (rrf_k + rank) (Cormack et al. 2009)."""
 
-    column: str
+    column: str | None = None
+    fuse: tuple[str, ...] = ()
+    rrf_k: float = Field(60.0, gt=0.0)
     largest: bool = True
+
+    @model_validator(mode="after")
+    def _column_or_fuse(self):
+        if (self.column is None) == (not self.fuse):
+            raise ValueError("give either column or fuse (a list of columns), not both")
+        if self.fuse and len(self.fuse) < 2:
+            raise ValueError("fuse needs two or more columns (one column: use column)")
+        if self.fuse and not self.largest:
+            raise ValueError("fuse ranks every column largest first: largest=False does not apply")
+        return self
+
+    def reads(self) -> tuple[str, ...]:
+        return self.fuse or super().reads()
 
 
 class Ratio(_Count):
@@ -208,7 +225,8 @@ def label(step: SelectionStep) -> str:
         )
     )
     if isinstance(step, TopK):
-        return f"{name}({step.column}, {count}{'' if step.largest else ', smallest'})"
+        by = f"rrf({', '.join(step.fuse)})" if step.fuse else step.column
+        return f"{name}({by}, {count}{'' if step.largest else ', smallest'})"
     if isinstance(step, Ratio):
         return f"{name}({count}, seed={step.seed})"
     if isinstance(step, Quota):

@@ -53,6 +53,27 @@ def test_top_k_tau_fraction_and_nulls_rank_last():
     assert out.sort("select_rank")["score_x"].to_list()[-1] is None  # null ranks last
 
 
+def test_top_k_fuse_ranks_by_reciprocal_rank_fusion_of_the_rows_entering():
+    # row 2 is second on both columns; rows 0 and 4 are first on one and last on the other
+    t = _table([4.0, 1.0, 3.0, 2.0, 0.0]).with_columns(pl.Series("score_y", [0.0, 1.0, 3.5, 3.0, 4.0]))
+    step = {"top_k": {"fuse": ["score_x", "score_y"], "k": 1}}
+    out, summary = select(t, [step])
+    assert out.filter(pl.col("keep"))["score_x"].to_list() == [3.0]  # 2/62 beats 1/61 + 1/65
+    assert summary["name"].to_list() == ["top_k(rrf(score_x, score_y), k=1)"]
+    # ranks among the rows entering the step: of rows 0, 1, 3, row 3 is 2nd and 1st (over all five
+    # rows it would be 3rd and 3rd, and row 0 would win)
+    out, _ = select(t, [{"threshold": {"column": "score_y", "max": 3.2}}, step])
+    assert out.filter(pl.col("keep"))["score_x"].to_list() == [2.0]
+    # a null ranks last on its column; equal values share a rank
+    t2 = _table([None, 1.0, 1.0]).with_columns(pl.Series("score_y", [9.0, 0.0, 5.0]))
+    out, _ = select(t2, [{"top_k": {"fuse": ["score_x", "score_y"], "k": 1}}])
+    assert out.filter(pl.col("keep"))["score_y"].to_list() == [5.0]
+    with pytest.raises(ValueError, match="either column or fuse"):
+        parse_steps([{"top_k": {"column": "score_x", "fuse": ["a", "b"], "k": 1}}])
+    with pytest.raises(ValueError, match="two or more"):
+        parse_steps([{"top_k": {"fuse": ["a"], "k": 1}}])
+
+
 def test_threshold_inclusive_nulls_and_quantiles():
     t = _table([0.5, 1.0, 1.5, None, float("nan")])
     out, _ = select(t, [{"threshold": {"column": "score_x", "max": 1.0}}])

@@ -139,11 +139,12 @@ BIG_STEPS = [
      {"quota": {"field": "bucket", "per_stratum": 300, "random": True, "seed": 1}}],
     [{"top_k": {"column": "score_x", "tau": 2, "largest": False}},
      {"quota": {"field": "task_type", "per_stratum": 200}}],
+    [{"dedup": {"near_threshold": 0.7}}, {"top_k": {"fuse": ["score_x", "score_y"], "fraction": 0.3}}],
     [],
 ]
 
 
-@pytest.mark.parametrize("steps", BIG_STEPS, ids=["dedup-filter-rank", "ratio-random-quota", "smallest", "none"])
+@pytest.mark.parametrize("steps", BIG_STEPS, ids=["dedup-filter-rank", "ratio-random-quota", "smallest", "fused", "none"])
 @pytest.mark.parametrize("long_ids", [False, True])
 def test_streaming_select_equals_in_memory_on_thousands_of_rows(tmp_path, steps, long_ids):
     table = _big_table(3000, seed=5)
