@@ -2,6 +2,7 @@
 optimizer state, HFT's seeded half, MeZO's gradient-free updates, LoRA/rsLoRA scaling."""
 
 import math
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -279,3 +280,12 @@ def test_target_loss_is_the_cross_entropy_of_the_next_answer_tokens():
     got = target_loss(SimpleNamespace(logits=full[keep]), labels)
     assert torch.allclose(got, want)
     assert torch.allclose(target_loss(SimpleNamespace(logits=full[keep]), labels, 12), want * 6 / 12)
+
+
+def test_training_processes_give_freed_tensors_back_on_glibc():
+    import platform
+
+    from pipelines.finetune.heap import return_freed_tensors_to_the_os
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert return_freed_tensors_to_the_os() is glibc

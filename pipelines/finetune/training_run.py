@@ -21,6 +21,7 @@ from torch import nn
 
 from pipelines.finetune.control import CONTROL_TAG
 from pipelines.finetune.data import note_rejects, read_rows
+from pipelines.finetune.heap import return_freed_tensors_to_the_os
 from pipelines.finetune.prompt_tags import ensure_tokens, grow_embeddings, tag_tokens
 from pipelines.finetune.train import check_options, prompt_tags, train_model
 
@@ -125,6 +126,7 @@ def run_training(
         return rows
 
     rows = read(selection_path, opts.get("train_limit"), "train")
+    return_freed_tensors_to_the_os()  # before the first forward pass (evaluation comes first)
     mdl, tok = load_model_and_tokenizer(model, device=opts.get("device"))
     eval_rows = read(eval_path, opts.get("eval_limit"), "eval") if eval_path else None
     indicator = bool(train_kw.get("conditional_indicator", False))
