@@ -149,7 +149,7 @@ class ScoreConfig(_Section):
     conditional_method: Literal["lora", "full"] = "lora"
     conditional_epochs: float = Field(1.0, gt=0)
     color_reduction: Literal["mean", "sum"] = Field("sum", description="CoLoR's L over response tokens: sum (= -log p(response)), or per-token mean (ranks 1-token answers first)")
-    target_pooling: Literal["response", "all"] = Field("response", description="target_sim: mean-pool the last hidden state over response tokens or all tokens")
+    target_pooling: Literal["response", "all", "weighted"] = Field("response", description="target_sim: mean-pool the last hidden state over response tokens, all tokens, or all tokens weighted by position (RDS+)")
     attn_layer: int | None = Field(None, description="probe layer for ctx_attn (default: ~2/3 depth)")
     ctx_threshold: float | None = Field(None, description="score_ctx_* value above which a row is context-dependent")
     ctx_quantile: float | None = Field(0.5, ge=0, le=1, description="or: the quantile used as that threshold")
@@ -183,6 +183,14 @@ class ScoreConfig(_Section):
                   "otd": {"pooling": self.target_pooling}, "ctx_attn": {"layer": self.attn_layer},
                   "judge": {"retries": self.judge.retries, "max_tokens": self.judge.max_tokens}}
         return {**legacy.get(name, {}), **self.options.get(name, {})}
+
+
+def narrowed(step: dict[str, Any], drop: set[str]) -> dict[str, Any]:
+    """A top_k fusion step without the columns ``drop``: one column left ranks by that column."""
+    ((name, options),) = step.items()
+    left = [c for c in options["fuse"] if c not in drop]
+    rest = {k: v for k, v in options.items() if k not in ("fuse", "rrf_k")}
+    return {name: {**rest, "column": left[0]} if len(left) == 1 else {**options, "fuse": left}}
 
 
 def default_steps() -> list[dict[str, Any]]:
@@ -272,14 +280,20 @@ class PipelineConfig(_Section):
         """A selection step may only rank or filter on a score this run computes.
 
         A *default* step whose score is turned off (``--scores ifd,ctx_loss``) is dropped with a
-        note, so flags compose; a step the user wrote on such a score is an error."""
+        note (a default rank fusion keeps the scores that are computed), so flags compose; a step
+        the user wrote on such a score is an error."""
         owners = column_owner(self.score.custom)
         kept = []
         for i, (step, parsed) in enumerate(zip(self.select.steps, parse_steps(self.select.steps), strict=True), 1):
             name = next(iter(step))
             needed = [(c, owners[c].name) for c in parsed.reads() if c in owners]
             missing = [(c, n) for c, n in needed if n not in self.score.scores]
-            if missing:
+            fused = getattr(parsed, "fuse", ())
+            if missing and step in default_steps() and len(missing) < len(fused):
+                step = narrowed(step, {c for c, _ in missing})  # a default rank fusion keeps the scores computed
+                self._notes.append(f"default selection step {name} ranks by {', '.join(parse_steps([step])[0].reads())}: "
+                                   f"{', '.join(sorted({n for _, n in missing}))} not computed")
+            elif missing:
                 column, score = missing[0]
                 if step in default_steps():
                     self._notes.append(f"default selection step {name}({column}) skipped: score "

@@ -100,7 +100,7 @@ def _run_pass(llm, p: Pass, table: pl.DataFrame, attn_layer: int | None, progres
         out["attn"] = np.full(n, np.nan)
         out["attn"][rows] = [r.extras["attn_ratio"] for r in results]
     if p.hidden:
-        for key in ("hidden", "hidden_response"):
+        for key in ("hidden", "hidden_response", "hidden_weighted"):
             out[key] = [None] * n
             for i, r in zip(rows, results, strict=True):
                 out[key][i] = r.extras[key].astype(np.float32)

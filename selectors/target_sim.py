@@ -3,7 +3,8 @@
     score_target_sim(x) = cos(h(x), mean_t h(t))
 
 h is the prior model's last hidden state, mean-pooled over the row's response tokens
-(``pooling="response"``) or over the whole sequence (``"all"``); t runs over the target rows.
+(``pooling="response"``), over the whole sequence (``"all"``), or over the whole sequence with token
+i of n weighted i / sum(1..n) (``"weighted"``, RDS+'s own pooling); t runs over the target rows.
 Each embedding is L2-normalised before the target mean, so no single long target row dominates
 the direction. Keep the *largest*. In RDS+ this cheap score beat most published selection
 methods and random selection on pools up to 5.8M rows: the baseline a target-aware score must beat.
@@ -19,8 +20,8 @@ import numpy as np
 import polars as pl
 
 COLUMN = "score_target_sim"
-POOLINGS = ("response", "all")
-EXTRA = {"response": "hidden_response", "all": "hidden"}  # the LossResult.extras key per pooling
+POOLINGS = ("response", "all", "weighted")
+EXTRA = {"response": "hidden_response", "all": "hidden", "weighted": "hidden_weighted"}  # the LossResult.extras key per pooling
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

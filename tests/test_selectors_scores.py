@@ -11,6 +11,7 @@ from instruct_selectors.color_filter import build_conditional, color_k
 from instruct_selectors.context_dependency import tag_context_dependent
 from instruct_selectors.score import plan_passes, score_table
 from instruct_selectors.target_sim import target_embedding
+from instruct_selectors.target_sim_variants import weighted_mean_pool
 
 from pipelines.llm.base import LossRequest
 from pipelines.llm.embedded import load_model_and_tokenizer
@@ -151,10 +152,10 @@ def _hidden(model, tok, user: str, response: str) -> tuple[np.ndarray, np.ndarra
     resp = tok(response, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         h = model(torch.tensor([prompt + resp]), output_hidden_states=True).hidden_states[-1][0].double()
-    return h.mean(0).numpy(), h[len(prompt) :].mean(0).numpy()
+    return h.mean(0).numpy(), h[len(prompt) :].mean(0).numpy(), weighted_mean_pool(h[None].numpy(), [len(h)])[0]
 
 
-@pytest.mark.parametrize("pooling", ["response", "all"])
+@pytest.mark.parametrize("pooling", ["response", "all", "weighted"])
 def test_target_sim_matches_hand_computation(prior, tok, table, pooling):
     target = table[:2]
     vec = target_embedding(HFBackend(prior, tok), target, pooling=pooling)
@@ -163,8 +164,8 @@ def test_target_sim_matches_hand_computation(prior, tok, table, pooling):
 
     def pooled(row):
         user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
-        every, resp = _hidden(prior, tok, user, row["response"])
-        return resp if pooling == "response" else every
+        every, resp, weighted = _hidden(prior, tok, user, row["response"])
+        return {"response": resp, "all": every, "weighted": weighted}[pooling]
 
     unit = [pooled(r) / np.linalg.norm(pooled(r)) for r in target.iter_rows(named=True)]
     expected_target = np.mean(unit, axis=0)

@@ -8,6 +8,7 @@ FLOPs per token), and prompt tokens are masked out of the loss.
 Optionally, from the same forward pass:
 * ``hidden``: the mean-pooled last hidden state of the whole sequence (embeddings for diversity),
   and ``hidden_response``: the same pooled over the completion tokens only (target similarity);
+  ``hidden_weighted``: over the whole sequence, token i weighted i / sum(1..n) (RDS+'s pooling);
 * ``attn_ratio``: the user attention ratio of arXiv 2411.02688 at one probe layer -- for each
   completion token the attention mass on user-content tokens, max over heads, mean over
   completion tokens (needs eager attention; template, system, special and newline tokens are
@@ -194,6 +195,9 @@ def score_encoded(
                     p = len(it.prompt_ids)
                     extras["hidden"] = hidden[row, : it.length].float().mean(0).cpu().numpy()
                     extras["hidden_response"] = hidden[row, p : it.length].float().mean(0).cpu().numpy()
+                    # RDS+'s own pooling: the whole sequence, token i weighted i / sum(1..n)
+                    w = torch.arange(1, it.length + 1, dtype=torch.float32, device=hidden.device)
+                    extras["hidden_weighted"] = ((w / w.sum())[:, None] * hidden[row, : it.length].float()).sum(0).cpu().numpy()
                 if probe is not None:
                     extras["attn_ratio"] = _attention_ratio(probe.weights[row], it)
                 results[i] = LossResult(nll[offset : offset + c].astype(np.float64), extras)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 class PoolingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pooling: Literal["response", "all"] = "response"
+    pooling: Literal["response", "all", "weighted"] = "response"
 
 
 def pooled(inputs) -> np.ndarray:
