@@ -25,8 +25,9 @@ learning rate, 10%% picks unless said:
   target_sim+color_sum (target_sim's top 30%%, then CoLoR-sum's top third), the variants rds (RDS+'s
   position-weighted pooling over the whole sequence), crds_w / crds_r (CRDS whitening / Rademacher
   projection of all layers), ts_len (length penalty), ts_lenmatch (target-length quotas), rrf (rank
-  fusion of target_sim and CoLoR-sum), ts_density (kNN-density penalty), and random10 (``--seeds``
-  seeds). ``--arms all`` adds color_mean, target_sim_all, random30 and the whole pool; ``--arms``
+  fusion of target_sim and CoLoR-sum), ts_density (kNN-density penalty), rrf_rds_color and rrf3
+  (the pipeline's ``top_k`` with ``fuse``: RDS+ with CoLoR-sum; target_sim, CoLoR-sum and RDS+), and
+  random10 (``--seeds`` seeds). ``--arms all`` adds color_mean, target_sim_all, random30 and the whole pool; ``--arms``
   also runs any subset (``random10`` names every seed).
 
 Report (benchmarks/selection_report.py): held-out mean response NLL per arm (QA: also EM / F1 of
@@ -70,7 +71,8 @@ from pipelines.schema import meta_field
 
 TARGETS = ("dialogue_summarization", QA_TARGET, "loto:summarization", "loto:data_to_text", "loto:sentiment",
            "loto:commonsense_qa", "loto:extractive_qa", "loto:closed_book_qa")
-DEFAULT_ARMS = ("default", "target_sim", "color", "otd", "target_sim+color_sum", *VARIANT_ARMS, "random10")
+DEFAULT_ARMS = ("default", "target_sim", "color", "otd", "target_sim+color_sum", *VARIANT_ARMS, "rrf_rds_color",
+                "rrf3", "random10")
 
 class Memo:
     """A backend whose loss() answers a repeated request list from memory, so the four
@@ -123,18 +125,32 @@ def eval_metrics(model, tok, held: pl.DataFrame, max_tokens: int, qa: bool, batc
     return out
 
 
-def default_arm() -> tuple[str, dict]:
-    """The shipped default config's ranking step, as (column in the scored pool, step)."""
+def bench_column(column: str) -> str:
+    """This benchmark's column for a pipeline score column, at the shipped config's reduction / pooling."""
     from flows.config import PipelineConfig
 
     cfg = PipelineConfig()
-    ranks = [s["top_k"] for s in cfg.select.steps if "top_k" in s]
-    column = ranks[-1]["column"] if ranks else None
     if column == "score_color":
-        return f"score_color_{cfg.score.color_reduction}", ranks[-1]
+        return f"score_color_{cfg.score.color_reduction}"
     if column == "score_target_sim":
-        return f"score_target_sim_{cfg.score.target_pooling}", ranks[-1]
+        return f"score_target_sim_{cfg.score.target_pooling}"
     raise SystemExit(f"the default config ranks by {column!r}: teach this benchmark that score")
+
+
+def default_steps(fraction: float) -> list[dict]:
+    """The shipped default config's ranking step (a column's or a rank fusion's top_k) on this
+    benchmark's columns, keeping ``fraction`` of the pool like every other arm."""
+    from flows.config import PipelineConfig
+
+    ranks = [s["top_k"] for s in PipelineConfig().select.steps if "top_k" in s]
+    if not ranks:
+        raise SystemExit("the default config has no top_k step: teach this benchmark its ranking")
+    top = {k: v for k, v in ranks[-1].items() if k not in ("k", "tau")} | {"fraction": fraction}
+    if "fuse" in top:
+        top["fuse"] = [bench_column(c) for c in top["fuse"]]
+    else:
+        top["column"] = bench_column(top["column"])
+    return [{"top_k": top}]
 
 
 def arms(args) -> dict[str, list[dict]]:
@@ -160,9 +176,12 @@ def arms(args) -> dict[str, list[dict]]:
         ],
         # GOT-D: the rows whose mass moves the pool's embedding distribution towards the target's
         "otd": top(f"score_otd_{cfg.score.target_pooling}"),
-        "default": top(default_arm()[0]),
+        "default": default_steps(args.fraction),
     }
     out |= {arm: top(column) for arm, column in VARIANT_ARMS.items()}  # issue 22's variants
+    sim, color = f"score_target_sim_{cfg.score.target_pooling}", "score_color_sum"
+    fused = {"rrf_rds_color": [VARIANT_ARMS["rds"], color], "rrf3": [sim, color, VARIANT_ARMS["rds"]]}
+    out |= {arm: [{"top_k": {"fuse": cols, "fraction": args.fraction}}] for arm, cols in fused.items()}
     out |= {f"random{small}_s{s}": [{"ratio": {"fraction": args.fraction, "seed": s}}] for s in range(args.seeds)}
     if args.big_fraction > 0:
         out[f"random{big}_s0"] = [{"ratio": {"fraction": args.big_fraction, "seed": 0}}]
@@ -180,46 +199,68 @@ def arms(args) -> dict[str, list[dict]]:
     return out
 
 
+def train_speed(args) -> dict:
+    """Whole batches a pass, no checkpointing: the train stage's CPU memory savers (micro-batches,
+    recomputed activations) cost time and change no loss; rows here are short (--max-tokens)."""
+    return {"micro_batch": args.batch_size, "gradient_checkpointing": False}
+
+
+def scored_pool(name: str, target: pl.DataFrame, pool: pl.DataFrame, model, tok, args) -> pl.DataFrame:
+    """The pool with every arm's score column: CoLoR (after building the conditional model),
+    target_sim, GOT-D and the variants. Kept in --cache-dir; with --reuse-scores a kept table of
+    the same pool rows is read back instead (new arms on old scores, no scoring pass)."""
+    path = Path(args.cache_dir) / f"scored_pool_{name}.parquet"
+    if args.reuse_scores and path.exists():
+        kept = pl.read_parquet(path)
+        if kept["id"].to_list() == pool["id"].to_list():
+            print(f"scores read back from {path.name}", flush=True)
+            return kept
+    t = time.perf_counter()
+    cond_path = build_conditional(args.model, target, args.cache_dir, method="lora", epochs=1, seed=args.seed,
+                                  max_length=args.max_tokens, batch_size=args.batch_size, learning_rate=args.lr,
+                                  **train_speed(args))
+    cond_model, cond_tok = load_model_and_tokenizer(str(cond_path), device=args.device)
+    backend = {"max_length": args.max_tokens, "token_budget": args.token_budget}
+    scored = score_pool(pool, target, HFBackend(model, tok, **backend), HFBackend(cond_model, cond_tok, **backend))
+    del cond_model
+    embedded = [embed(model, tok, t, args.max_tokens, args.token_budget, args.proj_dim, args.seed) for t in (pool, target)]
+    scored = scored.with_columns(**variant_columns(scored, *embedded, "score_target_sim_response", args.fraction,
+                                                   whiten_dim=args.whiten_dim))
+    print(f"conditional model + scored pool: {time.perf_counter() - t:.0f}s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scored = scored.drop([c for c in scored.columns if c == "embedding"])
+    scored.write_parquet(path)  # to inspect the picks, or to reuse (runs/ is ignored)
+    return scored
+
+
 def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
     from pipelines.finetune import train_model
 
     qa = name == QA_TARGET
     target, held, pool = split(t0, name, args.target_rows, args.eval_rows, args.pool_rows, args.seed)
     print(f"\n### target {name}: target={target.height} held-out={held.height} pool={pool.height}", flush=True)
-    t = time.perf_counter()
-    cond_path = build_conditional(args.model, target, args.cache_dir, method="lora", epochs=1, seed=args.seed,
-                                  max_length=args.max_tokens, batch_size=args.batch_size, learning_rate=args.lr)
-    cond_model, cond_tok = load_model_and_tokenizer(str(cond_path), device=args.device)
-    backend = {"max_length": args.max_tokens, "token_budget": args.token_budget}
-    scored = score_pool(pool, target, HFBackend(model, tok, **backend), HFBackend(cond_model, cond_tok, **backend))
-    del cond_model
-    embedded = [embed(model, tok, t, args.max_tokens, args.token_budget, args.proj_dim, args.seed) for t in (pool, target)]
-    scored = scored.with_columns(**variant_columns(scored, *embedded, default_arm()[0], args.fraction,
-                                                   whiten_dim=args.whiten_dim))
-    print(f"conditional model + scored pool: {time.perf_counter() - t:.0f}s", flush=True)
-    Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
-    scored.drop([c for c in scored.columns if c == "embedding"]).write_parquet(
-        Path(args.cache_dir) / f"scored_pool_{name}.parquet")  # kept to inspect the picks (runs/ is ignored)
-
+    scored = scored_pool(name, target, pool, model, tok, args)
     results = [{"target": name, "arm": "base", "rows": 0, "target_share": float("nan"), "train_s": 0.0,
                 **eval_metrics(model, tok, held, args.max_tokens, qa, args.batch_size * 2)}]
     print("  base: " + " ".join(f"{k}={results[0][k]:.4f}" for k in ("eval_loss", "exact_match", "f1")
                                 if k in results[0]), flush=True)
     done: dict[str, dict] = {}
     for arm, steps in arms(args).items():
-        same = next((a for a, s in done.items() if s["steps"] == steps), None)
-        if same is not None:  # the default is one of the arms: same rows, same seed, same result
-            results.append({**done[same]["result"], "arm": arm})
-            print(f"  {arm}: same selection as {same}", flush=True)
-            continue
         chosen, _ = select(scored, steps)
         rows = chosen.filter(pl.col("keep")) if steps else chosen
-        share = float((meta_field(rows, "task_type") == name).mean()) if not qa else float("nan")
         seed = int(arm.rsplit("_s", 1)[1]) if arm.startswith("random") else 0
+        picked = (seed, tuple(sorted(rows["id"].to_list())))
+        same = next((a for a, d in done.items() if d["picked"] == picked), None)
+        if same is not None:  # e.g. the default is one of the arms: same rows, same seed, same result
+            results.append({**done[same]["result"], "arm": arm})
+            print(f"  {arm}: same rows as {same}", flush=True)
+            continue
+        share = float((meta_field(rows, "task_type") == name).mean()) if not qa else float("nan")
         t = time.perf_counter()
         tuned, _m = train_model(model, tok, rows.select("id", "instruction", "context", "response", "meta"),
                                 method="lora", max_steps=args.steps, batch_size=args.batch_size,
-                                max_length=args.max_tokens, learning_rate=args.lr, seed=seed)
+                                max_length=args.max_tokens, learning_rate=args.lr, seed=seed,
+                                options=train_speed(args))
         train_s = time.perf_counter() - t
         metrics = eval_metrics(tuned, tok, held, args.max_tokens, qa, args.batch_size * 2)
         del tuned
@@ -230,7 +271,7 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
                   + f"; median response tokens {np.median(n_tok):.0f}", flush=True)
         results.append({"target": name, "arm": arm, "rows": rows.height, "target_share": share,
                         "train_s": train_s, **metrics})
-        done[arm] = {"steps": steps, "result": results[-1]}
+        done[arm] = {"picked": picked, "result": results[-1]}
         print(f"  {arm}: rows={rows.height} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
               + f" ({train_s:.0f}s)", flush=True)
     return results
@@ -259,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--cache-dir", default=str(REPO / "runs" / "selection_bench"), help="conditional-model cache")
     ap.add_argument("--seed", type=int, default=0, help="data split seed")
+    ap.add_argument("--reuse-scores", action="store_true",
+                    help="read each target's scored pool back from --cache-dir when it holds the same rows")
     ap.add_argument("--json", help="also write every arm's metrics to this JSON file")
     args = ap.parse_args(argv)
 
@@ -268,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = t0_rows()
     print(f"pool_rows={args.pool_rows} max_tokens={args.max_tokens} steps={args.steps} batch={args.batch_size} "
           f"lr={args.lr} seeds={args.seeds} device={args.device} threads={torch.get_num_threads()} "
-          f"default={default_arm()[0]}", flush=True)
+          f"default={json.dumps(default_steps(args.fraction))}", flush=True)
     results = []
     for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
         results += run_target(name, t0, model, tok, args)

@@ -66,9 +66,11 @@ def summarise(res: pl.DataFrame, fraction: float, big_fraction: float) -> dict[s
             "default_vs_random10": loss.get("default", nan) / ref10,
         }
         dist = (loss.get("default", nan) - ref10) / se if se and se > 0 else nan
+        moved = (loss.get("base", nan) - ref10) / se if se and se > 0 else nan  # is --steps enough?
         print(f"{name}: random{small} mean={ref10:.4f} +- {se:.4f} SE over {rnd.len()} seeds "
-              f"(min {rnd.min():.4f}, max {rnd.max():.4f}); default={loss.get('default', nan):.4f} "
-              f"({dist:+.1f} SE); " + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()))
+              f"(min {rnd.min():.4f}, max {rnd.max():.4f}); training moved it {moved:.1f} SE from base; "
+              f"default={loss.get('default', nan):.4f} ({dist:+.1f} SE); "
+              + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()))
         for k, v in ratios.items():
             worst[k] = max(worst.get(k, -np.inf), v) if not np.isnan(v) else worst.get(k, v)
     return worst

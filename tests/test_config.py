@@ -71,12 +71,24 @@ def test_default_steps_on_a_score_turned_off_are_skipped_with_a_note():
 
 
 def test_default_config_selects_with_the_benchmark_winner():
-    """benchmarks.selection: target_sim beat CoLoR (either reduction) and random on every target."""
+    """benchmarks.selection (issue 22): the rank fusion of target_sim and CoLoR-sum beat random on
+    2 of 3 targets absent from the pool and lost on none; each score alone lost somewhere."""
     cfg = PipelineConfig()
-    assert "target_sim" in cfg.score.scores and cfg.score.target_pooling == "response"
-    ranks = [s["top_k"]["column"] for s in cfg.select.steps if "top_k" in s]
-    assert ranks == ["score_target_sim"]
-    assert cfg.score.color_reduction == "sum"  # when CoLoR is asked for: the mean lost everywhere
+    assert {"target_sim", "color"} <= set(cfg.score.scores) and cfg.score.target_pooling == "weighted"
+    ranks = [s["top_k"] for s in cfg.select.steps if "top_k" in s]
+    assert [r.get("fuse") for r in ranks] == [["score_target_sim", "score_color"]]
+    assert cfg.score.color_reduction == "sum"  # the mean lost everywhere
+
+
+def test_a_default_fusion_keeps_the_scores_still_computed():
+    cfg = load_config(overrides=["score.scores=[target_sim, ifd]"])
+    assert {"top_k": {"column": "score_target_sim", "fraction": 0.5}} in cfg.select.steps
+    assert any("ranks by score_target_sim" in note and "color" in note for note in cfg.notes())
+    cfg = load_config(overrides=["score.scores=[ifd]"])
+    assert not [s for s in cfg.select.steps if "top_k" in s]
+    with pytest.raises(ConfigError, match="color"):  # a fusion the user wrote is not narrowed
+        load_config(overrides=["score.scores=[target_sim]",
+                               'select.steps=[{"top_k": {"fuse": ["score_target_sim", "score_color"], "k": 3}}]'])
 
 
 def test_loading_the_config_imports_neither_torch_nor_transformers():
