@@ -1,10 +1,13 @@
 """Does target-aware selection pick better fine-tuning data than random? Held-out target loss after LoRA.
 
-    # the full run (8 targets, 5 random seeds, 150 held-out rows): a quiet machine or a GPU
-    python -m benchmarks.selection --device cuda --steps 120
-    # quick subset (one target absent from the pool, the default vs RDS+ pooling vs random)
-    python -m benchmarks.selection --targets loto:data_to_text --arms default,rds,ts_len,random10 \
-        --pool-rows 300 --seeds 3 --steps 16 --eval-rows 60
+    # the run behind the default (flows/config.py default_steps): 3 unseen targets, 112 min on 2 cores
+    python -m benchmarks.selection --targets loto:summarization,loto:sentiment,loto:extractive_qa \
+        --arms default,color,rds,crds_w,ts_len,ts_lenmatch,rrf,ts_density,rrf_rds_color,rrf3,random10 \
+        --big-fraction 0 --no-whole-pool
+    # quick run (one unseen target, the default against random, 3 seeds): about 15 min on 2 cores
+    python -m benchmarks.selection --targets loto:sentiment --arms default,random10 --seeds 3
+    # every target and arm (8 targets x 19 fine-tunes): several hours on 2 cores; a GPU
+    python -m benchmarks.selection --device cuda
 
 Targets (``--targets``; benchmarks/selection_data.py builds each split): ``dialogue_summarization``
 (a T0 task type, its other rows stay in the pool), ``adversarial_qa`` (parsed QA rows, the pool
@@ -21,7 +24,7 @@ from the same forward passes (asserted). One more pass (benchmarks/selection_var
 issue-22 variants. Arms, each LoRA-fine-tuned from the prior for the same ``--steps`` at the same
 learning rate, 10%% picks unless said:
 
-  default (the shipped config's ranking column), target_sim, color (CoLoR-sum), otd (GOT-D),
+  default (the shipped config's ranking step), target_sim, color (CoLoR-sum), otd (GOT-D),
   target_sim+color_sum (target_sim's top 30%%, then CoLoR-sum's top third), the variants rds (RDS+'s
   position-weighted pooling over the whole sequence), crds_w / crds_r (CRDS whitening / Rademacher
   projection of all layers), ts_len (length penalty), ts_lenmatch (target-length quotas), rrf (rank
@@ -281,9 +284,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default=",".join(TARGETS),
                     help=f"comma-separated: T0 task types, loto:<task type> (type left out of the pool), {QA_TARGET}")
-    ap.add_argument("--pool-rows", type=int, default=1000, help="candidate rows sampled per target")
+    ap.add_argument("--pool-rows", type=int, default=400, help="candidate rows sampled per target")
     ap.add_argument("--max-tokens", type=int, default=192, help="tokens per row (prompt tail + response)")
-    ap.add_argument("--steps", type=int, default=48, help="LoRA optimizer steps for every arm")
+    ap.add_argument("--steps", type=int, default=16, help="LoRA optimizer steps for every arm (16: random picks "
+                    "moved the loss 2-47 SE from the untrained model; the report prints it per target)")
     ap.add_argument("--seeds", type=int, default=5, help="random 10%% seeds (each one fine-tune)")
     ap.add_argument("--target-rows", type=int, default=100, help="target rows at most (conditional model, target vector)")
     ap.add_argument("--eval-rows", type=int, default=150, help="held-out target rows for the metrics")
