@@ -29,6 +29,7 @@ from instruct_selectors.policy_steps import (
     TopK,
     label,
 )
+from instruct_selectors.target_sim_variants import reciprocal_rank_fusion
 
 from pipelines.schema import meta_field
 
@@ -44,21 +45,13 @@ def column_values(table: pl.DataFrame, column: str, step_name: str) -> np.ndarra
     return table[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
-def first_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based rank of each value, largest first; equal values share the best rank; NaN ranks last."""
-    nan = np.isnan(values)
-    desc = np.sort(-values[~nan])
-    rank = np.searchsorted(desc, -values, side="left").astype(np.float64) + 1
-    return np.where(nan, float(values.size), rank)
-
-
 def top_k_values(table: pl.DataFrame, step: TopK, rows, step_name: str) -> np.ndarray:
     """What a top_k ranks by, for every row of ``table``: its column, or with ``fuse`` the
     reciprocal rank fusion of the columns over ``rows`` (the rows entering the step; NaN elsewhere)."""
     if not step.fuse:
         return column_values(table, step.column, step_name)
     at = np.asarray(rows, dtype=np.int64)
-    fused = sum(1.0 / (step.rrf_k + first_ranks(column_values(table, c, step_name)[at])) for c in step.fuse)
+    fused = reciprocal_rank_fusion(*(column_values(table, c, step_name)[at] for c in step.fuse), k=step.rrf_k)
     out = np.full(table.height, np.nan)
     out[at] = fused
     return out

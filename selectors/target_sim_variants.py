@@ -1,7 +1,8 @@
 """Variants of target similarity measured by ``benchmarks.selection`` (issue 22): pure array functions.
 
-None of these is a pipeline score yet; each is an arm of the benchmark, and one becomes a score only
-if it beats the default (target_sim.py) across targets, above the random seeds' noise.
+Each is an arm of the benchmark. Two reached the pipeline by beating the others across targets:
+RDS+'s pooling (``score.target_pooling = "weighted"``, computed in pipelines/llm/nll.py) and the rank
+fusion (a ``top_k`` step's ``fuse``, which calls :func:`reciprocal_rank_fusion`).
 
 * RDS+'s own pooling (Ivison et al. 2025, arXiv 2503.01807): a *position-weighted* mean of the last
   hidden state over the whole sequence (prompt and response), weight of token i (1-based) =
@@ -16,7 +17,8 @@ if it beats the default (target_sim.py) across targets, above the random seeds' 
   fitted on the pool, :func:`fit_whitening` / :func:`apply_whitening`; with all kept components its
   cosines equal ZCA's, a rotation away), CRDS-R projects concatenated layers' embeddings with a
   Rademacher matrix (:func:`rademacher_projection`).
-* :func:`reciprocal_rank_fusion` (Cormack et al. 2009): sum over scores of 1 / (k + rank).
+* :func:`reciprocal_rank_fusion` (Cormack et al. 2009): sum over scores of 1 / (k + rank), ties
+  sharing a rank so that the fusion does not depend on the row order.
 * TSDS-like diversity (arXiv 2410.11303): :func:`knn_density` (mean cosine to the k nearest other
   pool rows) as a penalty on crowded regions, :func:`density_penalised`.
 
@@ -139,12 +141,12 @@ def target_sim_in(pool: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def ranks(score) -> np.ndarray:
-    """1-based rank of each value, largest first; ties by position; NaN ranks last."""
+    """1-based rank of each value, largest first; equal values share the best rank, so the ranks
+    do not depend on the row order; NaN ranks last (rank n)."""
     s = np.asarray(score, dtype=np.float64)
-    order = np.lexsort((np.arange(len(s)), -np.where(np.isnan(s), -np.inf, s)))
-    out = np.empty(len(s), dtype=np.float64)
-    out[order] = np.arange(1, len(s) + 1)
-    return out
+    nan = np.isnan(s)
+    rank = np.searchsorted(np.sort(-s[~nan]), -s, side="left").astype(np.float64) + 1
+    return np.where(nan, float(s.size), rank)
 
 
 def reciprocal_rank_fusion(*scores, k: float = 60.0) -> np.ndarray:
