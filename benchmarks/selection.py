@@ -182,7 +182,7 @@ def arms(args) -> dict[str, list[dict]]:
         "default": default_steps(args.fraction),
     }
     out |= {arm: top(column) for arm, column in VARIANT_ARMS.items()}  # issue 22's variants
-    sim, color = f"score_target_sim_{cfg.score.target_pooling}", "score_color_sum"
+    sim, color = bench_column("score_target_sim"), "score_color_sum"
     fused = {"rrf_rds_color": [VARIANT_ARMS["rds"], color], "rrf3": [sim, color, VARIANT_ARMS["rds"]]}
     out |= {arm: [{"top_k": {"fuse": cols, "fraction": args.fraction}}] for arm, cols in fused.items()}
     out |= {f"random{small}_s{s}": [{"ratio": {"fraction": args.fraction, "seed": s}}] for s in range(args.seeds)}

@@ -69,11 +69,11 @@ def target_nll_sum(model, batch: Mapping[str, torch.Tensor]) -> tuple[float, int
     """(summed NLL, target tokens) of one collated batch; its logits only at target positions when
     the model allows, else the model's own loss weighted back to a sum."""
     labels = batch["labels"]
-    count = int((next_labels(labels) != IGNORE_INDEX).sum())
+    keep = predicts_target(labels)
+    count = int(keep.sum())
     if not count:
         return 0.0, 0
     if supports_target_logits(model):
-        keep = predicts_target(labels)
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
         return float(target_loss(out, labels, 1)), count
     return float(model(**batch).loss) * count, count

@@ -192,12 +192,12 @@ def score_encoded(
                 if want_hidden:
                     # Two poolings of the last hidden state: whole sequence, and the completion's
                     # own tokens only (target similarity compares what a row answers).
-                    p = len(it.prompt_ids)
-                    extras["hidden"] = hidden[row, : it.length].float().mean(0).cpu().numpy()
-                    extras["hidden_response"] = hidden[row, p : it.length].float().mean(0).cpu().numpy()
+                    p, seq = len(it.prompt_ids), hidden[row, : it.length].float()
+                    extras["hidden"] = seq.mean(0).cpu().numpy()
+                    extras["hidden_response"] = seq[p:].mean(0).cpu().numpy()
                     # RDS+'s own pooling: the whole sequence, token i weighted i / sum(1..n)
-                    w = torch.arange(1, it.length + 1, dtype=torch.float32, device=hidden.device)
-                    extras["hidden_weighted"] = ((w / w.sum())[:, None] * hidden[row, : it.length].float()).sum(0).cpu().numpy()
+                    w = torch.arange(1, it.length + 1, dtype=torch.float32, device=seq.device)
+                    extras["hidden_weighted"] = ((w / w.sum()) @ seq).cpu().numpy()
                 if probe is not None:
                     extras["attn_ratio"] = _attention_ratio(probe.weights[row], it)
                 results[i] = LossResult(nll[offset : offset + c].astype(np.float64), extras)
