@@ -1,6 +1,6 @@
 """Does target-aware selection pick better fine-tuning data than random? Held-out target loss after LoRA.
 
-    # the run behind the default (flows/config.py default_steps): 3 unseen targets, 112 min on 2 cores
+    # the run behind the default (flows/default_selection.py): 3 unseen targets, 112 min on 2 cores
     python -m benchmarks.selection --targets loto:summarization,loto:sentiment,loto:extractive_qa \
         --arms default,color,rds,crds_w,ts_len,ts_lenmatch,rrf,ts_density,rrf_rds_color,rrf3,random10 \
         --big-fraction 0 --no-whole-pool
@@ -30,7 +30,7 @@ learning rate, 10%% picks unless said:
   projection of all layers), ts_len (length penalty), ts_lenmatch (target-length quotas), rrf (rank
   fusion of target_sim and CoLoR-sum), ts_density (kNN-density penalty), rrf_rds_color and rrf3
   (the pipeline's ``top_k`` with ``fuse``: RDS+ with CoLoR-sum; target_sim, CoLoR-sum and RDS+), and
-  random10 (``--seeds`` seeds). ``--arms all`` adds color_mean, target_sim_all, random30 and the whole pool; ``--arms``
+  random10 (``--seeds`` seeds). ``--arms all`` adds color_mean, target_sim_response (the previous default pooling), random30 and the whole pool; ``--arms``
   also runs any subset (``random10`` names every seed).
 
 Report (benchmarks/selection_report.py): held-out mean response NLL per arm (QA: also EM / F1 of

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from flows.config_train import TrainConfig
+from flows.default_selection import default_steps, narrowed
 from pipelines.llm import BACKENDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,8 +136,7 @@ class JudgeConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    # target_sim, not CoLoR, ranks by default: it won on every target of benchmarks.selection
-    # (numbers in instruct_selectors/color_filter.py's docstring).
+    # target_sim and CoLoR both feed the default ranking (flows/default_selection.py has why).
     scores: list[str] = Field(default_factory=lambda: ["target_sim", "color", "ifd", "ctx_loss"],
                               description="scores to compute: built-in names or those of score.custom")
     custom: list[str] = Field(default_factory=list, description="your own scores by import path "
@@ -183,53 +183,6 @@ class ScoreConfig(_Section):
                   "otd": {"pooling": self.target_pooling}, "ctx_attn": {"layer": self.attn_layer},
                   "judge": {"retries": self.judge.retries, "max_tokens": self.judge.max_tokens}}
         return {**legacy.get(name, {}), **self.options.get(name, {})}
-
-
-def narrowed(step: dict[str, Any], drop: set[str]) -> dict[str, Any]:
-    """A top_k fusion step without the columns ``drop``: one column left ranks by that column."""
-    ((name, options),) = step.items()
-    left = [c for c in options["fuse"] if c not in drop]
-    rest = {k: v for k, v in options.items() if k not in ("fuse", "rrf_k")}
-    return {name: {**rest, "column": left[0]} if len(left) == 1 else {**options, "fuse": left}}
-
-
-def default_steps() -> list[dict[str, Any]]:
-    """dedup -> IFD <= 1 -> top half by the rank fusion of target_sim (RDS+'s position-weighted
-    pooling, ``score.target_pooling``) and CoLoR-sum.
-
-    Chosen on ``benchmarks.selection`` (issue 22), three T0 task types left out of the pool
-    (loto:), one per answer form: pool 400 rows, 100 target rows, 150 held-out rows, every arm a
-    10% pick fine-tuned with LoRA for 16 steps (batch 4, lr 5e-4), 5 random seeds. Held-out
-    response NLL, and in brackets the distance from the random mean in its standard errors
-    (negative: better than random)::
-
-        arm                          summarization    sentiment       extractive_qa
-        base (untrained)             3.5089           8.9336          4.8955
-        random 10%, mean +- SE       3.4891 +- .0101  4.6359 +- .1522 3.5403 +- .0291
-        target_sim, response (old)   3.4550 (-3.4)    4.7453 (+0.7)   3.4981 (-1.5)
-        CoLoR-sum                    3.3831 (-10.4)   4.8055 (+1.1)   3.5349 (-0.2)
-        rds (weighted pooling)       3.5661 (+7.6)    4.1286 (-3.3)   3.6766 (+4.7)
-        crds_w (whitened rds)        3.5129 (+2.3)    4.5924 (-0.3)   3.5954 (+1.9)
-        ts_len (length penalty)      3.4512 (-3.7)    4.6735 (+0.2)   3.5705 (+1.0)
-        ts_lenmatch (length quotas)  3.4191 (-6.9)    4.7453 (+0.7)   3.6168 (+2.6)
-        ts_density (TSDS-like kNN)   3.4623 (-2.6)    4.6739 (+0.2)   3.6795 (+4.8)
-        rrf target_sim + CoLoR-sum   3.3905 (-9.7)    4.6670 (+0.2)   3.4697 (-2.4)
-        rrf3 (+ rds)                 3.4373 (-5.1)    4.3811 (-1.7)   3.4974 (-1.5)
-        rrf rds + CoLoR-sum (this)   3.4164 (-7.2)    4.0809 (-3.6)   3.5226 (-0.6)
-
-    Every single score lost to random on some target by more than 1 SE. Only the two fusions
-    with CoLoR-sum beat random by more than 2 SE on 2 of 3 targets and lost on none; of those,
-    rds + CoLoR-sum is the one whose worst ratio to the random mean is below 1 (0.995 on
-    extractive_qa; target_sim + CoLoR-sum: 1.007 on sentiment), so it is the default. Dropped
-    (opt-in columns of the benchmark only): crds_w, crds_r, ts_len, ts_lenmatch, ts_density. On
-    summarization 16 steps moved the random picks only 1.9 SE from the untrained model, so that
-    target's differences are small in nats though many SEs; the other five leave-one-out targets
-    and the two with kin in the pool were not rerun with this default."""
-    return [
-        {"dedup": {"near": True, "near_threshold": 0.8}},
-        {"threshold": {"column": "score_ifd", "max": 1.0}},
-        {"top_k": {"fuse": ["score_target_sim", "score_color"], "fraction": 0.5}},
-    ]
 
 
 class DecontaminateConfig(_Section):
@@ -313,20 +266,20 @@ class PipelineConfig(_Section):
         A *default* step whose score is turned off (``--scores ifd,ctx_loss``) is dropped with a
         note (a default rank fusion keeps the scores that are computed), so flags compose; a step
         the user wrote on such a score is an error."""
-        owners = column_owner(self.score.custom)
+        owners, defaults = column_owner(self.score.custom), default_steps()
         kept = []
         for i, (step, parsed) in enumerate(zip(self.select.steps, parse_steps(self.select.steps), strict=True), 1):
             name = next(iter(step))
             needed = [(c, owners[c].name) for c in parsed.reads() if c in owners]
             missing = [(c, n) for c, n in needed if n not in self.score.scores]
-            fused = getattr(parsed, "fuse", ())
-            if missing and step in default_steps() and len(missing) < len(fused):
+            default = step in defaults
+            if missing and default and len(missing) < len(getattr(parsed, "fuse", ())):
                 step = narrowed(step, {c for c, _ in missing})  # a default rank fusion keeps the scores computed
                 self._notes.append(f"default selection step {name} ranks by {', '.join(parse_steps([step])[0].reads())}: "
                                    f"{', '.join(sorted({n for _, n in missing}))} not computed")
             elif missing:
                 column, score = missing[0]
-                if step in default_steps():
+                if default:
                     self._notes.append(f"default selection step {name}({column}) skipped: score "
                                        f"{score!r} is not computed (scores: {', '.join(self.score.scores)})")
                     continue
