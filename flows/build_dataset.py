@@ -3,6 +3,7 @@
     python -m flows.build_dataset                         # default run: embedded SmolLM2, data/
     python -m flows.build_dataset --config data/configs/default.toml --set run.seed=1
     python -m flows.build_dataset --train lora            # also fine-tune, evaluate, compare with random
+    python -m flows.build_dataset --auto target_sim,color --train lora   # let proxy fine-tunes pick the ranking
     python -m flows.build_dataset --task-runner dask --dask-workers 2
     python -m flows.build_dataset --serve --cron "0 3 * * *"
 
@@ -188,6 +189,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="R-Tuning: suffix each kept row with 'I am sure/unsure' by whether the model already "
                     "answers it (= --set transform.refusal_aware.enabled=true)")
     ap.add_argument("--scores", help=f"comma-separated scores: {', '.join(BUILTIN_NAMES)} or your own (score.custom)")
+    ap.add_argument("--auto", metavar="RANKINGS", help="comma-separated rankings to try against the default with "
+                    "proxy fine-tunes, e.g. target_sim,color,target_sim+color (= --set select.auto=[...])")
     ap.add_argument("--train", metavar="METHOD", choices=METHOD_CHOICES, help="also fine-tune: " + ", ".join(METHOD_CHOICES))
     ap.add_argument("--push-to-hub", metavar="REPO", help="push the dataset (token from HF_TOKEN; private)")
     ap.add_argument("--task-runner", choices=["thread", "dask"], default="thread", help="where shard tasks run")
@@ -215,6 +218,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         overrides.append("transform.refusal_aware.enabled=true")
     if args.scores:
         overrides.append(f"score.scores=[{args.scores}]")
+    if args.auto:
+        overrides.append(f"select.auto=[{args.auto}]")
     cfg = load_config(args.config, overrides)
     if args.input:
         cfg.generate.inputs = [*cfg.generate.inputs, *args.input]
@@ -288,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in result["report"].items():
         print(f"report ({name}): {path}")
     print(f"rows kept: {result['kept']}")
+    chosen = next((r for r in result["stages"] if r["stage"] == "choose" and r.get("choice")), None)
+    if chosen:
+        from pipelines.finetune.compare import choice_text
+
+        print("\n=== which ranking? (select.auto: proxy fine-tunes, loss on held-out target rows) ===")
+        print(choice_text(chosen["table"], chosen["choice"]))
     trained = next((r for r in result["stages"] if r["stage"] == "train" and r.get("comparison")), None)
     if trained:
         from pipelines.finetune.compare import comparison_text

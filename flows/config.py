@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from flows.config_choose import ProxyConfig, candidate_columns, last_top_k
 from flows.config_train import TrainConfig
 from flows.default_selection import default_steps, narrowed
 from pipelines.llm import BACKENDS
@@ -201,6 +202,10 @@ class SelectConfig(_Section):
         default_factory=default_steps,
         description="selection steps in order: dedup -> filters -> rank -> diversify",
     )
+    auto: list[str] = Field(default_factory=list, description="rankings to try against the steps' own, e.g. "
+                            "['target_sim', 'color', 'target_sim+color']: the choose stage proxy-trains each and "
+                            "keeps a winner only beyond the random arms' spread (flows/config_choose.py)")
+    proxy: ProxyConfig = ProxyConfig()
 
     @model_validator(mode="after")
     def _decontaminate_needs_eval_sets(self):
@@ -208,10 +213,10 @@ class SelectConfig(_Section):
             raise ValueError("a decontaminate step needs select.decontaminate.against (the eval set files)")
         return self
 
-    def steps_to_run(self, held_out: bool = False) -> list[dict[str, Any]]:
-        """The steps, with decontamination first when eval sets are given (or target rows are
-        held out: ``held_out``) and no step places it."""
-        steps = list(self.steps)
+    def steps_to_run(self, steps: list[dict[str, Any]] | None = None, held_out: bool = False) -> list[dict[str, Any]]:
+        """``steps`` (default: select.steps), with decontamination first when eval sets are given
+        (or target rows are held out: ``held_out``) and no step places it."""
+        steps = list(self.steps if steps is None else steps)
         if self.custom and not any("filter" in step for step in steps):
             steps = [{"filter": {}}, *steps]
         if (self.decontaminate.against or held_out) and not any("decontaminate" in step for step in steps):
@@ -287,6 +292,21 @@ class PipelineConfig(_Section):
                                  f"include {score!r} (scores: {', '.join(self.score.scores)})")
             kept.append(step)
         self.select.steps = kept
+        return self
+
+    @model_validator(mode="after")
+    def _auto_can_run(self):
+        """select.auto: every candidate ranks by computed scores, a top_k step to vary, target rows held out."""
+        if not self.select.auto:
+            return self
+        self.select.auto = list(dict.fromkeys(self.select.auto))
+        owners = column_owner(self.score.custom)
+        for candidate in self.select.auto:
+            candidate_columns(candidate, owners, self.score.scores)
+        last_top_k(self.select.steps)
+        if not self.score.target or self.score.target_holdout == 0:
+            raise ValueError("select.auto grades candidates on held-out target rows: set score.target and "
+                             "score.target_holdout > 0")
         return self
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from flows.config import PipelineConfig
 from flows.resume import input_key, keyed
 from flows.run_folder import RunFolder
 from flows.stages import (
+    choose,
     collect,
     condition,
     export,
@@ -37,6 +38,7 @@ PIPELINE: tuple[StageSpec, ...] = (
     collect.STAGE,
     condition.STAGE,
     score.STAGE,
+    choose.STAGE,
     select.STAGE,
     refusal_aware.STAGE,
     export.STAGE,
@@ -91,7 +93,8 @@ def run_keyed(name: str, ctx: StageContext, force: bool = False,
     stage, records = BY_NAME[name], upstream(name, dict(ctx.records))
     ctx = StageContext(ctx.cfg, ctx.run, records)
     # Keyed on the stages that make what it needs (their keys carry theirs), not on every stage before.
-    key = input_key(ctx.cfg, name, [r for s, r in records.items() if set(BY_NAME[s].makes) & set(stage.needs)])
+    key = input_key(ctx.cfg, name, stage.files(ctx.cfg),
+                    [r for s, r in records.items() if set(BY_NAME[s].makes) & set(stage.needs)])
     old = ctx.run.load_record(name)
     if old is not None and old.get("input_key") == key and not force:
         return old
@@ -101,7 +104,7 @@ def run_keyed(name: str, ctx: StageContext, force: bool = False,
         rec = stage.per_shard.run_all(ctx, map_shards)
     else:
         rec = stage.run(ctx)
-    return keyed(ctx.run, rec, key)
+    return keyed(ctx.run, rec, key, stage.folders)
 
 
 def run_stage(name: str, run: RunFolder, cfg: PipelineConfig) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from flows.config import PipelineConfig, resolve_path
-from flows.inputs import expand_inputs
 from flows.run_folder import RunFolder
 
 
@@ -44,42 +43,20 @@ def content_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def user_files(cfg: PipelineConfig, stage: str) -> list[str]:
-    """The user's files a stage reads (their content is part of its key)."""
-    g = cfg.generate
-    return {
-        "generate_taxonomy": [g.taxonomy.path],
-        "generate_text": [g.text.path],
-        "collect": expand_inputs(g.inputs),  # globs and folders as matched now: a new file is a change
-        "condition": [cfg.score.target] if cfg.score.target else [],
-        # select decontaminates against the target's held-out rows; train evaluates on them
-        "select": list(cfg.select.decontaminate.against) + ([cfg.score.target] if cfg.score.target else []),
-        "train": [p for p in (cfg.train.eval_path, cfg.score.target) if p],
-    }.get(stage, [])
-
-
-def input_key(cfg: PipelineConfig, stage: str, upstream: Iterable[dict[str, Any]]) -> str:
-    """What ``stage`` is made from: config, upstream stages' outputs and the user files' bytes."""
+def input_key(cfg: PipelineConfig, stage: str, files: Iterable[str], upstream: Iterable[dict[str, Any]]) -> str:
+    """What ``stage`` is made from: config, upstream stages' outputs and the bytes of the user
+    ``files`` it reads (its StageSpec's ``files``)."""
     parts = {"stage": stage, "config": cfg.fingerprint(),
              "upstream": [[r.get("stage"), r.get("output_key") or r.get("input_key")] for r in upstream],
-             "files": {p: file_digest(resolve_path(p)) for p in user_files(cfg, stage)
-                       if resolve_path(p).exists()}}
+             "files": {p: file_digest(resolve_path(p)) for p in files if resolve_path(p).exists()}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-OUTPUTS = {  # stage -> the run-folder parts it writes (output_key is taken over their files)
-    "generate_taxonomy": ["generate_taxonomy"], "generate_text": ["generate_text"],
-    "generate_custom": ["generate_custom"], "collect": ["examples"], "condition": ["conditional"],
-    "score": ["scored"], "select": ["selected"], "refusal_aware": ["transformed"], "export": ["dataset"],
-    "train": ["train"], "report": [],
-}
-
-
-def output_key(run: RunFolder, stage: str) -> str:
+def output_key(run: RunFolder, folders: Iterable[str]) -> str:
     """Names, sizes and modification times of the stage's files: a file rewritten (even with the
     same bytes) changes it, an untouched one does not."""
     h = hashlib.sha256()
-    for part in OUTPUTS.get(stage, []):
+    for part in folders:
         folder = run.root / part
         for f in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
             st = f.stat()
@@ -87,6 +64,6 @@ def output_key(run: RunFolder, stage: str) -> str:
     return h.hexdigest()[:16]
 
 
-def keyed(run: RunFolder, record: dict[str, Any], key: str) -> dict[str, Any]:
-    """Save ``record`` with its input and output keys (after the stage's own write)."""
-    return run.write_record({**record, "input_key": key, "output_key": output_key(run, record["stage"])})
+def keyed(run: RunFolder, record: dict[str, Any], key: str, folders: Iterable[str]) -> dict[str, Any]:
+    """Save ``record`` with its input key and the output key of its ``folders`` (after the stage's own write)."""
+    return run.write_record({**record, "input_key": key, "output_key": output_key(run, folders)})

@@ -18,6 +18,8 @@ Layout::
     conditional/            what the target set gives: CoLoR-Filter's conditional model (cached by
                             fingerprint), target_sim's target embedding and otd's target rows (.npy)
     scored/                 examples with score_* columns, one shard per examples shard
+    choose/                 with select.auto: each candidate ranking's proxy fine-tune (<arm>/arm.json, rows),
+                            the grading rows (target-choosing.jsonl), plan.json
     selected/               all.parquet (every row with keep / dropped_by / keep_reason), summary.json
     transformed/            with transform.refusal_aware: the kept rows with R-Tuning's certainty suffix
                             (shards + rejects-*.jsonl), what export then writes
@@ -132,6 +134,11 @@ class RunFolder:
 
     def score_counts_files(self) -> list[Path]:
         return sorted(self.scored.glob("counts-*.json"))
+
+    @property
+    def choose(self) -> Path:
+        """select.auto's proxy arms (flows/stages/choose.py)."""
+        return self.root / "choose"
 
     @property
     def selected(self) -> Path:

@@ -1,10 +1,13 @@
 """The target set, split once per run into the rows the condition stage may use and the rows it
 must not see (instruct_selectors.holdout): the train stage evaluates on the held-out rows and the
-select stage decontaminates the pool against them.
+select stage decontaminates the pool against them. With ``select.auto`` the held-out rows split
+once more: the choose stage grades its proxy fine-tunes on ``choosing`` and the train stage
+evaluates on the rest (``evaluation``), so the rows that picked the ranking never grade it.
 
-    parts = target_parts(cfg)            # TargetParts(conditioning, held_out, split, fmt), or None
+    parts = target_parts(cfg)            # TargetParts(conditioning, held_out, split, fmt, choosing), or None
     write_split(run, parts)              # conditional/target-split.json: the ids of both parts
-    write_held_out(path, parts)          # the held-out rows as JSONL, QA rows kept as QA (EM/F1)
+    write_held_out(path, parts)          # the evaluation rows as JSONL, QA rows kept as QA (EM/F1)
+    write_held_out(path, parts, parts.choosing)   # the choose stage's rows
 
 Every caller recomputes the split from the target file and ``run.seed``: it is a pure function of
 them, so the stages agree without reading each other's files (and a stage that is off, such as
@@ -29,6 +32,14 @@ class TargetParts:
     held_out: pl.DataFrame
     split: Split
     fmt: str  # the target file's row format (pipelines.io): "qa" rows are evaluated with EM/F1
+    choosing: pl.DataFrame | None = None  # held-out rows the choose stage grades on (select.auto)
+
+    @property
+    def evaluation(self) -> pl.DataFrame:
+        """The held-out rows the train stage evaluates on: all of them bar the choose stage's."""
+        if self.choosing is None:
+            return self.held_out
+        return self.held_out.filter(~pl.col("id").is_in(self.choosing["id"].to_list()))
 
 
 def target_parts(cfg: PipelineConfig) -> TargetParts | None:
@@ -39,7 +50,16 @@ def target_parts(cfg: PipelineConfig) -> TargetParts | None:
         return None
     res = read_examples(resolve_path(cfg.score.target), strict_encoding=cfg.io.strict_encoding)
     cond, held, split = split_table(res.table, cfg.score.target_holdout, cfg.run.seed)
-    return TargetParts(cond, held, split, res.fmt)
+    choosing = None
+    if cfg.select.auto:
+        share = cfg.select.proxy.share
+        evaluation, choosing, second = split_table(held, share, cfg.run.seed + 1)
+        if choosing.is_empty() or evaluation.is_empty():
+            raise ValueError(f"select.auto grades its candidates on a share ({share}) of the held-out target rows "
+                             f"and train evaluates on the rest, but {cfg.score.target} holds out "
+                             f"{held.height} row(s): {second.note or 'too few to split'}; raise "
+                             "score.target_holdout or add target rows")
+    return TargetParts(cond, held, split, res.fmt, choosing)
 
 
 def write_split(run, parts: TargetParts) -> Path:
@@ -51,12 +71,12 @@ def write_split(run, parts: TargetParts) -> Path:
     return path
 
 
-def write_held_out(path: Path, parts: TargetParts) -> Path:
-    """The held-out rows as JSONL, written only when changed; a QA target stays QA (question,
-    context, answer) so the evaluation reports exact match and F1 on it."""
+def write_held_out(path: Path, parts: TargetParts, rows: pl.DataFrame | None = None) -> Path:
+    """``rows`` (default: the evaluation rows) as JSONL, written only when changed; a QA target
+    stays QA (question, context, answer) so the evaluation reports exact match and F1 on it."""
     keys = ("question", "context", "answer") if parts.fmt == "qa" else ("instruction", "context", "response")
-    rows = [dict(zip(keys, r, strict=True))
-            for r in parts.held_out.select("instruction", "context", "response").iter_rows()]
+    table = parts.evaluation if rows is None else rows
+    rows = [dict(zip(keys, r, strict=True)) for r in table.select("instruction", "context", "response").iter_rows()]
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         atomic_write_text(path, text)

@@ -32,15 +32,15 @@ def _args(tmp: Path) -> list[str]:
                              "input": f"Item {i} costs {i % 7 + 1} dollars." if i % 2 else "",
                              "output": f"It costs {i % 7 + 1} dollars." + " Really." * (i % 3)}
                             for i in range(24)], data)
-    # Both generators (kept small), an input dataset, a target score (so condition writes), and
-    # --train: every stage writes, so every stage gets a kill point.
+    # Both generators (kept small), an input dataset, a target score (so condition writes),
+    # --auto (choose's proxies) and --train: every stage writes, so every stage gets a kill point.
     small = ["generate.taxonomy.max_disciplines=1", "generate.taxonomy.sessions_per_syllabus=2",
              "generate.taxonomy.questions_per_syllabus=2", "generate.taxonomy.max_tokens=24",
              "generate.text.max_passages=3", "generate.text.max_tokens=24", "run.shard_size=4",
-             "train.max_steps=2", "model.max_length=128",
+             "train.max_steps=2", "model.max_length=128", "select.proxy.steps=2", "select.proxy.seeds=2",
              'select.steps=[{dedup: {near: true}}, {top_k: {column: score_ifd, fraction: 0.5}}]']
     return ["--model", "tiny", "--backend", "hf", "--input", str(data), "--out-dir", str(tmp / "runs"),
-            "--scores", "ifd,ctx_loss,target_sim", "--train", "lora",
+            "--scores", "ifd,ctx_loss,target_sim", "--auto", "target_sim", "--train", "lora",
             *[x for kv in small for x in ("--set", kv)]]
 
 
@@ -62,7 +62,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def _folder(stage: str) -> str | None:
     """The part of a path that only ``stage``'s writes contain (None: nothing of its own)."""
     return {"generate_taxonomy": "generate_taxonomy/", "generate_text": "generate_text/",
-            "collect": "/examples/part-", "condition": "/conditional/", "score": "/scored/part-",
+            "collect": "/examples/part-", "condition": "/conditional/", "score": "/scored/part-", "choose": "/choose/",
             "select": "/selected/", "refusal_aware": "/transformed/", "export": "/dataset/",
             "train": "/train/"}.get(stage)
 
@@ -83,7 +83,7 @@ def test_killed_in_every_stage_resumes_to_the_same_bytes(tmp_path):
                   if part and p.is_file() and part in "/" + str(p.relative_to(ref_run.root))]
         if writes:
             points.append((stage, f"{part}:1"))
-    assert {"generate_taxonomy", "generate_text", "collect", "condition", "score", "select", "export",
+    assert {"generate_taxonomy", "generate_text", "collect", "condition", "score", "choose", "select", "export",
             "train"} <= {s for s, _ in points}
 
     run = RunFolder(tmp_path / "runs" / "crash")

@@ -51,6 +51,10 @@ def _nothing(cfg: PipelineConfig) -> dict[str, int]:
     return {}
 
 
+def _no_files(cfg: PipelineConfig) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     """What a mapped stage has to do: the shard indexes to run, and what it kept from before."""
@@ -111,6 +115,8 @@ class StageSpec:
     retries: int = 0  # Prefect retries: stages that call a model get some
     per_shard: ShardMap | None = None
     reset: Callable[[RunFolder], None] | None = None  # clears what its own resume would keep when inputs change
+    files: Callable[[PipelineConfig], list[str]] = _no_files  # the user's files it reads: their bytes key it
+    folders: tuple[str, ...] = ()  # run-folder parts it writes: their files make its output key (flows.resume)
 
 
 def clear(folder: Callable[[RunFolder], Path]) -> Callable[[RunFolder], None]:

@@ -102,4 +102,5 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = StageSpec(name="collect", section="generate.inputs", run=_run, needs=("generated",),
-                  makes=("examples",), check=_check)
+                  makes=("examples",), check=_check,
+                  files=lambda cfg: expand_inputs(cfg.generate.inputs), folders=("examples",))

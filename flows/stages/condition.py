@@ -22,6 +22,11 @@ from flows.usage import saved_usage, stage_usage
 from pipelines.shards import atomic_write_bytes
 
 
+def target_file(cfg: PipelineConfig) -> list[str]:
+    """The user file this stage reads (its bytes key the stage): the target set."""
+    return [cfg.score.target] if cfg.score.target else []
+
+
 def targets_needed(cfg: PipelineConfig) -> set[str]:
     """What the run's scores need from the target set (Score.target)."""
     return {s.target for s in cfg.score.specs() if s.target}
@@ -83,4 +88,5 @@ def _target_embeddings(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFr
 
 
 STAGE = StageSpec(name="condition", section="score.target", run=_run, makes=("conditioned",),
-                  enabled=lambda cfg: bool(targets_needed(cfg)), check=_check)
+                  enabled=lambda cfg: bool(targets_needed(cfg)), check=_check,
+                  files=target_file, folders=("conditional",))

@@ -50,4 +50,4 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = StageSpec(name="export", section="export", run=_run, needs=("selected", "transformed"),
-                  makes=("dataset",))
+                  makes=("dataset",), folders=("dataset",))

@@ -62,5 +62,6 @@ def _run(ctx: StageContext) -> dict:
 
 STAGE = StageSpec(name="generate_taxonomy", section="generate.taxonomy", run=_run, makes=("generated",),
                   enabled=lambda cfg: cfg.generate.taxonomy.enabled, check=_check,
+                  files=lambda cfg: [cfg.generate.taxonomy.path], folders=("generate_taxonomy",),
                   retries=2, reset=clear(lambda run: run.generator("generate_taxonomy")),
                   per_shard=ShardMap(run_shard=run_shard, rounds=_rounds))

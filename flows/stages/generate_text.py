@@ -60,5 +60,6 @@ def _run(ctx: StageContext) -> dict:
 
 STAGE = StageSpec(name="generate_text", section="generate.text", run=_run, makes=("generated",),
                   enabled=lambda cfg: cfg.generate.text.enabled, check=_check, retries=2,
+                  files=lambda cfg: [cfg.generate.text.path], folders=("generate_text",),
                   reset=clear(lambda run: run.generator("generate_text")),
                   per_shard=ShardMap(count=_count, run_shard=run_shard, finish=_finish, plan=_plan))

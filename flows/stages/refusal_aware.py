@@ -31,4 +31,5 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 STAGE = StageSpec(name="refusal_aware", section="transform.refusal_aware", run=_run, needs=("selected",),
                   makes=("transformed",),
-                  enabled=lambda cfg: cfg.transform.refusal_aware.enabled, retries=2, reset=clear(lambda run: run.transformed))
+                  enabled=lambda cfg: cfg.transform.refusal_aware.enabled, retries=2, reset=clear(lambda run: run.transformed),
+                  folders=("transformed",))

@@ -176,4 +176,5 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = StageSpec(name="score", section="score", run=_run, needs=("examples", "conditioned"), makes=("scored",),
-                  retries=2, per_shard=ShardMap(count=shards, run_shard=run_shard, finish=finish, plan=plan))
+                  retries=2, folders=("scored",),
+                  per_shard=ShardMap(count=shards, run_shard=run_shard, finish=finish, plan=plan))

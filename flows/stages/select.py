@@ -36,6 +36,11 @@ def held_out_set(cfg: PipelineConfig) -> dict[str, pl.DataFrame]:
     return {f"{Path(cfg.score.target).name} (held out)": parts.held_out}
 
 
+def decontamination_files(cfg: PipelineConfig) -> list[str]:
+    """The user files this stage reads: the eval sets, and the target whose held-out rows join them."""
+    return list(cfg.select.decontaminate.against) + ([cfg.score.target] if cfg.score.target else [])
+
+
 def _check(cfg: PipelineConfig) -> dict[str, int]:
     from instruct_selectors.row_filters import load_filters
 
@@ -70,15 +75,20 @@ def _context_flag(cfg: PipelineConfig, shards: list[Path]):
     return column, finish
 
 
-def _run(ctx: StageContext) -> dict[str, Any]:
+def selection(ctx: StageContext, steps: list[dict[str, Any]], out: Path,
+              carry: tuple[str, ...] = ()) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """Run ``steps`` over the scored shards into ``out`` (every row, with the selection columns),
+    decontaminating against the eval sets and held-out target rows and applying select.custom.
+    Returns (summary, compact table, the record's decontamination fields); ``carry``: more columns
+    for the compact table."""
     from instruct_selectors.row_filters import COLUMN as FILTER_COLUMN
     from instruct_selectors.row_filters import load_filters, mark
     from instruct_selectors.stream_select import select_shards
 
-    cfg, run, t0 = ctx.cfg, ctx.run, time.perf_counter()
+    cfg, run = ctx.cfg, ctx.run
     decontam, extra = cfg.select.decontaminate, {}
     shards = list_shards(run.scored)
-    marks, carry = [], []
+    marks, carry = [], list(carry)
     against = eval_sets(decontam.against) | held_out_set(cfg)
     if against:
         from instruct_selectors import decontam as dc
@@ -99,14 +109,28 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     column, finish = _context_flag(cfg, shards)
     if column:
         carry.append(column)
-    summary, compact = select_shards(shards, cfg.select.steps_to_run(held_out=bool(against)), run.selected,
-                                     prepare=prepare, carry=carry, finish=finish)
+    steps = cfg.select.steps_to_run(steps, held_out=bool(against))
+    summary, compact = select_shards(shards, steps, out, prepare=prepare, carry=list(dict.fromkeys(carry)),
+                                     finish=finish)
     if against:
         extra["decontamination"] = {"against": list(against), "n": decontam.n,
                                     "eval_ngrams": index.sizes(), **dc.contamination_counts(compact)}
+    return summary, compact, extra
+
+
+def chosen_steps(ctx: StageContext) -> list[dict[str, Any]]:
+    """select.steps, with the ranking the choose stage kept when select.auto is on."""
+    choice = ctx.record("choose") if ctx.cfg.select.auto else None
+    return choice["steps"] if choice else ctx.cfg.select.steps
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    run, t0 = ctx.run, time.perf_counter()
+    summary, compact, extra = selection(ctx, chosen_steps(ctx), run.selected)
     atomic_write_text(run.selection_summary, summary.write_json())
     kept = int(compact["keep"].sum())
     return record(run, STAGE.name, t0, rows_in=compact.height, rows_out=kept, steps=summary.to_dicts(), **extra)
 
 
-STAGE = StageSpec(name="select", section="select", run=_run, needs=("scored",), makes=("selected",), check=_check)
+STAGE = StageSpec(name="select", section="select", run=_run, needs=("scored", "choice"), makes=("selected",),
+                  check=_check, files=decontamination_files, folders=("selected",))

@@ -28,6 +28,7 @@ from flows.config import PipelineConfig, resolve_path
 from flows.resume import file_digest
 from flows.stages.base import ShardMap, StageContext, StageSpec, record
 from flows.stages.export import publish
+from flows.stages.select import chosen_steps
 from flows.target_parts import target_parts, write_held_out
 from pipelines.shards import atomic_write_text, read_shards, write_parquet_if_changed, write_text_if_changed
 
@@ -94,7 +95,7 @@ def arm_rows(ctx: StageContext, arm: str) -> tuple[Path, dict[str, Any]]:
         counts = write_control_rows(run.selected, run.control_rows, run.path(test) if test else None,
                                     **cfg.train.control_tokens.model_dump())
         return run.control_rows, {"control_rows": counts}
-    pool = candidates(pl.read_parquet(run.selected), cfg.select.steps)
+    pool = candidates(pl.read_parquet(run.selected), chosen_steps(ctx))
     pool = pool.filter(~pl.col("id").is_in(sorted(_test_ids(exported, run)))).unique("id", maintain_order=True)
     n = _trained_rows(source)
     ids = pool["id"].to_list()
@@ -109,8 +110,13 @@ def arm_rows(ctx: StageContext, arm: str) -> tuple[Path, dict[str, Any]]:
 def made_from(cfg: PipelineConfig, arm: str, source: Path, eval_path: Path) -> str:
     """What an arm's result depends on: its rows, the eval rows and the training settings (not
     ``compare``: adding a seed does not retrain the arms already trained)."""
-    settings = {"arm": arm, "train": cfg.train.model_dump(mode="json", exclude={"compare", "compare_seeds"}),
-                "model": cfg.model.model, "max_length": cfg.model.max_length, "seed": cfg.run.seed,
+    return content_key({"arm": arm, "train": cfg.train.model_dump(mode="json", exclude={"compare", "compare_seeds"})},
+                       cfg, source, eval_path)
+
+
+def content_key(settings: dict[str, Any], cfg: PipelineConfig, source: Path, eval_path: Path) -> str:
+    """A short hash of ``settings``, the model, the rows trained on and the rows evaluated on."""
+    settings = {**settings, "model": cfg.model.model, "max_length": cfg.model.max_length, "seed": cfg.run.seed,
                 "refusal": cfg.transform.refusal_aware.model_dump(mode="json"),
                 "rows": file_digest(source) if source.exists() else None, "eval": file_digest(eval_path)}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -123,35 +129,47 @@ def load_arm(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def run_arm(ctx: StageContext, index: int) -> int:
-    """Train arm ``index`` into train/<arm>/ unless its arm.json was made from the same inputs; its rows."""
-    from flows.train_process import train, train_in_fresh_process
-
-    cfg, run = ctx.cfg, ctx.run
-    arm = arms(cfg)[index]
-    source, extra = arm_rows(ctx, arm)
-    eval_path, _ = eval_set(ctx)
-    key, out = made_from(cfg, arm, source, eval_path), run.train_arm(arm)
-    done = load_arm(out / ARM_FILE)
-    if done is not None and done.get("made_from") == key:
-        return int(done["metrics"].get("rows") or 0)
+def train_spec(cfg: PipelineConfig, source: Path, out: Path, eval_path: Path, *, method: str, max_steps: int | None,
+               options: dict[str, Any], eval_before: bool) -> dict[str, Any]:
+    """The plain arguments of flows.train_process.train for one arm."""
     refusal = cfg.transform.refusal_aware
-    spec = {"source": str(source), "out": str(out), "method": cfg.train.method, "options": cfg.train.options,
-            "model": cfg.model.model, "eval_path": str(eval_path), "max_steps": cfg.train.max_steps,
+    return {"source": str(source), "out": str(out), "method": method, "options": options,
+            "model": cfg.model.model, "eval_path": str(eval_path), "max_steps": max_steps,
             "seed": cfg.run.seed, "conditional_indicator": cfg.train.conditional_indicator,
-            "control_tokens": bool(cfg.train.control_tokens), "eval_before": arm == "selected",
+            "control_tokens": bool(cfg.train.control_tokens), "eval_before": eval_before,
             "max_length": cfg.model.max_length, "threads": cfg.model.threads,
             "refusal": refusal.model_dump(include={"metric", "threshold"}) if refusal.enabled else None}
-    if cfg.train.fresh_process:
+
+
+def train_once(ctx: StageContext, arm: str, key: str, spec: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Train ``spec`` into its ``out`` folder unless its arm.json was made from ``key``; the arm.json."""
+    from flows.train_process import train, train_in_fresh_process
+
+    out = Path(spec["out"])
+    done = load_arm(out / ARM_FILE)
+    if done is not None and done.get("made_from") == key:
+        return done
+    if ctx.cfg.train.fresh_process:
         metrics = train_in_fresh_process(spec, out)
     else:
         from flows.llm_cache import release_all
 
         release_all()  # the generators' and scorers' models: the trainer loads its own copy
         metrics = train(spec)
-    done = {"arm": arm, "made_from": key, "metrics": run.relative(metrics), **extra}
+    done = {"arm": arm, "made_from": key, "metrics": ctx.run.relative(metrics), **extra}
     atomic_write_text(out / ARM_FILE, json.dumps(done, indent=1, sort_keys=True, default=str) + "\n")
-    return int(metrics.get("rows") or 0)
+    return done
+
+
+def run_arm(ctx: StageContext, index: int) -> int:
+    """Train arm ``index`` into train/<arm>/ unless its arm.json was made from the same inputs; its rows."""
+    cfg, arm = ctx.cfg, arms(ctx.cfg)[index]
+    source, extra = arm_rows(ctx, arm)
+    eval_path, _ = eval_set(ctx)
+    spec = train_spec(cfg, source, ctx.run.train_arm(arm), eval_path, method=cfg.train.method,
+                      max_steps=cfg.train.max_steps, options=cfg.train.options, eval_before=arm == "selected")
+    done = train_once(ctx, arm, made_from(cfg, arm, source, eval_path), spec, extra)
+    return int(done["metrics"].get("rows") or 0)
 
 
 def finish(ctx: StageContext, started: float, rows: int, plan: Any = None) -> dict[str, Any]:
@@ -189,5 +207,6 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = StageSpec(name="train", section="train", run=_run, needs=("dataset",), makes=("trained",),
-                  enabled=lambda cfg: bool(cfg.train.method),
+                  enabled=lambda cfg: bool(cfg.train.method), folders=("train",),
+                  files=lambda cfg: [p for p in (cfg.train.eval_path, cfg.score.target) if p],
                   per_shard=ShardMap(count=_count, run_shard=run_arm, finish=finish))

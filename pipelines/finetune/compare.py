@@ -87,11 +87,42 @@ def _cell(v: Any) -> str:
     return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def table_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Rows as plain aligned lines under a header: the first column left, the others right."""
+    cells = [list(columns)] + [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+            for row in cells]
+
+
 def comparison_text(cmp: Mapping[str, Any]) -> str:
     """The table as plain aligned text, then the gain line (the end-of-run summary)."""
-    columns = cmp["columns"]
-    cells = [columns] + [[_cell(r.get(c)) for c in columns] for r in cmp["rows"]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
-             for row in cells]
-    return "\n".join([*lines, gain_line(cmp.get("selection_gain"))])
+    return "\n".join([*table_text(cmp["columns"], cmp["rows"]), gain_line(cmp.get("selection_gain"))])
+
+
+def choose_ranking(losses: Mapping[str, float], random_losses: Sequence[float], default: str) -> dict[str, Any]:
+    """select.auto's rule: the candidate with the lowest held-out loss is kept only when it beats
+    every other candidate by more than the random arms' spread (max - min over seeds), else the
+    ``default`` is. Returns the choice with the figures behind it and a one-line reason."""
+    spread = max(random_losses) - min(random_losses)
+    mean = sum(random_losses) / len(random_losses)
+    best = min(losses, key=lambda c: (losses[c], c != default))  # a tie goes to the default
+    runner_up = min((c for c in losses if c != best), key=losses.get, default=None)
+    margin = losses[runner_up] - losses[best] if runner_up else float("inf")
+    if best == default:
+        kept, reason = default, f"{default} had the lowest loss"
+    elif margin > spread:
+        kept, reason = best, (f"{best} beat the next best ({runner_up}) by {margin:.4g}, more than the random "
+                              f"arms' spread {spread:.4g}")
+    else:
+        kept, reason = default, (f"{best} led {runner_up} by {margin:.4g}, within the random arms' spread "
+                                 f"{spread:.4g}: {default} kept")
+    if losses[kept] >= mean:
+        reason += f"; note: it did not beat the random mean {mean:.4g}"
+    return {"kept": kept, "best": best, "margin": margin, "spread": spread, "random_mean": mean, "reason": reason}
+
+
+def choice_text(rows: Sequence[Mapping[str, Any]], choice: Mapping[str, Any]) -> str:
+    """The choose stage's table (arm, rows, proxy loss) and its decision, as printed at the end of a run."""
+    return "\n".join([*table_text(("arm", "rows", "proxy loss", "loss min-max"), rows),
+                      f"ranking kept: {choice['kept']} ({choice['reason']})"])

@@ -1,0 +1,63 @@
+"""``select.auto``: rankings the choose stage (flows/stages/choose.py) tries against the default,
+each with a short proxy fine-tune graded on held-out target rows (flows.config re-exports it).
+
+    [select]
+    auto = ["target_sim", "color", "target_sim+color"]   # a score, or scores fused with "+"
+    proxy = {steps = 16, seeds = 3, share = 0.5}
+
+A candidate replaces the ranking of the last ``top_k`` step of ``select.steps`` (same k or
+fraction): ``"color"`` ranks by score_color, largest first; ``"target_sim+color"`` by the
+reciprocal rank fusion of both columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.finetune.methods import METHOD_CHOICES
+
+DEFAULT = "default"  # the configured steps, unchanged: what a run keeps unless a candidate wins
+
+
+class ProxyConfig(BaseModel):
+    """The short fine-tunes that grade each candidate ranking (and the random arms beside them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(16, gt=0, description="optimizer steps per proxy fine-tune")
+    seeds: int = Field(3, ge=2, description="random arms (seeds run.seed + k): their spread is the noise a "
+                       "candidate must beat")
+    share: float = Field(0.5, gt=0, lt=1, description="share of the held-out target rows the proxies are graded "
+                         "on; the train stage evaluates on the rest")
+    method: Literal[METHOD_CHOICES] = Field("lora", description="how the proxies fine-tune")
+
+
+def candidate_columns(candidate: str, owners: Mapping[str, Any], computed: Sequence[str]) -> list[str]:
+    """The score columns a candidate ranks by ("a+b": both, fused); raises naming a bad part."""
+    by_name = {s.name: c for c, s in owners.items() if s.scalar}
+    columns = []
+    for part in candidate.split("+"):
+        name = part.strip()
+        if name not in by_name or name not in computed:
+            raise ValueError(f"select.auto candidate {candidate!r}: {name!r} is not a score this run computes "
+                             f"(scores: {', '.join(computed)})")
+        columns.append(by_name[name])
+    return list(dict.fromkeys(columns))
+
+
+def last_top_k(steps: Sequence[Mapping[str, Any]]) -> int:
+    """Index of the last top_k step (the ranking a candidate replaces); raises when there is none."""
+    found = [i for i, step in enumerate(steps) if "top_k" in step]
+    if not found:
+        raise ValueError("select.auto replaces the ranking of a top_k step, and select.steps has none")
+    return found[-1]
+
+
+def with_ranking(steps: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """``steps`` with the last top_k ranking by ``columns`` instead (same count options)."""
+    i = last_top_k(steps)
+    count = {k: v for k, v in steps[i]["top_k"].items() if k in ("k", "fraction", "tau")}
+    rank = {"column": columns[0]} if len(columns) == 1 else {"fuse": list(columns)}
+    return [*steps[:i], {"top_k": {**rank, **count}}, *steps[i + 1:]]
