@@ -41,6 +41,14 @@ over targets of the loss ratios ``color_vs_random30=``, ``target_sim_vs_random10
 ``default_vs_random10=`` (nan for an arm left out). Rows longer than ``--max-tokens`` follow the
 project's one truncation rule (pipelines/truncation.py).
 
+``--choose-rows N`` checks select.auto's rule (flows/stages/choose.py): N held-out rows grade
+every arm as the choose stage's proxies are graded, pipelines.finetune.compare.choose_ranking
+picks among the ranked arms against the random seeds' spread, and the report says, per target,
+what it kept, how that arm did on the other held-out rows, and which arm was best there.
+
+    python -m benchmarks.selection --targets loto:sentiment,loto:summarization --arms default,color,target_sim,random10 \
+        --seeds 3 --choose-rows 50 --eval-rows 200 --big-fraction 0 --no-whole-pool --reuse-scores
+
 Cost: one LoRA fine-tune per arm and target (16 per target by default, 8 targets), each
 ``--steps`` x ``--batch-size`` rows; the scoring passes are small beside that. ``--steps`` is an
 option because the right number is measured: enough that random picks move the held-out loss by
@@ -241,10 +249,19 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
 
     qa = name == QA_TARGET
     target, held, pool = split(t0, name, args.target_rows, args.eval_rows, args.pool_rows, args.seed)
-    print(f"\n### target {name}: target={target.height} held-out={held.height} pool={pool.height}", flush=True)
+    choosing, held = held.head(args.choose_rows), held.slice(args.choose_rows)  # select.auto's grading rows
+
+    def metrics_of(m) -> dict[str, float]:
+        out = eval_metrics(m, tok, held, args.max_tokens, qa, args.batch_size * 2)
+        if choosing.height:
+            out["choose_loss"] = eval_metrics(m, tok, choosing, args.max_tokens, False, args.batch_size * 2)["eval_loss"]
+        return out
+
+    print(f"\n### target {name}: target={target.height} held-out={held.height} choosing={choosing.height} "
+          f"pool={pool.height}", flush=True)
     scored = scored_pool(name, target, pool, model, tok, args)
     results = [{"target": name, "arm": "base", "rows": 0, "target_share": float("nan"), "train_s": 0.0,
-                **eval_metrics(model, tok, held, args.max_tokens, qa, args.batch_size * 2)}]
+                **metrics_of(model)}]
     print("  base: " + " ".join(f"{k}={results[0][k]:.4f}" for k in ("eval_loss", "exact_match", "f1")
                                 if k in results[0]), flush=True)
     done: dict[str, dict] = {}
@@ -265,7 +282,7 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
                                 max_length=args.max_tokens, learning_rate=args.lr, seed=seed,
                                 options=train_speed(args))
         train_s = time.perf_counter() - t
-        metrics = eval_metrics(tuned, tok, held, args.max_tokens, qa, args.batch_size * 2)
+        metrics = metrics_of(tuned)
         del tuned
         if not arm.startswith("random") and arm != "whole_pool":
             kinds = meta_field(rows, "task_type").value_counts(sort=True).head(3).rows()
@@ -291,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=5, help="random 10%% seeds (each one fine-tune)")
     ap.add_argument("--target-rows", type=int, default=100, help="target rows at most (conditional model, target vector)")
     ap.add_argument("--eval-rows", type=int, default=150, help="held-out target rows for the metrics")
+    ap.add_argument("--choose-rows", type=int, default=0, help="select.auto's check: this many held-out rows "
+                    "grade the arms as the choose stage would, the rest evaluate (report: auto's pick vs the best)")
     ap.add_argument("--fraction", type=float, default=0.1, help="size of the target-aware and small random picks")
     ap.add_argument("--big-fraction", type=float, default=0.3, help="the larger random pick (random30; 0: none)")
     ap.add_argument("--no-whole-pool", dest="whole_pool", action="store_false", help="no whole-pool arm")
@@ -321,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         results += run_target(name, t0, model, tok, args)
         if args.json:  # after every target, so a run cut short keeps what it measured
             Path(args.json).write_text(json.dumps(results, indent=1))
-    print_report(pl.DataFrame(results), args.fraction, args.big_fraction, time.perf_counter() - t_start)
+    print_report(pl.DataFrame(results), args.fraction, args.big_fraction, time.perf_counter() - t_start,
+                 choose=args.choose_rows > 0)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,32 @@ def summarise(res: pl.DataFrame, fraction: float, big_fraction: float) -> dict[s
     return worst
 
 
-def print_report(res: pl.DataFrame, fraction: float, big_fraction: float, wall_s: float) -> None:
+def auto_check(res: pl.DataFrame, family: str) -> int:
+    """Per target, select.auto's rule on the ``choose_loss`` column (the grading rows) against the
+    held-out loss of the other rows: what it kept, that arm's distance from the random mean in SE,
+    and the best ranked arm there. Returns on how many targets the kept arm was the best or within
+    1 SE of it."""
+    from pipelines.finetune.compare import choose_ranking
+
+    agree = 0
+    for name in res["target"].unique(maintain_order=True).to_list():
+        part = res.filter(pl.col("target") == name)
+        rnd = part.filter(pl.col("arm").str.starts_with(f"{family}_s"))
+        ranked = part.filter(~pl.col("arm").str.starts_with(f"{family}_s") & (pl.col("arm") != "base"))
+        choice = choose_ranking(dict(ranked.select("arm", "choose_loss").iter_rows()), rnd["choose_loss"].to_list(),
+                                "default")
+        loss = dict(ranked.select("arm", "eval_loss").iter_rows())
+        mean, se = random_stats(rnd["eval_loss"])
+        best = min(loss, key=loss.get)
+        ok = choice["kept"] == best or loss[choice["kept"]] - loss[best] <= se
+        agree += ok
+        print(f"auto {name}: kept {choice['kept']} ({choice['reason']}); on the other rows it is "
+              f"{(loss[choice['kept']] - mean) / se:+.1f} SE from random, best {best} "
+              f"{(loss[best] - mean) / se:+.1f} SE: {'agrees' if ok else 'disagrees'}")
+    return agree
+
+
+def print_report(res: pl.DataFrame, fraction: float, big_fraction: float, wall_s: float, choose: bool = False) -> None:
     """Tables per target, per-target SE lines, one line per variant, the worst-case ratio lines."""
     with pl.Config(tbl_rows=100, tbl_cols=12, tbl_hide_dataframe_shape=True, float_precision=4):
         for name in res["target"].unique(maintain_order=True).to_list():
@@ -89,6 +114,9 @@ def print_report(res: pl.DataFrame, fraction: float, big_fraction: float, wall_s
     for arm, s in variant_summary(res, family).items():
         print(f"variant {arm}: beats {family} by >2 SE on {s['beats_2se']}/{s['targets']} targets, "
               f">1 SE worse on {s['worse_1se']}/{s['targets']}; worst ratio {s['max_ratio']:.4f}")
+    if choose:
+        agree = auto_check(res, family)
+        print(f"auto_agrees_with_benchmark={agree}/{res['target'].n_unique()}")
     print(f"wall_time_s={wall_s:.0f}")
     for key in RATIO_KEYS:
         print(f"{key}={worst.get(key, float('nan')):.4f}")

@@ -20,7 +20,7 @@ from instruct_selectors.target_sim_variants import (
 )
 
 from benchmarks.selection_data import MIN_TARGET, split
-from benchmarks.selection_report import random_stats, variant_summary
+from benchmarks.selection_report import auto_check, random_stats, variant_summary
 from pipelines.schema import make_example, meta_field, to_table
 
 
@@ -142,3 +142,18 @@ def test_random_stats_and_variant_summary_count_standard_errors():
     # se = 0.1 on both; default: -6 SE on a, 0 on b; v: +2 SE on a (worse by > 1), -11 SE on b
     assert lines["default"] == {"beats_2se": 1, "worse_1se": 0, "targets": 2, "max_ratio": pytest.approx(3.1 / 3.1)}
     assert lines["v"]["beats_2se"] == 1 and lines["v"]["worse_1se"] == 1
+
+
+def test_auto_check_applies_the_choose_rule_on_the_grading_rows_and_scores_it_on_the_rest(capsys):
+    res = pl.DataFrame({
+        "target": ["a"] * 5 + ["b"] * 5,
+        "arm": ["random10_s0", "random10_s1", "default", "v", "base"] * 2,
+        # a: v wins the grading rows by 0.5 > spread 0.2 and is best on the rest too;
+        # b: v wins the grading rows by 0.05 < spread 0.2, default is kept, but v was better on the rest
+        "choose_loss": [2.0, 2.2, 1.9, 1.4, 3.0, 2.0, 2.2, 1.9, 1.85, 3.0],
+        "eval_loss": [2.0, 2.2, 1.9, 1.5, 3.0, 2.0, 2.2, 1.9, 1.5, 3.0],
+    })
+    assert auto_check(res, "random10") == 1
+    out = capsys.readouterr().out
+    assert "auto a: kept v" in out and "agrees" in out
+    assert "auto b: kept default" in out and "disagrees" in out
