@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipelines.shards import atomic_write_text, read_short_columns
+from pipelines.shards import atomic_write_text
 from pipelines.writers.card import check_card_info, dataset_card_text, write_plots
 from pipelines.writers.rows import SLICE_ROWS, export_table, test_mask
 from pipelines.writers.split import SplitWriter
@@ -103,6 +103,15 @@ def _batches(path: Path, keep: bool | None, batch_rows: int, schema: pl.DataFram
         yield part
 
 
+def card_columns(path: Path) -> pl.DataFrame:
+    """What the test split and the card read of every row: id, keep, source, meta and the numeric
+    score columns (not the texts, nor the selection's reason columns, which grow with rows)."""
+    schema = pl.read_parquet_schema(path)
+    wanted = [c for c in ("id", "keep", "source", "meta") if c in schema]
+    return pl.read_parquet(path, columns=wanted + [c for c, t in schema.items() if c.startswith("score_")
+                                                   and t.is_numeric()])
+
+
 def export_selected(
     selected_path: Path | str,
     out_dir: Path | str,
@@ -113,7 +122,7 @@ def export_selected(
     shard_rows: int = 5000,
     test_fraction: float = 0.0,
     seed: int = 0,
-    batch_rows: int = 20_000,
+    batch_rows: int = 5_000,
 ) -> tuple[dict[str, Path], int]:
     """Export the selection table at ``selected_path``: its ``keep`` rows (every row with
     ``include_dropped``), read a batch at a time. ``kept_shards``: take the kept rows from these
@@ -122,7 +131,7 @@ def export_selected(
     both (as ``pl.concat(..., how="diagonal_relaxed")``). The card's selection section and plots
     come from the selection file. Returns (paths as ``export_dataset`` gives them, rows exported)."""
     selected_path, out = Path(selected_path), Path(out_dir)
-    selected = read_short_columns(selected_path)
+    selected = card_columns(selected_path)
     if kept_shards is None:
         keep = None if include_dropped else True
         rows = selected if include_dropped else selected.filter(pl.col("keep"))
@@ -134,7 +143,7 @@ def export_selected(
             sources.append((selected_path, False))
         parts = [pl.from_arrow(pq.read_schema(p).empty_table()) for p, _ in sources]
         schema = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
-        shorts = [read_short_columns(p) for p, _ in sources[: len(kept_shards)]]
+        shorts = [card_columns(p) for p, _ in sources[: len(kept_shards)]]
         if include_dropped:
             shorts.append(selected.filter(~pl.col("keep")))
         rows = pl.concat(shorts, how="diagonal_relaxed") if shorts else selected.clear()

@@ -200,19 +200,20 @@ def plot_score(table: pl.DataFrame, column: str, path: Path) -> Path:
 
     import matplotlib.pyplot as plt
 
-    groups = {"all rows": table}
-    if "keep" in table.columns:
-        groups = {"kept": table.filter(pl.col("keep")), "dropped": table.filter(~pl.col("keep"))}
-    values = {k: _finite(t[column]).to_list() for k, t in groups.items()}
-    every = [v for vs in values.values() for v in vs]
+    scores = table[column]
+    groups = {"all rows": scores}
+    if "keep" in table.columns:  # numpy arrays of the one column: no copy of the table, no Python floats
+        groups = {"kept": scores.filter(table["keep"]), "dropped": scores.filter(~table["keep"])}
+    values = {k: _finite(s).to_numpy() for k, s in groups.items()}
+    drawn = [v for v in values.values() if v.size]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if every:
+    if drawn:
         # Shared bin edges so the two histograms compare bar for bar.
-        lo, hi = min(every), max(every)
+        lo, hi = min(float(v.min()) for v in drawn), max(float(v.max()) for v in drawn)
         bins = [lo + (hi - lo) * i / 30 for i in range(31)] if hi > lo else 10
         for (label, vs), color in zip(values.items(), ("tab:green", "tab:red"), strict=False):
-            if vs:
-                ax.hist(vs, bins=bins, alpha=0.55, color=color, label=f"{label} ({len(vs)})")
+            if vs.size:
+                ax.hist(vs, bins=bins, alpha=0.55, color=color, label=f"{label} ({vs.size})")
         ax.legend()
     else:
         ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
@@ -235,8 +236,10 @@ def selection_composition(table: pl.DataFrame) -> list[dict[str, Any]]:
     from pipelines.schema import meta_field
 
     keys = {"source": table["source"]} if "source" in table.columns else {}
-    if "meta" in table.columns:
-        keys["task_type"] = meta_field(table, "task_type")
+    if "meta" in table.columns:  # JSON text: read in polars, not as one Python dict per row
+        meta = table["meta"]
+        keys["task_type"] = (meta.str.json_path_match("$.task_type") if meta.dtype == pl.Utf8
+                             else meta_field(table, "task_type"))
     out = []
     for group, values in keys.items():
         counts = (

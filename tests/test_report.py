@@ -156,3 +156,16 @@ def test_report_from_the_selection_file_reads_texts_of_sample_rows_only(tmp_path
     assert write_run_report(tmp_path / "light", STAGES, light)["markdown"].read_text() == full.replace(
         "full", "light"
     )
+
+
+def test_selection_composition_reads_task_types_from_meta_text_or_dicts():
+    from pipelines.report import selection_composition
+
+    metas = ['{"task_type": "qa", "n": 1}', '{"task_type": "qa"}', "{}", '{"task_type": "summary"}']
+    text = pl.DataFrame({"keep": [True, False, True, True], "meta": metas})
+    want = [{"by": "task_type", "value": "qa", "kept": 1, "dropped": 1},
+            {"by": "task_type", "value": "(none)", "kept": 1, "dropped": 0},
+            {"by": "task_type", "value": "summary", "kept": 1, "dropped": 0}]
+    assert selection_composition(text) == want
+    as_dicts = text.with_columns(pl.Series("meta", [json.loads(m) for m in metas], dtype=pl.Object))
+    assert selection_composition(as_dicts) == want
