@@ -3,7 +3,7 @@ each with a short proxy fine-tune graded on held-out target rows (flows.config r
 
     [select]
     auto = ["target_sim", "color", "target_sim+color"]   # a score, or scores fused with "+"
-    proxy = {steps = 16, seeds = 3, share = 0.5}
+    proxy = {steps = 16, seeds = 3, share = 0.5, batch_size = 4, max_length = 256}
 
 A candidate replaces the ranking of the last ``top_k`` step of ``select.steps`` (same k or
 fraction): ``"color"`` ranks by score_color, largest first; ``"target_sim+color"`` by the
@@ -32,6 +32,9 @@ class ProxyConfig(BaseModel):
     share: float = Field(0.5, gt=0, lt=1, description="share of the held-out target rows the proxies are graded "
                          "on; the train stage evaluates on the rest")
     method: Literal[METHOD_CHOICES] = Field("lora", description="how the proxies fine-tune")
+    batch_size: int = Field(4, gt=0, description="rows per step, in one forward pass (no gradient checkpointing: "
+                            "short rows, and a proxy is about speed)")
+    max_length: int = Field(256, gt=8, description="tokens per row at most (and model.max_length at most)")
 
 
 def candidate_columns(candidate: str, owners: Mapping[str, Any], computed: Sequence[str]) -> list[str]:

@@ -37,7 +37,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
         Path(spec["source"]), Path(spec["out"]), method=method, model=spec["model"], eval_path=Path(spec["eval_path"]),
         max_steps=spec["max_steps"], seed=spec["seed"], options=options,
         conditional_indicator=spec["conditional_indicator"], control_tokens=spec["control_tokens"],
-        eval_before=spec["eval_before"], max_length=spec["max_length"],
+        eval_before=spec["eval_before"], max_length=spec["max_length"], batch_size=spec.get("batch_size", 8),
         extra_eval=refusal_eval(**refusal) if refusal else None,
     )
 

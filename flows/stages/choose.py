@@ -92,7 +92,9 @@ def run_arm(ctx: StageContext, index: int) -> int:
     folder, proxy = ctx.run.choose, cfg.select.proxy
     source, grading = folder / arm / "rows.parquet", folder / "target-choosing.jsonl"
     spec = train_spec(cfg, source, folder / arm, grading, method=proxy.method, max_steps=proxy.steps,
-                      options={}, eval_before=arm == DEFAULT)
+                      options={"micro_batch": proxy.batch_size, "gradient_checkpointing": False},
+                      eval_before=arm == DEFAULT, batch_size=proxy.batch_size,
+                      max_length=min(proxy.max_length, cfg.model.max_length))
     key = content_key({"proxy": proxy.model_dump(mode="json", exclude={"seeds"})}, cfg, source, grading)
     return int(train_once(ctx, arm, key, spec, {})["metrics"].get("rows") or 0)
 

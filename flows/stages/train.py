@@ -130,14 +130,14 @@ def load_arm(path: Path) -> dict[str, Any] | None:
 
 
 def train_spec(cfg: PipelineConfig, source: Path, out: Path, eval_path: Path, *, method: str, max_steps: int | None,
-               options: dict[str, Any], eval_before: bool) -> dict[str, Any]:
-    """The plain arguments of flows.train_process.train for one arm."""
+               options: dict[str, Any], eval_before: bool, **sizes: int) -> dict[str, Any]:
+    """The plain arguments of flows.train_process.train for one arm; ``sizes``: batch_size, max_length."""
     refusal = cfg.transform.refusal_aware
     return {"source": str(source), "out": str(out), "method": method, "options": options,
             "model": cfg.model.model, "eval_path": str(eval_path), "max_steps": max_steps,
             "seed": cfg.run.seed, "conditional_indicator": cfg.train.conditional_indicator,
             "control_tokens": bool(cfg.train.control_tokens), "eval_before": eval_before,
-            "max_length": cfg.model.max_length, "threads": cfg.model.threads,
+            "max_length": cfg.model.max_length, "threads": cfg.model.threads, **sizes,
             "refusal": refusal.model_dump(include={"metric", "threshold"}) if refusal.enabled else None}
 
 
