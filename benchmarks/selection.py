@@ -10,8 +10,10 @@
     python -m benchmarks.selection --device cuda
 
 Targets (``--targets``; benchmarks/selection_data.py builds each split): ``dialogue_summarization``
-(a T0 task type, its other rows stay in the pool), ``adversarial_qa`` (parsed QA rows, the pool
-minus leaked rows) and six leave-one-type-out targets ``loto:<task_type>``: every row of that type
+(a T0 task type, its other rows stay in the pool), two targets whose rows carry a context field:
+``adversarial_qa`` (passage + question -> span, the pool minus leaked rows) and ``pubmedqa``
+(abstract + question -> conclusion, ~40 words, nothing like it in the pool), and six
+leave-one-type-out targets ``loto:<task_type>``: every row of that type
 leaves the pool, so nothing of its kind is there to find. Their answer forms: long
 (``loto:summarization`` ~42 words, ``loto:data_to_text`` ~65), labels / choices (``loto:sentiment``,
 ``loto:commonsense_qa``), extractive / short QA (``loto:extractive_qa``, ``loto:closed_book_qa``).
@@ -24,7 +26,8 @@ from the same forward passes (asserted). One more pass (benchmarks/selection_var
 issue-22 variants. Arms, each LoRA-fine-tuned from the prior for the same ``--steps`` at the same
 learning rate, 10%% picks unless said:
 
-  default (the shipped config's ranking step), target_sim, color (CoLoR-sum), otd (GOT-D),
+  default (the shipped config's ranking step), default_with_context (the same, target rows embedded
+  with their context: ``score.target_context = true``), target_sim, color (CoLoR-sum), otd (GOT-D),
   target_sim+color_sum (target_sim's top 30%%, then CoLoR-sum's top third), the variants rds (RDS+'s
   position-weighted pooling over the whole sequence), crds_w / crds_r (CRDS whitening / Rademacher
   projection of all layers), ts_len (length penalty), ts_lenmatch (target-length quotas), rrf (rank
@@ -73,17 +76,20 @@ from instruct_selectors.scores.base import build_request
 from instruct_selectors.target_sim import POOLINGS, target_rows, target_vector
 
 from benchmarks.common import REPO
-from benchmarks.selection_data import QA_TARGET, split, t0_rows
+from benchmarks.selection_data import PUBMED_TARGET, QA_TARGET, split, t0_rows
 from benchmarks.selection_report import print_report
 from benchmarks.selection_variants import VARIANT_ARMS, embed, variant_columns
 from pipelines.llm.embedded import load_model_and_tokenizer
 from pipelines.llm.hf import HFBackend
 from pipelines.schema import meta_field
 
-TARGETS = ("dialogue_summarization", QA_TARGET, "loto:summarization", "loto:data_to_text", "loto:sentiment",
-           "loto:commonsense_qa", "loto:extractive_qa", "loto:closed_book_qa")
-DEFAULT_ARMS = ("default", "target_sim", "color", "otd", "target_sim+color_sum", *VARIANT_ARMS, "rrf_rds_color",
+TARGETS = ("dialogue_summarization", QA_TARGET, PUBMED_TARGET, "loto:summarization", "loto:data_to_text",
+           "loto:sentiment", "loto:commonsense_qa", "loto:extractive_qa", "loto:closed_book_qa")
+DEFAULT_ARMS = ("default", "default_with_context", "target_sim", "color", "otd", "target_sim+color_sum", *VARIANT_ARMS, "rrf_rds_color",
                 "rrf3", "random10")
+
+CONTEXT_COLUMN = "score_target_sim_with_context"  # target rows embedded with their passages
+
 
 class Memo:
     """A backend whose loss() answers a repeated request list from memory, so the four
@@ -106,20 +112,30 @@ class Memo:
 
 def score_pool(pool, target, prior, cond) -> pl.DataFrame:
     """score_color_<reduction>, score_target_sim_<pooling> and score_otd_<pooling> columns from one
-    pass per model."""
+    pass per model, the target rows embedded as the config says (``score.target_context``); and
+    ``CONTEXT_COLUMN``: the config's target_sim with the target rows embedded with their context."""
+    from flows.config import PipelineConfig
+
+    score_cfg = PipelineConfig().score
     prior, cond = Memo(prior), Memo(cond)
     columns = {}
-    for pooling in POOLINGS:
-        matrix = target_rows(prior, target, pooling)
+    for pooling, with_context in [(p, score_cfg.target_context) for p in POOLINGS] + [(score_cfg.target_pooling, True)]:
+        matrix = target_rows(prior, target, pooling, with_context)
         for reduction in REDUCTIONS:
             scored = score_table(pool, prior, scores=("color", "target_sim", "otd"), cond_llm=cond,
                                  color_reduction=reduction, target_vector=target_vector(matrix),
                                  target_pooling=pooling, target_matrix=matrix)
+            if with_context != score_cfg.target_context:
+                columns[CONTEXT_COLUMN] = scored["score_target_sim"]
+                continue
             columns[f"score_color_{reduction}"] = scored["score_color"]
             columns[f"score_target_sim_{pooling}"] = scored["score_target_sim"]
             columns[f"score_otd_{pooling}"] = scored["score_otd"]
-    # prior: one pass over the target rows (its embedding) and one over the pool; cond: one.
-    assert prior.calls == 2 and cond.calls == 1, "every variant must reuse the same forward passes"
+    columns.setdefault(CONTEXT_COLUMN, columns[f"score_target_sim_{score_cfg.target_pooling}"])
+    # prior: one pass over the pool, one over the target rows, one more when their context is
+    # left out and they have one; cond: one.
+    extra = int(not score_cfg.target_context and (target["context"].fill_null("").str.len_chars() > 0).any())
+    assert prior.calls == 2 + extra and cond.calls == 1, "every variant must reuse the same forward passes"
     return pool.with_columns(**columns)
 
 
@@ -164,6 +180,14 @@ def default_steps(fraction: float) -> list[dict]:
     return [{"top_k": top}]
 
 
+def with_context(steps: list[dict], column: str) -> list[dict]:
+    """``steps`` ranking by CONTEXT_COLUMN where they ranked by ``column``."""
+    swap = {column: CONTEXT_COLUMN}
+    return [{"top_k": {**top, **({"column": swap.get(top["column"], top["column"])} if "column" in top else {}),
+                       **({"fuse": [swap.get(c, c) for c in top["fuse"]]} if "fuse" in top else {})}}
+            for top in (step["top_k"] for step in steps)]
+
+
 def arms(args) -> dict[str, list[dict]]:
     from flows.config import PipelineConfig
 
@@ -188,6 +212,8 @@ def arms(args) -> dict[str, list[dict]]:
         # GOT-D: the rows whose mass moves the pool's embedding distribution towards the target's
         "otd": top(f"score_otd_{cfg.score.target_pooling}"),
         "default": default_steps(args.fraction),
+        # the default as it was before score.target_context: target rows embedded with their passages
+        "default_with_context": with_context(default_steps(args.fraction), f"score_target_sim_{cfg.score.target_pooling}"),
     }
     out |= {arm: top(column) for arm, column in VARIANT_ARMS.items()}  # issue 22's variants
     sim, color = bench_column("score_target_sim"), "score_color_sum"
@@ -219,11 +245,14 @@ def train_speed(args) -> dict:
 def scored_pool(name: str, target: pl.DataFrame, pool: pl.DataFrame, model, tok, args) -> pl.DataFrame:
     """The pool with every arm's score column: CoLoR (after building the conditional model),
     target_sim, GOT-D and the variants. Kept in --cache-dir; with --reuse-scores a kept table of
-    the same pool rows is read back instead (new arms on old scores, no scoring pass)."""
+    the same pool rows with this version's columns is read back instead (new arms on old scores,
+    no scoring pass)."""
+    from flows.config import PipelineConfig
+
     path = Path(args.cache_dir) / f"scored_pool_{name}.parquet"
     if args.reuse_scores and path.exists():
         kept = pl.read_parquet(path)
-        if kept["id"].to_list() == pool["id"].to_list():
+        if kept["id"].to_list() == pool["id"].to_list() and CONTEXT_COLUMN in kept.columns:
             print(f"scores read back from {path.name}", flush=True)
             return kept
     t = time.perf_counter()
@@ -234,7 +263,9 @@ def scored_pool(name: str, target: pl.DataFrame, pool: pl.DataFrame, model, tok,
     backend = {"max_length": args.max_tokens, "token_budget": args.token_budget}
     scored = score_pool(pool, target, HFBackend(model, tok, **backend), HFBackend(cond_model, cond_tok, **backend))
     del cond_model
-    embedded = [embed(model, tok, t, args.max_tokens, args.token_budget, args.proj_dim, args.seed) for t in (pool, target)]
+    as_scored = target if PipelineConfig().score.target_context else target.with_columns(context=pl.lit(""))
+    embedded = [embed(model, tok, t, args.max_tokens, args.token_budget, args.proj_dim, args.seed)
+                for t in (pool, as_scored)]
     scored = scored.with_columns(**variant_columns(scored, *embedded, "score_target_sim_response", args.fraction,
                                                    whiten_dim=args.whiten_dim))
     print(f"conditional model + scored pool: {time.perf_counter() - t:.0f}s", flush=True)

@@ -7,6 +7,8 @@ Target names:
   so a selector must find the target's kind of data among other tasks' rows.
 * ``adversarial_qa``: ../shared/datasets/context_qa/adversarial_qa_parsed.jsonl (question + passage
   -> answer span); the pool drops every T0 row quoting a held-out question (T0 holds the same rows).
+* ``pubmedqa``: ../shared/datasets/context_qa/pubmedqa_flat.jsonl (question + abstract -> the
+  abstract's conclusion, ~40 words): long answers on a long context, nothing like it in T0.
 
 Sizes: the held-out set is ``n_eval`` rows where the type has ``n_eval + MIN_TARGET`` rows; the
 target set takes what is left, up to ``n_target`` (a 200-row type with n_eval=150: 50 target rows).
@@ -24,6 +26,7 @@ from benchmarks.common import read_jsonl, shared_datasets
 from pipelines.schema import make_example, meta_field, to_table
 
 QA_TARGET = "adversarial_qa"
+PUBMED_TARGET = "pubmedqa"
 LOTO = "loto:"
 MIN_TARGET = 20  # fewer target rows and the target vector / conditional model is mostly noise
 
@@ -49,6 +52,18 @@ def qa_rows() -> pl.DataFrame:
     return to_table(rows).unique("id", keep="first", maintain_order=True)
 
 
+def pubmed_rows() -> pl.DataFrame:
+    rows = [
+        make_example(r["question"], r["long_answer"], context=r["context"], source="context_qa",
+                     meta={"task_type": PUBMED_TARGET})
+        for r in read_jsonl(shared_datasets() / "context_qa" / "pubmedqa_flat.jsonl")
+    ]
+    return to_table(rows).unique("id", keep="first", maintain_order=True)
+
+
+CONTEXT_TARGETS = {QA_TARGET: qa_rows, PUBMED_TARGET: pubmed_rows}  # rows with a context field
+
+
 def task_type(target_name: str) -> str:
     """The T0 task type a target is made of (``loto:summarization`` -> ``summarization``)."""
     return target_name.removeprefix(LOTO)
@@ -66,8 +81,8 @@ def sizes(available: int, n_target: int, n_eval: int) -> tuple[int, int]:
 def split(t0: pl.DataFrame, target_name: str, n_target: int, n_eval: int, n_pool: int, seed: int):
     """(target, held-out, pool) for one target; held-out rows never reach the pool."""
     rng = random.Random(seed)
-    if target_name == QA_TARGET:
-        qa = qa_rows()
+    if target_name in CONTEXT_TARGETS:
+        qa = CONTEXT_TARGETS[target_name]()
         order = list(range(qa.height))
         rng.shuffle(order)
         n_t, n_e = sizes(qa.height, n_target, n_eval)

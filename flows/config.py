@@ -151,6 +151,8 @@ class ScoreConfig(_Section):
     conditional_epochs: float = Field(1.0, gt=0)
     color_reduction: Literal["mean", "sum"] = Field("sum", description="CoLoR's L over response tokens: sum (= -log p(response)), or per-token mean (ranks 1-token answers first)")
     target_pooling: Literal["response", "all", "weighted"] = Field("weighted", description="target_sim: mean-pool the last hidden state over response tokens, all tokens, or all tokens weighted by position (RDS+)")
+    target_context: bool = Field(False, description="target_sim and otd: embed the target rows with their context field "
+                                 "(false: instruction and answer only, the task's form rather than its documents)")
     attn_layer: int | None = Field(None, description="probe layer for ctx_attn (default: ~2/3 depth)")
     ctx_threshold: float | None = Field(None, description="score_ctx_* value above which a row is context-dependent")
     ctx_quantile: float | None = Field(0.5, ge=0, le=1, description="or: the quantile used as that threshold")

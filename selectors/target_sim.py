@@ -43,21 +43,28 @@ def target_sim_score(embeddings: np.ndarray, target: np.ndarray) -> np.ndarray:
     return _unit(embeddings) @ _unit(target[None, :])[0]
 
 
-def target_embedding(prior_llm, target_table: pl.DataFrame, pooling: str = "response") -> np.ndarray:
+def target_embedding(prior_llm, target_table: pl.DataFrame, pooling: str = "response",
+                     with_context: bool = False) -> np.ndarray:
     """The target vector under ``prior_llm``, with the same prompt form as the pool's prior/full pass."""
-    return target_vector(target_rows(prior_llm, target_table, pooling))
+    return target_vector(target_rows(prior_llm, target_table, pooling, with_context))
 
 
-def target_rows(prior_llm, target_table: pl.DataFrame, pooling: str = "response") -> np.ndarray:
+def target_rows(prior_llm, target_table: pl.DataFrame, pooling: str = "response",
+                with_context: bool = False) -> np.ndarray:
     """One pooled embedding per target row, (m, hidden size) float32: what target_vector averages,
-    and the target side of otd.py's transport. The same pass as the pool's prior/full pass."""
+    and the target side of otd.py's transport. The same pass as the pool's prior/full pass.
+
+    Without ``with_context`` a target row's context field (its passage, its document) is left out:
+    the target stands for the task's form, instruction and answer, not for its documents. A long
+    passage otherwise dominates a whole-sequence pooling and pulls rows on the passage's topic
+    (benchmarks.selection, adversarial_qa: flows/default_selection.py has the table)."""
     from instruct_selectors.scores.base import build_request
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if target_table.is_empty():
         raise ValueError("the target table is empty: target similarity needs a few target rows")
-    requests = [build_request("full", i, c, r)
+    requests = [build_request("full", i, c if with_context else "", r)
                 for i, c, r in target_table.select("instruction", "context", "response").iter_rows()]
     results = prior_llm.loss(requests, want_hidden=True)
     return np.stack([r.extras[EXTRA[pooling]] for r in results]).astype(np.float32)

@@ -155,27 +155,33 @@ def _hidden(model, tok, user: str, response: str) -> tuple[np.ndarray, np.ndarra
     return h.mean(0).numpy(), h[len(prompt) :].mean(0).numpy(), weighted_mean_pool(h[None].numpy(), [len(h)])[0]
 
 
-@pytest.mark.parametrize("pooling", ["response", "all", "weighted"])
-def test_target_sim_matches_hand_computation(prior, tok, table, pooling):
+@pytest.mark.parametrize("pooling,with_context", [("response", False), ("all", False), ("weighted", False),
+                                                  ("weighted", True)])
+def test_target_sim_matches_hand_computation(prior, tok, table, pooling, with_context):
     target = table[:2]
-    vec = target_embedding(HFBackend(prior, tok), target, pooling=pooling)
+    assert (target["context"] != "").any(), "a target row with a context tells the two forms apart"
+    vec = target_embedding(HFBackend(prior, tok), target, pooling=pooling, with_context=with_context)
     scored = score_table(table, HFBackend(prior, tok), scores=("target_sim",), target_vector=vec,
                          target_pooling=pooling)
 
-    def pooled(row):
-        user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
+    def pooled(row, context=True):
+        user = row["instruction"] + ("\n\n" + row["context"] if row["context"] and context else "")
         every, resp, weighted = _hidden(prior, tok, user, row["response"])
         return {"response": resp, "all": every, "weighted": weighted}[pooling]
 
-    unit = [pooled(r) / np.linalg.norm(pooled(r)) for r in target.iter_rows(named=True)]
+    # The target rows leave their context out unless asked; the pool's rows keep theirs.
+    unit = [pooled(r, with_context) / np.linalg.norm(pooled(r, with_context)) for r in target.iter_rows(named=True)]
     expected_target = np.mean(unit, axis=0)
     assert vec == pytest.approx(expected_target, abs=1e-4)
     for row in scored.iter_rows(named=True):
         h = pooled(row)
         cos = float(h @ expected_target / (np.linalg.norm(h) * np.linalg.norm(expected_target)))
         assert row["score_target_sim"] == pytest.approx(cos, abs=1e-4)
-    # A target row is closer to the target than a row unlike it.
-    assert scored["score_target_sim"][0] > scored["score_target_sim"][3]
+    if with_context:  # a target row, passage and all, is closer to the target than a row unlike it
+        assert scored["score_target_sim"][0] > scored["score_target_sim"][3]
+    else:  # leaving the passages out moves the target vector
+        other = target_embedding(HFBackend(prior, tok), target, pooling=pooling, with_context=True)
+        assert np.abs(vec - other).max() > 1e-3
     with pytest.raises(ValueError, match="target_vector"):
         score_table(table, HFBackend(prior, tok), scores=("target_sim",))
 

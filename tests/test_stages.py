@@ -101,3 +101,8 @@ def test_target_sim_runs_through_condition_and_score(run_and_cfg):
     assert table["score_target_sim"].is_between(-1, 1).all()
     with pytest.raises(ValueError, match="condition stage"):
         score_shard(cfg, RunFolder(run.root / "other"), 0)
+    # Embedding the target rows with their passages is another target vector, kept beside the first.
+    with_context = cfg.model_copy(update={"score": score.model_copy(update={"target_context": True})})
+    again = run_stage("condition", run, with_context)
+    assert again["target_embedding"] != conditioned["target_embedding"]
+    assert run.path(conditioned["target_embedding"]).exists()

@@ -57,6 +57,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         ))
     if needed & {"target_embedding", "target_matrix"}:
         key = fingerprint(cfg.model.model, target, {"pooling": cfg.score.target_pooling,
+                                                    "with_context": cfg.score.target_context,
                                                     "max_length": cfg.model.max_length})
         made |= _target_embeddings(cfg, ctx, target, key, needed)
     held = {"conditioning": len(split.conditioning), "held_out": len(split.held_out),
@@ -77,7 +78,7 @@ def _target_embeddings(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFr
     paths = {k: p for k, p in paths.items() if k in needed}
     if not all(p.exists() for p in paths.values()):
         with stage_usage(run, STAGE.name):
-            rows = target_rows(get_llm(cfg.model), target, cfg.score.target_pooling)
+            rows = target_rows(get_llm(cfg.model), target, cfg.score.target_pooling, cfg.score.target_context)
         arrays = {"target_embedding": target_vector(rows), "target_matrix": rows}
         for name, path in paths.items():
             if not path.exists():
