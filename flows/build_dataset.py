@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     if chosen:
         from pipelines.finetune.compare import choice_text
 
-        print("\n=== which ranking? (select.auto: proxy fine-tunes, loss on held-out target rows) ===")
+        graded = chosen["graded_on"]["rows"]
+        print(f"\n=== which ranking? (select.auto: proxy fine-tunes, loss on {graded} held-out target rows) ===")
         print(choice_text(chosen["table"], chosen["choice"]))
     trained = next((r for r in result["stages"] if r["stage"] == "train" and r.get("comparison")), None)
     if trained:

@@ -278,7 +278,7 @@ def choice_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
     if rec is None:
         return []
     return ["## Which ranking? (select.auto)", "",
-            "Proxy loss on held-out target rows the train stage does not evaluate on, after a short "
+            f"Proxy loss on {rec['graded_on']['rows']} held-out target rows the train stage does not evaluate on, after a short "
             "fine-tune on each ranking's picks (lower is better). A ranking other than the default is kept "
             "only when it beats every other one by more than the random arms' spread.", "",
             markdown_table(rec["table"], ["arm", "rows", "proxy loss", "loss min-max"]),

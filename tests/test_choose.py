@@ -100,6 +100,7 @@ def test_choose_stage_grades_candidates_on_rows_train_never_sees(tmp_path):
     assert sorted(evaluated) == sorted(parts.evaluation["instruction"])
     report = run.path(run_stage("report", run, cfg)["outputs"]["markdown"]).read_text()
     assert "## Which ranking? (select.auto)" in report and f"Kept: **{kept}**" in report
+    assert "Proxy loss on 2 held-out target rows" in report
 
     # Rerun: every proxy arm is reused, none retrained.
     stamps = {p: p.stat().st_mtime_ns for p in run.choose.glob("*/arm.json")}
