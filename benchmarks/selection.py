@@ -4,9 +4,13 @@
     python -m benchmarks.selection --targets loto:summarization,loto:sentiment,loto:extractive_qa \
         --arms default,color,rds,crds_w,ts_len,ts_lenmatch,rrf,ts_density,rrf_rds_color,rrf3,random10 \
         --big-fraction 0 --no-whole-pool
+    # the check on the other six targets (the default against random): ~20 min a target on 2 cores
+    python -m benchmarks.selection --targets loto:commonsense_qa,loto:data_to_text,loto:closed_book_qa,\
+dialogue_summarization,adversarial_qa,pubmedqa --arms default,default_with_context,random10 \
+        --big-fraction 0 --no-whole-pool
     # quick run (one unseen target, the default against random, 3 seeds): about 15 min on 2 cores
     python -m benchmarks.selection --targets loto:sentiment --arms default,random10 --seeds 3
-    # every target and arm (8 targets x 19 fine-tunes): several hours on 2 cores; a GPU
+    # every target and arm (9 targets x 20 fine-tunes): several hours on 2 cores; a GPU
     python -m benchmarks.selection --device cuda
 
 Targets (``--targets``; benchmarks/selection_data.py builds each split): ``dialogue_summarization``
@@ -52,8 +56,9 @@ what it kept, how that arm did on the other held-out rows, and which arm was bes
     python -m benchmarks.selection --targets loto:sentiment,loto:summarization --arms default,color,target_sim,random10 \
         --seeds 3 --choose-rows 50 --eval-rows 200 --big-fraction 0 --no-whole-pool --reuse-scores
 
-Cost: one LoRA fine-tune per arm and target (16 per target by default, 8 targets), each
-``--steps`` x ``--batch-size`` rows; the scoring passes are small beside that. ``--steps`` is an
+Cost: one LoRA fine-tune per arm and target (about a minute each on 2 cores; 20 arms a target by
+default, 9 targets), each ``--steps`` x ``--batch-size`` rows, and per target the conditional model
+and scoring passes (8-10 min on 2 cores; ``--reuse-scores`` reads them back). ``--steps`` is an
 option because the right number is measured: enough that random picks move the held-out loss by
 much more than the seeds' SE.
 """
