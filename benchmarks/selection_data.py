@@ -43,25 +43,19 @@ def t0_rows() -> pl.DataFrame:
     return to_table(rows).unique("id", keep="first", maintain_order=True)
 
 
-def qa_rows() -> pl.DataFrame:
+def context_rows(file: str, answer: str, name: str) -> pl.DataFrame:
+    """question + context -> ``answer`` rows of a context_qa file, task type ``name``, unique by id."""
     rows = [
-        make_example(r["question"], r["answer"], context=r["context"], source="context_qa",
-                     meta={"task_type": QA_TARGET})
-        for r in read_jsonl(shared_datasets() / "context_qa" / "adversarial_qa_parsed.jsonl")
+        make_example(r["question"], r[answer], context=r["context"], source="context_qa", meta={"task_type": name})
+        for r in read_jsonl(shared_datasets() / "context_qa" / file)
     ]
     return to_table(rows).unique("id", keep="first", maintain_order=True)
 
 
-def pubmed_rows() -> pl.DataFrame:
-    rows = [
-        make_example(r["question"], r["long_answer"], context=r["context"], source="context_qa",
-                     meta={"task_type": PUBMED_TARGET})
-        for r in read_jsonl(shared_datasets() / "context_qa" / "pubmedqa_flat.jsonl")
-    ]
-    return to_table(rows).unique("id", keep="first", maintain_order=True)
-
-
-CONTEXT_TARGETS = {QA_TARGET: qa_rows, PUBMED_TARGET: pubmed_rows}  # rows with a context field
+CONTEXT_TARGETS = {  # target name -> its rows, which carry a context field
+    QA_TARGET: lambda: context_rows("adversarial_qa_parsed.jsonl", "answer", QA_TARGET),
+    PUBMED_TARGET: lambda: context_rows("pubmedqa_flat.jsonl", "long_answer", PUBMED_TARGET),
+}
 
 
 def task_type(target_name: str) -> str:
