@@ -125,7 +125,7 @@ def test_no_held_out_id_reaches_the_condition_stage(tmp_path, monkeypatch):
         seen["build_conditional"] = table["id"].to_list()
         return tmp_path / "cond"
 
-    def fake_rows(llm, table, pooling="response"):
+    def fake_rows(llm, table, pooling="response", with_context=False):
         seen["target_rows"] = table["id"].to_list()
         return np.ones((table.height, 4), dtype=np.float32)
 
