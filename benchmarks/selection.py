@@ -78,7 +78,7 @@ from instruct_selectors.color_filter import REDUCTIONS, build_conditional
 from instruct_selectors.policies import select
 from instruct_selectors.score import score_table
 from instruct_selectors.scores.base import build_request
-from instruct_selectors.target_sim import POOLINGS, target_rows, target_vector
+from instruct_selectors.target_sim import POOLINGS, target_form, target_rows, target_vector
 
 from benchmarks.common import REPO
 from benchmarks.selection_data import PUBMED_TARGET, QA_TARGET, split, t0_rows
@@ -90,8 +90,8 @@ from pipelines.schema import meta_field
 
 TARGETS = ("dialogue_summarization", QA_TARGET, PUBMED_TARGET, "loto:summarization", "loto:data_to_text",
            "loto:sentiment", "loto:commonsense_qa", "loto:extractive_qa", "loto:closed_book_qa")
-DEFAULT_ARMS = ("default", "default_with_context", "target_sim", "color", "otd", "target_sim+color_sum", *VARIANT_ARMS, "rrf_rds_color",
-                "rrf3", "random10")
+DEFAULT_ARMS = ("default", "default_with_context", "target_sim", "color", "otd", "target_sim+color_sum",
+                *VARIANT_ARMS, "rrf_rds_color", "rrf3", "random10")
 
 CONTEXT_COLUMN = "score_target_sim_with_context"  # target rows embedded with their passages
 
@@ -123,20 +123,22 @@ def score_pool(pool, target, prior, cond) -> pl.DataFrame:
 
     score_cfg = PipelineConfig().score
     prior, cond = Memo(prior), Memo(cond)
+
+    def scored(matrix, pooling, reduction):
+        return score_table(pool, prior, scores=("color", "target_sim", "otd"), cond_llm=cond,
+                           color_reduction=reduction, target_vector=target_vector(matrix),
+                           target_pooling=pooling, target_matrix=matrix)
+
     columns = {}
-    for pooling, with_context in [(p, score_cfg.target_context) for p in POOLINGS] + [(score_cfg.target_pooling, True)]:
-        matrix = target_rows(prior, target, pooling, with_context)
+    for pooling in POOLINGS:
+        matrix = target_rows(prior, target, pooling, score_cfg.target_context)
         for reduction in REDUCTIONS:
-            scored = score_table(pool, prior, scores=("color", "target_sim", "otd"), cond_llm=cond,
-                                 color_reduction=reduction, target_vector=target_vector(matrix),
-                                 target_pooling=pooling, target_matrix=matrix)
-            if with_context != score_cfg.target_context:
-                columns[CONTEXT_COLUMN] = scored["score_target_sim"]
-                continue
-            columns[f"score_color_{reduction}"] = scored["score_color"]
-            columns[f"score_target_sim_{pooling}"] = scored["score_target_sim"]
-            columns[f"score_otd_{pooling}"] = scored["score_otd"]
-    columns.setdefault(CONTEXT_COLUMN, columns[f"score_target_sim_{score_cfg.target_pooling}"])
+            table = scored(matrix, pooling, reduction)
+            columns[f"score_color_{reduction}"] = table["score_color"]
+            columns[f"score_target_sim_{pooling}"] = table["score_target_sim"]
+            columns[f"score_otd_{pooling}"] = table["score_otd"]
+    context_matrix = target_rows(prior, target, score_cfg.target_pooling, True)
+    columns[CONTEXT_COLUMN] = scored(context_matrix, score_cfg.target_pooling, score_cfg.color_reduction)["score_target_sim"]
     # prior: one pass over the pool, one over the target rows, one more when their context is
     # left out and they have one; cond: one.
     extra = int(not score_cfg.target_context and (target["context"].fill_null("").str.len_chars() > 0).any())
@@ -186,11 +188,19 @@ def default_steps(fraction: float) -> list[dict]:
 
 
 def with_context(steps: list[dict], column: str) -> list[dict]:
-    """``steps`` ranking by CONTEXT_COLUMN where they ranked by ``column``."""
-    swap = {column: CONTEXT_COLUMN}
-    return [{"top_k": {**top, **({"column": swap.get(top["column"], top["column"])} if "column" in top else {}),
-                       **({"fuse": [swap.get(c, c) for c in top["fuse"]]} if "fuse" in top else {})}}
-            for top in (step["top_k"] for step in steps)]
+    """``steps`` (top_k steps) ranking by CONTEXT_COLUMN where they ranked by ``column``."""
+    def swap(c: str) -> str:
+        return CONTEXT_COLUMN if c == column else c
+
+    out = []
+    for step in steps:
+        top = dict(step["top_k"])
+        if "column" in top:
+            top["column"] = swap(top["column"])
+        if "fuse" in top:
+            top["fuse"] = [swap(c) for c in top["fuse"]]
+        out.append({"top_k": top})
+    return out
 
 
 def arms(args) -> dict[str, list[dict]]:
@@ -268,7 +278,7 @@ def scored_pool(name: str, target: pl.DataFrame, pool: pl.DataFrame, model, tok,
     backend = {"max_length": args.max_tokens, "token_budget": args.token_budget}
     scored = score_pool(pool, target, HFBackend(model, tok, **backend), HFBackend(cond_model, cond_tok, **backend))
     del cond_model
-    as_scored = target if PipelineConfig().score.target_context else target.with_columns(context=pl.lit(""))
+    as_scored = target_form(target, PipelineConfig().score.target_context)  # as target_sim embeds them
     embedded = [embed(model, tok, t, args.max_tokens, args.token_budget, args.proj_dim, args.seed)
                 for t in (pool, as_scored)]
     scored = scored.with_columns(**variant_columns(scored, *embedded, "score_target_sim_response", args.fraction,

@@ -49,6 +49,11 @@ def target_embedding(prior_llm, target_table: pl.DataFrame, pooling: str = "resp
     return target_vector(target_rows(prior_llm, target_table, pooling, with_context))
 
 
+def target_form(target_table: pl.DataFrame, with_context: bool) -> pl.DataFrame:
+    """The target rows as they are embedded: without their context field unless ``with_context``."""
+    return target_table if with_context else target_table.with_columns(context=pl.lit(""))
+
+
 def target_rows(prior_llm, target_table: pl.DataFrame, pooling: str = "response",
                 with_context: bool = False) -> np.ndarray:
     """One pooled embedding per target row, (m, hidden size) float32: what target_vector averages,
@@ -64,7 +69,7 @@ def target_rows(prior_llm, target_table: pl.DataFrame, pooling: str = "response"
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if target_table.is_empty():
         raise ValueError("the target table is empty: target similarity needs a few target rows")
-    requests = [build_request("full", i, c if with_context else "", r)
-                for i, c, r in target_table.select("instruction", "context", "response").iter_rows()]
+    requests = [build_request("full", i, c, r)
+                for i, c, r in target_form(target_table, with_context).select("instruction", "context", "response").iter_rows()]
     results = prior_llm.loss(requests, want_hidden=True)
     return np.stack([r.extras[EXTRA[pooling]] for r in results]).astype(np.float32)
