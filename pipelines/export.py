@@ -43,13 +43,13 @@ from pipelines.writers.card import CARD_KEYS, dataset_card_text, usage_card
 from pipelines.writers.examples import to_records, write_examples
 from pipelines.writers.hf_folder import plain_type, to_hf_dataset
 from pipelines.writers.hub import push_to_hub
-from pipelines.writers.jsonl import json_line, write_rejects
+from pipelines.writers.jsonl import json_lines, write_rejects
 from pipelines.writers.rows import MESSAGES_DTYPE, SLICE_ROWS, export_table, split_train_test
 from pipelines.writers.split import SplitWriter
 
 __all__ = [
     "CARD_KEYS", "MESSAGES_DTYPE", "SECRET_KEY", "SLICE_ROWS", "SplitWriter", "dataset_card_text",
-    "export_dataset", "export_table", "json_line", "plain_type", "push_to_hub", "split_train_test",
+    "export_dataset", "export_table", "json_lines", "plain_type", "push_to_hub", "split_train_test",
     "to_hf_dataset", "to_records", "usage_card", "write_examples", "write_rejects",
 ]
 

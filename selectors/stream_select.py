@@ -13,8 +13,8 @@ steps and, per dedup step, the :class:`~instruct_selectors.dedup.DedupState`, wr
 under the run's temporary folder (exact keys, MinHash signatures, one file per LSH band), so a
 decision loads one band at a time. :func:`compact_select.select_compact` decides on that state
 with numpy sorts; keep / dropped_by / keep_reason / select_rank / dup_of and the summary are the
-ones :func:`policies.select` gives. Pass 2 reads each shard again and writes it with those
-columns as one row group of ``out_path`` (Parquet, written to a temporary file and renamed, so
+ones :func:`policies.select` gives. Pass 2 reads each shard again (with the columns ``prepare``
+wrote in pass 1, not computed twice) and writes it with those columns as one row group of ``out_path`` (Parquet, written to a temporary file and renamed, so
 readers see either the old or the whole new file); ``dup_of`` ids are read there from the rows
 they point at, which always come earlier.
 """
@@ -176,14 +176,22 @@ def select_shards(
         parts: list[pl.DataFrame] = []
         keys: list[np.ndarray] = []
         rand: dict[int, list[np.ndarray]] = {i: [] for i in seeds}
+        marked: list[str] | None = None  # the columns ``prepare`` writes; pass 2 takes them from pass 1
+        same_marks = True
         for path in progress(paths, desc="select: pass 1 (per-row state)", unit="shard"):
-            shard = prepare(pl.read_parquet(path))
+            raw = pl.read_parquet(path)
+            shard = prepare(raw)
+            added = [c for c in shard.columns if c not in raw.columns or not shard[c].equals(raw[c], null_equal=True)]
+            same_marks &= marked is None or marked == added
+            marked = added
+            del raw
             for i, s in enumerate(steps):
                 if isinstance(s, Quota) and s.field not in shard.columns:
                     strata.setdefault(i, _StrataCodes()).add(meta_field(shard, s.field))
             skip = {"id", "meta"} | {s.column for s in steps if isinstance(s, Diversify)}
             keep = [c for c in needed_columns(steps, shard.columns) if c not in skip]
-            parts.append(shard.select(list(dict.fromkeys(keep + [c for c in carry if c in shard.columns]))))
+            parts.append(shard.select(list(dict.fromkeys(keep + [c for c in carry if c in shard.columns]
+                                                         + added))))
             keys.append(id_keys(shard["id"]))
             for i, seed in seeds.items():
                 rand[i].append(_random_keys(shard["id"], seed))
@@ -192,6 +200,9 @@ def select_shards(
             del shard
         compact = pl.concat(parts, how="vertical") if parts else pl.DataFrame()
         del parts
+        # Marking (decontamination n-grams, row filters) is most of a pass: pass 2 reuses the
+        # marks of pass 1 instead of computing them again (unless shards disagreed on the columns).
+        again = _reuse(compact.select(marked)) if marked and same_marks else prepare
         all_keys = np.concatenate(keys) if keys else np.empty((0, 2), dtype=np.uint64)
         del keys
         rank = id_rank(all_keys, lambda rows: _read_ids(paths, rows))
@@ -205,9 +216,22 @@ def select_shards(
         del strata, rand
         result, summary = select_compact(state, steps)
         del state
-        _write(paths, out_path, result, lambda t: tag(prepare(t)), Path(tmp))
+        _write(paths, out_path, result, lambda t: tag(again(t)), Path(tmp))
     cols = _result_columns(result, 0, result.rank.size, dup_ids=None)
     return summary, compact.with_columns(cols) if compact.width else pl.DataFrame(cols)
+
+
+def _reuse(marks: pl.DataFrame) -> Prepare:
+    """A ``prepare`` for pass 2 that attaches the next rows of ``marks`` to each shard, in order."""
+    done = 0
+
+    def attach(shard: pl.DataFrame) -> pl.DataFrame:
+        nonlocal done
+        part = marks.slice(done, shard.height)
+        done += shard.height
+        return shard.with_columns(part) if part.width else shard
+
+    return attach
 
 
 def _read_ids(paths: Sequence[Path], rows: np.ndarray) -> list[str]:

@@ -83,6 +83,27 @@ def test_streaming_select_prepare_and_finish_apply_to_every_shard(tmp_path):
     assert got.equals(expected)
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_streaming_select_marks_each_shard_once(tmp_path, overwrite):
+    """prepare (decontamination n-grams, row filters) runs in pass 1 only; pass 2 writes the
+    same marks, also when prepare rewrites a column the shards already have."""
+    table = _table(40, seed=2)
+    if overwrite:
+        table = table.with_columns(pl.lit("stale").alias("mark"))
+    write_shards(table, tmp_path / "s", 9)
+    calls = []
+
+    def mark(t):
+        calls.append(t.height)
+        return t.with_columns(pl.when(pl.col("score_y") > 0.5).then(pl.lit("hi")).alias("mark"))
+
+    steps = [{"top_k": {"column": "score_x", "fraction": 0.5}}]
+    select_shards(sorted((tmp_path / "s").glob("*.parquet")), steps, tmp_path / "o.parquet", prepare=mark)
+    assert sum(calls) == table.height  # once per row, not once per pass
+    expected, _ = select(mark(table), steps)
+    assert pl.read_parquet(tmp_path / "o.parquet").equals(expected)
+
+
 def test_minhash_estimate_tracks_jaccard():
     rng = random.Random(3)
     pairs = []
