@@ -190,3 +190,18 @@ def test_id_rank_is_string_order():
     rank = id_rank(id_keys(pl.Series(ids)), lambda rows: [ids[i] for i in rows])
     dense = {s: r for r, s in enumerate(sorted(set(ids)))}
     assert rank.tolist() == [dense[s] for s in ids]
+
+
+def test_streaming_select_reports_a_shard_that_fails_to_mark(tmp_path):
+    """Shards are read and marked one ahead, in a thread: a failure there still reaches the caller."""
+    write_shards(_table(40, seed=3), tmp_path / "s", 9)
+
+    def mark(t):
+        if t["score_y"].max() < 2:  # every shard
+            raise ValueError("eval set unreadable")
+        return t
+
+    with pytest.raises(ValueError, match="eval set unreadable"):
+        select_shards(sorted((tmp_path / "s").glob("*.parquet")), [{"top_k": {"column": "score_x", "k": 3}}],
+                      tmp_path / "o.parquet", prepare=mark)
+    assert not (tmp_path / "o.parquet").exists()

@@ -8,6 +8,7 @@ lines go to a temp file renamed at close, then the HF dataset is streamed from t
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -25,15 +26,27 @@ class SplitWriter:
         self.parquet = ShardWriter(out / "parquet", shard_rows)
         self.jsonl = JsonlWriter(out / "data.jsonl", slice_rows)
         self.schema: pl.DataFrame | None = None
+        # JSON lines are written in a thread while this one writes the Parquet shards (both polars,
+        # which releases the GIL): two cores for the two copies. One batch in flight keeps the order.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="jsonl")
+        self._jsonl_done: Future | None = None
 
     def add(self, rows: pl.DataFrame) -> None:
         if self.schema is None:
             self.schema = rows.clear()
+        self._wait_jsonl()
+        self._jsonl_done = self._pool.submit(self.jsonl.add, rows)
         self.parquet.add(rows)
-        self.jsonl.add(rows)
+
+    def _wait_jsonl(self) -> None:
+        if self._jsonl_done is not None:
+            done, self._jsonl_done = self._jsonl_done, None
+            done.result()  # its error, if any, is raised here
 
     def close(self, empty: pl.DataFrame) -> dict[str, Path]:
         """Finish the files; ``empty`` (the exported schema) types them when no rows came."""
+        self._wait_jsonl()
+        self._pool.shutdown()
         jsonl = self.jsonl.close()
         if self.parquet.rows == 0:
             self.parquet.add(empty)
@@ -46,4 +59,5 @@ class SplitWriter:
         return {"parquet": self.out / "parquet", "jsonl": jsonl, "hf": hf}
 
     def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self.jsonl.abort()
