@@ -44,7 +44,7 @@ def export_rows(
 ) -> dict[str, Path]:
     """Export the rows that ``batches`` yield, in order, into ``out_dir``.
 
-    ``rows``: the same rows, in the same order, with at least ``id`` (for the test split) and what
+    ``rows``: the same rows, in the same order, with ``id`` when there is a test split and what
     the card reads (source, meta, score columns; no texts needed). ``schema``: the batches' columns
     and types (0 rows), which type the files when no rows come. ``selected``, ``card_info``,
     ``test_fraction``, ``seed``: as :func:`pipelines.export.export_dataset` takes them.
@@ -53,7 +53,7 @@ def export_rows(
         raise ValueError(f"shard_rows must be positive, got {shard_rows}")
     check_card_info(card_info)
     out = Path(out_dir)
-    is_test = test_mask(rows["id"], test_fraction, seed)
+    is_test = test_mask(rows["id"], test_fraction, seed) if test_fraction > 0 else None
     empty = export_table(schema.clear())
     writers = {"train": SplitWriter(out, shard_rows, slice_rows)}
     if test_fraction > 0:
@@ -64,7 +64,7 @@ def export_rows(
             if batch.height == 0:
                 continue
             part = export_table(batch, slice_rows)
-            if "test" in writers:
+            if is_test is not None:
                 test = is_test.slice(done, batch.height)
                 writers["test"].add(part.filter(test))
                 part = part.filter(~test)
@@ -81,7 +81,7 @@ def export_rows(
         raise
     plots = write_plots(selected, out)
     card_rows = rows.with_columns([pl.lit(None).alias(c) for c in empty.columns if c not in rows.columns])
-    n_test = int(is_test.sum())
+    n_test = int(is_test.sum()) if is_test is not None else 0
     splits = {"train": rows.height - n_test, "test": n_test} if test_fraction > 0 else None
     card = out / "README.md"
     atomic_write_text(card, dataset_card_text(card_rows.select(empty.columns), card_info, selected, plots,
@@ -103,11 +103,12 @@ def _batches(path: Path, keep: bool | None, batch_rows: int, schema: pl.DataFram
         yield part
 
 
-def card_columns(path: Path) -> pl.DataFrame:
-    """What the test split and the card read of every row: id, keep, source, meta and the numeric
-    score columns (not the texts, nor the selection's reason columns, which grow with rows)."""
+def card_columns(path: Path, with_id: bool = True) -> pl.DataFrame:
+    """What the test split and the card read of every row: id (``with_id``: only a test split
+    needs it), keep, source, meta and the numeric score columns (not the texts, nor the
+    selection's reason columns, which grow with rows)."""
     schema = pl.read_parquet_schema(path)
-    wanted = [c for c in ("id", "keep", "source", "meta") if c in schema]
+    wanted = [c for c in (("id",) if with_id else ()) + ("keep", "source", "meta") if c in schema]
     return pl.read_parquet(path, columns=wanted + [c for c, t in schema.items() if c.startswith("score_")
                                                    and t.is_numeric()])
 
@@ -131,7 +132,7 @@ def export_selected(
     both (as ``pl.concat(..., how="diagonal_relaxed")``). The card's selection section and plots
     come from the selection file. Returns (paths as ``export_dataset`` gives them, rows exported)."""
     selected_path, out = Path(selected_path), Path(out_dir)
-    selected = card_columns(selected_path)
+    selected = card_columns(selected_path, with_id=test_fraction > 0)  # ids: 40% of it at 10M rows
     if kept_shards is None:
         keep = None if include_dropped else True
         rows = selected if include_dropped else selected.filter(pl.col("keep"))
@@ -143,7 +144,7 @@ def export_selected(
             sources.append((selected_path, False))
         parts = [pl.from_arrow(pq.read_schema(p).empty_table()) for p, _ in sources]
         schema = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
-        shorts = [card_columns(p) for p, _ in sources[: len(kept_shards)]]
+        shorts = [card_columns(p, with_id=test_fraction > 0) for p, _ in sources[: len(kept_shards)]]
         if include_dropped:
             shorts.append(selected.filter(~pl.col("keep")))
         rows = pl.concat(shorts, how="diagonal_relaxed") if shorts else selected.clear()
