@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from pipelines.read_ahead import ahead
 from pipelines.shards import atomic_write_text
 from pipelines.writers.card import check_card_info, dataset_card_text, write_plots
 from pipelines.writers.rows import SLICE_ROWS, export_table, test_mask
@@ -149,6 +150,7 @@ def export_selected(
             shorts.append(selected.filter(~pl.col("keep")))
         rows = pl.concat(shorts, how="diagonal_relaxed") if shorts else selected.clear()
         batches = (b for p, keep in sources for b in _batches(p, keep, batch_rows, schema))
-    paths = export_rows(batches, rows, schema, out, card_info=card_info, selected=selected,
+    # Record batches are read (decoded, filtered) in a thread while this one writes the last.
+    paths = export_rows(ahead(batches), rows, schema, out, card_info=card_info, selected=selected,
                         shard_rows=shard_rows, test_fraction=test_fraction, seed=seed)
     return paths, rows.height

@@ -110,9 +110,14 @@ def to_messages(instruction: str, context: str, response: str, system: str | Non
 
 
 def with_messages(table: pl.DataFrame) -> pl.DataFrame:
-    """Add the derived ``messages`` column (list of {role, content} structs)."""
-    msgs = [
-        to_messages(i, c, r)
-        for i, c, r in zip(table["instruction"], table["context"], table["response"], strict=True)
-    ]
-    return table.with_columns(pl.Series("messages", msgs))
+    """Add the derived ``messages`` column (list of {role, content} structs): :func:`to_messages`
+    of every row, as polars expressions (a Python dict per row was a quarter of a 1M-row export)."""
+    context = pl.col("context").fill_null("")
+    user = (pl.when(context != "").then(pl.concat_str([pl.col("instruction"), pl.lit("\n\n"), context]))
+            .otherwise(pl.col("instruction")))
+    return table.with_columns(pl.concat_list([_turn("user", user), _turn("assistant", pl.col("response"))])
+                              .alias("messages"))
+
+
+def _turn(role: str, content: pl.Expr) -> pl.Expr:
+    return pl.struct(pl.lit(role).alias("role"), content.alias("content"))

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -44,11 +43,11 @@ from instruct_selectors.policy_steps import (
 )
 
 from pipelines.progress import StageBar
+from pipelines.read_ahead import ahead
 from pipelines.schema import meta_field
 
 RESULT_COLUMNS = ("keep", "dropped_by", "keep_reason", "select_rank", "dup_of")
 Prepare = Callable[[pl.DataFrame], pl.DataFrame]
-T = TypeVar("T")
 
 
 def progress(paths: Sequence[Path], desc: str, unit: str = "shard"):
@@ -59,21 +58,6 @@ def progress(paths: Sequence[Path], desc: str, unit: str = "shard"):
             bar(1)
     finally:
         bar.close()
-
-
-def read_ahead(paths: Iterable[Path], load: Callable[[Path], T]) -> Iterator[T]:
-    """``load(path)`` of each path in order, the next one loading in a thread while the caller
-    works on this one: reading and marking a shard (polars, numpy: the GIL is released) overlaps
-    the dedup hashing of the shard before it, so both cores work. At most two shards in memory."""
-    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
-        pending = None
-        for path in paths:
-            nxt = pool.submit(load, path)
-            if pending is not None:
-                yield pending.result()
-            pending = nxt
-        if pending is not None:
-            yield pending.result()
 
 
 def needed_columns(steps: Sequence[Any], columns: Sequence[str]) -> list[str]:
@@ -202,8 +186,9 @@ def select_shards(
             return shard, [c for c in shard.columns
                            if c not in raw.columns or not shard[c].equals(raw[c], null_equal=True)]
 
-        for shard, added in read_ahead(progress(paths, desc="select: pass 1 (per-row state)", unit="shard"),
-                                       read_marked):
+        # The next shard is read and marked in a thread while this one is hashed (pipelines.read_ahead).
+        for shard, added in ahead(map(read_marked, progress(paths, desc="select: pass 1 (per-row state)",
+                                                            unit="shard"))):
             same_marks &= marked is None or marked == added
             marked = added
             for i, s in enumerate(steps):
@@ -319,8 +304,8 @@ def _write(paths: Sequence[Path], out_path: Path, result: Result, prepare: Prepa
     targets = np.unique(result.dup_of[result.dup_of >= 0])  # rows some duplicate points at
     target_ids = pl.Series("dup_of", [], dtype=pl.Utf8)  # ids of targets[:len], read as shards come
     try:
-        for path, shard in read_ahead(progress(paths, desc="select: pass 2 (write)", unit="shard"),
-                                      lambda path: (path, prepare(pl.read_parquet(path)))):
+        for path, shard in ahead((path, prepare(pl.read_parquet(path)))
+                                 for path in progress(paths, desc="select: pass 2 (write)", unit="shard")):
             n = shard.height
             lo, hi = np.searchsorted(targets, [offset, offset + n])
             target_ids.append(shard["id"].gather(targets[lo:hi] - offset))

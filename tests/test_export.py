@@ -378,3 +378,13 @@ def test_card_takes_the_train_comparison_once_and_replaces_it():
     second = with_comparison(first, comparison(arms))
     assert second.count("## Does the selection beat random?") == 1 and "worse than random" in second
     assert with_comparison(second, None) == card
+
+
+def test_messages_column_is_to_messages_of_each_row():
+    """The export's vectorised messages match the per-row chat form (context empty, missing or set)."""
+    from pipelines.schema import to_messages, with_messages
+
+    t = pl.DataFrame({"instruction": ["a", "b", "c", ""], "context": ["x", "", None, "y"],
+                      "response": ["r1", "r2", "r3", "r4"]})
+    assert with_messages(t)["messages"].to_list() == [to_messages(i, c or "", r) for i, c, r in t.iter_rows()]
+    assert with_messages(t.clear())["messages"].to_list() == []
