@@ -20,6 +20,16 @@ mark (VmHWM) is reset before the step (``/proc/self/clear_refs``), so a step's f
 peak of the steps before it; where that reset is refused, the figures are peaks so far. Goal
 (issue 24.3): peak RSS <= 1 GB at 1M rows and <= 2 GB at 10M (select state flat in rows),
 >= 10,000 rows/s on 2 cores.
+
+Measured on 2 cores (commit 3ec8eeb), one benchmark at a time:
+
+    rows  rows/s   peak RSS MB: collect / score_len / select / export   seconds: select / export / all
+    1M    8,109    438 / 513 / 867 / 716                                48.4 / 40.9 / 123
+    1M    9,118    - / 515 / 898 / -  (a second run, --no-reference)    40.0 / - / 110
+    10M   7,537 *  438 / 523 / 1,780 / 1,725                            682 / 242 / 1,327
+
+    * beside the test suite for its first 20 minutes (--no-reference --lean-disk)
+The commit before this round (adbe58f) at 1M: 6,549 rows/s, peak 818 MB (select 66.5 s, export 54.9 s).
 """
 
 from __future__ import annotations
