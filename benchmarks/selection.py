@@ -131,19 +131,22 @@ def score_pool(pool, target, prior, cond) -> pl.DataFrame:
     score_cfg = PipelineConfig().score
     prior, cond = Memo(prior), Memo(cond)
 
-    def scored(matrix, pooling, reduction):
-        return score_table(pool, prior, scores=("color", "target_sim", "otd"), cond_llm=cond,
+    def scored(matrix, pooling, reduction, scores=("color", "target_sim")):
+        # color rides along so every call asks the memoised models the same requests
+        return score_table(pool, prior, scores=scores, cond_llm=cond,
                            color_reduction=reduction, target_vector=target_vector(matrix),
                            target_pooling=pooling, target_matrix=matrix)
 
     columns = {}
     for pooling in POOLINGS:
         matrix = target_rows(prior, target, pooling, score_cfg.target_context)
-        for reduction in REDUCTIONS:
-            table = scored(matrix, pooling, reduction)
+        for reduction in REDUCTIONS:  # the OT solve depends on the pooling only: once per pooling
+            table = scored(matrix, pooling, reduction, ("color", "target_sim", "otd") if reduction == REDUCTIONS[0]
+                           else ("color", "target_sim"))
             columns[f"score_color_{reduction}"] = table["score_color"]
             columns[f"score_target_sim_{pooling}"] = table["score_target_sim"]
-            columns[f"score_otd_{pooling}"] = table["score_otd"]
+            if "score_otd" in table.columns:
+                columns[f"score_otd_{pooling}"] = table["score_otd"]
     context_matrix = target_rows(prior, target, score_cfg.target_pooling, True)
     columns[CONTEXT_COLUMN] = scored(context_matrix, score_cfg.target_pooling, score_cfg.color_reduction)["score_target_sim"]
     # prior: one pass over the pool, one over the target rows, one more when their context is
