@@ -175,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                     shard_path(run.scored, i))
 
         def spent(path: Path) -> None:  # outside the timed steps; stage records keep the content keys
-            if args.lean_disk:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if args.lean_disk and path.is_dir():
+                shutil.rmtree(path)
+            elif args.lean_disk:
+                path.unlink()
 
         records.append(step("collect", lambda: run_stage("collect", run, cfg)))
         spent(data)

@@ -14,9 +14,10 @@ under the run's temporary folder (exact keys, MinHash signatures, one file per L
 decision loads one band at a time. :func:`compact_select.select_compact` decides on that state
 with numpy sorts; keep / dropped_by / keep_reason / select_rank / dup_of and the summary are the
 ones :func:`policies.select` gives. Pass 2 reads each shard again (with the columns ``prepare``
-wrote in pass 1, not computed twice) and writes it with those columns as one row group of ``out_path`` (Parquet, written to a temporary file and renamed, so
-readers see either the old or the whole new file); ``dup_of`` ids are read there from the rows
-they point at, which always come earlier.
+wrote in pass 1, not computed twice) and writes it with those columns as one row group of
+``out_path`` (Parquet, written to a temporary file and renamed, so readers see either the old or
+the whole new file); ``dup_of`` ids are read there from the rows they point at, which always
+come earlier.
 """
 
 from __future__ import annotations
