@@ -1,17 +1,14 @@
 """Does target-aware selection pick better fine-tuning data than random? Held-out target loss after LoRA.
 
+    # the default command: the shipped default against random 10% (5 seeds) on all nine targets
+    python -m benchmarks.selection
+    # quick run (one unseen target, the default against random, 3 seeds): about 15 min on 2 cores
+    python -m benchmarks.selection --targets loto:sentiment --seeds 3
     # the run behind the default (flows/default_selection.py): 3 unseen targets, 112 min on 2 cores
     python -m benchmarks.selection --targets loto:summarization,loto:sentiment,loto:extractive_qa \
-        --arms default,color,rds,crds_w,ts_len,ts_lenmatch,rrf,ts_density,rrf_rds_color,rrf3,random10 \
-        --big-fraction 0 --no-whole-pool
-    # the check on the other six targets (the default against random): ~20 min a target on 2 cores
-    python -m benchmarks.selection --targets loto:commonsense_qa,loto:data_to_text,loto:closed_book_qa,\
-dialogue_summarization,adversarial_qa,pubmedqa --arms default,default_with_context,random10 \
-        --big-fraction 0 --no-whole-pool
-    # quick run (one unseen target, the default against random, 3 seeds): about 15 min on 2 cores
-    python -m benchmarks.selection --targets loto:sentiment --arms default,random10 --seeds 3
-    # every target and arm (9 targets x 20 fine-tunes): several hours on 2 cores; a GPU
-    python -m benchmarks.selection --device cuda
+        --arms default,color,rds,crds_w,ts_len,ts_lenmatch,rrf,ts_density,rrf_rds_color,rrf3,random10
+    # every score and variant arm on every target (9 targets x 20 fine-tunes): hours on 2 cores; a GPU
+    python -m benchmarks.selection --arms compare --device cuda
 
 Targets (``--targets``; benchmarks/selection_data.py builds each split): ``dialogue_summarization``
 (a T0 task type, its other rows stay in the pool), two targets whose rows carry a context field:
@@ -28,7 +25,8 @@ CoLoR-Filter (conditional model = prior + one LoRA epoch on the target rows), ta
 the target rows' mean embedding) and GOT-D; both CoLoR reductions and both target_sim poolings come
 from the same forward passes (asserted). One more pass (benchmarks/selection_variants.py) feeds the
 issue-22 variants. Arms, each LoRA-fine-tuned from the prior for the same ``--steps`` at the same
-learning rate, 10%% picks unless said:
+learning rate, 10%% picks unless said. The default command runs ``default`` and ``random10``;
+``--arms compare`` runs every one below but random30 and the whole pool, ``--arms all`` those too:
 
   default (the shipped config's ranking step), default_with_context (the same, target rows embedded
   with their context: ``score.target_context = true``), target_sim, color (CoLoR-sum), otd (GOT-D),
@@ -37,8 +35,9 @@ learning rate, 10%% picks unless said:
   projection of all layers), ts_len (length penalty), ts_lenmatch (target-length quotas), rrf (rank
   fusion of target_sim and CoLoR-sum), ts_density (kNN-density penalty), rrf_rds_color and rrf3
   (the pipeline's ``top_k`` with ``fuse``: RDS+ with CoLoR-sum; target_sim, CoLoR-sum and RDS+), and
-  random10 (``--seeds`` seeds). ``--arms all`` adds color_mean, target_sim_response (the previous default pooling), random30 and the whole pool; ``--arms``
-  also runs any subset (``random10`` names every seed).
+  random10 (``--seeds`` seeds). ``--arms all`` adds color_mean, target_sim_response (the previous
+  default pooling), random30 and the whole pool; ``--arms`` also runs any subset (``random10``
+  names every seed). The variants' forward pass runs only when an arm ranks by one of them.
 
 Report (benchmarks/selection_report.py): held-out mean response NLL per arm (QA: also EM / F1 of
 greedy answers); per target the random mean +- standard error and the default's distance in SE;
@@ -97,7 +96,10 @@ from pipelines.schema import meta_field
 
 TARGETS = ("dialogue_summarization", QA_TARGET, PUBMED_TARGET, "loto:summarization", "loto:data_to_text",
            "loto:sentiment", "loto:commonsense_qa", "loto:extractive_qa", "loto:closed_book_qa")
-DEFAULT_ARMS = ("default", "default_with_context", "target_sim", "color", "otd", "target_sim+color_sum",
+# The default command answers issue 22's question (the shipped default against random on every
+# target) in one sitting on 2 cores; the score and variant arms are named with --arms (or "all").
+DEFAULT_ARMS = ("default", "random10")
+COMPARE_ARMS = ("default", "default_with_context", "target_sim", "color", "otd", "target_sim+color_sum",
                 *VARIANT_ARMS, "rrf_rds_color", "rrf3", "random10")
 
 CONTEXT_COLUMN = "score_target_sim_with_context"  # target rows embedded with their passages
@@ -253,7 +255,8 @@ def arms(args) -> dict[str, list[dict]]:
         def family(arm):  # random10_s2 -> random10
             return re.sub(r"^(random\d+)_s\d+$", r"\1", arm)
 
-        keep = {a.strip() for a in (args.arms or ",".join(DEFAULT_ARMS)).split(",") if a.strip()}
+        named = COMPARE_ARMS if args.arms == "compare" else (args.arms or ",".join(DEFAULT_ARMS)).split(",")
+        keep = {a.strip() for a in named if a.strip()}
         unknown = keep - set(out) - {family(a) for a in out}
         if unknown:
             raise SystemExit(f"unknown arm(s) {sorted(unknown)}: choose from {sorted(out)}")
@@ -267,17 +270,24 @@ def train_speed(args) -> dict:
     return {"micro_batch": args.batch_size, "gradient_checkpointing": False}
 
 
+def ranked_columns(steps_by_arm: dict[str, list[dict]]) -> set[str]:
+    """The score columns the arms' top_k steps rank by."""
+    tops = [s["top_k"] for steps in steps_by_arm.values() for s in steps if "top_k" in s]
+    return {t["column"] for t in tops if "column" in t} | {c for t in tops for c in t.get("fuse", [])}
+
+
 def scored_pool(name: str, target: pl.DataFrame, pool: pl.DataFrame, model, tok, args) -> pl.DataFrame:
-    """The pool with every arm's score column: CoLoR (after building the conditional model),
-    target_sim, GOT-D and the variants. Kept in --cache-dir; with --reuse-scores a kept table of
-    the same pool rows with this version's columns is read back instead (new arms on old scores,
-    no scoring pass)."""
+    """The pool with the arms' score columns: CoLoR (after building the conditional model),
+    target_sim and GOT-D; the variants' extra pass only when an arm ranks by one of them. Kept in
+    --cache-dir; with --reuse-scores a kept table of the same pool rows holding every column the
+    arms rank by is read back instead (new arms on old scores, no scoring pass)."""
     from flows.config import PipelineConfig
 
     path = Path(args.cache_dir) / f"scored_pool_{name}.parquet"
+    wanted = ranked_columns(arms(args)) | {CONTEXT_COLUMN}
     if args.reuse_scores and path.exists():
         kept = pl.read_parquet(path)
-        if kept["id"].to_list() == pool["id"].to_list() and CONTEXT_COLUMN in kept.columns:
+        if kept["id"].to_list() == pool["id"].to_list() and wanted <= set(kept.columns):
             print(f"scores read back from {path.name}", flush=True)
             return kept
     t = time.perf_counter()
@@ -288,11 +298,12 @@ def scored_pool(name: str, target: pl.DataFrame, pool: pl.DataFrame, model, tok,
     backend = {"max_length": args.max_tokens, "token_budget": args.token_budget}
     scored = score_pool(pool, target, HFBackend(model, tok, **backend), HFBackend(cond_model, cond_tok, **backend))
     del cond_model
-    as_scored = target_form(target, PipelineConfig().score.target_context)  # as target_sim embeds them
-    embedded = [embed(model, tok, t, args.max_tokens, args.token_budget, args.proj_dim, args.seed)
-                for t in (pool, as_scored)]
-    scored = scored.with_columns(**variant_columns(scored, *embedded, "score_target_sim_response", args.fraction,
-                                                   whiten_dim=args.whiten_dim))
+    if wanted & set(VARIANT_ARMS.values()):
+        as_scored = target_form(target, PipelineConfig().score.target_context)  # as target_sim embeds them
+        embedded = [embed(model, tok, t, args.max_tokens, args.token_budget, args.proj_dim, args.seed)
+                    for t in (pool, as_scored)]
+        scored = scored.with_columns(**variant_columns(scored, *embedded, "score_target_sim_response",
+                                                       args.fraction, whiten_dim=args.whiten_dim))
     print(f"conditional model + scored pool: {time.perf_counter() - t:.0f}s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     scored = scored.drop([c for c in scored.columns if c == "embedding"])
@@ -369,7 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fraction", type=float, default=0.1, help="size of the target-aware and small random picks")
     ap.add_argument("--big-fraction", type=float, default=0.3, help="the larger random pick (random30; 0: none)")
     ap.add_argument("--no-whole-pool", dest="whole_pool", action="store_false", help="no whole-pool arm")
-    ap.add_argument("--arms", help=f"comma-separated arms, or 'all' (default: {','.join(DEFAULT_ARMS)})")
+    ap.add_argument("--arms", help=f"comma-separated arms, 'compare' ({','.join(COMPARE_ARMS)}) or 'all' "
+                    f"(default: {','.join(DEFAULT_ARMS)})")
     ap.add_argument("--whiten-dim", type=int, default=128, help="crds_w: whitened components kept")
     ap.add_argument("--proj-dim", type=int, default=512, help="crds_r: Rademacher projection width")
     ap.add_argument("--batch-size", type=int, default=4, help="fine-tuning batch size (conditional model too)")
