@@ -96,11 +96,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# Every Parquet file the project writes. No statistics (timestamps): identical tables give
+# byte-identical files. zstd level 1, not polars' default 3: a 50k-row shard writes in about
+# half the time (0.25 s against 0.46) and reads faster, for files about 10% larger; pyarrow's
+# writers (stream_select) use level 1 by default too.
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "statistics": False}
+
+
 def atomic_write_parquet(table: pl.DataFrame, path: Path) -> None:
     """As atomic_write_bytes, for a Parquet file."""
     with _atomic_target(path) as tmp:
-        # No statistics timestamps: identical tables give byte-identical files.
-        table.write_parquet(tmp, compression="zstd", statistics=False)
+        table.write_parquet(tmp, **PARQUET_OPTIONS)
 
 
 def write_text_if_changed(text: str, path: Path) -> bool:
@@ -119,7 +125,7 @@ def write_parquet_if_changed(table: pl.DataFrame, path: Path) -> bool:
     import io
 
     buf = io.BytesIO()
-    table.write_parquet(buf, compression="zstd", statistics=False)
+    table.write_parquet(buf, **PARQUET_OPTIONS)
     data = buf.getvalue()
     path = Path(path)
     if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
