@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from instruct_selectors.policy_steps import (
 )
 
 from pipelines.progress import StageBar
-from pipelines.read_ahead import ahead
+from pipelines.read_ahead import ahead, ahead_map
 from pipelines.schema import meta_field
 
 RESULT_COLUMNS = ("keep", "dropped_by", "keep_reason", "select_rank", "dup_of")
@@ -144,6 +145,19 @@ class _StrataCodes:
         return Strata(codes, list(self.index))
 
 
+@dataclass
+class _ShardState:
+    """Pass 1's per-shard result: the columns ``prepare`` wrote, the compact columns, id keys,
+    random keys and strata values per step, and each dedup step's hashes."""
+
+    added: list[str]
+    part: pl.DataFrame
+    keys: np.ndarray
+    rand: dict[int, np.ndarray]
+    strata: dict[int, pl.Series]
+    dedup: dict[int, list]
+
+
 def select_shards(
     paths: Sequence[Path],
     steps: Sequence[Any],
@@ -187,24 +201,36 @@ def select_shards(
             return shard, [c for c in shard.columns
                            if c not in raw.columns or not shard[c].equals(raw[c], null_equal=True)]
 
-        # The next shard is read and marked in a thread while this one is hashed (pipelines.read_ahead).
-        for shard, added in ahead(map(read_marked, progress(paths, desc="select: pass 1 (per-row state)",
-                                                            unit="shard"))):
-            same_marks &= marked is None or marked == added
-            marked = added
-            for i, s in enumerate(steps):
-                if isinstance(s, Quota) and s.field not in shard.columns:
-                    strata.setdefault(i, _StrataCodes()).add(meta_field(shard, s.field))
+        def row_state(item: tuple[pl.DataFrame, list[str]]) -> _ShardState:
+            """What pass 1 keeps of a shard; pure, so shards are done in threads and the shard's
+            texts are freed there."""
+            shard, added = item
             skip = {"id", "meta"} | {s.column for s in steps if isinstance(s, Diversify)}
             keep = [c for c in needed_columns(steps, shard.columns) if c not in skip]
-            parts.append(shard.select(list(dict.fromkeys(keep + [c for c in carry if c in shard.columns]
-                                                         + added))))
-            keys.append(id_keys(shard["id"]))
-            for i, seed in seeds.items():
-                rand[i].append(_random_keys(shard["id"], seed))
+            return _ShardState(
+                added=added,
+                part=shard.select(list(dict.fromkeys(keep + [c for c in carry if c in shard.columns] + added))),
+                keys=id_keys(shard["id"]),
+                rand={i: _random_keys(shard["id"], seed) for i, seed in seeds.items()},
+                strata={i: meta_field(shard, s.field) for i, s in enumerate(steps)
+                        if isinstance(s, Quota) and s.field not in shard.columns},
+                dedup={i: w.state_of(row_texts(shard, steps[i].fields)) for i, w in writers.items()})
+
+        # The next shard is read and marked in a thread (one at a time: ``prepare`` may be user code),
+        # while the ones after it are hashed in threads, one per core (pipelines.read_ahead).
+        read = ahead(map(read_marked, progress(paths, desc="select: pass 1 (per-row state)", unit="shard")))
+        for done in ahead_map(row_state, read):
+            same_marks &= marked is None or marked == done.added
+            marked = done.added
+            for i, values in done.strata.items():
+                strata.setdefault(i, _StrataCodes()).add(values)
+            parts.append(done.part)
+            keys.append(done.keys)
+            for i, r in done.rand.items():
+                rand[i].append(r)
             for i, w in writers.items():
-                w.add(row_texts(shard, steps[i].fields))
-            del shard
+                w.append(done.dedup[i])
+            del done
         compact = pl.concat(parts, how="vertical") if parts else pl.DataFrame()
         del parts
         # Marking (decontamination n-grams, row filters) is most of a pass: pass 2 reuses the

@@ -3,12 +3,12 @@
 import numpy as np
 import polars as pl
 import pytest
-from instruct_selectors.dedup import find_duplicates
+from instruct_selectors.dedup import find_duplicates, row_texts
 from instruct_selectors.diversity import cluster_stratified, k_center_greedy
 from instruct_selectors.policies import select
 from instruct_selectors.policy_steps import TopK, parse_steps
 
-from pipelines.schema import make_example, to_table
+from pipelines.schema import make_example, normalise_text, to_table
 
 
 def _table(scores, task_types=None, texts=None):
@@ -173,6 +173,19 @@ def test_dedup_counts_exact_and_near():
     ids = to_table(rows)["id"].to_list()
     assert dup_of == [None, ids[0], ids[0], None]
     assert find_duplicates(to_table(rows), near=False)[0] == [None, "exact", None, None]
+
+
+def test_row_texts_equal_normalise_text_of_each_row():
+    # ASCII rows take polars' path, the others Python's: both must give normalise_text exactly
+    cells = ["  Tabs\tand\nNewlines\r here ", "UPPER lower MiXeD", "sep\x1cfile\x1dgroup\x1erec\x1funit",
+             "\x0bvertical\x0cfeed", "", "Stra\u00dfe \ufb01le \uff21\uff22", "nbsp\u00a0and\u2028line\x85next",
+             "\u0130stanbul CAF\u00c9", "plain words only"]
+    table = pl.DataFrame({"instruction": cells, "context": [None, "Ctx  X", "", "a", None, "b", "C", "", " z "],
+                          "response": list(reversed(cells))})
+    expected = [normalise_text("\x1f".join(c or "" for c in row))
+                for row in table.select("instruction", "context", "response").iter_rows()]
+    assert row_texts(table).to_list() == expected
+    assert row_texts(table.head(0)).to_list() == []
 
 
 def _blobs():

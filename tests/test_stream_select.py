@@ -205,3 +205,36 @@ def test_streaming_select_reports_a_shard_that_fails_to_mark(tmp_path):
         select_shards(sorted((tmp_path / "s").glob("*.parquet")), [{"top_k": {"column": "score_x", "k": 3}}],
                       tmp_path / "o.parquet", prepare=mark)
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_ahead_map_keeps_order_draws_lazily_and_raises_where_the_item_was():
+    import threading
+    import time
+
+    from pipelines.read_ahead import ahead_map
+
+    drawn, running, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def items():
+        for i in range(12):
+            drawn.append(i)
+            yield i
+
+    def slow_square(i):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01 * (i % 3))  # later items may finish first
+        with lock:
+            running[0] -= 1
+        if i == 9:
+            raise ValueError("item 9")
+        return i * i
+
+    out = ahead_map(slow_square, items(), workers=3)
+    assert [next(out) for _ in range(4)] == [0, 1, 4, 9]
+    assert len(drawn) <= 4 + 3  # never more than the workers ahead of the caller
+    with pytest.raises(ValueError, match="item 9"):
+        list(out)
+    assert 1 < most[0] <= 3

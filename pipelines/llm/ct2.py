@@ -36,7 +36,6 @@ per prompt token; a decode step ~20 ms at batch 1, ~40-57 ms at batch 8. Exact t
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -45,17 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.cores import available_cores
 from pipelines.llm.base import Sampling
 
 _SEED_LOCK = threading.Lock()
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity; the CPU count where affinity is unknown)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def thread_layout(threads: int | None = None, intra_threads: int | None = None) -> tuple[int, int]:
