@@ -59,7 +59,7 @@ def make_example(
         "context": context,
         "response": response,
         "source": source,
-        "meta": json.dumps(dict(meta or {}), sort_keys=True, ensure_ascii=False),
+        "meta": json.dumps(dict(meta), sort_keys=True, ensure_ascii=False) if meta else "{}",
     }
 
 

@@ -20,16 +20,43 @@ TOO_DEEP = "nesting too deep: arrays/objects nested deeper than the JSON parser 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
 _LITERAL = re.compile(r"-?Infinity|NaN")
 _WS = re.compile(r"[ \t\n\r]*")
+_WS_CHARS = " \t\n\r"
 
 
 def non_finite(literal: str) -> str:
     return f"{literal} is not valid JSON (strict JSON has no NaN or Infinity): write null or a string"
 
 
+class _NonFinite(Exception):
+    """A NaN/Infinity literal met by :data:`_FAST` (the careful path then names it)."""
+
+
+def _refuse_constant(name: str) -> None:
+    raise _NonFinite(name)
+
+
+_FAST = json.JSONDecoder(parse_constant=_refuse_constant)  # one decoder for every clean value
+
+
 def decode_value(text: str, pos: int | None = None) -> tuple[Any, int, str | None]:
     """The JSON value at ``text[pos:]`` (``pos`` None: the whole text, surrounding whitespace
     allowed, nothing else after it): ``(value, end, problem)``. ``problem`` is None, or the
     reason the value is a reject (then ``value`` is None)."""
+    start = pos if pos is not None else (0 if text[:1] not in _WS_CHARS else _WS.match(text, 0).end())
+    try:  # the common case: a clean value, parsed by a decoder made once
+        value, end = _FAST.raw_decode(text, start)
+    except (_NonFinite, RecursionError):
+        return _decode_carefully(text, start, pos is None)
+    if pos is None and end != len(text):
+        trailing = _WS.match(text, end).end()
+        if trailing != len(text):
+            raise json.JSONDecodeError("Extra data", text, trailing)
+    return value, end, None
+
+
+def _decode_carefully(text: str, start: int, whole: bool) -> tuple[Any, int, str | None]:
+    """decode_value for a value with a NaN/Infinity literal or nested too deep: parsed to its
+    end (so a caller can step past it), the first such literal named."""
     seen: list[str] = []
 
     def constant(name: str) -> None:
@@ -37,12 +64,11 @@ def decode_value(text: str, pos: int | None = None) -> tuple[Any, int, str | Non
         return None
 
     decoder = json.JSONDecoder(parse_constant=constant)
-    start = _WS.match(text, 0).end() if pos is None else pos
     try:
         value, end = decoder.raw_decode(text, start)
     except RecursionError:
         return None, value_end(text, start), TOO_DEEP
-    if pos is None:
+    if whole:
         trailing = _WS.match(text, end).end()
         if trailing != len(text):
             raise json.JSONDecodeError("Extra data", text, trailing)
