@@ -61,10 +61,8 @@ def export_rows(
         writers["test"] = SplitWriter(out / "test", shard_rows, slice_rows)
     try:
         done = 0
-        for batch in batches:
-            if batch.height == 0:
-                continue
-            part = export_table(batch, slice_rows)
+        # Each batch is read and given its messages in a thread while this one writes the last.
+        for batch, part in ahead((b, export_table(b, slice_rows)) for b in batches if b.height):
             if is_test is not None:
                 test = is_test.slice(done, batch.height)
                 writers["test"].add(part.filter(test))
@@ -150,7 +148,6 @@ def export_selected(
             shorts.append(selected.filter(~pl.col("keep")))
         rows = pl.concat(shorts, how="diagonal_relaxed") if shorts else selected.clear()
         batches = (b for p, keep in sources for b in _batches(p, keep, batch_rows, schema))
-    # Record batches are read (decoded, filtered) in a thread while this one writes the last.
-    paths = export_rows(ahead(batches), rows, schema, out, card_info=card_info, selected=selected,
+    paths = export_rows(batches, rows, schema, out, card_info=card_info, selected=selected,
                         shard_rows=shard_rows, test_fraction=test_fraction, seed=seed)
     return paths, rows.height

@@ -188,3 +188,26 @@ def test_export_selected_takes_kept_rows_from_other_shards(tmp_path, include_dro
     out = read_shards(b["parquet"])
     assert out.filter(~pl.col("keep"))["response_original"].is_null().all()
     assert out.filter(pl.col("keep"))["response"].str.ends_with(" I am sure.").all()
+
+
+def test_an_export_that_fails_midway_keeps_the_last_dataset_whole(tmp_path):
+    """The HF folder is written as batches arrive: a failure part way leaves the previous folder
+    as it was and no temporary folder behind."""
+    import datasets
+
+    from pipelines.export import export_dataset
+    from pipelines.export_stream import export_rows
+    from pipelines.schema import make_example, to_table
+
+    table = to_table([make_example(f"question {i}", f"answer {i}") for i in range(30)])
+    info = {"title": "t", "fingerprint": "abc"}
+    export_dataset(table.head(10), tmp_path / "out", card_info=info, shard_rows=4)
+
+    def batches():
+        yield table.slice(0, 12)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        export_rows(batches(), table, table.clear(), tmp_path / "out", card_info=info, shard_rows=4)
+    assert datasets.load_from_disk(str(tmp_path / "out" / "hf"))["instruction"] == table.head(10)["instruction"].to_list()
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []

@@ -71,40 +71,78 @@ def content_fingerprint(files: Sequence[Path | str]) -> str:
 def save_parquet_shards_to_disk(shards: Sequence[Path | str], features: datasets.Features, path: Path) -> int:
     """The rows of ``shards`` (in order) as a ``load_from_disk`` folder at ``path``, atomically.
 
-    Memory stays at one record batch: batches go straight to ``data-*.arrow`` files of at most
-    about 500 MB each (as ``save_to_disk`` splits them). Returns the number of rows written."""
-    import datasets
-    from datasets.arrow_writer import ArrowWriter
-    from datasets.utils.py_utils import asdict
-
-    with atomic_folder(path) as tmp:
-        tmp.mkdir()
-        files: list[Path] = []
-        writer = None
-        rows = file_bytes = 0
+    Memory stays at one record batch (see :class:`HFFolderWriter`). Returns the number of rows."""
+    writer = HFFolderWriter(path, features)
+    try:
         for shard in shards:
             for batch in pq.ParquetFile(shard, pre_buffer=False).iter_batches(batch_size=BATCH_ROWS):
-                if writer is None:
-                    files.append(tmp / f"part-{len(files)}.arrow")
-                    writer = ArrowWriter(features=features, path=str(files[-1]), writer_batch_size=BATCH_ROWS)
-                    file_bytes = 0
-                writer.write_table(pa.Table.from_batches([batch]))
-                rows += batch.num_rows
-                file_bytes += batch.nbytes
-                if file_bytes >= MAX_SHARD_BYTES:
-                    writer.finalize()
-                    writer.close()
-                    writer = None
-        if writer is not None:
-            writer.finalize()
-            writer.close()
-        if not files:  # no rows: one empty file with the schema, as save_to_disk writes
-            files.append(tmp / "part-0.arrow")
-            writer = ArrowWriter(features=features, path=str(files[-1]))
-            writer.finalize()
-            writer.close()
-        names = [f"data-{i:05d}-of-{len(files):05d}.arrow" for i in range(len(files))]
-        for f, name in zip(files, names, strict=True):
+                writer.add(pa.Table.from_batches([batch]))
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+class HFFolderWriter:
+    """A ``load_from_disk`` folder at ``path`` written as rows arrive (Arrow tables, in order),
+    through ``datasets``' own ``ArrowWriter`` (the writer ``save_to_disk`` uses): record batches
+    of ``BATCH_ROWS`` rows whatever the pieces, files of at most about 500 MB (as
+    ``save_to_disk`` splits them), the folder in place at :meth:`close` (atomically) and gone
+    at :meth:`abort`. Memory holds one batch; the same rows give the same bytes."""
+
+    def __init__(self, path: Path, features: datasets.Features):
+        self.path, self.features = Path(path), features
+        self._atomic = atomic_folder(self.path)
+        self.tmp = self._atomic.__enter__()
+        self.tmp.mkdir()
+        self.files: list[Path] = []
+        self.rows = self._file_bytes = 0
+        self._writer = None
+        self._pending: pa.Table | None = None  # fewer than BATCH_ROWS rows, waiting for more
+
+    def add(self, table: pa.Table) -> None:
+        self._pending = table if self._pending is None else pa.concat_tables([self._pending, table])
+        while self._pending.num_rows >= BATCH_ROWS:
+            self._write(self._pending.slice(0, BATCH_ROWS))
+            self._pending = self._pending.slice(BATCH_ROWS)
+
+    def _write(self, batch: pa.Table) -> None:
+        from datasets.arrow_writer import ArrowWriter
+
+        if self._writer is None:
+            self.files.append(self.tmp / f"part-{len(self.files)}.arrow")
+            self._writer = ArrowWriter(features=self.features, path=str(self.files[-1]), writer_batch_size=BATCH_ROWS)
+            self._file_bytes = 0
+        batch = batch.combine_chunks()
+        self._writer.write_table(batch)
+        self.rows += batch.num_rows
+        self._file_bytes += batch.nbytes
+        if self._file_bytes >= MAX_SHARD_BYTES:
+            self._finish_file()
+
+    def _finish_file(self) -> None:
+        self._writer.finalize()
+        self._writer.close()
+        self._writer = None
+
+    def close(self) -> int:
+        """Write what is pending, the folder's state and info, and put it in place; the rows written."""
+        import datasets
+        from datasets.arrow_writer import ArrowWriter
+        from datasets.utils.py_utils import asdict
+
+        if self._pending is not None and self._pending.num_rows:
+            self._write(self._pending)
+        self._pending = None
+        if self._writer is not None:
+            self._finish_file()
+        tmp = self.tmp
+        if not self.files:  # no rows: one empty file with the schema, as save_to_disk writes
+            self.files.append(tmp / "part-0.arrow")
+            self._writer = ArrowWriter(features=self.features, path=str(self.files[-1]))
+            self._finish_file()
+        names = [f"data-{i:05d}-of-{len(self.files):05d}.arrow" for i in range(len(self.files))]
+        for f, name in zip(self.files, names, strict=True):
             os.replace(f, tmp / name)
         state = {
             "_data_files": [{"filename": n} for n in names],
@@ -116,10 +154,18 @@ def save_parquet_shards_to_disk(shards: Sequence[Path | str], features: datasets
             "_split": None,
         }
         (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        info = asdict(datasets.DatasetInfo(features=features))
+        info = asdict(datasets.DatasetInfo(features=self.features))
         (tmp / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2),
                                                encoding="utf-8")
-    return rows
+        self._atomic.__exit__(None, None, None)
+        return self.rows
+
+    def abort(self) -> None:
+        """Drop the folder being written (an older one at ``path`` stays)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._atomic.__exit__(RuntimeError, RuntimeError("export aborted"), None)
 
 
 def plain_type(t: pa.DataType) -> pa.DataType:
