@@ -2,6 +2,8 @@
 
     # the default command: the shipped default against random 10% (5 seeds) on eight targets
     python -m benchmarks.selection
+    # the same, kept target by target and resumed where it stopped (same options, same file)
+    python -m benchmarks.selection --json benchmarks/results/selection_default.json --resume
     # quick run (one unseen target, the default against random, 3 seeds): about 15 min on 2 cores
     python -m benchmarks.selection --targets loto:sentiment --seeds 3
     # the run behind the default (flows/default_selection.py): 3 unseen targets, 112 min on 2 cores
@@ -38,7 +40,8 @@ learning rate, 10%% picks unless said. The default command runs ``default`` and 
   (the pipeline's ``top_k`` with ``fuse``: RDS+ with CoLoR-sum; target_sim, CoLoR-sum and RDS+), and
   random10 (``--seeds`` seeds). ``--arms all`` adds color_mean, target_sim_response (the previous
   default pooling), random30 and the whole pool; ``--arms`` also runs any subset (``random10``
-  names every seed). The variants' forward pass runs only when an arm ranks by one of them.
+  names every seed; ``random`` is the one of ``--fraction``'s size). The variants' forward pass
+  runs only when an arm ranks by one of them.
 
 Report (benchmarks/selection_report.py): held-out mean response NLL per arm (QA: also EM / F1 of
 greedy answers); per target the random mean +- standard error and the default's distance in SE;
@@ -101,9 +104,10 @@ TARGETS = ("dialogue_summarization", QA_TARGET, "loto:summarization", "loto:data
            "loto:sentiment", "loto:commonsense_qa", "loto:extractive_qa", "loto:closed_book_qa")
 # The default command answers issue 22's question (the shipped default against random on every
 # target) in one sitting on 2 cores; the score and variant arms are named with --arms (or "all").
-DEFAULT_ARMS = ("default", "random10")
+# "random": the random pick of --fraction's size (random10 at 0.1), every seed.
+DEFAULT_ARMS = ("default", "random")
 COMPARE_ARMS = ("default", "default_with_context", "target_sim", "color", "otd", "target_sim+color_sum",
-                *VARIANT_ARMS, "rrf_rds_color", "rrf3", "random10")
+                *VARIANT_ARMS, "rrf_rds_color", "rrf3", "random")
 
 CONTEXT_COLUMN = "score_target_sim_with_context"  # target rows embedded with their passages
 
@@ -259,7 +263,7 @@ def arms(args) -> dict[str, list[dict]]:
             return re.sub(r"^(random\d+)_s\d+$", r"\1", arm)
 
         named = COMPARE_ARMS if args.arms == "compare" else (args.arms or ",".join(DEFAULT_ARMS)).split(",")
-        keep = {a.strip() for a in named if a.strip()}
+        keep = {f"random{small}" if a.strip() == "random" else a.strip() for a in named if a.strip()}
         unknown = keep - set(out) - {family(a) for a in out}
         if unknown:
             raise SystemExit(f"unknown arm(s) {sorted(unknown)}: choose from {sorted(out)}")
@@ -397,8 +401,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="data split seed")
     ap.add_argument("--reuse-scores", action="store_true",
                     help="read each target's scored pool back from --cache-dir when it holds the same rows")
-    ap.add_argument("--json", help="also write every arm's metrics to this JSON file")
+    ap.add_argument("--json", help="also write every arm's metrics to this JSON file (after every target)")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --json: keep the targets that file holds, measured with the same settings and "
+                         "arms, and run the others (a run cut short, or spread over several sittings)")
     args = ap.parse_args(argv)
+    if args.resume and not args.json:
+        ap.error("--resume needs --json: the file the finished targets are kept in")
 
     t_start = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -407,13 +416,42 @@ def main(argv: list[str] | None = None) -> None:
     print(f"pool_rows={args.pool_rows} max_tokens={args.max_tokens} steps={args.steps} batch={args.batch_size} "
           f"lr={args.lr} seeds={args.seeds} device={args.device} threads={torch.get_num_threads()} "
           f"default={json.dumps(default_steps(args.fraction))}", flush=True)
-    results = []
-    for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
-        results += run_target(name, t0, model, tok, args)
+    names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    settings = run_settings(args)
+    results = kept_results(Path(args.json), settings) if args.resume else []
+    earlier_s = 0.0  # the read-back targets' own seconds, so wall_time_s is the whole run's
+    for name in names:
+        if done := [r for r in results if r["target"] == name]:
+            print(f"\n### target {name}: read back from {args.json}", flush=True)
+            earlier_s += done[0]["target_s"]
+            continue
+        t = time.perf_counter()
+        rows = run_target(name, t0, model, tok, args)
+        results += [{**r, "target_s": time.perf_counter() - t} for r in rows]
         if args.json:  # after every target, so a run cut short keeps what it measured
-            Path(args.json).write_text(json.dumps(results, indent=1))
-    print_report(pl.DataFrame(results), args.fraction, args.big_fraction, time.perf_counter() - t_start,
-                 choose=args.choose_rows > 0)
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps({"settings": settings, "results": results}, indent=1))
+    print_report(pl.DataFrame([r for r in results if r["target"] in names]).drop("target_s"), args.fraction,
+                 args.big_fraction, time.perf_counter() - t_start + earlier_s, choose=args.choose_rows > 0)
+
+
+def run_settings(args) -> dict:
+    """What a target's results depend on besides the code: every option but where things go and
+    which targets run, and each arm's steps (the default arm's are the shipped config's)."""
+    where = {"targets", "json", "resume", "reuse_scores", "cache_dir"}
+    return {**{k: v for k, v in sorted(vars(args).items()) if k not in where}, "arm_steps": arms(args)}
+
+
+def kept_results(path: Path, settings: dict) -> list[dict]:
+    """The results a --json file holds, when measured with ``settings`` (else exit: they would mix)."""
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict) or json.dumps(saved.get("settings"), sort_keys=True) != json.dumps(settings, sort_keys=True):
+        raise SystemExit(f"{path}: measured with other settings or arms than this run's; "
+                         "rerun without --resume, or with the same options")
+    print(f"resuming: {sorted({r['target'] for r in saved['results']})} read back from {path}", flush=True)
+    return saved["results"]
 
 
 if __name__ == "__main__":

@@ -157,3 +157,27 @@ def test_auto_check_applies_the_choose_rule_on_the_grading_rows_and_scores_it_on
     out = capsys.readouterr().out
     assert "auto a: kept v" in out and "agrees" in out
     assert "auto b: kept default" in out and "disagrees" in out
+
+
+def test_a_resumed_benchmark_keeps_only_results_of_the_same_settings(tmp_path):
+    import argparse
+    import json
+
+    from benchmarks.selection import kept_results, run_settings
+
+    def args(**kw):
+        base = dict(targets="a,b", json=str(tmp_path / "r.json"), resume=True, reuse_scores=False, cache_dir="x",
+                    steps=16, seeds=2, fraction=0.1, big_fraction=0.3, whole_pool=True, arms=None, seed=0)
+        return argparse.Namespace(**(base | kw))
+
+    settings = run_settings(args())
+    assert settings == run_settings(args(targets="c", cache_dir="y", resume=False))  # where, not what
+    assert settings != run_settings(args(steps=32)) and settings != run_settings(args(fraction=0.2))
+    assert "default" in settings["arm_steps"] and "random10_s1" in settings["arm_steps"]
+    path = tmp_path / "r.json"
+    assert kept_results(path, settings) == []
+    rows = [{"target": "a", "arm": "base", "eval_loss": 2.0, "target_s": 5.0}]
+    path.write_text(json.dumps({"settings": settings, "results": rows}))
+    assert kept_results(path, settings) == rows
+    with pytest.raises(SystemExit, match="other settings"):
+        kept_results(path, run_settings(args(steps=32)))
