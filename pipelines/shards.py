@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -90,6 +91,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temp files and folders a killed writer of ``path`` left beside it
+    (``.<name>.*.tmp``), so a rerun's folder holds only what it wrote. For writers that hold
+    their temp open for long (an export's JSON lines and HF folder), one writer per path at a time."""
+    for stale in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

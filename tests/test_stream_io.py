@@ -211,3 +211,9 @@ def test_an_export_that_fails_midway_keeps_the_last_dataset_whole(tmp_path):
         export_rows(batches(), table, table.clear(), tmp_path / "out", card_info=info, shard_rows=4)
     assert datasets.load_from_disk(str(tmp_path / "out" / "hf"))["instruction"] == table.head(10)["instruction"].to_list()
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+    # a killed export leaves its temp folder and file; the next export clears them
+    (tmp_path / "out" / ".hf.k1ll3d.tmp" / "new").mkdir(parents=True)
+    (tmp_path / "out" / ".data.jsonl.k1ll3d.tmp").write_text("{}")
+    (tmp_path / "out" / ".keep-me").write_text("not ours")
+    export_dataset(table, tmp_path / "out", card_info=info, shard_rows=4)
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == [".keep-me"]

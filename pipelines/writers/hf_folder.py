@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.shards import remove_stale_temps
+
 if TYPE_CHECKING:
     import datasets
     import polars as pl
@@ -41,6 +43,7 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     replaces ``path`` (same file system, so the renames are atomic): a killed or failed write leaves
     the old folder or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)  # a killed export's half-written folder
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp / "new"

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.shards import atomic_write_jsonl
+from pipelines.shards import atomic_write_jsonl, remove_stale_temps
 from pipelines.writers.rows import SLICE_ROWS
 
 
@@ -33,6 +33,7 @@ class JsonlWriter:
     def __init__(self, path: Path, slice_rows: int = SLICE_ROWS):
         self.path, self.slice_rows = path, slice_rows
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
         fd, self._tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         self._f = os.fdopen(fd, "wb")
 
