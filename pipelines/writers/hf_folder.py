@@ -104,7 +104,9 @@ class HFFolderWriter:
         self._pending: pa.Table | None = None  # fewer than BATCH_ROWS rows, waiting for more
 
     def add(self, table: pa.Table) -> None:
-        self._pending = table if self._pending is None else pa.concat_tables([self._pending, table])
+        if self._pending is not None:  # permissive: a piece whose column is all null types it as null
+            table = pa.concat_tables([self._pending, table], promote_options="permissive")
+        self._pending = table
         while self._pending.num_rows >= BATCH_ROWS:
             self._write(self._pending.slice(0, BATCH_ROWS))
             self._pending = self._pending.slice(BATCH_ROWS)
