@@ -21,15 +21,19 @@ peak of the steps before it; where that reset is refused, the figures are peaks 
 (issue 24.3): peak RSS <= 1 GB at 1M rows and <= 2 GB at 10M (select state flat in rows),
 >= 10,000 rows/s on 2 cores.
 
-Measured on 2 cores (commit 3ec8eeb), one benchmark at a time:
+Measured on 2 cores, one benchmark at a time (seconds per step; peak RSS MB per step):
 
-    rows  rows/s   peak RSS MB: collect / score_len / select / export   seconds: select / export / all
-    1M    8,109    438 / 513 / 867 / 716                                48.4 / 40.9 / 123
-    1M    9,118    - / 515 / 898 / -  (a second run, --no-reference)    40.0 / - / 110
-    10M   7,537 *  438 / 523 / 1,780 / 1,725                            682 / 242 / 1,327
+    rows  commit   rows/s   collect  score_len  select  export   peak RSS MB: collect/score/select/export
+    1M    a15fb77   7,509    34.2     13.9       49.9    35.1     472 / 537 / 897 / 743
+    1M    30c145b  11,180    20.1      8.5       38.0    22.8     447 / 532 / 855 / 735
+    10M   3ec8eeb   7,537 *  281      122        682     242      438 / 523 / 1,780 / 1,725
 
     * beside the test suite for its first 20 minutes (--no-reference --lean-disk)
-The commit before this round (adbe58f) at 1M: 6,549 rows/s, peak 818 MB (select 66.5 s, export 54.9 s).
+The two 1M rows ran minutes apart on the same machine (a15fb77 measured 8,109-9,118 rows/s on the
+machine of an earlier session: machines differ, so compare rows from one sitting). What made
+the difference: Parquet at zstd level 1, dedup hashing in threads one per core with polars'
+text normalisation and numpy's minimum.at, one JSON decoder for collect, and the HF folder
+written as the export's batches arrive instead of re-read from its Parquet shards.
 """
 
 from __future__ import annotations
