@@ -27,8 +27,10 @@ Measured on 2 cores, one benchmark at a time (seconds per step; peak RSS MB per 
     1M    a15fb77   7,509    34.2     13.9       49.9    35.1     472 / 537 / 897 / 743
     1M    30c145b  11,180    20.1      8.5       38.0    22.8     447 / 532 / 855 / 735
     10M   3ec8eeb   7,537 *  281      122        682     242      438 / 523 / 1,780 / 1,725
+    10M   3917f50   7,494 ** 286      123        623     302      450 / 525 / 1,743 / 1,676
 
-    * beside the test suite for its first 20 minutes (--no-reference --lean-disk)
+    * beside the test suite for its first 20 minutes; ** beside benchmarks.selection throughout
+    (both --no-reference --lean-disk: their rows/s are not quiet figures, their RSS is)
 The two 1M rows ran minutes apart on the same machine (a15fb77 measured 8,109-9,118 rows/s on the
 machine of an earlier session: machines differ, so compare rows from one sitting). What made
 the difference: Parquet at zstd level 1, dedup hashing in threads one per core with polars'
