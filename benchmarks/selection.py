@@ -103,7 +103,7 @@ from pipelines.schema import meta_field
 TARGETS = ("dialogue_summarization", QA_TARGET, "loto:summarization", "loto:data_to_text",
            "loto:sentiment", "loto:commonsense_qa", "loto:extractive_qa", "loto:closed_book_qa")
 # The default command answers issue 22's question (the shipped default against random on every
-# target) in one sitting on 2 cores; the score and variant arms are named with --arms (or "all").
+# target): about 20 min a target on 2 cores; the score and variant arms are named with --arms.
 # "random": the random pick of --fraction's size (random10 at 0.1), every seed.
 DEFAULT_ARMS = ("default", "random")
 COMPARE_ARMS = ("default", "default_with_context", "target_sim", "color", "otd", "target_sim+color_sum",
