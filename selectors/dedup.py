@@ -72,12 +72,12 @@ def row_texts(table: pl.DataFrame, fields: Sequence[str] = TEXT_FIELDS) -> pl.Se
     tidy = pl.DataFrame([_tidy_ascii(table[f]).alias(f"f{i}") for i, f in enumerate(fields)])
     words = [pl.when(pl.col(c) != "").then(pl.col(c)) for c in tidy.columns]
     out = tidy.select(pl.concat_str(words, separator=" ", ignore_nulls=True).fill_null("").alias("text"))["text"]
-    joined = table.select(pl.concat_str([pl.col(f).fill_null("") for f in fields], separator="\x1f"))
-    joined = joined.to_series()
-    other = joined.str.len_bytes() != joined.str.len_chars()  # a non-ASCII character
-    if other.any():
+    other = table.select(pl.any_horizontal(pl.col(f).str.len_bytes() != pl.col(f).str.len_chars()
+                                           for f in fields).fill_null(False)).to_series()  # a non-ASCII character
+    if other.any():  # only these rows are joined, for normalise_text
         idx = other.arg_true()
-        out = out.scatter(idx, [normalise_text(t) for t in joined.gather(idx).to_list()])
+        joined = table[idx].select(pl.concat_str([pl.col(f).fill_null("") for f in fields], separator="\x1f"))
+        out = out.scatter(idx, [normalise_text(t) for t in joined.to_series().to_list()])
     return out
 
 
@@ -234,9 +234,6 @@ class StateWriter:
         self.band_paths = [folder / f"{prefix}-band{b:03d}.bin" for b in range(self.params[0])]
         self._files = [open(p, "wb") for p in (self.exact_path, self.sig_path, *self.band_paths)]  # noqa: SIM115 - closed in finish()
         self.rows = 0
-
-    def add(self, texts: Sequence[str]) -> None:
-        self.append(self.state_of(texts))
 
     def state_of(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(exact keys, signatures, band hashes) of ``texts``, by chunks; pure, so shards can be
