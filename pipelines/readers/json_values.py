@@ -48,10 +48,15 @@ def decode_value(text: str, pos: int | None = None) -> tuple[Any, int, str | Non
     except (_NonFinite, RecursionError):
         return _decode_carefully(text, start, pos is None)
     if pos is None and end != len(text):
-        trailing = _WS.match(text, end).end()
-        if trailing != len(text):
-            raise json.JSONDecodeError("Extra data", text, trailing)
+        _nothing_after(text, end)
     return value, end, None
+
+
+def _nothing_after(text: str, end: int) -> None:
+    """Raise as ``json.loads`` does when more than whitespace follows the value ending at ``end``."""
+    trailing = _WS.match(text, end).end()
+    if trailing != len(text):
+        raise json.JSONDecodeError("Extra data", text, trailing)
 
 
 def _decode_carefully(text: str, start: int, whole: bool) -> tuple[Any, int, str | None]:
@@ -69,9 +74,7 @@ def _decode_carefully(text: str, start: int, whole: bool) -> tuple[Any, int, str
     except RecursionError:
         return None, value_end(text, start), TOO_DEEP
     if whole:
-        trailing = _WS.match(text, end).end()
-        if trailing != len(text):
-            raise json.JSONDecodeError("Extra data", text, trailing)
+        _nothing_after(text, end)
     if seen:
         return None, end, non_finite(seen[0])
     return value, end, None
