@@ -28,7 +28,7 @@ CoLoR-Filter (conditional model = prior + one LoRA epoch on the target rows), ta
 the target rows' mean embedding) and GOT-D; both CoLoR reductions and both target_sim poolings come
 from the same forward passes (asserted). One more pass (benchmarks/selection_variants.py) feeds the
 issue-22 variants. Arms, each LoRA-fine-tuned from the prior for the same ``--steps`` at the same
-learning rate, 10%% picks unless said. The default command runs ``default`` and ``random10``;
+learning rate, 10%% picks unless said. The default command runs ``default`` and ``random`` (random10: 5 seeds);
 ``--arms compare`` runs every one below but random30 and the whole pool, ``--arms all`` those too:
 
   default (the shipped config's ranking step), default_with_context (the same, target rows embedded
