@@ -68,7 +68,8 @@ default second and better than every random seed.
 
 Cost: one LoRA fine-tune per arm and target (about a minute each on 2 cores; 6 arms a target by
 default, 20 with ``--arms compare``; 8 targets), each ``--steps`` x ``--batch-size`` rows, and per target the conditional model
-and scoring passes (8-10 min on 2 cores; ``--reuse-scores`` reads them back). ``--steps`` is an
+and scoring passes (5-7 min on 2 cores for the default arms, 8-10 with the variants' pass;
+``--reuse-scores`` reads them back). ``--steps`` is an
 option because the right number is measured: enough that random picks move the held-out loss by
 much more than the seeds' SE.
 """
