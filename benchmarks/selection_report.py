@@ -33,7 +33,10 @@ def variant_summary(res: pl.DataFrame, family: str) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name in res["target"].unique(maintain_order=True).to_list():
         part = res.filter(pl.col("target") == name)
-        mean, se = random_stats(part.filter(pl.col("arm").str.starts_with(f"{family}_s"))["eval_loss"])
+        seeds = part.filter(pl.col("arm").str.starts_with(f"{family}_s"))["eval_loss"]
+        if not seeds.len():  # --arms without the random family: nothing to compare against
+            continue
+        mean, se = random_stats(seeds)
         for arm, loss in part.select("arm", "eval_loss").iter_rows():
             if _is_random(arm, family) or arm == "base":
                 continue
@@ -68,7 +71,8 @@ def summarise(res: pl.DataFrame, fraction: float, big_fraction: float) -> dict[s
         dist = (loss.get("default", nan) - ref10) / se if se and se > 0 else nan
         moved = (loss.get("base", nan) - ref10) / se if se and se > 0 else nan  # is --steps enough?
         print(f"{name}: random{small} mean={ref10:.4f} +- {se:.4f} SE over {rnd.len()} seeds "
-              f"(min {rnd.min():.4f}, max {rnd.max():.4f}); training moved it {moved:.1f} SE from base; "
+              f"(min {rnd.min() if rnd.len() else nan:.4f}, max {rnd.max() if rnd.len() else nan:.4f}); "
+              f"training moved it {moved:.1f} SE from base; "
               f"default={loss.get('default', nan):.4f} ({dist:+.1f} SE); "
               + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()))
         for k, v in ratios.items():

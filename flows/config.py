@@ -136,6 +136,14 @@ class JudgeConfig(_Section):
     max_tokens: int = Field(24, gt=0)
 
 
+class ScoreModel(_Section):
+    """A model a score asks for by name (``Score.models``): unset fields are the run's model's."""
+
+    backend: Literal[BACKENDS] | None = Field(None, description="default: model.backend")
+    model: str | None = Field(None, description="default: model.model")
+    base_url: str | None = Field(None, description="openai backend: its endpoint")
+
+
 class ScoreConfig(_Section):
     # target_sim and CoLoR both feed the default ranking (flows/default_selection.py has why).
     scores: list[str] = Field(default_factory=lambda: ["target_sim", "color", "ifd", "ctx_loss"],
@@ -157,6 +165,9 @@ class ScoreConfig(_Section):
     ctx_threshold: float | None = Field(None, description="score_ctx_* value above which a row is context-dependent")
     ctx_quantile: float | None = Field(0.5, ge=0, le=1, description="or: the quantile used as that threshold")
     judge: JudgeConfig = JudgeConfig()
+    models: dict[str, ScoreModel] = Field(default_factory=dict, description="models the scores ask for by name "
+                                          "(Score.models), e.g. models.reward = {model: ..., backend: openai}; "
+                                          "'judge' defaults to score.judge")
 
     @field_validator("scores")
     @classmethod
@@ -173,7 +184,19 @@ class ScoreConfig(_Section):
                                  "(your own: score.custom)")
         for name in self.scores:
             known[name].parse_options(self.options_for(name))
+            unnamed = [m for m in known[name].models if m not in self.models and m != "judge"]
+            if unnamed:
+                raise ValueError(f"score {name!r} asks for the model(s) {unnamed}: name each in score.models "
+                                 f"(e.g. score.models.{unnamed[0]} = {{model: ..., backend: ...}})")
         return self
+
+    def model_settings(self, name: str) -> dict[str, Any]:
+        """The backend/model/base_url set for a model a score names (unset ones: None)."""
+        if name in self.models:
+            return self.models[name].model_dump()
+        if name == "judge":
+            return {"backend": self.judge.backend, "model": self.judge.model, "base_url": self.judge.base_url}
+        raise ValueError(f"no model named {name!r} in score.models (named: {sorted(self.models)})")
 
     def specs(self) -> list:
         """The Score of each name in ``scores``, in order."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flows.config import PipelineConfig
-from flows.llm_cache import judge_model
+from flows.llm_cache import score_model
 
 
 def models_per_stage(cfg: PipelineConfig, records: list[dict[str, Any]]) -> dict[str, str]:
@@ -19,9 +19,9 @@ def models_per_stage(cfg: PipelineConfig, records: list[dict[str, Any]]) -> dict
         if any(s.target == "conditional_model" for s in specs):
             models["condition (CoLoR conditional)"] = (f"{cfg.model.model} fine-tuned on {cfg.score.target} "
                                                        f"({cfg.score.conditional_method})")
-        if any("judge" in s.models for s in specs):
-            j = judge_model(cfg)
-            models["score (judge)"] = f"{j.model} ({j.backend} backend)"
+        for name in dict.fromkeys(m for s in specs for m in s.models):
+            chosen = score_model(cfg, name)
+            models[f"score ({name})"] = f"{chosen.model} ({chosen.backend} backend)"
     if "refusal_aware" in ran:
         models["refusal_aware (greedy answers)"] = main
     if cfg.train.method:

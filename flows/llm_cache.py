@@ -44,13 +44,17 @@ def release_all() -> None:
     gc.collect()  # the backends hold reference cycles (model <-> generator); free them now
 
 
-def judge_model(cfg: PipelineConfig) -> ModelConfig:
-    """The run's model settings with the judge's own backend/model/endpoint where set."""
-    j = cfg.score.judge
-    chosen = {"backend": j.backend, "model": j.model, "base_url": j.base_url}
+def score_model(cfg: PipelineConfig, name: str) -> ModelConfig:
+    """The run's model settings with those of the model a score names (score.models.<name>;
+    "judge": score.judge) where set."""
+    chosen = cfg.score.model_settings(name)
     return cfg.model.model_copy(update={k: v for k, v in chosen.items() if v is not None})
 
 
+def judge_model(cfg: PipelineConfig) -> ModelConfig:
+    return score_model(cfg, "judge")
+
+
 def model_for(cfg: PipelineConfig, name: str):
-    """A backend for a model a score names (``Score.models``): "judge", else the run's model."""
-    return get_llm(judge_model(cfg) if name == "judge" else cfg.model)
+    """A backend for a model a score names (``Score.models``), from score.models by that name."""
+    return get_llm(score_model(cfg, name))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flows.config import PipelineConfig
-from flows.resume import input_key, keyed
+from flows.resume import input_key, keyed, plugin_keys, plugin_notes
 from flows.run_folder import RunFolder
 from flows.stages import (
     choose,
@@ -93,8 +93,9 @@ def run_keyed(name: str, ctx: StageContext, force: bool = False,
     stage, records = BY_NAME[name], upstream(name, dict(ctx.records))
     ctx = StageContext(ctx.cfg, ctx.run, records)
     # Keyed on the stages that make what it needs (their keys carry theirs), not on every stage before.
+    code = plugin_keys(stage.plugins(ctx.cfg))
     key = input_key(ctx.cfg, name, stage.files(ctx.cfg),
-                    [r for s, r in records.items() if set(BY_NAME[s].makes) & set(stage.needs)])
+                    [r for s, r in records.items() if set(BY_NAME[s].makes) & set(stage.needs)], code)
     old = ctx.run.load_record(name)
     if old is not None and old.get("input_key") == key and not force:
         return old
@@ -104,6 +105,9 @@ def run_keyed(name: str, ctx: StageContext, force: bool = False,
         rec = stage.per_shard.run_all(ctx, map_shards)
     else:
         rec = stage.run(ctx)
+    if code:  # the plugins' digests, so the next run can say which edit made it rerun
+        why = plugin_notes(stage.redo, (old or {}).get("plugin_code"), code)
+        rec = {**rec, "plugin_code": code, **({"notes": [*why, *rec.get("notes", [])]} if why else {})}
     return keyed(ctx.run, rec, key, stage.folders)
 
 

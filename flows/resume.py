@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flows.config import PipelineConfig, resolve_path
 from flows.run_folder import RunFolder
+from pipelines.plugins import plugin_code
 
 
 def file_digest(path: Path) -> str:
@@ -43,13 +44,30 @@ def content_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def input_key(cfg: PipelineConfig, stage: str, files: Iterable[str], upstream: Iterable[dict[str, Any]]) -> str:
-    """What ``stage`` is made from: config, upstream stages' outputs and the bytes of the user
-    ``files`` it reads (its StageSpec's ``files``)."""
+def input_key(cfg: PipelineConfig, stage: str, files: Iterable[str], upstream: Iterable[dict[str, Any]],
+              code: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """What ``stage`` is made from: config, upstream stages' outputs, the bytes of the user
+    ``files`` it reads (its StageSpec's ``files``) and the source of the user ``code`` it runs
+    (:func:`plugin_keys`)."""
     parts = {"stage": stage, "config": cfg.fingerprint(),
              "upstream": [[r.get("stage"), r.get("output_key") or r.get("input_key")] for r in upstream],
              "files": {p: file_digest(resolve_path(p)) for p in files if resolve_path(p).exists()}}
+    if code:  # absent from the key when no plugin runs: keys of runs without plugins stay as they were
+        parts["code"] = code
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plugin_keys(plugins: Mapping[str, list[str]]) -> dict[str, dict[str, str]]:
+    """{config key: {module: digest of its package's source}} of the user code a stage runs."""
+    return {key: plugin_code(paths) for key, paths in plugins.items() if paths}
+
+
+def plugin_notes(redo: str, old: Mapping[str, Mapping[str, str]] | None, new: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Why a stage ran again, plugin by plugin: ``["rescored: score.custom mypkg.quality changed"]``."""
+    if old is None:
+        return []
+    return [f"{redo}: {key} {module} changed" for key, modules in new.items()
+            for module, digest in modules.items() if (old.get(key) or {}).get(module) not in (None, digest)]
 
 
 def output_key(run: RunFolder, folders: Iterable[str]) -> str:

@@ -6,8 +6,10 @@
 
 Layout::
 
-    config.json             the resolved config (so `python -m flows.stages STAGE RUN_DIR` can rerun a stage),
-                            endpoint URLs without credentials and secret-named values <redacted>
+    config.json             the resolved config as it may be shared: endpoint URLs without credentials,
+                            secret-named values <redacted>, paths as pipelines.redact.portable_paths writes them
+    .config-local.json      the same with the paths as given (what `python -m flows.stages STAGE RUN_DIR`
+                            reruns a stage with); like .lock and run.log, never shared (LOCAL_FILES)
     .config-fingerprint     the config's fingerprint: a folder belongs to one config
     .lock                   held (flock) by the process working in the folder; names its pid and host
     run.log                 every log line of the runs in this folder, with tracebacks
@@ -58,6 +60,9 @@ FINGERPRINT_MARKER = ".config-fingerprint"  # the mark of a folder this project 
 # What may be in a folder before its first claim: build_dataset's main() opens the run log and
 # takes the lock before the flow claims the folder.
 BEFORE_CLAIM = frozenset({".lock", "run.log"})
+# What stays on this machine: the log (tracebacks name the user's files), the lock (pid, host), and
+# the config with the user's paths. Everything else in a run folder names no user's directory.
+LOCAL_FILES = frozenset({*BEFORE_CLAIM, ".config-local.json"})
 
 
 class RunFolderConflict(ValueError):
@@ -199,22 +204,15 @@ class RunFolder:
         return json.loads(text)
 
     def relative(self, value: Any) -> Any:
-        """``value`` (dicts, lists, strings, paths) with every path to a file in the run folder
-        written relative to it (``dataset/parquet``; the folder itself is ``.``): records, results and
-        the report then name no user's directory, and the folder still works after a move."""
-        if isinstance(value, dict):
-            return {k: self.relative(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.relative(v) for v in value]
-        if isinstance(value, str | os.PathLike):
-            text = os.fspath(value)
-            for root in self._roots():
-                if text == root:
-                    return "."
-                if text.startswith(root + os.sep):
-                    return text[len(root) + 1:]
-            return text if isinstance(value, os.PathLike) else value
-        return value
+        """``value`` (dicts, lists, strings, paths) with every path in it made shareable
+        (pipelines.redact.portable_paths): a file in the run folder relative to it
+        (``dataset/parquet``; the folder itself is ``.``; inside a string too, as in the backend key
+        ``hf:conditional/cond-<hash>``), another one relative to the working directory when inside
+        it, else its name. Records, results and the report then name no user's directory, and the
+        folder still works after a move."""
+        from pipelines.redact import portable_paths
+
+        return portable_paths(_plain(value), tuple(self._roots()))
 
     def _roots(self) -> list[str]:
         """The spellings of the root a path may start with (as given, absolute, symlinks resolved)."""
@@ -252,6 +250,10 @@ class RunFolder:
     def config_file(self) -> Path:
         return self.root / "config.json"
 
+    @property
+    def local_config_file(self) -> Path:
+        return self.root / ".config-local.json"
+
     def claim(self, fingerprint: str, config_json: str) -> None:
         """Bind the folder to one config.
 
@@ -271,8 +273,10 @@ class RunFolder:
             )
         if not marker.exists():
             atomic_write_text(marker, fingerprint)
-        if not self.config_file.exists():
-            atomic_write_text(self.config_file, _without_secrets(config_json))
+        if not self.config_file.exists() or not self.local_config_file.exists():
+            atomic_write_text(self.local_config_file, _without_secrets(config_json))
+            atomic_write_text(self.config_file, json.dumps(self.relative(json.loads(_without_secrets(config_json))),
+                                                           indent=2))
 
     def refuse_foreign(self) -> None:
         """Raise RunFolderConflict when the folder exists, holds files (bar the lock and the log)
@@ -296,13 +300,24 @@ class RunFolder:
         return RunLock(self.root, wait=wait)
 
     def saved_config_json(self) -> str:
-        if not self.config_file.exists():
-            raise FileNotFoundError(f"{self.config_file} not found: is {self.root} a run folder?")
-        return self.config_file.read_text()
+        """The config the folder was made with, its paths as given (config.json in older folders)."""
+        for path in (self.local_config_file, self.config_file):
+            if path.exists():
+                return path.read_text()
+        raise FileNotFoundError(f"{self.config_file} not found: is {self.root} a run folder?")
 
     def report_paths(self) -> tuple[Path, str]:
         """(folder the report goes in, its base name): report.md and report/*.png."""
         return self.root, REPORT_NAME
+
+
+def _plain(value: Any) -> Any:
+    """Paths as strings, tuples as lists: what JSON holds."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _without_secrets(config_json: str) -> str:

@@ -25,7 +25,7 @@ def prices(cfg: PipelineConfig) -> dict[str, dict[str, float]]:
 
 def stage_usage(run: RunFolder, stage: str, index: int | None = None):
     """Context manager: the model calls made inside, saved to the stage's (or shard's) ledger."""
-    return persisted_usage(run.usage_file(stage, index))
+    return persisted_usage(run.usage_file(stage, index), name=run.relative)
 
 
 def usage_field(cfg: PipelineConfig, ledger: PersistedLedger | UsageLedger) -> dict[str, Any]:

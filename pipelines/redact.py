@@ -61,3 +61,38 @@ def redact_config(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+# An absolute POSIX path inside any text: a "/" that starts no URL part ("//", "h/v1") and is not
+# inside a word ("rows/s", "1/2"), up to whitespace, a quote, a bracket or a separator.
+_ABS_PATH = re.compile(r"(?<![\w/.~-])/(?!/)[^\s'\"<>|`,;()\[\]{}]+")
+
+
+def _portable_path(path: str, roots: tuple[str, ...], cwd: str) -> str:
+    """One absolute path: relative to the first root that holds it (``.`` for the root itself),
+    else to the working directory when inside it, else just its name."""
+    trail = path[len(path.rstrip(".:")):]  # sentence punctuation after a path stays outside it
+    bare = path[:len(path) - len(trail)] if trail else path
+    for root in (*roots, cwd):
+        root = root.rstrip("/")
+        if root and (bare == root or bare.startswith(root + "/")):
+            return (bare[len(root) + 1:] or ".") + trail
+    return (bare.rstrip("/").rsplit("/", 1)[-1] or bare) + trail
+
+
+def portable_paths(value: Any, roots: tuple[str, ...] = (), cwd: str | None = None) -> Any:
+    """A copy of ``value`` (dicts, lists, strings) where every absolute path, alone or inside a
+    string (``hf:/home/me/runs/r/conditional/cond-1``), is written relative to the first of
+    ``roots`` that holds it (the run folder: ``hf:conditional/cond-1``), else relative to the working
+    directory when inside it (``data/pool.jsonl``), else as its file name (``pool.jsonl``): what is
+    shared names no user's directory. URLs are left to :func:`redact_text`."""
+    import os
+
+    cwd = os.getcwd() if cwd is None else cwd
+    if isinstance(value, Mapping):
+        return {portable_paths(k, roots, cwd): portable_paths(v, roots, cwd) for k, v in value.items()}  # keys too: usage
+    if isinstance(value, list | tuple):
+        return [portable_paths(v, roots, cwd) for v in value]
+    if isinstance(value, str) and "/" in value:
+        return _ABS_PATH.sub(lambda m: _portable_path(m.group(0), roots, cwd), value)
+    return value

@@ -41,6 +41,8 @@ from pathlib import Path  # noqa: E402
 import polars as pl  # noqa: E402
 from test_export import TOKEN, FakeHub  # noqa: E402
 
+from flows.run_folder import LOCAL_FILES  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "MARKER_u53r"  # in the path of the folder the user works in
 URL_SECRETS = ("s3cr3t-pw", "sk-XYZ", "user:")  # in the endpoint URLs the config records
@@ -64,17 +66,30 @@ def shared(tmp_path_factory):
     rows = [{"instruction": f"Question {i}: what does item {i} cost?", "input": "",
              "output": f"It costs {i % 7 + 1} dollars."} for i in range(12)]
     (work / "input.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elsewhere = home / f"elsewhere-{MARKER}"  # a folder outside the working directory
+    elsewhere.mkdir()
+    target = [{"instruction": f"What does thing {i} cost?", "response": f"It costs {i} euros."} for i in range(6)]
+    (elsewhere / "target.jsonl").write_text("".join(json.dumps(r) + "\n" for r in target))
+    (elsewhere / "eval.jsonl").write_text(json.dumps({"instruction": "An unrelated eval question?",
+                                                      "response": "An unrelated answer."}) + "\n")
     env = {**os.environ, "PREFECT_HOME": str(home / "prefect-home"), "HF_HUB_OFFLINE": "1", "HF_TOKEN": TOKEN,
            "HF_HOME": str(home / "hf-home"), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    args = ["--no-taxonomy", "--no-text", "--model", "tiny", "--backend", "hf", "--input", "input.jsonl",
-            "--out-dir", "runs", "--run-name", "shared", "--scores", "ifd", "--set", "run.shard_size=6",
+    # Every path option absolute, as many users type them (issue 37): inside the working directory
+    # (input, out_dir, taxonomy) and outside it (target, eval set, passages).
+    args = ["--no-taxonomy", "--no-text", "--model", "tiny", "--backend", "hf", "--input", str(work / "input.jsonl"),
+            "--out-dir", str(work / "runs"), "--run-name", "shared", "--scores", "ifd,color", "--set", "run.shard_size=6",
+            "--set", f"score.target={elsewhere / 'target.jsonl'}", "--set", "score.target_holdout=0",
+            "--set", f"select.decontaminate.against=[{elsewhere / 'eval.jsonl'}]",
+            "--set", f"generate.taxonomy.path={work / 'taxonomy.yaml'}",
+            "--set", f"generate.text.path={elsewhere / 'passages.jsonl'}",
             "--set", "select.steps=[{top_k: {column: score_ifd, fraction: 0.5}}]",
             "--set", f"model.base_url={SECRET_URL}", "--set", f"score.judge.base_url={SECRET_URL}/judge"]
     res = subprocess.run([sys.executable, "-m", "flows.build_dataset", *args], cwd=work, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     run_dir = work / "runs" / "shared"
-    texts = {str(p.relative_to(run_dir)): _text(p) for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    texts = {str(p.relative_to(run_dir)): _text(p) for p in sorted(run_dir.rglob("*"))
+             if p.is_file() and p.name not in LOCAL_FILES}
 
     from pipelines.export import push_to_hub
 
@@ -108,7 +123,7 @@ def _no_network(mp) -> None:
 @pytest.mark.slow
 def test_no_secret_and_no_user_path_in_the_run_folder_or_on_the_hub(shared):
     texts, input_path = shared
-    assert "config.json" in texts and "run.log" in texts and not any(n.startswith(".prefect-results/") for n in texts)
+    assert "config.json" in texts and not any(n.startswith(".prefect-results/") for n in texts)
     for name, text in texts.items():
         if name == "console":
             continue  # the terminal may name the user's folders; it is not shared
@@ -119,6 +134,12 @@ def test_no_secret_and_no_user_path_in_the_run_folder_or_on_the_hub(shared):
         assert MARKER not in text, (name, text[max(0, text.find(MARKER) - 300):text.find(MARKER) + 100])
     assert TOKEN not in texts["console"]
     assert "http://127.0.0.1:9/v1" in texts["config.json"]  # the endpoint is still there, without secrets
+    config = json.loads(texts["config.json"])
+    assert config["generate"]["inputs"] == ["input.jsonl"] and config["run"]["out_dir"] == "runs"
+    assert config["score"]["target"] == "target.jsonl"  # outside the working directory: the name alone
+    card = texts["dataset/README.md"]
+    assert "hf:conditional/cond-" in card and "hf:conditional/cond-" in texts["report.md"]  # the backend key
+    assert '["input.jsonl"]' in card
 
 
 @pytest.mark.slow

@@ -181,3 +181,14 @@ def test_a_resumed_benchmark_keeps_only_results_of_the_same_settings(tmp_path):
     assert kept_results(path, settings) == rows
     with pytest.raises(SystemExit, match="other settings"):
         kept_results(path, run_settings(args(steps=32)))
+
+
+def test_the_report_works_when_only_some_arms_are_named(capsys):
+    """--arms without a random arm (issue 34): the report prints NaN distances, no TypeError."""
+    from benchmarks.selection_report import print_report
+
+    res = pl.DataFrame({"target": ["t1", "t1", "t2", "t2"], "arm": ["base", "default", "base", "default"],
+                        "eval_loss": [3.0, 2.5, 4.0, 3.5]})
+    print_report(res, 0.1, 0.3, wall_s=1.0)
+    out = capsys.readouterr().out
+    assert "default=2.5000 (+nan SE)" in out and out.strip().splitlines()[-1].startswith("default_vs_random10=nan")

@@ -55,6 +55,10 @@ def _no_files(cfg: PipelineConfig) -> list[str]:
     return []
 
 
+def _no_plugins(cfg: PipelineConfig) -> dict[str, list[str]]:
+    return {}
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     """What a mapped stage has to do: the shard indexes to run, and what it kept from before."""
@@ -117,6 +121,9 @@ class StageSpec:
     reset: Callable[[RunFolder], None] | None = None  # clears what its own resume would keep when inputs change
     files: Callable[[PipelineConfig], list[str]] = _no_files  # the user's files it reads: their bytes key it
     folders: tuple[str, ...] = ()  # run-folder parts it writes: their files make its output key (flows.resume)
+    # The user code it runs, {config key: import paths}: the source of each plugin's package keys it too.
+    plugins: Callable[[PipelineConfig], dict[str, list[str]]] = _no_plugins
+    redo: str = "rerun"  # what its notes say it did when an edited plugin made it run again ("rescored")
 
 
 def clear(folder: Callable[[RunFolder], Path]) -> Callable[[RunFolder], None]:

@@ -133,4 +133,5 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 STAGE = StageSpec(name="choose", section="select.auto", run=_run, needs=("scored",), makes=("choice",),
                   enabled=lambda cfg: bool(cfg.select.auto), files=decontamination_files, folders=("choose",),
+                  plugins=lambda cfg: {"select.custom": cfg.select.custom}, redo="rechosen",
                   per_shard=ShardMap(plan=plan, run_shard=run_arm, finish=finish))

@@ -13,15 +13,16 @@ from pipelines.shards import list_shards
 
 
 def card_info(ctx: StageContext) -> dict[str, Any]:
+    """What the card says made the data; its paths as the run folder shares them (RunFolder.relative)."""
     cfg, records = ctx.cfg, list(ctx.records.values())
-    return {
+    return ctx.run.relative({
         "config": cfg.model_dump(mode="json"),
         "models": models_per_stage(cfg, records),
         "generators": generator_settings(cfg),
         "scores": score_definitions(cfg),
         "stages": records,
         "fingerprint": cfg.fingerprint(),
-    }
+    })
 
 
 def publish(ctx: StageContext) -> dict[str, Any] | None:

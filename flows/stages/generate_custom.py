@@ -96,4 +96,5 @@ def _run(ctx: StageContext) -> dict:
 
 STAGE = StageSpec(name="generate_custom", section="generate.custom", run=_run, makes=("generated",),
                   enabled=lambda cfg: bool(cfg.generate.custom), check=_check,
-                  retries=2, reset=clear(lambda run: run.root / "generate_custom"), folders=("generate_custom",))
+                  retries=2, reset=clear(lambda run: run.root / "generate_custom"), folders=("generate_custom",),
+                  plugins=lambda cfg: {"generate.custom": cfg.generate.custom}, redo="regenerated")

@@ -24,6 +24,7 @@ from flows.llm_cache import get_llm, model_for
 from flows.resume import content_digest
 from flows.stages.base import ShardMap, ShardPlan, StageContext, StageSpec, record
 from flows.usage import saved_usage, stage_usage
+from pipelines.plugins import plugin_code
 from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, list_shards, shard_path
 
 TARGETS = ("conditional_model", "target_embedding", "target_matrix")
@@ -43,12 +44,14 @@ def _target_arrays(run, specs, made: dict[str, Any]) -> dict[str, Any]:
     return arrays
 
 
-def made_from(examples_shard: Path, conditioned: dict[str, Any]) -> str:
+def made_from(examples_shard: Path, conditioned: dict[str, Any], code: dict[str, str] | None = None) -> str:
     """What a scored shard depends on: its examples shard's bytes (not its name: a renumbered
-    shard keeps its key) and what the condition stage made (its files are named by the target
-    rows' fingerprint). The config is the folder's own."""
+    shard keeps its key), what the condition stage made (its files are named by the target
+    rows' fingerprint) and the source of the user's scores (``code``: plugin_code of score.custom,
+    so an edited score rescores every shard). The config is the folder's own."""
     made = sorted((k, str(v)) for k, v in conditioned.items() if k in TARGETS)
-    return f"{content_digest(examples_shard)[:20]}:{hashlib.sha256(repr(made).encode()).hexdigest()[:12]}"
+    key = f"{content_digest(examples_shard)[:20]}:{hashlib.sha256(repr(made).encode()).hexdigest()[:12]}"
+    return key + (f":{hashlib.sha256(repr(sorted(code.items())).encode()).hexdigest()[:12]}" if code else "")
 
 
 def _saved_key(counts_file: Path) -> str | None:
@@ -68,7 +71,7 @@ def score_shard(cfg: PipelineConfig, run, index: int, conditioned: dict[str, Any
     specs, made = cfg.score.specs(), conditioned or {}
     target = _target_arrays(run, specs, made)
     out, source = shard_path(run.scored, index), shard_path(run.examples, index)
-    key = made_from(source, made)
+    key = made_from(source, made, plugin_code(cfg.score.custom))
     if out.exists() and _saved_key(run.score_counts(index)) == key:
         return pl.scan_parquet(out).select(pl.len()).collect().item()
     table = pl.read_parquet(source)
@@ -108,7 +111,8 @@ def plan(ctx: StageContext) -> ShardPlan:
     kill in between leaves only shards that are rescored), surplus ones deleted."""
     run, n = ctx.run, shards(ctx)
     made = ctx.record("condition") or {}
-    keys = [made_from(shard_path(run.examples, i), made) for i in range(n)]
+    code = plugin_code(ctx.cfg.score.custom)
+    keys = [made_from(shard_path(run.examples, i), made, code) for i in range(n)]
     for stray in run.scored.glob(".relink-*"):  # left by a kill during an earlier move
         stray.unlink()
     saved = {int(p.stem.split("-")[1]): _saved_key(run.score_counts(int(p.stem.split("-")[1])))
@@ -176,5 +180,6 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = StageSpec(name="score", section="score", run=_run, needs=("examples", "conditioned"), makes=("scored",),
-                  retries=2, folders=("scored",),
+                  retries=2, folders=("scored",), plugins=lambda cfg: {"score.custom": cfg.score.custom},
+                  redo="rescored",
                   per_shard=ShardMap(count=shards, run_shard=run_shard, finish=finish, plan=plan))

@@ -133,4 +133,5 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = StageSpec(name="select", section="select", run=_run, needs=("scored", "choice"), makes=("selected",),
-                  check=_check, files=decontamination_files, folders=("selected",))
+                  check=_check, files=decontamination_files, folders=("selected",),
+                  plugins=lambda cfg: {"select.custom": cfg.select.custom}, redo="reselected")

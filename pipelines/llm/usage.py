@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
@@ -219,24 +219,27 @@ def save_ledger(ledger: UsageLedger, path: Path) -> None:
 class PersistedLedger(UsageLedger):
     """A ledger that knows what earlier attempts saved at ``path`` (see :func:`persisted_usage`)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, name: Callable[[str], str] | None = None):
         super().__init__()
-        self.path, self.prior = Path(path), load_ledger(path)
+        self.path, self.prior, self.name = Path(path), load_ledger(path), name
 
     def saved(self) -> UsageLedger:
-        """Earlier attempts plus this one, written to ``path`` now."""
-        total = UsageLedger(self.prior.entries).merge(self)
+        """Earlier attempts plus this one (keys as ``name`` writes them), written to ``path`` now."""
+        total = UsageLedger(self.prior.entries)
+        for key, usage in list(self.entries.items()):
+            total.add(self.name(key) if self.name else key, usage)
         save_ledger(total, self.path)
         return total
 
 
 @contextmanager
-def persisted_usage(path: Path) -> Iterator[PersistedLedger]:
+def persisted_usage(path: Path, name: Callable[[str], str] | None = None) -> Iterator[PersistedLedger]:
     """Track the calls made in the block and save them to ``path`` added to what earlier attempts
     saved there, also when the block raises: a retried stage or shard counts every attempt's
     calls (a process killed outright loses only its own attempt's counts). ``ledger.saved()``
-    inside the block gives the total so far, for the stage record."""
-    ledger = PersistedLedger(path)
+    inside the block gives the total so far, for the stage record. ``name`` rewrites the backend
+    keys as they are saved (the run folder's: a model inside it by its path there)."""
+    ledger = PersistedLedger(path, name)
     with track_usage(ledger):
         try:
             yield ledger
