@@ -212,7 +212,23 @@ class RunFolder:
         folder still works after a move."""
         from pipelines.redact import portable_paths
 
-        return portable_paths(_plain(value), tuple(self._roots()))
+        roots = tuple(self._roots())
+
+        def one(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {one(k): one(x) for k, x in v.items()}
+            if isinstance(v, list | tuple):
+                return [one(x) for x in v]
+            if not isinstance(v, str):
+                return v
+            for root in roots:  # the root as spelled, relative ones too ("runs/r/dataset")
+                if v == root:
+                    return "."
+                if v.startswith(root + os.sep):
+                    return v[len(root) + 1:]
+            return portable_paths(v, roots)
+
+        return one(_plain(value))
 
     def _roots(self) -> list[str]:
         """The spellings of the root a path may start with (as given, absolute, symlinks resolved)."""
