@@ -68,31 +68,38 @@ def redact_config(value: Any) -> Any:
 _ABS_PATH = re.compile(r"(?<![\w/.~-])/(?!/)[^\s'\"<>|`,;()\[\]{}]+")
 
 
-def _portable_path(path: str, roots: tuple[str, ...], cwd: str) -> str:
+def _portable_path(path: str, roots: tuple[str, ...]) -> str:
     """One absolute path: relative to the first root that holds it (``.`` for the root itself),
-    else to the working directory when inside it, else just its name."""
+    else as rows name their source (pipelines.readers.records.display_path: relative to the working
+    directory when inside it, else just its name)."""
+    from pipelines.readers.records import display_path
+
     trail = path[len(path.rstrip(".:")):]  # sentence punctuation after a path stays outside it
     bare = path[:len(path) - len(trail)] if trail else path
-    for root in (*roots, cwd):
+    for root in roots:
         root = root.rstrip("/")
         if root and (bare == root or bare.startswith(root + "/")):
             return (bare[len(root) + 1:] or ".") + trail
-    return (bare.rstrip("/").rsplit("/", 1)[-1] or bare) + trail
+    return display_path(bare) + trail
 
 
-def portable_paths(value: Any, roots: tuple[str, ...] = (), cwd: str | None = None) -> Any:
+def portable_paths(value: Any, roots: tuple[str, ...] = ()) -> Any:
     """A copy of ``value`` (dicts, lists, strings) where every absolute path, alone or inside a
     string (``hf:/home/me/runs/r/conditional/cond-1``), is written relative to the first of
     ``roots`` that holds it (the run folder: ``hf:conditional/cond-1``), else relative to the working
     directory when inside it (``data/pool.jsonl``), else as its file name (``pool.jsonl``): what is
-    shared names no user's directory. URLs are left to :func:`redact_text`."""
-    import os
-
-    cwd = os.getcwd() if cwd is None else cwd
+    shared names no user's directory. Keys too (usage is keyed by backend); two keys that come
+    out the same are told apart by `` (2)``, ``(3)``... URLs are left to :func:`redact_text`."""
     if isinstance(value, Mapping):
-        return {portable_paths(k, roots, cwd): portable_paths(v, roots, cwd) for k, v in value.items()}  # keys too: usage
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            key, n = portable_paths(k, roots), 2
+            while key in out:
+                key, n = f"{portable_paths(k, roots)} ({n})", n + 1
+            out[key] = portable_paths(v, roots)
+        return out
     if isinstance(value, list | tuple):
-        return [portable_paths(v, roots, cwd) for v in value]
+        return [portable_paths(v, roots) for v in value]
     if isinstance(value, str) and "/" in value:
-        return _ABS_PATH.sub(lambda m: _portable_path(m.group(0), roots, cwd), value)
+        return _ABS_PATH.sub(lambda m: _portable_path(m.group(0), roots), value)
     return value

@@ -81,7 +81,7 @@ def test_collect_streams_several_inputs_in_order_with_rejects(tmp_path):
     # Each input has shards of its own (a new input file only adds shards): 30 and 25 rows -> 8 + 7.
     assert rec["rows_out"] == expected.height and rec["shards"] == -(-ra.table.height // 4) - (-rb.table.height // 4)
     assert rec["rejects"] == len(ra.rejects) + len(rb.rejects)
-    assert rec["per_source"] == {str(a): ra.table.height, str(b): rb.table.height}
+    assert rec["per_source"] == {a.name: ra.table.height, b.name: rb.table.height}  # names, as rows give them
     written = [json.loads(x) for x in run.input_rejects(a).read_text().splitlines()]
     assert [r["line"] for r in written] == [r["line"] for r in ra.rejects]
 
