@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 import torch
 from instruct_selectors.color_filter import color_k
+from instruct_selectors.policy_apply import reciprocal_rank_fusion
 from instruct_selectors.scores.base import build_request
 from instruct_selectors.target_sim_variants import (
     apply_whitening,
@@ -34,7 +35,6 @@ from instruct_selectors.target_sim_variants import (
     length_penalised,
     position_weight_matrix,
     rademacher_projection,
-    reciprocal_rank_fusion,
     target_sim_in,
 )
 

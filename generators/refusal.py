@@ -41,8 +41,6 @@ from pipelines.qa_metrics import normalize_answer
 from pipelines.schema import meta_of, with_meta_field
 from pipelines.shards import read_rejects, read_shards, run_sharded, write_shards
 
-EXTRA_COLUMNS = ("response_original", "refusal_answer", "refusal_score")
-
 
 def transform_rows(
     table: pl.DataFrame, llm: LLM, *, metric: str = "f1", threshold: float = 0.5, max_tokens: int = 64

@@ -30,7 +30,6 @@ CORE_COLUMNS = ("id", "instruction", "context", "response", "source", "meta")
 CORE_SCHEMA = {name: pl.Utf8 for name in CORE_COLUMNS}
 # The long columns: what a step that needs only ids, scores and meta leaves unread.
 TEXT_COLUMNS = ("instruction", "context", "response", "embedding")
-REQUIRED_FIELDS = ("instruction", "response")
 
 
 def normalise_text(text: str) -> str:

@@ -29,11 +29,27 @@ from instruct_selectors.policy_steps import (
     TopK,
     label,
 )
-from instruct_selectors.target_sim_variants import reciprocal_rank_fusion
 
 from pipelines.schema import meta_field
 
 # ---- helpers -------------------------------------------------------------------------------------
+
+
+def ranks(score) -> np.ndarray:
+    """1-based rank of each value, largest first; equal values share the best rank, so the ranks
+    do not depend on the row order; NaN ranks last (rank n)."""
+    s = np.asarray(score, dtype=np.float64)
+    nan = np.isnan(s)
+    rank = np.searchsorted(np.sort(-s[~nan]), -s, side="left").astype(np.float64) + 1
+    return np.where(nan, float(s.size), rank)
+
+
+def reciprocal_rank_fusion(*scores, k: float = 60.0) -> np.ndarray:
+    """RRF: sum over the scores of 1 / (k + rank) (Cormack et al. 2009's k = 60)."""
+    if not scores:
+        raise ValueError("rank fusion needs at least one score")
+    return sum(1.0 / (k + ranks(s)) for s in scores)
+
 
 
 def column_values(table: pl.DataFrame, column: str, step_name: str) -> np.ndarray:

@@ -28,12 +28,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 from instruct_selectors.scores.base import Score, ScoreInputs, ScoreResult, build_request
-from instruct_selectors.scores.catalogue import BUILTIN, resolve
+from instruct_selectors.scores.catalogue import resolve
 
-SCORES = tuple(s.name for s in BUILTIN)
-SCORE_COLUMNS = {s.name: s.column for s in BUILTIN}
-SCORE_DEFINITIONS = {s.name: s.definition for s in BUILTIN}
-__all__ = ["Pass", "plan_passes", "score_rows", "score_table", "build_request", "SCORES", "SCORE_COLUMNS"]
+__all__ = ["Pass", "plan_passes", "score_rows", "score_table", "build_request"]
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ from pipelines.progress import StageBar
 from pipelines.read_ahead import ahead, ahead_map
 from pipelines.schema import meta_field
 
-RESULT_COLUMNS = ("keep", "dropped_by", "keep_reason", "select_rank", "dup_of")
+# What selection adds to each row; they must not reach a trainer (pipelines.io reads a false
+# `keep` as "drop the row"), so the train and choose stages drop them before training.
+SELECTION_COLUMNS = ("keep", "dropped_by", "keep_reason", "select_rank", "dup_of")
 Prepare = Callable[[pl.DataFrame], pl.DataFrame]
 
 

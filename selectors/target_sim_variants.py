@@ -2,7 +2,7 @@
 
 Each is an arm of the benchmark. Two reached the pipeline by beating the others across targets:
 RDS+'s pooling (``score.target_pooling = "weighted"``, computed in pipelines/llm/nll.py) and the rank
-fusion (a ``top_k`` step's ``fuse``, which calls :func:`reciprocal_rank_fusion`).
+fusion (a ``top_k`` step's ``fuse``: ``reciprocal_rank_fusion`` in policy_apply.py, beside top_k).
 
 * RDS+'s own pooling (Ivison et al. 2025, arXiv 2503.01807): a *position-weighted* mean of the last
   hidden state over the whole sequence (prompt and response), weight of token i (1-based) =
@@ -17,8 +17,6 @@ fusion (a ``top_k`` step's ``fuse``, which calls :func:`reciprocal_rank_fusion`)
   fitted on the pool, :func:`fit_whitening` / :func:`apply_whitening`; with all kept components its
   cosines equal ZCA's, a rotation away), CRDS-R projects concatenated layers' embeddings with a
   Rademacher matrix (:func:`rademacher_projection`).
-* :func:`reciprocal_rank_fusion` (Cormack et al. 2009): sum over scores of 1 / (k + rank), ties
-  sharing a rank so that the fusion does not depend on the row order.
 * TSDS-like diversity (arXiv 2410.11303): :func:`knn_density` (mean cosine to the k nearest other
   pool rows) as a penalty on crowded regions, :func:`density_penalised`.
 
@@ -138,22 +136,6 @@ def rademacher_projection(dim_in: int, dim_out: int, seed: int = 0) -> np.ndarra
 def target_sim_in(pool: np.ndarray, target: np.ndarray) -> np.ndarray:
     """target_sim.py's score (cosine with the mean of the target's unit rows) in any representation."""
     return target_sim_score(np.asarray(pool, dtype=np.float64), target_vector(np.asarray(target, dtype=np.float64)))
-
-
-def ranks(score) -> np.ndarray:
-    """1-based rank of each value, largest first; equal values share the best rank, so the ranks
-    do not depend on the row order; NaN ranks last (rank n)."""
-    s = np.asarray(score, dtype=np.float64)
-    nan = np.isnan(s)
-    rank = np.searchsorted(np.sort(-s[~nan]), -s, side="left").astype(np.float64) + 1
-    return np.where(nan, float(s.size), rank)
-
-
-def reciprocal_rank_fusion(*scores, k: float = 60.0) -> np.ndarray:
-    """RRF: sum over the scores of 1 / (k + rank) (Cormack et al. 2009's k = 60)."""
-    if not scores:
-        raise ValueError("rank fusion needs at least one score")
-    return sum(1.0 / (k + ranks(s)) for s in scores)
 
 
 def knn_density(embeddings: np.ndarray, k: int = 10) -> np.ndarray:

@@ -319,7 +319,7 @@ def test_hf_folder_streamed_from_shards_loads_the_same_rows_in_several_files(tmp
     rerun, and an empty shard list still gives a typed empty dataset."""
     import datasets
 
-    import pipelines.writers.hf_folder as hf_disk
+    import pipelines.writers.hf_folder as hf_folder
     from pipelines.export import to_hf_dataset
 
     rows = _table(7).with_columns(pl.lit(1.5).alias("score_x"))
@@ -331,7 +331,7 @@ def test_hf_folder_streamed_from_shards_loads_the_same_rows_in_several_files(tmp
     monkeypatch.setattr(hf_disk, "MAX_SHARD_BYTES", 1)  # a new file after every batch
     monkeypatch.setattr(hf_disk, "BATCH_ROWS", 2)
     out = tmp_path / "hf"
-    assert hf_disk.save_parquet_shards_to_disk(shards, features, out) == 7
+    assert hf_folder.save_parquet_shards_to_disk(shards, features, out) == 7
     files = sorted(p.name for p in out.iterdir())
     # shards of 3+3+1 rows re-batched to 2+2+2+1 whatever the pieces: the same files for any sharding
     assert files[0] == "data-00000-of-00004.arrow" and len(files) == 4 + 2
@@ -339,11 +339,11 @@ def test_hf_folder_streamed_from_shards_loads_the_same_rows_in_several_files(tmp
     assert ds.features == features
     assert ds.to_polars().equals(to_hf_dataset(rows).to_polars())
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    hf_disk.save_parquet_shards_to_disk(shards, features, out)
+    hf_folder.save_parquet_shards_to_disk(shards, features, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
-    hf_disk.save_parquet_shards_to_disk([], features, tmp_path / "empty")
+    hf_folder.save_parquet_shards_to_disk([], features, tmp_path / "empty")
     empty = datasets.load_from_disk(str(tmp_path / "empty"))
     assert len(empty) == 0 and empty.features == features
 

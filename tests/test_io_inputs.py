@@ -159,7 +159,7 @@ def test_readers_and_writers_import_no_cycle_and_no_private_names():
 
     root = Path(__file__).resolve().parents[1]
     files = [*sorted((root / "pipelines" / "readers").glob("*.py")), *sorted((root / "pipelines" / "writers").glob("*.py")),
-             *(root / "pipelines" / f"{m}.py" for m in ("io", "stream_io", "export", "export_stream", "hf_disk"))]
+             *(root / "pipelines" / f"{m}.py" for m in ("io", "stream_io", "export", "export_stream"))]
     graph = {}
     for f in files:
         name = ".".join(f.relative_to(root).with_suffix("").parts).removesuffix(".__init__")

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 from instruct_selectors.otd import cost_scale, dual_potentials, otd_score
-from instruct_selectors.score import SCORE_COLUMNS, score_table
+from instruct_selectors.score import score_table
 from instruct_selectors.target_sim import target_rows
 
 from flows.config import load_config
@@ -93,7 +93,7 @@ def test_score_table_writes_a_finite_otd_column(tiny):
     assert matrix.shape[0] == 3 and matrix.dtype == np.float32
     scored = score_table(table, llm, scores=("otd", "target_sim"), target_matrix=matrix,
                          target_vector=matrix.mean(axis=0))
-    col = scored[SCORE_COLUMNS["otd"]]
+    col = scored["score_otd"]
     assert col.null_count() == 0 and np.isfinite(col.to_numpy()).all()
     assert col.n_unique() > 1
     with pytest.raises(ValueError, match="target_matrix"):

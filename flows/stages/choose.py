@@ -22,10 +22,10 @@ from typing import Any
 
 import polars as pl
 
+from flows.arm_training import content_key, load_arm, train_once, train_spec
 from flows.config_choose import DEFAULT, candidate_columns, with_ranking
+from flows.selection_pass import decontamination_files, selection
 from flows.stages.base import ShardMap, ShardPlan, StageContext, StageSpec, record
-from flows.stages.select import decontamination_files, selection
-from flows.stages.train import SELECTION_COLUMNS, content_key, load_arm, train_once, train_spec
 from flows.target_parts import target_parts, write_held_out
 from pipelines.shards import atomic_write_text, write_parquet_if_changed
 
@@ -67,6 +67,8 @@ def plan(ctx: StageContext) -> ShardPlan:
               for arm, cols in ranked.items()}
     chosen |= {f"random-s{k}": random_pick(pool["id"].to_list(), len(default), cfg.run.seed + k)
                for k in range(cfg.select.proxy.seeds)}
+    from instruct_selectors.stream_select import SELECTION_COLUMNS
+
     rows = pool.drop([c for c in SELECTION_COLUMNS if c in pool.columns])
     arms, first = [], {}
     for arm, ids in chosen.items():

@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from flows.lineage import generator_settings, models_per_stage, score_definitions
+from flows.publish import publish
 from flows.stages.base import StageContext, StageSpec, record
 from pipelines.shards import list_shards
 
@@ -23,14 +24,6 @@ def card_info(ctx: StageContext) -> dict[str, Any]:
         "stages": records,
         "fingerprint": cfg.fingerprint(),
     })
-
-
-def publish(ctx: StageContext) -> dict[str, Any] | None:
-    """Push the exported dataset and its card to the Hub when export.push_to_hub names a repo."""
-    from pipelines.export import push_to_hub
-
-    repo = ctx.cfg.export.push_to_hub
-    return push_to_hub(ctx.run.dataset, repo, private=ctx.cfg.export.private) if repo else None
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:

@@ -16,25 +16,19 @@ label; there is no selection to compare with random then, so no control arm runs
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from flows.arm_training import ARM_FILE, content_key, load_arm, train_once, train_spec
 from flows.config import PipelineConfig, resolve_path
-from flows.resume import file_digest
+from flows.publish import publish
+from flows.selection_pass import chosen_steps
 from flows.stages.base import ShardMap, StageContext, StageSpec, record
-from flows.stages.export import publish
-from flows.stages.select import chosen_steps
 from flows.target_parts import target_parts, write_held_out
-from pipelines.shards import atomic_write_text, read_shards, write_parquet_if_changed, write_text_if_changed
-
-ARM_FILE = "arm.json"
-# Selection columns that must not reach the trainer: pipelines.io reads a false `keep` as "drop the row".
-SELECTION_COLUMNS = ("keep", "dropped_by", "keep_reason", "select_rank", "dup_of")
+from pipelines.shards import read_shards, write_parquet_if_changed, write_text_if_changed
 
 
 def arms(cfg: PipelineConfig) -> list[str]:
@@ -101,6 +95,8 @@ def arm_rows(ctx: StageContext, arm: str) -> tuple[Path, dict[str, Any]]:
     ids = pool["id"].to_list()
     if arm != "whole":  # random-s<k>: drawn with seed run.seed + k
         ids = random_pick(ids, n, cfg.run.seed + int(arm.removeprefix("random-s")))
+    from instruct_selectors.stream_select import SELECTION_COLUMNS
+
     rows = pool.filter(pl.col("id").is_in(ids)).drop([c for c in SELECTION_COLUMNS if c in pool.columns])
     path = run.train_arm(arm) / "rows.parquet"
     write_parquet_if_changed(rows, path)
@@ -112,53 +108,6 @@ def made_from(cfg: PipelineConfig, arm: str, source: Path, eval_path: Path) -> s
     ``compare``: adding a seed does not retrain the arms already trained)."""
     return content_key({"arm": arm, "train": cfg.train.model_dump(mode="json", exclude={"compare", "compare_seeds"})},
                        cfg, source, eval_path)
-
-
-def content_key(settings: dict[str, Any], cfg: PipelineConfig, source: Path, eval_path: Path) -> str:
-    """A short hash of ``settings``, the model, the rows trained on and the rows evaluated on."""
-    settings = {**settings, "model": cfg.model.model, "max_length": cfg.model.max_length, "seed": cfg.run.seed,
-                "refusal": cfg.transform.refusal_aware.model_dump(mode="json"),
-                "rows": file_digest(source) if source.exists() else None, "eval": file_digest(eval_path)}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_arm(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def train_spec(cfg: PipelineConfig, source: Path, out: Path, eval_path: Path, *, method: str, max_steps: int | None,
-               options: dict[str, Any], eval_before: bool, **sizes: int) -> dict[str, Any]:
-    """The plain arguments of flows.train_process.train for one arm; ``sizes``: batch_size, max_length."""
-    refusal = cfg.transform.refusal_aware
-    return {"source": str(source), "out": str(out), "method": method, "options": options,
-            "model": cfg.model.model, "eval_path": str(eval_path), "max_steps": max_steps,
-            "seed": cfg.run.seed, "conditional_indicator": cfg.train.conditional_indicator,
-            "control_tokens": bool(cfg.train.control_tokens), "eval_before": eval_before,
-            "max_length": cfg.model.max_length, "threads": cfg.model.threads, **sizes,
-            "refusal": refusal.model_dump(include={"metric", "threshold"}) if refusal.enabled else None}
-
-
-def train_once(ctx: StageContext, arm: str, key: str, spec: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Train ``spec`` into its ``out`` folder unless its arm.json was made from ``key``; the arm.json."""
-    from flows.train_process import train, train_in_fresh_process
-
-    out = Path(spec["out"])
-    done = load_arm(out / ARM_FILE)
-    if done is not None and done.get("made_from") == key:
-        return done
-    if ctx.cfg.train.fresh_process:
-        metrics = train_in_fresh_process(spec, out)
-    else:
-        from flows.llm_cache import release_all
-
-        release_all()  # the generators' and scorers' models: the trainer loads its own copy
-        metrics = train(spec)
-    done = {"arm": arm, "made_from": key, "metrics": ctx.run.relative(metrics), **extra}
-    atomic_write_text(out / ARM_FILE, json.dumps(done, indent=1, sort_keys=True, default=str) + "\n")
-    return done
 
 
 def run_arm(ctx: StageContext, index: int) -> int:
