@@ -24,8 +24,8 @@ import numpy as np
 import polars as pl
 import torch
 from instruct_selectors.color_filter import color_k
-from instruct_selectors.policy_apply import reciprocal_rank_fusion
 from instruct_selectors.scores.base import build_request
+from instruct_selectors.steps.top_k import reciprocal_rank_fusion
 from instruct_selectors.target_sim_variants import (
     apply_whitening,
     density_penalised,

@@ -33,66 +33,22 @@ counts for quotas, so empty strata show up).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
-from instruct_selectors.dedup import DedupState
-from instruct_selectors.policy_apply import apply_step
-from instruct_selectors.policy_steps import Dedup, SelectionStep, label, parse_steps
+from instruct_selectors.steps.base import SelectionStep
+from instruct_selectors.stream_select import select_shards
 
 
-def select(
-    table: pl.DataFrame, steps: Sequence[SelectionStep | Mapping[str, Any]],
-    dedup_states: Mapping[int, DedupState] | None = None,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def select(table: pl.DataFrame, steps: Sequence[SelectionStep | Mapping[str, Any]]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Apply ``steps`` in order; return (table with keep/dropped_by/keep_reason/select_rank, summary).
 
-    ``dedup_states``: {step position (0-based): state for every table row}, precomputed by a caller
-    that does not hold the texts (instruct_selectors.stream_select); else built from the table."""
-    steps = parse_steps(steps)
-    n = table.height
-    ids = table["id"].to_list()
-    order = list(range(n))  # the surviving rows, in the current rank order (table order at first)
-    dropped_by: list[str | None] = [None] * n
-    dup_of: list[str | None] = [None] * n
-    summary = []
-    for idx, step in enumerate(steps, 1):
-        name = label(step)
-        state = (dedup_states or {}).get(idx - 1)
-        kept, reasons, detail = apply_step(step, table, order, ids, dup_of, state)
-        kept_set = set(kept)
-        for r in order:
-            if r not in kept_set:
-                dropped_by[r] = reasons.get(r, name)
-        summary.append(
-            {
-                "step": idx,
-                "name": name,
-                "rows_in": len(order),
-                "rows_out": len(kept),
-                "dropped": len(order) - len(kept),
-                "detail": detail,
-            }
-        )
-        order = kept
-
-    rank = {r: pos for pos, r in enumerate(order, 1)}
-    last = label(steps[-1]) if steps else "no steps"
-    columns = [
-        pl.Series("keep", [dropped_by[i] is None for i in range(n)], dtype=pl.Boolean),
-        pl.Series("dropped_by", dropped_by, dtype=pl.Utf8),
-        pl.Series("keep_reason", [last if i in rank else None for i in range(n)], dtype=pl.Utf8),
-        pl.Series("select_rank", [rank.get(i) for i in range(n)], dtype=pl.Int64),
-    ]
-    if any(isinstance(s, Dedup) for s in steps):
-        columns.append(pl.Series("dup_of", dup_of, dtype=pl.Utf8))
-    schema = {
-        "step": pl.Int64,
-        "name": pl.Utf8,
-        "rows_in": pl.Int64,
-        "rows_out": pl.Int64,
-        "dropped": pl.Int64,
-        "detail": pl.Utf8,
-    }
-    return table.with_columns(columns), pl.DataFrame(summary, schema=schema)
+    The streamed selection (instruct_selectors.stream_select) over this one table: there is one
+    engine, whether the rows sit in memory or in a thousand shards."""
+    with tempfile.TemporaryDirectory(prefix="select-") as tmp:
+        out = Path(tmp) / "selected.parquet"
+        summary, _ = select_shards([table], steps, out, quiet=True)
+        return pl.read_parquet(out), summary

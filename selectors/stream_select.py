@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from instruct_selectors.compact_select import Compact, Result, Strata, select_compact
+from instruct_selectors.compact_select import select_compact
 from instruct_selectors.dedup import StateWriter, row_texts
+from instruct_selectors.id_order import id_keys, id_rank
 from instruct_selectors.policy_steps import (
     Dedup,
     Diversify,
@@ -43,6 +43,7 @@ from instruct_selectors.policy_steps import (
     Ratio,
     parse_steps,
 )
+from instruct_selectors.steps.base import Compact, Result, Strata
 
 from pipelines.progress import StageBar
 from pipelines.read_ahead import ahead, ahead_map
@@ -52,9 +53,27 @@ from pipelines.schema import meta_field
 # `keep` as "drop the row"), so the train and choose stages drop them before training.
 SELECTION_COLUMNS = ("keep", "dropped_by", "keep_reason", "select_rank", "dup_of")
 Prepare = Callable[[pl.DataFrame], pl.DataFrame]
+Shard = Path | pl.DataFrame  # a Parquet shard, or a table in memory (policies.select: one of them)
 
 
-def progress(paths: Sequence[Path], desc: str, unit: str = "shard"):
+def _read(shard: Shard, columns: list[str] | None = None) -> pl.DataFrame:
+    if isinstance(shard, pl.DataFrame):
+        return shard if columns is None else shard.select(columns)
+    return pl.read_parquet(shard, columns=columns)
+
+
+def _height(shard: Shard) -> int:
+    return shard.height if isinstance(shard, pl.DataFrame) else pq.ParquetFile(shard).metadata.num_rows
+
+
+def _columns(shard: Shard) -> list[str]:
+    return shard.columns if isinstance(shard, pl.DataFrame) else pq.read_schema(shard).names
+
+
+def progress(paths: Sequence[Shard], desc: str | None, unit: str = "shard"):
+    if desc is None:  # quiet
+        yield from paths
+        return
     bar = StageBar(desc, total=len(paths), unit=unit)
     try:
         for p in paths:
@@ -78,53 +97,9 @@ def needed_columns(steps: Sequence[Any], columns: Sequence[str]) -> list[str]:
     return out
 
 
-def id_keys(ids: pl.Series) -> np.ndarray:
-    """(n, 2) uint64: the first 16 UTF-8 bytes of each id, big-endian, zero-padded, so comparing
-    keys compares ids (str order is code point order is UTF-8 byte order) unless the keys are equal."""
-    if ids.null_count():
-        raise ValueError("select: some rows have no id")
-    a = pc.cast(ids.to_arrow(), pa.large_binary())
-    a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
-    n = len(a)
-    off = np.frombuffer(a.buffers()[1], dtype=np.int64)[a.offset : a.offset + n + 1]
-    data = np.frombuffer(a.buffers()[2], dtype=np.uint8) if a.buffers()[2] is not None else np.zeros(1, np.uint8)
-    if data.size == 0:
-        data = np.zeros(1, np.uint8)
-    lens = np.diff(off)
-    j = np.arange(16)
-    inside = j < lens[:, None]
-    b = np.where(inside, data[np.where(inside, off[:-1, None] + j, 0)], 0).astype(np.uint64)
-    shifts = np.uint64(8) * (np.uint64(7) - np.arange(8, dtype=np.uint64))
-    return np.stack([(b[:, :8] << shifts).sum(axis=1, dtype=np.uint64),
-                     (b[:, 8:] << shifts).sum(axis=1, dtype=np.uint64)], axis=1)
-
-
-def _dense_rank(keys: Sequence[np.ndarray]) -> np.ndarray:
-    """Dense rank (0-based) of rows by ``keys`` (most significant first)."""
-    order = np.lexsort(tuple(reversed(keys)))
-    new = np.zeros(order.size, dtype=bool)
-    new[1:] = np.logical_or.reduce([k[order][1:] != k[order][:-1] for k in keys])
-    rank = np.empty(order.size, dtype=np.int64)
-    rank[order] = np.cumsum(new)
-    return rank
-
-
-def id_rank(keys: np.ndarray, read_ids: Callable[[np.ndarray], list[str]]) -> np.ndarray:
-    """Dense rank of each row's id in string order from its :func:`id_keys`; rows whose keys
-    collide get their full ids from ``read_ids(rows)``."""
-    rank = _dense_rank([keys[:, 0], keys[:, 1]])
-    counts = np.bincount(rank)
-    clash = np.flatnonzero(counts[rank] > 1)
-    if clash.size == 0:
-        return rank
-    sub = np.zeros(rank.size, dtype=np.int64)
-    ids = read_ids(clash)
-    sub[clash] = pl.Series(ids, dtype=pl.Utf8).rank("dense").cast(pl.Int64).to_numpy()
-    return _dense_rank([rank, sub])
-
-
 def _random_keys(ids: pl.Series, seed: int) -> np.ndarray:
-    """policy_apply._random_order's key of each id (8-byte blake2b, big-endian) as uint64."""
+    """The seeded key a random step (ratio, random quota) orders the rows by: 8-byte blake2b of the
+    seed and the id, big-endian, as uint64 (so the draw depends on the ids, not the row order)."""
     return np.fromiter((int.from_bytes(hashlib.blake2b(f"{seed}\x1f{i}".encode(), digest_size=8).digest(), "big")
                         for i in ids.to_list()), dtype=np.uint64, count=ids.len())
 
@@ -161,7 +136,7 @@ class _ShardState:
 
 
 def select_shards(
-    paths: Sequence[Path],
+    paths: Sequence[Shard],
     steps: Sequence[Any],
     out_path: Path,
     *,
@@ -169,6 +144,7 @@ def select_shards(
     carry: Sequence[str] = (),
     finish: Callable[[pl.DataFrame], Prepare] | None = None,
     workdir: Path | None = None,
+    quiet: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Select across ``paths`` (shards in order) and write every row with the selection columns to
     ``out_path``. Returns (summary, compact table: the columns the steps read, the carried columns
@@ -178,7 +154,8 @@ def select_shards(
     ``prepare``: applied to each shard as read (both passes, e.g. decontamination marks);
     ``carry``: more columns to keep in the compact table; ``finish``: given the compact table
     after pass 1, returns a function applied to the compact table and to each shard before
-    selection (e.g. flags whose cut-off is a quantile over all rows)."""
+    selection (e.g. flags whose cut-off is a quantile over all rows). ``paths`` may hold tables
+    instead of Parquet files; ``quiet``: no progress bars."""
     steps = parse_steps(steps)
     prepare = prepare or (lambda t: t)
     paths = list(paths)
@@ -197,8 +174,8 @@ def select_shards(
         marked: list[str] | None = None  # the columns ``prepare`` writes; pass 2 takes them from pass 1
         same_marks = True
 
-        def read_marked(path: Path) -> tuple[pl.DataFrame, list[str]]:
-            raw = pl.read_parquet(path)
+        def read_marked(path: Shard) -> tuple[pl.DataFrame, list[str]]:
+            raw = _read(path)
             shard = prepare(raw)
             return shard, [c for c in shard.columns
                            if c not in raw.columns or not shard[c].equals(raw[c], null_equal=True)]
@@ -220,7 +197,7 @@ def select_shards(
 
         # The next shard is read and marked in a thread (one at a time: ``prepare`` may be user code),
         # while the ones after it are hashed in threads, one per core (pipelines.read_ahead).
-        read = ahead(map(read_marked, progress(paths, desc="select: pass 1 (per-row state)", unit="shard")))
+        read = ahead(map(read_marked, progress(paths, desc=None if quiet else "select: pass 1 (per-row state)")))
         for done in ahead_map(row_state, read):
             same_marks &= marked is None or marked == done.added
             marked = done.added
@@ -251,7 +228,7 @@ def select_shards(
         del strata, rand
         result, summary = select_compact(state, steps)
         del state
-        _write(paths, out_path, result, lambda t: tag(again(t)), Path(tmp))
+        _write(paths, out_path, result, lambda t: tag(again(t)), Path(tmp), None if quiet else "select: pass 2 (write)")
     cols = _result_columns(result, 0, result.rank.size, dup_ids=None)
     return summary, compact.with_columns(cols) if compact.width else pl.DataFrame(cols)
 
@@ -269,29 +246,28 @@ def _reuse(marks: pl.DataFrame) -> Prepare:
     return attach
 
 
-def _read_ids(paths: Sequence[Path], rows: np.ndarray) -> list[str]:
+def _read_ids(paths: Sequence[Shard], rows: np.ndarray) -> list[str]:
     """The ids of ``rows`` (sorted row numbers over the shards in order), reading only ``id``."""
     out: list[str] = []
     offset = 0
     for path in paths:
-        ids = pl.read_parquet(path, columns=["id"])["id"]
+        ids = _read(path, ["id"])["id"]
         lo, hi = np.searchsorted(rows, [offset, offset + ids.len()])
         out += ids.gather(rows[lo:hi] - offset).to_list()
         offset += ids.len()
     return out
 
 
-def _load(paths: Sequence[Path], rows: np.ndarray, column: str, prepare: Prepare) -> pl.DataFrame:
+def _load(paths: Sequence[Shard], rows: np.ndarray, column: str, prepare: Prepare) -> pl.DataFrame:
     """``column`` of ``rows`` (row numbers over the shards, any order), in that order."""
     want = np.sort(rows)
     got: list[pl.DataFrame] = []
     offset = 0
     for path in paths:
-        n = pq.ParquetFile(path).metadata.num_rows
+        n = _height(path)
         lo, hi = np.searchsorted(want, [offset, offset + n])
         if hi > lo:
-            cols = pq.read_schema(path).names
-            shard = pl.read_parquet(path, columns=[column]) if column in cols else prepare(pl.read_parquet(path))
+            shard = _read(path, [column]) if column in _columns(path) else prepare(_read(path))
             if column not in shard.columns:
                 return shard.select([])  # embedding_matrix says which column is missing
             got.append(shard.select(column)[want[lo:hi] - offset])
@@ -325,7 +301,8 @@ def _result_columns(r: Result, lo: int, hi: int, dup_ids: pl.Series | None) -> l
     return cols
 
 
-def _write(paths: Sequence[Path], out_path: Path, result: Result, prepare: Prepare, tmp: Path) -> None:
+def _write(paths: Sequence[Shard], out_path: Path, result: Result, prepare: Prepare, tmp: Path,
+           desc: str | None) -> None:
     part = tmp / out_path.name
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
@@ -333,8 +310,7 @@ def _write(paths: Sequence[Path], out_path: Path, result: Result, prepare: Prepa
     targets = np.unique(result.dup_of[result.dup_of >= 0])  # rows some duplicate points at
     target_ids = pl.Series("dup_of", [], dtype=pl.Utf8)  # ids of targets[:len], read as shards come
     try:
-        for path, shard in ahead((path, prepare(pl.read_parquet(path)))
-                                 for path in progress(paths, desc="select: pass 2 (write)", unit="shard")):
+        for path, shard in ahead((path, prepare(_read(path))) for path in progress(paths, desc=desc)):
             n = shard.height
             lo, hi = np.searchsorted(targets, [offset, offset + n])
             target_ids.append(shard["id"].gather(targets[lo:hi] - offset))

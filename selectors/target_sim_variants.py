@@ -2,7 +2,7 @@
 
 Each is an arm of the benchmark. Two reached the pipeline by beating the others across targets:
 RDS+'s pooling (``score.target_pooling = "weighted"``, computed in pipelines/llm/nll.py) and the rank
-fusion (a ``top_k`` step's ``fuse``: ``reciprocal_rank_fusion`` in policy_apply.py, beside top_k).
+fusion (a ``top_k`` step's ``fuse``: ``reciprocal_rank_fusion`` in steps/top_k.py).
 
 * RDS+'s own pooling (Ivison et al. 2025, arXiv 2503.01807): a *position-weighted* mean of the last
   hidden state over the whole sequence (prompt and response), weight of token i (1-based) =

@@ -328,8 +328,8 @@ def test_hf_folder_streamed_from_shards_loads_the_same_rows_in_several_files(tmp
         shards.append(tmp_path / f"part-{i:05d}.parquet")
         rows.slice(lo, 3).write_parquet(shards[-1])
     features = to_hf_dataset(rows).features
-    monkeypatch.setattr(hf_disk, "MAX_SHARD_BYTES", 1)  # a new file after every batch
-    monkeypatch.setattr(hf_disk, "BATCH_ROWS", 2)
+    monkeypatch.setattr(hf_folder, "MAX_SHARD_BYTES", 1)  # a new file after every batch
+    monkeypatch.setattr(hf_folder, "BATCH_ROWS", 2)
     out = tmp_path / "hf"
     assert hf_folder.save_parquet_shards_to_disk(shards, features, out) == 7
     files = sorted(p.name for p in out.iterdir())

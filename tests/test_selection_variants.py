@@ -4,7 +4,7 @@ benchmark's pure helpers (leave-one-type-out split, standard-error report), on t
 import numpy as np
 import polars as pl
 import pytest
-from instruct_selectors.policy_apply import ranks, reciprocal_rank_fusion
+from instruct_selectors.steps.top_k import ranks, reciprocal_rank_fusion
 from instruct_selectors.target_sim_variants import (
     apply_whitening,
     density_penalised,

@@ -6,8 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 from instruct_selectors.dedup import dedup_state, find_duplicates, shingle_hashes, signatures
+from instruct_selectors.id_order import id_keys, id_rank
 from instruct_selectors.policies import select
-from instruct_selectors.stream_select import id_keys, id_rank, select_shards
+from instruct_selectors.stream_select import select_shards
 
 from pipelines.schema import make_example, to_table
 from pipelines.shards import write_shards
