@@ -15,7 +15,7 @@ class _Section(BaseModel):
 
 
 class JudgeConfig(_Section):
-    """The LLM that writes score_judge (instruct_selectors/judge.py): by default the run's model."""
+    """The LLM that writes score_judge (instruct_selectors/scores/judge.py): by default the run's model."""
 
     backend: Literal[BACKENDS] | None = Field(None, description="default: model.backend")
     model: str | None = Field(None, description="default: model.model; a stronger judge is usually worth it")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from instruct_selectors.steps import BUILTIN
+from instruct_selectors import steps as builtin_steps
 from instruct_selectors.steps.base import PHASES, SelectionStep
 from instruct_selectors.steps.decontaminate import Decontaminate
 from instruct_selectors.steps.dedup import Dedup
@@ -26,9 +26,13 @@ from instruct_selectors.steps.threshold import Threshold
 from instruct_selectors.steps.top_k import TopK
 from pydantic import ValidationError
 
-STEP_TYPES: dict[str, type[SelectionStep]] = {cls.name: cls for cls in BUILTIN}
-__all__ = ["STEP_TYPES", "SelectionStep", "parse_steps", "label", "Decontaminate", "Dedup", "Diversify",
+__all__ = ["step_types", "SelectionStep", "parse_steps", "label", "Decontaminate", "Dedup", "Diversify",
            "Filter", "Quota", "Ratio", "Threshold", "TopK"]
+
+
+def step_types() -> dict[str, type[SelectionStep]]:
+    """Step name -> its class, from ``steps.BUILTIN`` as it is now."""
+    return {cls.name: cls for cls in builtin_steps.BUILTIN}
 
 
 def parse_steps(specs: Sequence[SelectionStep | Mapping[str, Any]]) -> list[SelectionStep]:
@@ -43,10 +47,11 @@ def parse_steps(specs: Sequence[SelectionStep | Mapping[str, Any]]) -> list[Sele
                 f"step {i}: write each step as a one-key mapping like {{'top_k': {{...}}}}, got {spec!r}"
             )
         ((name, options),) = spec.items()
-        if name not in STEP_TYPES:
-            raise ValueError(f"step {i}: unknown step {name!r}; choose from {', '.join(STEP_TYPES)}")
+        types = step_types()
+        if name not in types:
+            raise ValueError(f"step {i}: unknown step {name!r}; choose from {', '.join(types)}")
         try:
-            steps.append(STEP_TYPES[name](**dict(options or {})))
+            steps.append(types[name](**dict(options or {})))
         except ValidationError as err:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in err.errors()

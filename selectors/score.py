@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from instruct_selectors.scores.base import Score, ScoreInputs, ScoreResult, build_request
+from instruct_selectors.scores.base import PASSES, Score, ScoreInputs, ScoreResult, build_request
 from instruct_selectors.scores.catalogue import resolve
 
 __all__ = ["Pass", "plan_passes", "score_rows", "score_table", "build_request"]
@@ -62,7 +62,7 @@ def plan_passes(scores: Sequence[Score | str], separate_probe: bool = False) -> 
     if "attn" in extras and separate_probe:
         wanted.add("probe/full")
     passes = []
-    for name in ("prior/full", "prior/no_ctx", "prior/alone", "cond/full", "probe/full"):
+    for name in PASSES:
         if name not in wanted:
             continue
         model, prompt = name.split("/")

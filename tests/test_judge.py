@@ -7,7 +7,7 @@ import re
 
 import polars as pl
 import pytest
-from instruct_selectors.judge import COLUMN, SCHEMA, judge_rows, parse_rating
+from instruct_selectors.scores.judge import COLUMN, SCHEMA, judge_rows, parse_rating
 
 from flows.config import load_config
 from flows.pipeline import run_stage

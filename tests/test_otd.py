@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from instruct_selectors.otd import cost_scale, dual_potentials, otd_score
 from instruct_selectors.score import score_table
+from instruct_selectors.scores.otd import cost_scale, dual_potentials, otd_score
 from instruct_selectors.target_sim import target_rows
 
 from flows.config import load_config

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from instruct_selectors.scores.base import TARGETS
 
 from flows.config import PipelineConfig
 from flows.llm_cache import get_llm, model_for
@@ -26,8 +27,6 @@ from flows.stages.base import ShardMap, ShardPlan, StageContext, StageSpec, reco
 from flows.usage import saved_usage, stage_usage
 from pipelines.plugins import plugin_code
 from pipelines.shards import atomic_write_jsonl, atomic_write_parquet, list_shards, shard_path
-
-TARGETS = ("conditional_model", "target_embedding", "target_matrix")
 
 
 def _target_arrays(run, specs, made: dict[str, Any]) -> dict[str, Any]:
