@@ -10,17 +10,29 @@ from __future__ import annotations
 import hmac
 import json
 import re
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from pipelines.llm.serve_request import BadRequest
 
-if TYPE_CHECKING:
-    from pipelines.llm.serve import OpenAICompatServer
+
+class Endpoints(Protocol):
+    """What the handler needs of a server (pipelines.llm.serve.OpenAICompatServer is one): its
+    limits, key and hook, and the endpoint methods. A protocol, so this layer imports no server."""
+
+    request_timeout: float
+    api_key: str | None
+    max_body_bytes: int
+    before_request: Callable[[str, bytes], Any] | None
+
+    def models(self) -> Any: ...
+    def chat_completions(self, body: Any) -> Any: ...
+    def completions(self, body: Any) -> Any: ...
 
 
-def make_handler(server: OpenAICompatServer) -> type[BaseHTTPRequestHandler]:
+def make_handler(server: Endpoints) -> type[BaseHTTPRequestHandler]:
     """A handler class bound to ``server`` (its limits, key, hook and endpoints)."""
 
     class Handler(BaseHTTPRequestHandler):
