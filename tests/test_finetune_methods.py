@@ -289,3 +289,25 @@ def test_training_processes_give_freed_tensors_back_on_glibc():
 
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert return_freed_tensors_to_the_os() is glibc
+
+
+def test_the_training_heap_setting_is_undone_after_training(monkeypatch):
+    """Issue 39: the flow scores after training the conditional model in the same process, so the
+    1 MiB threshold is training's only: after it, glibc's own ceiling (32 MiB) and trim (64 MiB)."""
+    from pipelines.finetune import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "_mallopt", lambda param, value: calls.append((param, value)) or True)
+
+    @heap.with_training_heap
+    def train():
+        calls.append("training")
+        return 7
+
+    assert train() == 7
+    assert calls == [(heap.M_MMAP_THRESHOLD, 1 << 20), "training", (heap.M_MMAP_THRESHOLD, 32 << 20),
+                     (heap.M_TRIM_THRESHOLD, 64 << 20)]
+    calls.clear()
+    with pytest.raises(RuntimeError), heap.training_heap():
+        raise RuntimeError("a failed training restores it too")
+    assert calls[-1] == (heap.M_TRIM_THRESHOLD, 64 << 20)

@@ -29,7 +29,7 @@ from pipelines.finetune.data import (
     chat_rows,
     encode_rows,
 )
-from pipelines.finetune.heap import return_freed_tensors_to_the_os
+from pipelines.finetune.heap import with_training_heap
 from pipelines.finetune.methods import METHODS, apply_hft, apply_lora, count_params, set_trainable
 from pipelines.finetune.prompt_tags import ensure_tokens, tag_tokens
 from pipelines.finetune.target_logits import TargetLogitsCollator, supports_target_logits, target_loss
@@ -135,6 +135,8 @@ def _training_args(
     )
 
 
+# The heap returns freed tensors to the OS while training (2.9 -> 1.6 GB peak), and only then.
+@with_training_heap
 def train_model(
     model: nn.Module,
     tokenizer,
@@ -172,7 +174,6 @@ def train_model(
 
     options = dict(options or {})
     check_options(method, options)
-    return_freed_tensors_to_the_os()  # else the heap keeps every freed activation block: 2.9 -> 1.6 GB
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; set tokenizer.pad_token first")
     if not options.get("inplace", False):
