@@ -33,7 +33,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
 from instruct_selectors.scores.catalogue import BUILTIN_NAMES  # noqa: E402
-from prefect import flow, task, unmapped  # noqa: E402
+from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
@@ -41,6 +41,7 @@ from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 from flows.pipeline import BY_NAME, STAGE_NAMES, check_inputs, run_keyed, stages_for  # noqa: E402
 from flows.run_folder import RunFolder, RunFolderConflict  # noqa: E402
 from flows.run_lock import RunFolderBusy  # noqa: E402
+from flows.run_log import shard_line, stage_lines  # noqa: E402
 from flows.stages.base import StageContext  # noqa: E402
 from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
 from pipelines.llm import BACKENDS  # noqa: E402
@@ -62,7 +63,15 @@ def stage_task(name: str, cfg: PipelineConfig, run_dir: str, upstream: list[dict
 
 @task(**TASK_OPTIONS)
 def shard_task(name: str, cfg: PipelineConfig, run_dir: str, index: Any, upstream: list[dict]) -> int:
-    return BY_NAME[name].per_shard.run_shard(_context(cfg, run_dir, upstream), index)
+    import time
+
+    from pipelines.llm.usage import track_usage
+
+    started = time.perf_counter()
+    with track_usage() as used:
+        rows = BY_NAME[name].per_shard.run_shard(_context(cfg, run_dir, upstream), index)
+    get_run_logger().info(shard_line(name, index, rows, used.total().total_tokens, time.perf_counter() - started))
+    return rows
 
 
 def _publish(record: dict[str, Any], run: RunFolder) -> None:
@@ -85,7 +94,9 @@ def build_dataset(config: dict | None = None) -> dict:
     rd = str(run.root)
     run.claim(cfg.fingerprint(), cfg.model_dump_json(indent=2))
     records: list[dict] = []
+    logger = get_run_logger()
     for stage in stages_for(cfg):
+        before = run.load_record(stage.name)
         options = dict(name=f"{stage.name}_task", retries=stage.retries,
                        retry_delay_seconds=[10, 60][: stage.retries] or 0)
         if stage.per_shard is None:
@@ -110,6 +121,8 @@ def build_dataset(config: dict | None = None) -> dict:
 
             rec = run_keyed(stage.name, _context(cfg, rd, records), map_shards=map_shards)
         records.append(rec)
+        for line in stage_lines(rec, reused=rec == before):
+            logger.info(line)
         _publish(rec, run)
     done = {r["stage"]: r for r in records}
     # Records name files relative to the run folder; the caller gets paths it can open.
