@@ -308,11 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rows kept: {result['kept']}")
     chosen = next((r for r in result["stages"] if r["stage"] == "choose" and r.get("choice")), None)
     if chosen:
+        from flows.verdict import selection_verdict
         from pipelines.finetune.compare import choice_text
 
         graded = chosen["graded_on"]["rows"]
         print(f"\n=== which ranking? (select.auto: proxy fine-tunes, loss on {graded} held-out target rows) ===")
         print(choice_text(chosen["table"], chosen["choice"]))
+        print(" ".join(selection_verdict([chosen])).replace("**", ""))
     trained = next((r for r in result["stages"] if r["stage"] == "train" and r.get("comparison")), None)
     if trained:
         from pipelines.finetune.compare import comparison_text

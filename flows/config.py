@@ -143,9 +143,11 @@ class SelectConfig(_Section):
         default_factory=default_steps,
         description="selection steps in order: dedup -> filters -> rank -> diversify",
     )
-    auto: list[str] = Field(default_factory=list, description="rankings to try against the steps' own, e.g. "
-                            "['target_sim', 'color', 'target_sim+color']: the choose stage proxy-trains each and "
-                            "keeps a winner only beyond the random arms' spread (flows/config_choose.py)")
+    auto: list[str] | Literal[False] | None = Field(
+        None, description="rankings to try against the steps' own, e.g. ['target_sim', 'color', "
+        "'target_sim+color', 'longest']: the choose stage proxy-trains each and keeps a winner only beyond the "
+        "random arms' spread (flows/config_choose.py); unset: ['longest'] when the target holds out at least "
+        "30 rows to grade on (the guard); false: off")
     proxy: ProxyConfig = ProxyConfig()
 
     @model_validator(mode="after")
@@ -238,6 +240,8 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _auto_can_run(self):
         """select.auto: every candidate ranks by computed scores, a top_k step to vary, target rows held out."""
+        if self.select.auto == []:
+            self.select.auto = False  # an empty list says off, as false does
         if not self.select.auto:
             return self
         self.select.auto = list(dict.fromkeys(self.select.auto))

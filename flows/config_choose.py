@@ -3,6 +3,12 @@ each with a short proxy fine-tune graded on held-out target rows (flows.config r
 
     [select]
     auto = ["target_sim", "color", "target_sim+color"]   # a score, or scores fused with "+"
+    auto = false                                         # off: the guard below does not run either
+
+Left unset, it is the guard: ``["longest"]`` (the rows with the longest responses, a hard
+baseline) when the target holds out enough rows to grade on (``GUARD_MIN_ROWS`` after the split),
+so every run with a real target checks its own selection against random picks and the length
+baseline, and ships the default unless one of them wins beyond the random arms' spread.
     proxy = {steps = 16, seeds = 3, share = 0.5, batch_size = 4, max_length = 256}
 
 A candidate replaces the ranking of the last ``top_k`` step of ``select.steps`` (same k or
@@ -19,6 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.finetune.methods import METHOD_CHOICES
 
 DEFAULT = "default"  # the configured steps, unchanged: what a run keeps unless a candidate wins
+# The length baseline: the rows with the longest responses (a hard baseline for instruction data,
+# arXiv 2402.04833). Its column is derived from the rows as select reads them (selection_pass).
+LONGEST, LENGTH_COLUMN = "longest", "response_chars"
+GUARD = (LONGEST,)  # what select.auto tries when left unset and the target holds out enough rows
+GUARD_MIN_ROWS = 30  # held-out rows the proxies are graded on, at least, for the guard to run
 
 
 class ProxyConfig(BaseModel):
@@ -38,12 +49,13 @@ class ProxyConfig(BaseModel):
 
 
 def candidate_columns(candidate: str, owners: Mapping[str, Any], computed: Sequence[str]) -> list[str]:
-    """The score columns a candidate ranks by ("a+b": both, fused); raises naming a bad part."""
-    by_name = {s.name: c for c, s in owners.items() if s.scalar}
+    """The score columns a candidate ranks by ("a+b": both, fused); raises naming a bad part.
+    ``longest`` ranks by the response's length in characters."""
+    by_name = {**{s.name: c for c, s in owners.items() if s.scalar}, LONGEST: LENGTH_COLUMN}
     columns = []
     for part in candidate.split("+"):
         name = part.strip()
-        if name not in by_name or name not in computed:
+        if name not in by_name or (name not in computed and name != LONGEST):
             raise ValueError(f"select.auto candidate {candidate!r}: {name!r} is not a score this run computes "
                              f"(scores: {', '.join(computed)})")
         columns.append(by_name[name])

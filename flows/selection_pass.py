@@ -66,9 +66,12 @@ def selection(ctx: StageContext, steps: list[dict[str, Any]], out: Path,
     decontaminating against the eval sets and held-out target rows and applying select.custom.
     Returns (summary, compact table, the record's decontamination fields); ``carry``: more columns
     for the compact table."""
+    from instruct_selectors.policy_steps import parse_steps
     from instruct_selectors.row_filters import COLUMN as FILTER_COLUMN
     from instruct_selectors.row_filters import load_filters, mark
     from instruct_selectors.stream_select import select_shards
+
+    from flows.config_choose import LENGTH_COLUMN
 
     cfg, run = ctx.cfg, ctx.run
     decontam, extra = cfg.select.decontaminate, {}
@@ -95,6 +98,9 @@ def selection(ctx: StageContext, steps: list[dict[str, Any]], out: Path,
     if column:
         carry.append(column)
     steps = cfg.select.steps_to_run(steps, held_out=bool(against))
+    if LENGTH_COLUMN in carry or any(LENGTH_COLUMN in s.reads() for s in parse_steps(steps)):
+        marks.append(lambda t: t.with_columns(pl.col("response").str.len_chars().cast(pl.Int64).alias(LENGTH_COLUMN)))
+        carry.append(LENGTH_COLUMN)  # the length baseline's ranking (select.auto's "longest")
     summary, compact = select_shards(shards, steps, out, prepare=prepare, carry=list(dict.fromkeys(carry)),
                                      finish=finish)
     if against:
@@ -105,5 +111,7 @@ def selection(ctx: StageContext, steps: list[dict[str, Any]], out: Path,
 
 def chosen_steps(ctx: StageContext) -> list[dict[str, Any]]:
     """select.steps, with the ranking the choose stage kept when select.auto is on."""
-    choice = ctx.record("choose") if ctx.cfg.select.auto else None
+    from flows.target_parts import auto_candidates
+
+    choice = ctx.record("choose") if auto_candidates(ctx.cfg) else None
     return choice["steps"] if choice else ctx.cfg.select.steps

@@ -15,6 +15,7 @@ condition when no score needs the target, changes nothing)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,16 +43,48 @@ class TargetParts:
         return self.held_out.filter(~pl.col("id").is_in(self.choosing["id"].to_list()))
 
 
-def target_parts(cfg: PipelineConfig) -> TargetParts | None:
-    """The target's two parts under ``score.target_holdout`` and ``run.seed`` (None: no target)."""
+@functools.lru_cache(maxsize=4)
+def _split(path: str, stamp: tuple[int, int], holdout: float, seed: int, strict: bool):
+    """(conditioning, held-out, split, format) of the target file (``stamp``: its mtime and size,
+    so an edited file is read again): the stages ask for it several times a run."""
     from pipelines.io import read_examples
 
+    res = read_examples(Path(path), strict_encoding=strict)
+    return (*split_table(res.table, holdout, seed), res.fmt)
+
+
+def _target_split(cfg: PipelineConfig):
+    path = resolve_path(cfg.score.target)
+    st = path.stat()
+    return _split(str(path), (st.st_mtime_ns, st.st_size), cfg.score.target_holdout, cfg.run.seed,
+                  cfg.io.strict_encoding)
+
+
+def auto_candidates(cfg: PipelineConfig) -> list[str]:
+    """The rankings the choose stage tries against the configured one (flows/config_choose.py):
+    ``select.auto`` as given; none when it is false; unset, the guard (``["longest"]``) when there is
+    a top_k to vary and the target holds out at least GUARD_MIN_ROWS rows to grade on."""
+    from flows.config_choose import GUARD, GUARD_MIN_ROWS
+
+    auto = cfg.select.auto
+    if auto is not None:
+        return list(auto or [])
+    if not cfg.score.target or cfg.score.target_holdout == 0 or not any("top_k" in s for s in cfg.select.steps):
+        return []
+    if not resolve_path(cfg.score.target).exists():
+        return []
+    held = _target_split(cfg)[1]
+    _, choosing, _ = split_table(held, cfg.select.proxy.share, cfg.run.seed + 1)
+    return list(GUARD) if choosing.height >= GUARD_MIN_ROWS and held.height > choosing.height else []
+
+
+def target_parts(cfg: PipelineConfig) -> TargetParts | None:
+    """The target's two parts under ``score.target_holdout`` and ``run.seed`` (None: no target)."""
     if not cfg.score.target:
         return None
-    res = read_examples(resolve_path(cfg.score.target), strict_encoding=cfg.io.strict_encoding)
-    cond, held, split = split_table(res.table, cfg.score.target_holdout, cfg.run.seed)
+    cond, held, split, fmt = _target_split(cfg)
     choosing = None
-    if cfg.select.auto:
+    if auto_candidates(cfg):
         share = cfg.select.proxy.share
         evaluation, choosing, second = split_table(held, share, cfg.run.seed + 1)
         if choosing.is_empty() or evaluation.is_empty():
@@ -59,7 +92,7 @@ def target_parts(cfg: PipelineConfig) -> TargetParts | None:
                              f"and train evaluates on the rest, but {cfg.score.target} holds out "
                              f"{held.height} row(s): {second.note or 'too few to split'}; raise "
                              "score.target_holdout or add target rows")
-    return TargetParts(cond, held, split, res.fmt, choosing)
+    return TargetParts(cond, held, split, fmt, choosing)
 
 
 def write_split(run, parts: TargetParts) -> Path:

@@ -272,19 +272,6 @@ def comparison_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
     return comparison_lines(cmp) if cmp else []
 
 
-def choice_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The choose stage's table (select.auto: each ranking's proxy fine-tune) and what it kept."""
-    rec = next((s for s in stages if s.get("stage") == "choose" and s.get("choice")), None)
-    if rec is None:
-        return []
-    return ["## Which ranking? (select.auto)", "",
-            f"Proxy loss on {rec['graded_on']['rows']} held-out target rows the train stage does not evaluate on, after a short "
-            "fine-tune on each ranking's picks (lower is better). A ranking other than the default is kept "
-            "only when it beats every other one by more than the random arms' spread.", "",
-            markdown_table(rec["table"], ["arm", "rows", "proxy loss", "loss min-max"]),
-            f"Kept: **{rec['choice']['kept']}** ({rec['choice']['reason']}).", ""]
-
-
 def comparison_lines(cmp: Mapping[str, Any]) -> list[str]:
     """A comparison (pipelines.finetune.compare) as markdown: heading, table, selection_gain line."""
     from pipelines.finetune.compare import gain_line
@@ -321,8 +308,10 @@ def write_run_report(
     stages: Sequence[Mapping[str, Any]],
     table: pl.DataFrame,
     out_name: str = "report",
+    lead: Sequence[str] = (),
 ) -> dict[str, Path]:
-    """Write ``<run_dir>/<out_name>.md`` and one PNG per score in ``<run_dir>/<out_name>/``.
+    """Write ``<run_dir>/<out_name>.md`` and one PNG per score in ``<run_dir>/<out_name>/``;
+    ``lead``: markdown lines that open it (the run's verdict on its selection).
 
     Returns {"markdown": path, "<score column>": png path, ...}.
     """
@@ -336,9 +325,10 @@ def write_run_report(
         f"Run folder: `{run_dir.name}`  ",  # the report is shared with its folder: no user path
         f"Stage time: {total:.1f} s",
         "",
+        *lead,
     ]
     lines += ["## Stages", "", stage_counts_table(stages)]
-    lines += choice_section(stages) + comparison_section(stages)
+    lines += comparison_section(stages)
     lines += losses_section(stages)
     lines += usage_section(stages)
     lines += decontamination_section(stages)

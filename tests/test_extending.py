@@ -82,8 +82,8 @@ def test_a_new_selection_step_is_one_class_in_one_file_and_its_builtin_line(tmp_
 
 
 def test_a_new_builtin_score_is_one_file_and_its_builtin_line(tmp_path, monkeypatch):
-    from instruct_selectors.scores import catalogue
     from instruct_selectors.score import score_rows
+    from instruct_selectors.scores import catalogue
 
     from flows.config import load_config
 

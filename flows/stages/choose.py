@@ -26,7 +26,7 @@ from flows.arm_training import content_key, load_arm, train_once, train_spec
 from flows.config_choose import DEFAULT, candidate_columns, with_ranking
 from flows.selection_pass import decontamination_files, selection
 from flows.stages.base import ShardMap, ShardPlan, StageContext, StageSpec, record
-from flows.target_parts import target_parts, write_held_out
+from flows.target_parts import auto_candidates, target_parts, write_held_out
 from pipelines.shards import atomic_write_text, write_parquet_if_changed
 
 PLAN_FILE = "plan.json"
@@ -38,7 +38,7 @@ def candidates(ctx: StageContext) -> dict[str, list[str]]:
 
     cfg = ctx.cfg
     owners = column_owner(cfg.score.custom)
-    return {DEFAULT: [], **{c: candidate_columns(c, owners, cfg.score.scores) for c in cfg.select.auto}}
+    return {DEFAULT: [], **{c: candidate_columns(c, owners, cfg.score.scores) for c in auto_candidates(cfg)}}
 
 
 def picks(pool: pl.DataFrame, kept: int, columns: list[str]) -> list[str]:
@@ -134,6 +134,6 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = StageSpec(name="choose", section="select.auto", run=_run, needs=("scored",), makes=("choice",),
-                  enabled=lambda cfg: bool(cfg.select.auto), files=decontamination_files, folders=("choose",),
+                  enabled=lambda cfg: bool(auto_candidates(cfg)), files=decontamination_files, folders=("choose",),
                   plugins=lambda cfg: {"select.custom": cfg.select.custom}, redo="rechosen",
                   per_shard=ShardMap(plan=plan, run_shard=run_arm, finish=finish))

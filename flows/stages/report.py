@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from flows.stages.base import StageContext, StageSpec, record
+from flows.verdict import choice_section, selection_verdict
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
@@ -14,7 +15,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     folder, name = ctx.run.report_paths()
     t0 = time.perf_counter()
     records = [r for r in ctx.records.values() if r.get("stage") != STAGE.name]
-    paths = write_run_report(folder, records, read_report_table(ctx.run.selected), out_name=name)
+    paths = write_run_report(folder, records, read_report_table(ctx.run.selected), out_name=name,
+                             lead=selection_verdict(records) + choice_section(records))
     return record(ctx.run, STAGE.name, t0, outputs={k: str(v) for k, v in paths.items()})
 
 
