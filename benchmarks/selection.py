@@ -1,6 +1,7 @@
 """Does target-aware selection pick better fine-tuning data than random? Held-out target loss after LoRA.
 
-    # the default command: the shipped default against random 10% (5 seeds) on eight targets
+    # the default command: the shipped default against random 10% (5 seeds) and the longest
+    # responses (the length baseline, issue 34) on eight targets
     python -m benchmarks.selection
     # the same, kept target by target and resumed where it stopped (same options, same file)
     python -m benchmarks.selection --json benchmarks/results/selection_default.json --resume
@@ -106,8 +107,8 @@ TARGETS = ("dialogue_summarization", QA_TARGET, "loto:summarization", "loto:data
 # The default command answers issue 22's question (the shipped default against random on every
 # target): about 20 min a target on 2 cores; the score and variant arms are named with --arms.
 # "random": the random pick of --fraction's size (random10 at 0.1), every seed.
-DEFAULT_ARMS = ("default", "random")
-COMPARE_ARMS = ("default", "default_with_context", "target_sim", "color", "otd", "target_sim+color_sum",
+DEFAULT_ARMS = ("default", "longest", "random")  # the default must beat the length baseline too (issue 34)
+COMPARE_ARMS = ("default", "longest", "default_with_context", "target_sim", "color", "otd", "target_sim+color_sum",
                 *VARIANT_ARMS, "rrf_rds_color", "rrf3", "random")
 
 CONTEXT_COLUMN = "score_target_sim_with_context"  # target rows embedded with their passages
@@ -163,6 +164,7 @@ def score_pool(pool, target, prior, cond) -> pl.DataFrame:
     # left out and they have one; cond: one.
     extra = int(not score_cfg.target_context and (target["context"].fill_null("").str.len_chars() > 0).any())
     assert prior.calls == 2 + extra and cond.calls == 1, "every variant must reuse the same forward passes"
+    columns["response_chars"] = pool["response"].str.len_chars().cast(pl.Float64)  # the length baseline
     return pool.with_columns(**columns)
 
 
@@ -247,6 +249,8 @@ def arms(args) -> dict[str, list[dict]]:
         # GOT-D: the rows whose mass moves the pool's embedding distribution towards the target's
         "otd": top(f"score_otd_{cfg.score.target_pooling}"),
         "default": default_steps(args.fraction),
+        # the length baseline: the rows with the longest responses (arXiv 2402.04833)
+        "longest": top("response_chars"),
         # the default as it was before score.target_context: target rows embedded with their passages
         "default_with_context": with_context(default_steps(args.fraction), f"score_target_sim_{cfg.score.target_pooling}"),
     }

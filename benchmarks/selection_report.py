@@ -69,11 +69,13 @@ def summarise(res: pl.DataFrame, fraction: float, big_fraction: float) -> dict[s
             "default_vs_random10": loss.get("default", nan) / ref10,
         }
         dist = (loss.get("default", nan) - ref10) / se if se and se > 0 else nan
+        vs_longest = (loss.get("default", nan) - loss.get("longest", nan)) / se if se and se > 0 else nan
         moved = (loss.get("base", nan) - ref10) / se if se and se > 0 else nan  # is --steps enough?
         print(f"{name}: random{small} mean={ref10:.4f} +- {se:.4f} SE over {rnd.len()} seeds "
               f"(min {rnd.min() if rnd.len() else nan:.4f}, max {rnd.max() if rnd.len() else nan:.4f}); "
               f"training moved it {moved:.1f} SE from base; "
               f"default={loss.get('default', nan):.4f} ({dist:+.1f} SE); "
+              f"longest={loss.get('longest', nan):.4f} (default {vs_longest:+.1f} SE from it); "
               + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()))
         for k, v in ratios.items():
             worst[k] = max(worst.get(k, -np.inf), v) if not np.isnan(v) else worst.get(k, v)
