@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in result["report"].items():
         print(f"report ({name}): {path}")
     print(f"rows kept: {result['kept']}")
+    print(f"see every row, kept and dropped: python -m flows.view {result['run_dir']}")
     chosen = next((r for r in result["stages"] if r["stage"] == "choose" and r.get("choice")), None)
     if chosen:
         from flows.verdict import selection_verdict
