@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     if not is_loopback(args.host):
         print(f"warning: serving on {args.host}: anyone who reaches this machine sees the rows", file=sys.stderr)
     print(f"view: http://{args.host}:{args.port}/{db_path.stem}/rows", flush=True)
-    return subprocess.call(serve_command(db_path, args.host, args.port))
+    cmd = serve_command(db_path, args.host, args.port)
+    os.execv(cmd[0], cmd)  # this process becomes the server: stopping it stops the server
+    return 0  # not reached (tests replace execv)
 
 
 if __name__ == "__main__":

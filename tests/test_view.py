@@ -117,7 +117,7 @@ def test_the_view_warns_when_asked_to_serve_beyond_this_machine(tmp_path, monkey
     from flows import view
 
     run = fake_run(tmp_path / "run")
-    monkeypatch.setattr(view.subprocess, "call", lambda cmd: 0)
+    monkeypatch.setattr(view.os, "execv", lambda path, cmd: None)
     res = subprocess.run([sys.executable, "-m", "flows.view", str(run.root), "--build-only"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "built" in res.stdout
