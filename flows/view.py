@@ -101,9 +101,10 @@ def build_view_db(run: RunFolder) -> tuple[Path, bool]:
     tmp.unlink(missing_ok=True)
     db = sqlite_utils.Database(sqlite3.connect(tmp))
     for batch in _row_batches(run.selected):
-        db["rows"].insert_all(batch.iter_rows(named=True), batch_size=5000, pk="id", alter=True)
+        # No primary key: exact duplicates share their content id (dedup drops all but one).
+        db["rows"].insert_all(batch.iter_rows(named=True), batch_size=5000, alter=True)
     db["rows"].enable_fts(["instruction", "response"], create_triggers=False)
-    for column in ("keep", "dropped_by", "source", "task_type"):
+    for column in ("id", "keep", "dropped_by", "source", "task_type"):
         if column in db["rows"].columns_dict:
             db["rows"].create_index([column], if_not_exists=True)
     db["rejects"].insert_all(_reject_rows(run), batch_size=5000, alter=True)

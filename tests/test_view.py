@@ -23,22 +23,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def fake_run(root: Path) -> RunFolder:
-    """A run folder with a selection table (6 rows: 3 kept, 2 dropped by top_k, 1 by dedup) and a
-    collect rejects file: what the view reads."""
+    """A run folder with a selection table (7 rows: 3 kept, 2 dropped by top_k, 1 by near and 1 by
+    exact dedup, the exact duplicate sharing its original's content id) and a collect rejects
+    file: what the view reads."""
     run = RunFolder(root)
-    meta = [json.dumps({"task_type": t}) for t in ("qa", "qa", "ynqa", "qa", "ynqa", "qa")]
+    meta = [json.dumps({"task_type": t}) for t in ("qa", "qa", "ynqa", "qa", "ynqa", "qa", "qa")]
     table = pl.DataFrame({
-        "id": [f"r{i}" for i in range(6)],
+        "id": [f"r{i}" for i in range(6)] + ["r1"],
         "instruction": ["Why is the sea salty?", "What is a lagoon?", "Is ice lighter than water?",
-                        "What is a fjord?", "Is salt water denser?", "What is a lagoon?"],
-        "context": [""] * 6, "response": ["Minerals.", "A shallow lake.", "Yes.", "A sea inlet.", "Yes.", "A lake."],
-        "source": ["a.jsonl", "a.jsonl", "b.jsonl", "a.jsonl", "b.jsonl", "a.jsonl"], "meta": meta,
-        "score_ifd": [0.9, 0.8, 0.7, 0.2, 0.1, None],
-        "keep": [True, True, True, False, False, False],
-        "dropped_by": [None, None, None, "top_k(score_ifd, k=3)", "top_k(score_ifd, k=3)", "dedup.near"],
-        "keep_reason": ["top_k(score_ifd, k=3)"] * 3 + [None] * 3,
-        "select_rank": [1, 2, 3, None, None, None], "dup_of": [None] * 5 + ["r1"],
-        "embedding": [[0.1, 0.2]] * 6,
+                        "What is a fjord?", "Is salt water denser?", "What is a lagoon?", "What is a lagoon?"],
+        "context": [""] * 7,
+        "response": ["Minerals.", "A shallow lake.", "Yes.", "A sea inlet.", "Yes.", "A lake.", "A shallow lake."],
+        "source": ["a.jsonl", "a.jsonl", "b.jsonl", "a.jsonl", "b.jsonl", "a.jsonl", "b.jsonl"], "meta": meta,
+        "score_ifd": [0.9, 0.8, 0.7, 0.2, 0.1, None, 0.8],
+        "keep": [True, True, True, False, False, False, False],
+        "dropped_by": [None, None, None, "top_k(score_ifd, k=3)", "top_k(score_ifd, k=3)", "dedup.near", "dedup.exact"],
+        "keep_reason": ["top_k(score_ifd, k=3)"] * 3 + [None] * 4,
+        "select_rank": [1, 2, 3, None, None, None, None], "dup_of": [None] * 5 + ["r1", "r1"],
+        "embedding": [[0.1, 0.2]] * 7,
     })
     run.selected.parent.mkdir(parents=True)
     table.write_parquet(run.selected)
@@ -54,13 +56,15 @@ def test_the_view_database_holds_rows_rejects_and_search_and_is_rebuilt_only_on_
     db, built = build_view_db(run)
     assert built and build_view_db(run) == (db, False)  # unchanged content: reused as is
     con = sqlite3.connect(db)
-    assert con.execute("select count(*), sum(keep) from rows").fetchone() == (6, 3)
+    assert con.execute("select count(*), sum(keep) from rows").fetchone() == (7, 3)
     assert con.execute("select dropped_by, dup_of from rows where id = 'r5'").fetchone() == ("dedup.near", "r1")
+    assert con.execute("select dropped_by from rows where id = 'r1' order by keep").fetchall() == [
+        ("dedup.exact",), (None,)]  # an exact duplicate keeps its original's id
     assert con.execute("select task_type from rows where id = 'r2'").fetchone() == ("ynqa",)
     assert "embedding" not in [r[1] for r in con.execute("pragma table_info(rows)")]
     found = con.execute("select rows.id from rows join rows_fts on rows.rowid = rows_fts.rowid "
                         "where rows_fts match 'lagoon' order by rows.id").fetchall()
-    assert found == [("r1",), ("r5",)]
+    assert found == [("r1",), ("r1",), ("r5",)]
     assert con.execute("select file, row, field, reason from rejects").fetchall() == [
         ("examples/rejects-input-a.jsonl-1234.jsonl", 7, "output", "output is empty")]
     con.close()
@@ -98,14 +102,14 @@ def test_datasette_serves_facets_search_and_saved_queries_read_only(tmp_path):
         base = f"http://127.0.0.1:{port}/rows"
         faceted = _get(f"{base}/rows.json?_facet=keep&_facet=dropped_by")
         keep = {r["value"]: r["count"] for r in faceted["facet_results"]["keep"]["results"]}
-        assert keep == {1: 3, 0: 3}
+        assert keep == {1: 3, 0: 4}
         reasons = {r["value"] for r in faceted["facet_results"]["dropped_by"]["results"]}
-        assert reasons == {"top_k(score_ifd, k=3)", "dedup.near"}
-        assert _get(f"{base}/rows.json?_search=lagoon")["filtered_table_rows_count"] == 2
+        assert reasons == {"top_k(score_ifd, k=3)", "dedup.near", "dedup.exact"}
+        assert _get(f"{base}/rows.json?_search=lagoon")["filtered_table_rows_count"] == 3
         by_score = _get(f"{base}/kept_by_score_ifd.json?_shape=objects")["rows"]
         assert [r["id"] for r in by_score] == ["r0", "r1", "r2"]
         dropped = _get(f"{base}/dropped_by_each_rule.json?_shape=objects")["rows"]
-        assert sorted(r["id"] for r in dropped) == ["r3", "r4", "r5"]
+        assert sorted(r["id"] for r in dropped) == ["r1", "r3", "r4", "r5"]
         with pytest.raises(urllib.error.HTTPError):  # immutable: no SQL writes
             urllib.request.urlopen(f"{base}.json?sql=delete+from+rows", timeout=5)
     finally:

@@ -90,7 +90,7 @@ def view(tmp_path_factory):
 def test_a_dropped_row_shows_why_it_was_dropped(view):
     browser, base, selected = view
     dropped = selected.filter(~pl.col("keep")).sort("id").row(0, named=True)
-    browser.get(f"{base}/rows/{dropped['id']}")
+    browser.get(f"{base}/rows?id={dropped['id']}")
     assert dropped["dropped_by"] in browser.find_element("tag name", "body").text
 
 
