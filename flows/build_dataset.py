@@ -36,6 +36,7 @@ from instruct_selectors.scores.catalogue import BUILTIN_NAMES  # noqa: E402
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 from flows.pipeline import BY_NAME, STAGE_NAMES, check_inputs, run_keyed, stages_for  # noqa: E402
@@ -85,7 +86,10 @@ def _publish(record: dict[str, Any], run: RunFolder) -> None:
         create_table_artifact(sample_rows(sample), key=f"{key}-sample", description=f"{record['stage']} sample rows")
 
 
-@flow(name="build-dataset", log_prints=True)
+# One shard at a time in-process by default, also for callers of the bare flow (a deployment, a
+# script): torch already uses every core for one batch, and models loaded in several threads at
+# once can fail (transformers' loading is not thread-safe).
+@flow(name="build-dataset", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def build_dataset(config: dict | None = None) -> dict:
     """Run every enabled stage (flows.pipeline.PIPELINE); returns {run_dir, dataset, report, kept, stages}."""
     cfg = PipelineConfig.model_validate(config or {})
@@ -161,10 +165,7 @@ def _task_runner(args: argparse.Namespace):
             return DaskTaskRunner(address=args.dask_address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": args.dask_workers, "threads_per_worker": 1,
                                               "processes": True})
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    # One shard at a time in-process: torch already uses every core for one batch.
-    return ThreadPoolTaskRunner(max_workers=1)
+    return ThreadPoolTaskRunner(max_workers=1)  # as the flow's own default
 
 
 def configured_flow(args: argparse.Namespace):
