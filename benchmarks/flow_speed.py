@@ -33,12 +33,12 @@ def _t0_rows(n: int) -> list[dict]:
 
 
 def run_flow(overrides: list[str], out_dir: Path) -> list[dict]:
-    """The flow in this process (Prefect and all), its stage records."""
-    from flows.build_dataset import build_dataset
+    """The flow in this process (Prefect and all) with the command line's task runner, its stage records."""
+    from flows.build_dataset import configured_flow, parse_args
     from flows.config import load_config
 
     cfg = load_config(overrides=[*overrides, f"run.out_dir={out_dir}"])
-    return build_dataset(cfg.model_dump(mode="json"))["stages"]
+    return configured_flow(parse_args([]))(config=cfg.model_dump(mode="json"))["stages"]
 
 
 def stage_tokens(record: dict) -> int:

@@ -226,3 +226,22 @@ class FakeLLM:
 def fake_llm() -> type[FakeLLM]:
     """The :class:`FakeLLM` class: ``fake_llm({"prompt text": "answer"})``, ``fake_llm(lambda ask: ...)``."""
     return FakeLLM
+
+
+# ---- the pipeline in this process -------------------------------------------------------------
+
+
+def run_in_process(cfg) -> tuple[Any, dict[str, dict]]:
+    """Every enabled stage of ``cfg`` on its run folder, in order, as the flow runs them but
+    without Prefect: (the RunFolder, {stage: record})."""
+    from flows.pipeline import run_keyed, stages_for
+    from flows.run_folder import RunFolder
+    from flows.stages.base import StageContext
+
+    run = RunFolder(cfg.run_dir())
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.claim(cfg.fingerprint(), cfg.model_dump_json())
+    records: dict[str, dict] = {}
+    for stage in stages_for(cfg):
+        records[stage.name] = run_keyed(stage.name, StageContext(cfg, run, dict(records)))
+    return run, records

@@ -10,12 +10,10 @@ import json
 from pathlib import Path
 
 import polars as pl
+from conftest import run_in_process
 
 import flows.stages.choose as choose
 from flows.config import load_config
-from flows.pipeline import run_keyed, stages_for
-from flows.run_folder import RunFolder
-from flows.stages.base import StageContext
 from flows.target_parts import auto_candidates
 from pipelines.shards import atomic_write_jsonl, atomic_write_text
 
@@ -52,15 +50,8 @@ def _fake_proxies(losses: dict[str, float]):
     return train_once
 
 
-def _run(tmp: Path, overrides: list[str]) -> tuple[RunFolder, dict[str, dict]]:
-    cfg = load_config(overrides=overrides)
-    run = RunFolder(cfg.run_dir())
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.claim(cfg.fingerprint(), cfg.model_dump_json())
-    records: dict[str, dict] = {}
-    for stage in stages_for(cfg):
-        records[stage.name] = run_keyed(stage.name, StageContext(cfg, run, dict(records)))
-    return run, records
+def _run(tmp: Path, overrides: list[str]):
+    return run_in_process(load_config(overrides=overrides))
 
 
 def test_when_the_held_out_rows_say_the_default_loses_the_run_ships_the_longest_and_says_so(tmp_path, monkeypatch):

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import polars as pl
+from conftest import run_in_process
 from instruct_selectors.scores.base import Score
 
 from flows.config import load_config
-from flows.pipeline import run_keyed, stages_for
 from flows.run_folder import RunFolder
-from flows.stages.base import StageContext
 from pipelines.plugins import plugin_code
 from pipelines.shards import atomic_write_jsonl
 
@@ -56,13 +55,7 @@ def _run_all(tmp: Path) -> tuple[RunFolder, dict[str, dict]]:
         "score.custom=[mypkg.quality:LOSS_GAP]", "select.custom=[mypkg.quality:no_urls]",
         "select.steps=[{top_k: {column: score_loss_gap, fraction: 0.5}}]",
         f"run.out_dir={tmp / 'runs'}", "run.name=plug"])
-    run = RunFolder(cfg.run_dir())
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.claim(cfg.fingerprint(), cfg.model_dump_json())
-    records: dict[str, dict] = {}
-    for stage in stages_for(cfg):
-        records[stage.name] = run_keyed(stage.name, StageContext(cfg, run, dict(records)))
-    return run, records
+    return run_in_process(cfg)
 
 
 def _files(run: RunFolder) -> dict[str, int]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import run_in_process
 
 from pipelines.shards import atomic_write_jsonl
 
@@ -27,9 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 def _tiny_run(tmp: Path) -> Path:
     """The flow's stages on 16 rows with the tiny model, in this process; the run folder."""
     from flows.config import load_config
-    from flows.pipeline import run_keyed, stages_for
-    from flows.run_folder import RunFolder
-    from flows.stages.base import StageContext
 
     rows = [{"instruction": f"Question {i}: what does the {w} cost?", "input": "",
              "output": f"The {w} costs {i % 7 + 1} dollars." + " Really." * (i % 3)}
@@ -41,13 +39,7 @@ def _tiny_run(tmp: Path) -> Path:
         "model.model=tiny", "model.backend=hf", "score.scores=[ifd]", "run.shard_size=8",
         "select.steps=[{dedup: {}}, {top_k: {column: score_ifd, fraction: 0.5}}]",
         f"run.out_dir={tmp / 'runs'}", "run.name=viewed"])
-    run = RunFolder(cfg.run_dir())
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.claim(cfg.fingerprint(), cfg.model_dump_json())
-    records: dict = {}
-    for stage in stages_for(cfg):
-        records[stage.name] = run_keyed(stage.name, StageContext(cfg, run, dict(records)))
-    return run.root
+    return run_in_process(cfg)[0].root
 
 
 def _free_port() -> int:

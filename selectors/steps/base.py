@@ -88,6 +88,14 @@ class SelectionStep(BaseModel):
         """Short human label, used in dropped_by / keep_reason and the summary."""
         return self.name
 
+    def marks(self, c: Compact, how: str) -> list:
+        """This step's ``column`` (a mark made as shards are read), per row; a missing one is an
+        error saying ``how`` to get it."""
+        column = getattr(self, "column", None)
+        if column not in c.table.columns:
+            raise ValueError(f"{self.label()}: column {column!r} is not in the table: {how}")
+        return c.table[column]
+
     def apply(self, at: int, c: Compact, rows: np.ndarray, res: Result) -> tuple[np.ndarray, str]:
         """(the rows kept, in their new rank order; a detail for the summary). ``at``: the step's
         position; ``rows``: the rows entering, in rank order. Rows dropped without

@@ -27,8 +27,5 @@ class Decontaminate(SelectionStep):
     column: str = "contaminated_by"
 
     def apply(self, at: int, c: Compact, rows: np.ndarray, res: Result) -> tuple[np.ndarray, str]:
-        if self.column not in c.table.columns:
-            raise ValueError(f"{self.label()}: column {self.column!r} is not in the table: set "
-                             "select.decontaminate.against to the eval sets to check against")
-        marked = truthy(c.table[self.column])[rows]
+        marked = truthy(self.marks(c, "set select.decontaminate.against to the eval sets to check against"))[rows]
         return rows[~marked], f"contaminated={int(marked.sum())}"

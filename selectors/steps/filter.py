@@ -15,10 +15,7 @@ class Filter(SelectionStep):
     column: str = "filtered_by"
 
     def apply(self, at: int, c: Compact, rows: np.ndarray, res: Result) -> tuple[np.ndarray, str]:
-        if self.column not in c.table.columns:
-            raise ValueError(f"{self.label()}: column {self.column!r} is not in the table: name the row filters "
-                             "in select.custom")
-        reasons = c.table[self.column].to_list()
+        reasons = self.marks(c, "name the row filters in select.custom").to_list()
         out = np.array([bool(reasons[r]) for r in rows], dtype=bool)
         for r in rows[out]:
             res.drop(r, reasons[r])
