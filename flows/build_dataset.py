@@ -215,6 +215,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--wait-lock", action="store_true",
                     help="if another process works in the run folder, wait for it instead of refusing")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    ap.add_argument("--estimate", action="store_true", help="print the model calls, tokens, seconds and cost "
+                    "each stage would take, then exit (flows/estimate.py)")
     return ap.parse_args(argv)
 
 
@@ -268,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.estimate:
+        from flows.estimate import estimate, estimate_text
+
+        print(estimate_text(estimate(cfg)))
+        return 0
     if cfg.model.threads is None and args.task_runner == "dask" and not args.dask_address:
         cfg.model.threads = max(1, (os.cpu_count() or 1) // args.dask_workers)  # share the cores
     run = RunFolder(cfg.run_dir())
@@ -299,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         lock.release()
+    from flows.estimate import update_rates
+
+    update_rates(result["stages"])  # what --estimate reads: this machine's tokens/s per stage and model
     print("\n=== build_dataset finished ===")
     print(stage_table(result["stages"]))
     print(f"run folder: {result['run_dir']}")
