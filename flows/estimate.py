@@ -5,14 +5,13 @@ calls and tokens per stage, a time from this machine's measured rates, and money
 * score: exact where it can be. Each pass the configured scores need (instruct_selectors.score's
   plan) reads every row once, so its tokens are the rows' lengths under that pass's prompt form,
   counted with the model's own tokenizer and truncation on up to ``SAMPLE_ROWS`` input rows and
-  scaled to all of them; generated rows (not made yet) count as many rows as the generators are
-  asked for, at the input sample's mean length (or ``max_tokens`` when there is no input).
-* generators: the calls their settings ask for (GLAN: subject queries, one syllabus per subject,
-  one query per question, one answer per question; Bonito: passages x task types x samples) and at
-  most ``max_tokens`` completion tokens each: retries and repairs come on top, so these are floors
-  for calls and ceilings for completion tokens.
+  scaled to all of them. Generated rows (not made yet) count as many as the generators are asked
+  for, at the tokens and calls per row an earlier run's score stage measured.
+* generators: the rows their settings ask for (GLAN: one answer per question; Bonito: passages x
+  task types x samples); calls and tokens per row as an earlier run measured them (retries and
+  repairs included), else the calls asked with ``max_tokens`` completion tokens each (a ceiling).
 * time: tokens / tokens-per-second that earlier runs measured for that stage and model on this
-  machine (``rates.json`` under the cache, written at the end of every run); "no rate yet" before.
+  machine (``rates.json`` under the cache, written at the end of every run); "no rate" before.
 """
 
 from __future__ import annotations
