@@ -177,7 +177,7 @@ def estimate(cfg: PipelineConfig) -> dict[str, Any]:
         speed = [v["tokens_per_s"] for v in measured.values()]
         stages["score"] = {"calls": sum(c for _, c in passes.values()), "tokens": tokens, "tokens_are": "read",
                            "passes": {k: t for k, (t, _) in passes.items()},
-                           "seconds": round(tokens / (sum(speed) / len(speed)) * 1.0, 1) if tokens and speed else None}
+                           "seconds": round(tokens / (sum(speed) / len(speed)), 2) if tokens and speed else None}
     for name, s in stages.items():  # scores read prompt tokens only; a generator's split is not known: at most
         per_million = (price.prompt if name == "score" else max(price.prompt, price.completion)) if price else None
         s["cost"] = round(s["tokens"] * per_million / 1e6, 4) if price and s["tokens"] is not None else None
