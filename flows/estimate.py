@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.config import PipelineConfig, resolve_path
-from pipelines.llm.embedded import cache_dir
+from pipelines.llm.embedded import cache_dir, load_tokenizer
 
 SAMPLE_ROWS = 1000
 RATES = "rates.json"
@@ -57,21 +57,6 @@ def update_rates(records: list[dict[str, Any]], path: Path | None = None) -> Non
                 "calls_per_row_out": round(int(u.get("calls") or 0) / rec["rows_out"], 3) if rec.get("rows_out") else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(rates, indent=1, sort_keys=True))
-
-
-def _tokenizer(model: str):
-    from transformers import AutoTokenizer
-
-    from pipelines.llm.embedded import TINY, resolve_model_path
-
-    if model == TINY:
-        from pipelines.llm.tiny import tiny_tokenizer
-
-        return tiny_tokenizer()
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(model))
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 def _inputs(cfg: PipelineConfig):
@@ -164,7 +149,7 @@ def estimate(cfg: PipelineConfig) -> dict[str, Any]:
     input_rows, sample = _inputs(cfg)
     rows = input_rows + generated
     if cfg.score.specs() and rows:
-        passes = score_tokens(cfg, sample, input_rows, _tokenizer(cfg.model.model)) if input_rows else {}
+        passes = score_tokens(cfg, sample, input_rows, load_tokenizer(cfg.model.model)) if input_rows else {}
         measured = {k.split("|", 1)[1]: v for k, v in rates.items() if k.startswith("score|")}
         per_row = sum((v.get("tokens_per_row") or 0) for v in measured.values())
         per_row_calls = sum(round(v["tokens_per_row"] / v["tokens_per_call"], 3)

@@ -74,26 +74,36 @@ def resolve_model_path(model: str) -> str:
     return str(_materialise_embedded()) if model == EMBEDDED else model
 
 
+def load_tokenizer(model: str = EMBEDDED) -> PreTrainedTokenizerBase:
+    """The tokenizer of ``embedded``, ``tiny`` or a local folder, with a pad token (the eos token
+    when it has none): what the model is loaded with, and what --estimate counts tokens with."""
+    if model == TINY:
+        from pipelines.llm.tiny import tiny_tokenizer
+
+        tok = tiny_tokenizer()
+    else:
+        tok = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def load_model_and_tokenizer(
     model: str = EMBEDDED, device: str | None = None, dtype: torch.dtype | None = None, eager_attention: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``embedded``, ``tiny`` or a local transformers folder, in eval mode on ``device``."""
+    tok = load_tokenizer(model)
     if model == TINY:
-        from pipelines.llm.tiny import tiny_model, tiny_tokenizer
+        from pipelines.llm.tiny import tiny_model
 
-        tok = tiny_tokenizer()
         mdl = tiny_model(tok)
     else:
-        path = resolve_model_path(model)
-        tok = AutoTokenizer.from_pretrained(path)
         kwargs = {"dtype": dtype or torch.float32}
         if eager_attention:
             kwargs["attn_implementation"] = "eager"
-        mdl = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        mdl = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), **kwargs)
     if eager_attention:
         mdl.set_attn_implementation("eager")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return mdl.to(device).eval(), tok
 
