@@ -4,9 +4,8 @@
     paths = write_run_report(run_dir, stage_records, selected_table)
     # run_dir/report.md, run_dir/report/score_<name>.png (kept vs dropped histograms)
 
-``stage_records`` are the dicts the stages in ``flows/stages.py`` return (``stage``,
-``rows_in``, ``rows_out``, ``rejects``, ``seconds`` and stage-specific fields); ``table`` is the
-selected table (every row, with ``keep`` / ``dropped_by`` when a selection ran).
+``stage_records``: the dicts the stages of ``flows/stages/`` return (stage, rows_in, rows_out,
+rejects, seconds, ...); ``table``: the selected table (with ``keep`` / ``dropped_by``).
 
 The flow publishes the same content as Prefect artifacts: ``stage_markdown(record)`` for
 ``create_markdown_artifact`` and ``sample_rows(table)`` for ``create_table_artifact``. Prefect is
