@@ -48,6 +48,7 @@ from generators.bonito_chat import (
 )
 from generators.bonito_template import CONTEXT, TASK_TYPES, bonito_prompt, parse_bonito, task_type
 from generators.dedup import dedup_rows
+from generators.grounded import GROUNDED_TYPES, grounded_rules, grounded_task
 from generators.levels import (
     derive_seed,
     fingerprint,
@@ -89,21 +90,16 @@ def parse(text: str, item: dict[str, Any], mode: str) -> dict[str, Any] | Reject
 def to_row(parsed: dict[str, Any], item: dict[str, Any], mode: str, source: str) -> dict[str, str]:
     """Parsed answer -> example row. The passage is ``context``; the ``{{context}}`` placeholder
     is taken out of the instruction (and the template kept in meta) so it is not shown twice."""
-    template = parsed["template"]
+    template, grounded = parsed["template"], item["task_type"] in GROUNDED_TYPES
     instruction = re.sub(r"\n{3,}", "\n\n", template.replace(CONTEXT, "")).strip()
-    meta = {
-        "generator": "bonito",
-        "mode": mode,
-        "task_type": item["task_type"],
-        "task_type_full": TASK_TYPES[item["task_type"]],
-        "text_id": item["text_id"],
-        "sample": item["sample"],
-        "passage_meta": item["passage_meta"],
-    }
-    if mode == "bonito":
+    meta = {"generator": "grounded" if grounded else "bonito", "mode": "rules" if grounded else mode,
+            "task_type": item["task_type"], "task_type_full": {**TASK_TYPES, **GROUNDED_TYPES}[item["task_type"]],
+            "text_id": item["text_id"], "sample": item["sample"], "passage_meta": item["passage_meta"],
+            **({"label": parsed["label"]} if "label" in parsed else {})}
+    if mode == "bonito" and not grounded:
         meta["instruction_template"] = template
         meta["has_context_placeholder"] = CONTEXT in template
-    return make_example(instruction or template, parsed["response"], item["text"], source, meta)
+    return make_example(instruction or template, parsed["response"], parsed.get("context", item["text"]), source, meta)
 
 
 def load_passages(
@@ -164,7 +160,7 @@ def plan_bonito(
     ]
     settings = {"mode": mode, "model": model, "seed": seed, "temperature": temperature, "top_p": top_p,
                 "max_tokens": max_tokens, "retries": retries, "shard_size": shard_size}
-    prompts = fingerprint([CHAT_ASK, CHAT_EXAMPLES, EXAMPLE_PASSAGE, ANSWER_ASK, ANSWER_HOW])
+    prompts = fingerprint([CHAT_ASK, CHAT_EXAMPLES, EXAMPLE_PASSAGE, ANSWER_ASK, ANSWER_HOW, grounded_rules()])
     params = {"prompts": prompts, "mode": mode, "model": model, "seed": seed, "t": temperature, "p": top_p,
               "mt": max_tokens, "r": retries}
     items, stale, todo = plan_items(items, generated, shard_size, params)
@@ -194,9 +190,13 @@ def bonito_shard(out_dir: str | Path, index: int, llm: Any) -> int:
     stats = {"generated": 0, "retried": 0, "answered_separately": 0}
     sampling = Sampling(temperature=temperature, top_p=s["top_p"], max_tokens=s["max_tokens"],
                         seed=derive_seed(seed, "bonito", part))
-    res = generate_parsed(llm, part, lambda it: build_prompt(it, mode), lambda t, it: parse(t, it, mode),
-                          sampling, retries)
-    results = list(res.results)
+    # Grounded types are built from the passage (no LLM); the rest go to the model.
+    asks = [i for i, it in enumerate(part) if it["task_type"] not in GROUNDED_TYPES]
+    res = generate_parsed(llm, [part[i] for i in asks], lambda it: build_prompt(it, mode),
+                          lambda t, it: parse(t, it, mode), sampling, retries)
+    results: list = [grounded_task(it, seed) if it["task_type"] in GROUNDED_TYPES else None for it in part]
+    for i, r in zip(asks, res.results, strict=True):
+        results[i] = r
     stats["generated"] += res.generated
     stats["retried"] += res.retried
     # Chat mode: tasks written without an answer get it from a second, batched call.
@@ -220,7 +220,7 @@ def bonito_shard(out_dir: str | Path, index: int, llm: Any) -> int:
         if isinstance(r, Reject):
             rejects.append(r.to_dict(text_id=item["text_id"], task_type=item["task_type"], sample=item["sample"]))
         else:
-            rows.append(to_row(r, item, mode, source))
+            rows.append(to_row(r, item, mode, f"grounded(seed={seed})" if item["task_type"] in GROUNDED_TYPES else source))
     table = to_table(rows)
     atomic_write_text(generated / f"stats-{index:05d}.json", json.dumps(stats, sort_keys=True))
     if rejects:

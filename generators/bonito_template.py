@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from generators.answer_forms import check_form, check_task
+from generators.grounded import GROUNDED_TYPES
 from generators.parsing import Reject, is_refusal
 
 TASK_TYPES: dict[str, str] = {
@@ -38,14 +39,17 @@ CONTEXT = "{{context}}"
 
 
 def task_type(name: str) -> str:
-    """Short name for a short or full task name (case, spaces, hyphens and underscores ignored)."""
+    """Short name for a short or full task name (case, spaces, hyphens and underscores ignored);
+    the grounded types (generators/grounded.py: built from the passage, no LLM) by their short name."""
     key = re.sub(r"[\s_-]+", " ", name.strip().casefold())
+    if key in GROUNDED_TYPES:
+        return key
     for short, full in TASK_TYPES.items():
         if key in (short.replace("_", " "), full.replace("-", " ")):
             return short
     raise ValueError(
         f"unknown task type {name!r}; choose one of: "
-        + ", ".join(f"{s} ({f})" for s, f in TASK_TYPES.items())
+        + ", ".join(f"{s} ({f})" for s, f in {**TASK_TYPES, **GROUNDED_TYPES}.items())
     )
 
 
