@@ -366,3 +366,22 @@ def test_exported_rows_read_back_as_examples_not_chat(tmp_path):
     assert res.table.select("id", "instruction", "context", "response").equals(
         table.select("id", "instruction", "context", "response")
     )
+
+
+def test_read_passages_from_a_folder(tmp_path):
+    """A folder of raw text: every passage file under it, sorted; ids keep the path so names never merge."""
+    from pipelines.readers.passages import read_passages
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("alpha one\nalpha two\n\n")
+    (tmp_path / "sub" / "a.txt").write_text("beta\n")
+    (tmp_path / "c.jsonl").write_text('{"text": "gamma"}\n{"text": ""}\n')
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF")  # not a passage file: ignored
+    res = read_passages(tmp_path)
+    assert res.table["text_id"].to_list() == ["a.txt:1", "a.txt:2", "c.jsonl:1", "sub/a.txt:1"]
+    assert res.table["text"].to_list() == ["alpha one", "alpha two", "gamma", "beta"]
+    assert len(res.rejects) == res.counts["rejects"] == 1 and res.rejects[0]["field"] == "text"  # the empty one
+    assert read_passages(tmp_path, max_records=2).table.height == 2  # a bounded check reads no further
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no passage files"):
+        read_passages(tmp_path / "empty")
