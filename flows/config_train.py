@@ -43,6 +43,10 @@ class TrainConfig(_Section):
         default_factory=lambda: ["random"], description="control arms trained beside the selection, same "
         "method/steps/seed: random = as many rows drawn at random from the candidates the selection chose "
         "from; whole = every candidate; [] = none")
+    general_path: str | None = Field(None, description="instruction data you already have (any format the "
+                                     "inputs take): arm 'general' trains on as many of its rows as the selection "
+                                     "kept, drawn at random (seed run.seed), so the table says whether the run's "
+                                     "rows beat it")
     compare_seeds: int = Field(1, ge=1, description="random arms, one per draw seed (run.seed + k): their "
                                "spread is the noise the selection must beat (3+ for a trustworthy verdict)")
     fresh_process: bool = Field(True, description="train each arm in a fresh Python process: the flow's "

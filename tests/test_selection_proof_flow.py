@@ -94,6 +94,20 @@ def test_train_arms_compare_the_selection_with_random_and_resume(tmp_path, monke
         assert _stat(run.train_arm(arm) / "arm.json") == done[arm]
     assert again["arms"]["random-s0"] == record["arms"]["random-s0"]
 
+    # train.general_path: the user's own instruction data as one more arm; the others stay trained.
+    general = tmp_path / "general.jsonl"
+    atomic_write_jsonl([{"instruction": f"Name colour {i}.", "output": f"Colour {i} is blue."} for i in range(20)]
+                       + [{"instruction": "no output field"}], general)
+    with_general = load_config(overrides=[*overrides, f"train.general_path={general}"])
+    rec = run_stage("train", run, with_general)
+    drawn = pl.read_parquet(run.train_arm("general") / "rows.parquet")
+    assert drawn.height == rec["arms"]["general"]["rows"] == 6 and set(drawn["instruction"]) < {
+        f"Name colour {i}." for i in range(20)}
+    assert json.loads((run.train_arm("general") / "arm.json").read_text())["rejects"] == 1  # counted, not lost
+    assert [r["arm"] for r in rec["comparison"]["rows"]][-1] == "general (train.general_path)"
+    for arm in ("selected", "random-s0", "whole"):
+        assert _stat(run.train_arm(arm) / "arm.json") == done[arm]
+
     # With --train, the Hub gets the card once the table is on it: the train stage pushes, not the export.
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     hub = FakeHub()

@@ -3,8 +3,9 @@ train control arms beside it (``train.compare``), so a run proves its own select
 
 Arms: ``selected`` (the export), ``random-s<k>`` for k < ``train.compare_seeds`` (as many rows as
 the selected arm, drawn with seed ``run.seed + k`` from the candidates the selection chose from:
-instruct_selectors.control_arms), and ``whole`` (every candidate). Same method, steps, learning
-rate and training seed for all; all evaluate on the same rows: ``train.eval_path``, else the
+instruct_selectors.control_arms), ``whole`` (every candidate) and ``general`` (as many rows of
+``train.general_path``, instruction data the user already has, drawn at random). Same method,
+steps, learning rate and training seed for all; all evaluate on the same rows: ``train.eval_path``, else the
 target rows held out of the condition stage (flows.target_parts; ``train/target-held-out.jsonl``).
 Each arm is one Prefect task (this stage's ShardMap) training into ``train/<arm>/``; its
 ``arm.json``, written last, holds its metrics and what it was made from, so a resumed run skips a
@@ -38,7 +39,7 @@ def arms(cfg: PipelineConfig) -> list[str]:
     out = ["selected"]
     if "random" in cfg.train.compare:
         out += [f"random-s{k}" for k in range(cfg.train.compare_seeds)]
-    return out + (["whole"] if "whole" in cfg.train.compare else [])
+    return out + (["whole"] if "whole" in cfg.train.compare else []) + (["general"] if cfg.train.general_path else [])
 
 
 def _exported(ctx: StageContext) -> dict[str, Any]:
@@ -89,6 +90,8 @@ def arm_rows(ctx: StageContext, arm: str) -> tuple[Path, dict[str, Any]]:
         counts = write_control_rows(run.selected, run.control_rows, run.path(test) if test else None,
                                     **cfg.train.control_tokens.model_dump())
         return run.control_rows, {"control_rows": counts}
+    if arm == "general":
+        return _general_rows(ctx, _trained_rows(source))
     pool = candidates(pl.read_parquet(run.selected), chosen_steps(ctx))
     pool = pool.filter(~pl.col("id").is_in(sorted(_test_ids(exported, run)))).unique("id", maintain_order=True)
     n = _trained_rows(source)
@@ -103,10 +106,24 @@ def arm_rows(ctx: StageContext, arm: str) -> tuple[Path, dict[str, Any]]:
     return path, {"candidates": pool.height, "drawn": rows.height}
 
 
+def _general_rows(ctx: StageContext, n: int) -> tuple[Path, dict[str, Any]]:
+    """Arm ``general``: ``n`` rows of train.general_path drawn at random (seed run.seed); its rejects beside them."""
+    from instruct_selectors.control_arms import random_pick
+
+    from pipelines.io import read_examples
+
+    res = read_examples(resolve_path(ctx.cfg.train.general_path))
+    table = res.table.unique("id", maintain_order=True)
+    rows = table.filter(pl.col("id").is_in(random_pick(table["id"].to_list(), n, ctx.cfg.run.seed)))
+    path = ctx.run.train_arm("general") / "rows.parquet"
+    write_parquet_if_changed(rows, path)
+    return path, {"candidates": table.height, "drawn": rows.height, "rejects": len(res.rejects)}
+
+
 def made_from(cfg: PipelineConfig, arm: str, source: Path, eval_path: Path) -> str:
     """What an arm's result depends on: its rows, the eval rows and the training settings (not
-    ``compare``: adding a seed does not retrain the arms already trained)."""
-    return content_key({"arm": arm, "train": cfg.train.model_dump(mode="json", exclude={"compare", "compare_seeds"})},
+    ``compare`` or ``general_path``: adding an arm does not retrain the arms already trained)."""
+    return content_key({"arm": arm, "train": cfg.train.model_dump(mode="json", exclude={"compare", "compare_seeds", "general_path"})},
                        cfg, source, eval_path)
 
 
@@ -157,5 +174,5 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
 STAGE = StageSpec(name="train", section="train", run=_run, needs=("dataset",), makes=("trained",),
                   enabled=lambda cfg: bool(cfg.train.method), folders=("train",),
-                  files=lambda cfg: [p for p in (cfg.train.eval_path, cfg.score.target) if p],
+                  files=lambda cfg: [p for p in (cfg.train.eval_path, cfg.score.target, cfg.train.general_path) if p],
                   per_shard=ShardMap(count=_count, run_shard=run_arm, finish=finish))

@@ -65,6 +65,8 @@ def comparison(arms: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         rows.append(row)
     if "whole" in arms:
         rows.append(_row("whole (every candidate)", arms["whole"]))
+    if "general" in arms:
+        rows.append(_row("general (train.general_path)", arms["general"]))
     columns = ["arm", "rows", "held-out loss"]
     if seeds:
         columns.append("loss min-max")
