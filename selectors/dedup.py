@@ -9,14 +9,12 @@ and response joined, normalised (NFKC, case-folded, whitespace collapsed) before
 shingling. Exact keys are two seeded 64-bit hashes of that text (128 bits).
 
 Near duplicates use word n-gram shingles (texts shorter than n words are one shingle: the whole
-text), hashed to 64 bits and summarised by a one-permutation MinHash (Li, Owen & Zhang 2012) of
-``num_perm`` bins with rotation densification (Shrivastava & Li 2014), all in numpy/polars so a
-million rows take seconds per shard instead of datasketch's per-row Python. The fraction of equal
-signature entries estimates the Jaccard similarity of the shingle sets, as datasketch's MinHash
-does. LSH bands (b bands of r rows, chosen as datasketch's MinHashLSH does for the threshold)
-give candidates; a candidate counts only when its estimated Jaccard is >= ``near_threshold``, so
-the threshold means what it says; and a row is compared only with earlier rows that were kept,
-so chains (a~b, b~c, a!~c) do not drop c through b.
+text) summarised by MinHash signatures (instruct_selectors.minhash). LSH bands (b bands of r
+rows, chosen as datasketch's MinHashLSH does for the threshold) give candidates; a candidate
+counts only when its estimated Jaccard is >= ``near_threshold``, so the threshold means what it
+says; and a row is compared only with earlier rows that were kept, so chains (a~b, b~c, a!~c) do
+not drop c through b. With ``same_context`` (the select step's default) only rows with the same
+context can be near duplicates: questions about one passage are told apart by what they ask.
 
 The per-row state (:class:`DedupState`: exact key, signature, band hashes) is all the decision
 needs, so a selection over shards (:mod:`instruct_selectors.stream_select`) builds it shard by
@@ -31,15 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from instruct_selectors.minhash import CHUNK, band_hashes, lsh_params, signatures
 
 from pipelines.schema import normalise_text
 
 TEXT_FIELDS = ("instruction", "context", "response")
 _EXACT_SEEDS = (0x5EED1, 0x5EED2)
-_WORD_SEED = 0x5EED3
-_EMPTY = np.uint32(0xFFFFFFFF)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_CHUNK = 5_000  # rows per signature batch (bounds the temporary shingle arrays)
 
 
 # What str.split() splits ASCII text on (it counts \x1c-\x1f as whitespace; regex \s does not),
@@ -81,94 +76,21 @@ def row_texts(table: pl.DataFrame, fields: Sequence[str] = TEXT_FIELDS) -> pl.Se
     return out
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser (uint64 -> uint64, wrapping)."""
-    with np.errstate(over="ignore"):
-        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
-
-
 def exact_keys(texts: Sequence[str]) -> np.ndarray:
     """(n, 2) uint64: two seeded hashes of each normalised text."""
     s = pl.Series(texts, dtype=pl.Utf8)
     return np.stack([s.hash(seed=seed).to_numpy() for seed in _EXACT_SEEDS], axis=1)
 
 
-def shingle_hashes(texts: Sequence[str], ngram: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """(row index, 64-bit hash) of every word n-gram of every text; a text of fewer than ``ngram``
-    words is one shingle (the whole text)."""
-    s = pl.Series("t", texts, dtype=pl.Utf8)
-    words = s.str.split(" ")
-    lens = words.list.len().to_numpy().astype(np.int64)
-    wh = words.explode().hash(seed=_WORD_SEED).to_numpy()
-    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    row = np.repeat(np.arange(len(texts), dtype=np.int64), lens)
-    pos = np.arange(wh.size, dtype=np.int64) - np.repeat(starts, lens)
-    valid = pos <= (np.repeat(lens, lens) - ngram)
-    h = wh.copy()
-    with np.errstate(over="ignore"):
-        for k in range(1, ngram):
-            nxt = np.empty_like(wh)
-            nxt[:-k] = wh[k:]
-            nxt[-k:] = 0
-            h = _mix(h * _GOLDEN + nxt)
-    short = lens < ngram
-    out_rows = [row[valid]]
-    out_h = [h[valid]]
-    if short.any():  # whole text as its one shingle
-        out_rows.append(np.flatnonzero(short))
-        out_h.append(_mix(s.filter(pl.Series(short)).hash(seed=_WORD_SEED + 1).to_numpy()))
-    return np.concatenate(out_rows), np.concatenate(out_h)
-
-
-def signatures(texts: Sequence[str], num_perm: int = 128, ngram: int = 3) -> np.ndarray:
-    """(n, num_perm) uint32 densified one-permutation MinHash signatures."""
-    out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    for lo in range(0, len(texts), _CHUNK):
-        out[lo : lo + _CHUNK] = _signatures(texts[lo : lo + _CHUNK], num_perm, ngram)
-    return out
-
-
-def _signatures(texts: Sequence[str], k: int, ngram: int) -> np.ndarray:
-    n = len(texts)
-    if n == 0:
-        return np.empty((0, k), dtype=np.uint32)
-    rows, h = shingle_hashes(texts, ngram)
-    key = rows * k + (h % np.uint64(k)).astype(np.int64)
-    val = (h >> np.uint64(32)).astype(np.uint32)
-    sig = np.full(n * k, _EMPTY, dtype=np.uint32)
-    np.minimum.at(sig, key, val)  # numpy >= 1.25's ufunc.at: ~50x a polars group_by min here
-    sig = sig.reshape(n, k)
-    empty = sig == _EMPTY
-    if empty.any():  # rotation densification: an empty bin takes the next non-empty bin (circularly) + offset
-        idx2 = np.where(np.concatenate([~empty, ~empty], axis=1), np.arange(2 * k), 2 * k)
-        nxt = np.minimum.accumulate(idx2[:, ::-1], axis=1)[:, ::-1][:, :k]
-        dist = (nxt - np.arange(k)).astype(np.uint32)
-        src = np.take_along_axis(sig, nxt % k, axis=1)
-        with np.errstate(over="ignore"):
-            filled = src + dist * np.uint32(0x9E3779B1)
-        sig = np.where(empty, filled, sig)
-    return sig
-
-
-def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows per band) as datasketch's MinHashLSH picks them (equal FP/FN weights)."""
-    from datasketch.lsh import _optimal_param
-
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
-
-
-def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands) uint64: one hash per band of ``rows`` signature entries."""
-    out = np.empty((sig.shape[0], bands), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for b in range(bands):
-            h = np.full(sig.shape[0], np.uint64(b + 1), dtype=np.uint64)
-            for j in range(b * rows, (b + 1) * rows):
-                h = _mix(h * _GOLDEN + sig[:, j].astype(np.uint64))
-            out[:, b] = h
-    return out
+def near_inputs(table: pl.DataFrame, fields: Sequence[str], same_context: bool) -> tuple[pl.Series, np.ndarray | None]:
+    """(texts to shingle, salt) for near duplicates. ``same_context``: the fields but ``context``,
+    salted by the context's hash, so only rows about the same passage can be near duplicates (tasks
+    about one passage differ by their question and answer, which the passage would drown)."""
+    if not same_context or "context" not in fields:
+        return row_texts(table, fields), None
+    salt = exact_keys(row_texts(table, ["context"]))[:, 0]
+    return row_texts(table, [f for f in fields if f != "context"]), np.where(table["context"].fill_null("").to_numpy() == "",
+                                                                          np.uint64(0), salt)
 
 
 @dataclass
@@ -216,8 +138,11 @@ class DedupState:
             del mm
 
 
-def dedup_state(texts: Sequence[str], *, near_threshold: float = 0.8, num_perm: int = 128, ngram: int = 3) -> DedupState:
-    sig = signatures(texts, num_perm, ngram)
+def dedup_state(texts: Sequence[str], *, near_threshold: float = 0.8, num_perm: int = 128, ngram: int = 3,
+                near: tuple[Sequence[str], np.ndarray | None] | None = None) -> DedupState:
+    """``near``: (texts, salt) for the signatures (:func:`near_inputs`); default ``texts``."""
+    near_texts, salt = near or (texts, None)
+    sig = signatures(near_texts, num_perm, ngram, salt)
     return DedupState(exact_keys(texts), sig, band_hashes(sig, *lsh_params(near_threshold, num_perm)))
 
 
@@ -235,14 +160,16 @@ class StateWriter:
         self._files = [open(p, "wb") for p in (self.exact_path, self.sig_path, *self.band_paths)]  # noqa: SIM115 - closed in finish()
         self.rows = 0
 
-    def state_of(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(exact keys, signatures, band hashes) of ``texts``, by chunks; pure, so shards can be
-        hashed in threads and appended in order."""
+    def state_of(self, texts: Sequence[str], near: tuple[Sequence[str], np.ndarray | None] | None = None
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(exact keys, signatures, band hashes) of ``texts`` (signatures of ``near``'s texts and
+        salt when given: :func:`near_inputs`), by chunks; pure, so shards are hashed in threads."""
+        near_texts, salt = near or (texts, None)
         out = []
-        for lo in range(0, len(texts), _CHUNK):
-            part = texts[lo : lo + _CHUNK]
-            sig = _signatures(part, self.num_perm, self.ngram)
-            out.append((exact_keys(part), sig, band_hashes(sig, *self.params)))
+        for lo in range(0, len(texts), CHUNK):
+            sig = signatures(near_texts[lo : lo + CHUNK], self.num_perm, self.ngram,
+                             None if salt is None else salt[lo : lo + CHUNK])
+            out.append((exact_keys(texts[lo : lo + CHUNK]), sig, band_hashes(sig, *self.params)))
         return out
 
     def append(self, state: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
@@ -377,10 +304,13 @@ def find_duplicates(
     num_perm: int = 128,
     ngram: int = 3,
     fields: Sequence[str] = TEXT_FIELDS,
+    same_context: bool = False,
 ) -> tuple[list[str | None], list[str | None]]:
-    """Per row: (``"exact"`` / ``"near"`` / None, id of the kept row it duplicates or None)."""
+    """Per row: (``"exact"`` / ``"near"`` / None, id of the kept row it duplicates or None);
+    ``same_context``: near duplicates only among rows of one context (:func:`near_inputs`)."""
     if not 0.0 < near_threshold <= 1.0:
         raise ValueError(f"near_threshold must be in (0, 1], got {near_threshold}")
-    state = dedup_state(row_texts(table, fields), near_threshold=near_threshold, num_perm=num_perm, ngram=ngram)
+    state = dedup_state(row_texts(table, fields), near_threshold=near_threshold, num_perm=num_perm, ngram=ngram,
+                        near=near_inputs(table, fields, same_context))
     return decide(state, table["id"].to_list(), np.arange(table.height), exact=exact, near=near,
                   near_threshold=near_threshold)

@@ -34,7 +34,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from instruct_selectors.compact_select import select_compact
-from instruct_selectors.dedup import StateWriter, row_texts
+from instruct_selectors.dedup import StateWriter, near_inputs, row_texts
 from instruct_selectors.id_order import id_keys, id_rank
 from instruct_selectors.policy_steps import (
     Dedup,
@@ -193,7 +193,9 @@ def select_shards(
                 rand={i: _random_keys(shard["id"], seed) for i, seed in seeds.items()},
                 strata={i: meta_field(shard, s.field) for i, s in enumerate(steps)
                         if isinstance(s, Quota) and s.field not in shard.columns},
-                dedup={i: w.state_of(row_texts(shard, steps[i].fields)) for i, w in writers.items()})
+                dedup={i: w.state_of(row_texts(shard, steps[i].fields),
+                                      near_inputs(shard, steps[i].fields, steps[i].same_context))
+                       for i, w in writers.items()})
 
         # The next shard is read and marked in a thread (one at a time: ``prepare`` may be user code),
         # while the ones after it are hashed in threads, one per core (pipelines.read_ahead).

@@ -5,8 +5,9 @@ import random
 import numpy as np
 import polars as pl
 import pytest
-from instruct_selectors.dedup import dedup_state, find_duplicates, shingle_hashes, signatures
+from instruct_selectors.dedup import dedup_state, find_duplicates
 from instruct_selectors.id_order import id_keys, id_rank
+from instruct_selectors.minhash import shingle_hashes, signatures
 from instruct_selectors.policies import select
 from instruct_selectors.stream_select import select_shards
 
@@ -239,3 +240,26 @@ def test_ahead_map_keeps_order_draws_lazily_and_raises_where_the_item_was():
     with pytest.raises(ValueError, match="item 9"):
         list(out)
     assert 1 < most[0] <= 3
+
+
+def test_near_dedup_tells_tasks_about_one_passage_apart():
+    """Three tasks on one long passage share most of their words; by default they are not near
+    duplicates (the passage would drown what they ask), a reworded copy of one is, and the same
+    question and answer about another passage is not. same_context=False: the text as a whole."""
+    passage = " ".join(f"{WORDS[i % len(WORDS)]}{i}" for i in range(300))
+    ASK = "What do these findings suggest?"  # a long answer: MinHash estimates are noisy on a dozen shingles
+    RISE = " ".join(f"finding{i}" for i in range(60)) + " trial"
+    other = " ".join(f"{WORDS[i % len(WORDS)]}{i}" for i in range(300, 600))
+    rows = to_table([
+        make_example(ASK, RISE, passage, "t"),
+        make_example("Is it true that the second measurement rose after treatment?", "No. It fell.", passage, "t"),
+        make_example("Which number fills the blank in the third sentence?", "Twelve patients.", passage, "t"),
+        make_example(ASK, RISE.replace("trial", "study"), passage, "t"),
+        make_example(ASK, RISE, other, "t"),
+    ])
+    kind, of = find_duplicates(rows, same_context=True)
+    assert kind == [None, None, None, "near", None] and of[3] == rows["id"][0]
+    kept, _ = select(rows, [{"dedup": {"near": True}}])
+    assert kept["dropped_by"].to_list() == [None, None, None, "dedup.near", None]
+    whole, of = find_duplicates(rows, same_context=False)
+    assert whole[2] == "near" and of[2] == rows["id"][1]  # the text as a whole: two tasks of one passage merge

@@ -20,6 +20,9 @@ class Dedup(SelectionStep):
     num_perm: int = Field(128, ge=16)
     ngram: int = Field(3, ge=1)
     fields: tuple[str, ...] = TEXT_FIELDS
+    same_context: bool = Field(True, description="near duplicates only among rows of the same context: tasks "
+                               "about one passage differ by question and answer, which the passage would drown; "
+                               "false: the fields' text as a whole")
 
     def apply(self, at: int, c: Compact, rows: np.ndarray, res: Result) -> tuple[np.ndarray, str]:
         kind, of = decide_arrays(c.dedup[at], rows, exact=self.exact, near=self.near,
