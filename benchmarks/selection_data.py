@@ -9,6 +9,10 @@ Target names:
   -> answer span); the pool drops every T0 row quoting a held-out question (T0 holds the same rows).
 * ``pubmedqa``: ../shared/datasets/context_qa/pubmedqa_flat.jsonl (question + abstract -> the
   abstract's conclusion, ~40 words): long answers on a long context, nothing like it in T0.
+* ``quoref``: context_qa/quoref_parsed.jsonl (question + separate passage -> a short span; T0 has
+  Quoref only as prompts with the passage inside, and loses the rows quoting a held-out question).
+* ``alpaca_eval``: instruct_general/alpaca_eval_gpt4_outputs.json (open-ended requests, GPT-4's long
+  answers): a chat target with nothing like it in the pool.
 
 Sizes: the held-out set is ``n_eval`` rows where the type has ``n_eval + MIN_TARGET`` rows; the
 target set takes what is left, up to ``n_target`` (a 200-row type with n_eval=150: 50 target rows).
@@ -52,9 +56,25 @@ def context_rows(file: str, answer: str, name: str) -> pl.DataFrame:
     return to_table(rows).unique("id", keep="first", maintain_order=True)
 
 
-CONTEXT_TARGETS = {  # target name -> its rows, which carry a context field
+def chat_rows() -> pl.DataFrame:
+    """Open-ended chat requests answered at length (AlpacaEval's 805 instructions, GPT-4's answers)."""
+    import json
+
+    path = shared_datasets() / "instruct_general" / "alpaca_eval_gpt4_outputs.json"
+    rows = [make_example(r["instruction"], r["output"], source="alpaca_eval", meta={"task_type": CHAT_TARGET})
+            for r in json.loads(path.read_text(encoding="utf-8")) if r["output"].strip()]
+    return to_table(rows).unique("id", keep="first", maintain_order=True)
+
+
+CHAT_TARGET = "alpaca_eval"
+QUOREF_TARGET = "quoref"
+CONTEXT_TARGETS = {  # target name -> its rows (not T0 task types; the QA ones carry a context field)
     QA_TARGET: lambda: context_rows("adversarial_qa_parsed.jsonl", "answer", QA_TARGET),
     PUBMED_TARGET: lambda: context_rows("pubmedqa_flat.jsonl", "long_answer", PUBMED_TARGET),
+    # the user's format: question and passage in separate fields, short spans; T0 holds Quoref only
+    # with the passage inside the prompt (rows quoting a held-out question leave the pool)
+    QUOREF_TARGET: lambda: context_rows("quoref_parsed.jsonl", "answer", QUOREF_TARGET),
+    CHAT_TARGET: chat_rows,  # long free-form answers: nothing like them in the pool
 }
 
 

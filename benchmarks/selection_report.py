@@ -1,6 +1,7 @@
 """benchmarks.selection's report: per target random 10% mean +- standard error and each arm's distance
-from it in standard errors; per arm (variant) how many targets it beats random by > 2 SE and how many
-it is > 1 SE worse on; then the worst-case ratio lines, ``default_vs_random10=`` last.
+from it in standard errors; per target set (tuning, confirmation) and arm how many targets it beats
+random by > 2 SE and how many it is > 1 SE worse on; then the worst-case ratio lines over the
+confirmation targets (the tuning ones when none ran), ``default_vs_random10=`` last.
 
 The SE is the random arm's seed-to-seed standard error of the mean (sample std / sqrt(seeds)): the
 noise of the reference. A ranked arm is one fine-tune (seed 0), so "> 2 SE" is a screen, not a test.
@@ -12,7 +13,7 @@ import numpy as np
 import polars as pl
 
 RATIO_KEYS = ("color_vs_random30", "target_sim_vs_random10", "color_vs_random10", "otd_vs_random10",
-              "otd_vs_target_sim", "default_vs_random10")  # printed in this order; the last is the verdict
+              "otd_vs_target_sim", "default_vs_longest", "default_vs_random10")  # in this order; the last is the verdict
 
 
 def random_stats(losses) -> tuple[float, float]:
@@ -66,6 +67,7 @@ def summarise(res: pl.DataFrame, fraction: float, big_fraction: float) -> dict[s
             "color_vs_random10": loss.get("color", nan) / ref10,
             "otd_vs_random10": loss.get("otd", nan) / ref10,
             "otd_vs_target_sim": loss.get("otd", nan) / loss.get("target_sim", nan),
+            "default_vs_longest": loss.get("default", nan) / loss.get("longest", nan),
             "default_vs_random10": loss.get("default", nan) / ref10,
         }
         dist = (loss.get("default", nan) - ref10) / se if se and se > 0 else nan
@@ -107,22 +109,34 @@ def auto_check(res: pl.DataFrame, family: str) -> int:
     return agree
 
 
-def print_report(res: pl.DataFrame, fraction: float, big_fraction: float, wall_s: float, choose: bool = False) -> None:
-    """Tables per target, per-target SE lines, one line per variant, the worst-case ratio lines."""
+def print_report(res: pl.DataFrame, fraction: float, big_fraction: float, wall_s: float, choose: bool = False,
+                 sets: dict[str, list[str]] | None = None) -> None:
+    """Tables per target; then per target set (``sets``: tuning, confirmation; the targets in none
+    form "other") the per-target SE lines and one line per variant; the worst-case ratio lines last,
+    over the confirmation targets when there are any (the ones no default was chosen on)."""
     with pl.Config(tbl_rows=100, tbl_cols=12, tbl_hide_dataframe_shape=True, float_precision=4):
         for name in res["target"].unique(maintain_order=True).to_list():
             print(f"\n{name}")
             print(res.filter(pl.col("target") == name).drop("target"))
-    print()
-    worst = summarise(res, fraction, big_fraction)
     family = f"random{round(fraction * 100)}"
-    print()
-    for arm, s in variant_summary(res, family).items():
-        print(f"variant {arm}: beats {family} by >2 SE on {s['beats_2se']}/{s['targets']} targets, "
-              f">1 SE worse on {s['worse_1se']}/{s['targets']}; worst ratio {s['max_ratio']:.4f}")
+    names = res["target"].unique(maintain_order=True).to_list()
+    groups = {k: v for k, v in (sets or {}).items() if v}
+    rest = [n for n in names if not any(n in v for v in groups.values())]
+    groups |= {"other": rest} if rest else {}
+    verdicts: dict[str, dict[str, float]] = {}
+    for group, members in groups.items():
+        part = res.filter(pl.col("target").is_in(members))
+        print(f"\n=== {group} targets ({len(members)}) ===")
+        verdicts[group] = summarise(part, fraction, big_fraction)
+        for arm, s in variant_summary(part, family).items():
+            print(f"variant {arm}: beats {family} by >2 SE on {s['beats_2se']}/{s['targets']} targets, "
+                  f">1 SE worse on {s['worse_1se']}/{s['targets']}; worst ratio {s['max_ratio']:.4f}")
     if choose:
         agree = auto_check(res, family)
         print(f"auto_agrees_with_benchmark={agree}/{res['target'].n_unique()}")
+    judged = "confirmation" if "confirmation" in verdicts else next(iter(verdicts), "")
+    worst = verdicts.get(judged, {})
+    print(f"\nworst cases over the {judged} targets:")
     print(f"wall_time_s={wall_s:.0f}")
     for key in RATIO_KEYS:
         print(f"{key}={worst.get(key, float('nan')):.4f}")

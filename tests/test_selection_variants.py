@@ -166,13 +166,15 @@ def test_a_resumed_benchmark_keeps_only_results_of_the_same_settings(tmp_path):
 
     def args(**kw):
         base = dict(targets="a,b", json=str(tmp_path / "r.json"), resume=True, reuse_scores=False, cache_dir="x",
-                    steps=16, seeds=2, fraction=0.1, big_fraction=0.3, whole_pool=True, arms=None, seed=0)
+                    steps=16, seeds=2, fraction=0.1, big_fraction=0.3, whole_pool=True, arms=None, seed=0,
+                    pool_rows=400)
         return argparse.Namespace(**(base | kw))
 
     settings = run_settings(args())
     assert settings == run_settings(args(targets="c", cache_dir="y", resume=False))  # where, not what
     assert settings != run_settings(args(steps=32)) and settings != run_settings(args(fraction=0.2))
-    assert "default" in settings["arm_steps"] and "random10_s1" in settings["arm_steps"]
+    assert {"default", "longest", "ifd", "random10_s1"} <= set(settings["arm_steps"])  # the simple baselines too
+    assert settings["arm_steps"]["ifd"][-1] == {"top_k": {"column": "score_ifd", "k": 40}}  # as many rows as 10%
     path = tmp_path / "r.json"
     assert kept_results(path, settings) == []
     rows = [{"target": "a", "arm": "base", "eval_loss": 2.0, "target_s": 5.0}]
@@ -191,3 +193,37 @@ def test_the_report_works_when_only_some_arms_are_named(capsys):
     print_report(res, 0.1, 0.3, wall_s=1.0)
     out = capsys.readouterr().out
     assert "default=2.5000 (+nan SE)" in out and out.strip().splitlines()[-1].startswith("default_vs_random10=nan")
+
+
+def test_the_verdict_lines_come_from_the_confirmation_targets(capsys):
+    """Issue 34's rule: a default chosen on the tuning targets is judged on the others."""
+    from benchmarks.selection_report import print_report
+
+    arms = ["base", "default", "longest", "random10_s0", "random10_s1"]
+    res = pl.DataFrame({"target": ["tune"] * 5 + ["new"] * 5, "arm": arms * 2,
+                        "eval_loss": [3.0, 1.0, 2.0, 2.0, 2.1, 3.0, 2.4, 2.2, 2.0, 2.1]})
+    print_report(res, 0.1, 0.3, wall_s=1.0, sets={"tuning": ["tune"], "confirmation": ["new"]})
+    out = capsys.readouterr().out
+    assert out.index("=== tuning targets (1) ===") < out.index("=== confirmation targets (1) ===")
+    lines = out.strip().splitlines()
+    assert "over the confirmation targets" in out
+    assert lines[-1] == f"default_vs_random10={2.4 / 2.05:.4f}"  # the unseen target's ratio, not the tuned one's
+    assert lines[-2] == f"default_vs_longest={2.4 / 2.2:.4f}"
+
+
+def test_confirmation_targets_split_without_leaks(shared_datasets, monkeypatch):
+    """Every confirmation target has 150 held-out rows and none of them reaches its pool."""
+    monkeypatch.setenv("SHARED_DATASETS", str(shared_datasets))
+    from benchmarks.selection import CONFIRMATION, TUNING
+    from benchmarks.selection_data import split, t0_rows
+
+    assert not set(CONFIRMATION) & set(TUNING) and len(CONFIRMATION) >= 15
+    t0 = t0_rows()
+    for name in CONFIRMATION:
+        target, held, pool = split(t0, name, 100, 150, 400, 0)
+        assert held.height == 150 and target.height >= 20, name
+        assert not set(held["id"]) & set(pool["id"]) and not set(target["id"]) & set(held["id"]), name
+        if name.startswith("loto:"):
+            assert name.removeprefix("loto:") not in set(meta_field(pool, "task_type")), name
+        else:  # quoref / alpaca_eval: no pool row quotes a held-out question
+            assert not any(q in p for q in held["instruction"] for p in pool["instruction"]), name
