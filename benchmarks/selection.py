@@ -136,6 +136,17 @@ COMPARE_ARMS = ("default", "longest", "ifd", "default_with_context", "target_sim
 CONTEXT_COLUMN = "score_target_sim_with_context"  # target rows embedded with their passages
 
 
+def shipped_options() -> dict[str, str]:
+    """The shipped config's CoLoR reduction and target_sim pooling (score.options, their defaults)."""
+    from flows.config import PipelineConfig
+
+    score = PipelineConfig().score
+    return {"reduction": score.options_for("color").reduction, "pooling": score.options_for("target_sim").pooling}
+
+
+SHIPPED = shipped_options()
+
+
 class Memo:
     """A backend whose loss() answers a repeated request list from memory, so the four
     score variants (2 CoLoR reductions x 2 target_sim poolings) share one pass per model."""
@@ -168,8 +179,9 @@ def score_pool(pool, target, prior, cond, ifd: bool = False) -> pl.DataFrame:
     def scored(matrix, pooling, reduction, scores=("color", "target_sim")):
         # color rides along so every call asks the memoised models the same requests
         return score_table(pool, prior, scores=scores, cond_llm=cond,
-                           color_reduction=reduction, target_vector=target_vector(matrix),
-                           target_pooling=pooling, target_matrix=matrix)
+                           options={"color": {"reduction": reduction}, "target_sim": {"pooling": pooling},
+                                    "otd": {"pooling": pooling}},
+                           target_vector=target_vector(matrix), target_matrix=matrix)
 
     columns = {}
     for pooling in POOLINGS:
@@ -184,8 +196,8 @@ def score_pool(pool, target, prior, cond, ifd: bool = False) -> pl.DataFrame:
             columns[f"score_target_sim_{pooling}"] = table["score_target_sim"]
             if "score_otd" in table.columns:
                 columns[f"score_otd_{pooling}"] = table["score_otd"]
-    context_matrix = target_rows(prior, target, score_cfg.target_pooling, True)
-    columns[CONTEXT_COLUMN] = scored(context_matrix, score_cfg.target_pooling, score_cfg.color_reduction)["score_target_sim"]
+    context_matrix = target_rows(prior, target, SHIPPED["pooling"], True)
+    columns[CONTEXT_COLUMN] = scored(context_matrix, SHIPPED["pooling"], SHIPPED["reduction"])["score_target_sim"]
     # prior: one pass over the pool, one over the target rows, one more when their context is
     # left out and they have one; cond: one.
     extra = int(not score_cfg.target_context and (target["context"].fill_null("").str.len_chars() > 0).any())
@@ -209,13 +221,10 @@ def eval_metrics(model, tok, held: pl.DataFrame, max_tokens: int, qa: bool, batc
 
 def bench_column(column: str) -> str:
     """This benchmark's column for a pipeline score column, at the shipped config's reduction / pooling."""
-    from flows.config import PipelineConfig
-
-    cfg = PipelineConfig()
     if column == "score_color":
-        return f"score_color_{cfg.score.color_reduction}"
+        return f"score_color_{SHIPPED['reduction']}"
     if column == "score_target_sim":
-        return f"score_target_sim_{cfg.score.target_pooling}"
+        return f"score_target_sim_{SHIPPED['pooling']}"
     raise SystemExit(f"the default config ranks by {column!r}: teach this benchmark that score")
 
 
@@ -252,28 +261,26 @@ def with_context(steps: list[dict], column: str) -> list[dict]:
 
 
 def arms(args) -> dict[str, list[dict]]:
-    from flows.config import PipelineConfig
-
-    cfg = PipelineConfig()
-    other_red = next(r for r in REDUCTIONS if r != cfg.score.color_reduction)
-    other_pool = next(p for p in POOLINGS if p != cfg.score.target_pooling)
+    reduction, pooling = SHIPPED["reduction"], SHIPPED["pooling"]
+    other_red = next(r for r in REDUCTIONS if r != reduction)
+    other_pool = next(p for p in POOLINGS if p != pooling)
     small, big = round(args.fraction * 100), round(args.big_fraction * 100)
 
     def top(column):
         return [{"top_k": {"column": column, "fraction": args.fraction}}]
 
     out = {
-        "color": top(f"score_color_{cfg.score.color_reduction}"),
+        "color": top(f"score_color_{reduction}"),
         f"color_{other_red}": top(f"score_color_{other_red}"),
-        "target_sim": top(f"score_target_sim_{cfg.score.target_pooling}"),
+        "target_sim": top(f"score_target_sim_{pooling}"),
         f"target_sim_{other_pool}": top(f"score_target_sim_{other_pool}"),
         # target_sim narrows to the target's kind of rows, CoLoR-sum then ranks within them
         "target_sim+color_sum": [
-            {"top_k": {"column": f"score_target_sim_{cfg.score.target_pooling}", "fraction": min(1.0, 3 * args.fraction)}},
+            {"top_k": {"column": f"score_target_sim_{pooling}", "fraction": min(1.0, 3 * args.fraction)}},
             {"top_k": {"column": "score_color_sum", "fraction": 1 / 3}},
         ],
         # GOT-D: the rows whose mass moves the pool's embedding distribution towards the target's
-        "otd": top(f"score_otd_{cfg.score.target_pooling}"),
+        "otd": top(f"score_otd_{pooling}"),
         "default": default_steps(args.fraction),
         # the length baseline: the rows with the longest responses (arXiv 2402.04833)
         "longest": top("response_chars"),
@@ -281,7 +288,7 @@ def arms(args) -> dict[str, list[dict]]:
         "ifd": [{"threshold": {"column": "score_ifd", "max": 1.0}},
                 {"top_k": {"column": "score_ifd", "k": round(args.fraction * args.pool_rows)}}],
         # the default as it was before score.target_context: target rows embedded with their passages
-        "default_with_context": with_context(default_steps(args.fraction), f"score_target_sim_{cfg.score.target_pooling}"),
+        "default_with_context": with_context(default_steps(args.fraction), f"score_target_sim_{pooling}"),
     }
     out |= {arm: top(column) for arm, column in VARIANT_ARMS.items()}  # issue 22's variants
     sim, color = bench_column("score_target_sim"), "score_color_sum"

@@ -14,16 +14,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class JudgeConfig(_Section):
-    """The LLM that writes score_judge (instruct_selectors/scores/judge.py): by default the run's model."""
-
-    backend: Literal[BACKENDS] | None = Field(None, description="default: model.backend")
-    model: str | None = Field(None, description="default: model.model; a stronger judge is usually worth it")
-    base_url: str | None = Field(None, description="openai backend: the judge's endpoint")
-    retries: int = Field(2, ge=0, description="re-asks for an answer without a valid 'Rating: N'")
-    max_tokens: int = Field(24, gt=0)
-
-
 class ScoreModel(_Section):
     """A model a score asks for by name (``Score.models``): unset fields are the run's model's."""
 
@@ -45,17 +35,31 @@ class ScoreConfig(_Section):
                                   "from the condition stage: train evaluates on them, select decontaminates against them")
     conditional_method: Literal["lora", "full"] = "lora"
     conditional_epochs: float = Field(1.0, gt=0)
-    color_reduction: Literal["mean", "sum"] = Field("sum", description="CoLoR's L over response tokens: sum (= -log p(response)), or per-token mean (ranks 1-token answers first)")
-    target_pooling: Literal["response", "all", "weighted"] = Field("weighted", description="target_sim: mean-pool the last hidden state over response tokens, all tokens, or all tokens weighted by position (RDS+)")
     target_context: bool = Field(False, description="target_sim and otd: embed the target rows with their context field "
                                  "(false: instruction and answer only, the task's form rather than its documents)")
-    attn_layer: int | None = Field(None, description="probe layer for ctx_attn (default: ~2/3 depth)")
     ctx_threshold: float | None = Field(None, description="score_ctx_* value above which a row is context-dependent")
     ctx_quantile: float | None = Field(0.5, ge=0, le=1, description="or: the quantile used as that threshold")
-    judge: JudgeConfig = JudgeConfig()
-    models: dict[str, ScoreModel] = Field(default_factory=dict, description="models the scores ask for by name "
-                                          "(Score.models), e.g. models.reward = {model: ..., backend: openai}; "
-                                          "'judge' defaults to score.judge")
+    models: dict[str, ScoreModel] = Field(default_factory=lambda: {"judge": ScoreModel()}, description="models "
+                                          "the scores ask for by name (Score.models), e.g. models.judge = {model: ..., "
+                                          "backend: openai}; unset fields are the run's model's")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        """Settings that moved into a score's own options: say where, rather than 'extra field'."""
+        moved = {"color_reduction": "score.options.color.reduction",
+                 "target_pooling": "score.options.target_sim.pooling (and score.options.otd.pooling)",
+                 "attn_layer": "score.options.ctx_attn.layer",
+                 "judge": "score.models.judge (backend, model, base_url) and score.options.judge (retries, max_tokens)"}
+        old = [k for k in moved if isinstance(data, dict) and k in data]
+        if old:
+            raise ValueError("; ".join(f"score.{k} moved to {moved[k]}" for k in old))
+        return data
+
+    @field_validator("models")
+    @classmethod
+    def _builtin_models(cls, v: dict[str, ScoreModel]) -> dict[str, ScoreModel]:
+        return {"judge": ScoreModel(), **v}  # the built-in judge score's model, set or not
 
     @field_validator("scores")
     @classmethod
@@ -71,8 +75,8 @@ class ScoreConfig(_Section):
                 raise ValueError(f"score.{field} names unknown score(s) {unknown}: choose from {tuple(known)} "
                                  "(your own: score.custom)")
         for name in self.scores:
-            known[name].parse_options(self.options_for(name))
-            unnamed = [m for m in known[name].models if m not in self.models and m != "judge"]
+            known[name].parse_options(self.options.get(name))
+            unnamed = [m for m in known[name].models if m not in self.models]
             if unnamed:
                 raise ValueError(f"score {name!r} asks for the model(s) {unnamed}: name each in score.models "
                                  f"(e.g. score.models.{unnamed[0]} = {{model: ..., backend: ...}})")
@@ -82,8 +86,6 @@ class ScoreConfig(_Section):
         """The backend/model/base_url set for a model a score names (unset ones: None)."""
         if name in self.models:
             return self.models[name].model_dump()
-        if name == "judge":
-            return {"backend": self.judge.backend, "model": self.judge.model, "base_url": self.judge.base_url}
         raise ValueError(f"no model named {name!r} in score.models (named: {sorted(self.models)})")
 
     def specs(self) -> list:
@@ -91,9 +93,6 @@ class ScoreConfig(_Section):
         known = available(self.custom)
         return [known[n] for n in self.scores]
 
-    def options_for(self, name: str) -> dict[str, Any]:
-        """A score's options: ``options.<name>`` over the built-ins' settings kept at this level."""
-        legacy = {"color": {"reduction": self.color_reduction}, "target_sim": {"pooling": self.target_pooling},
-                  "otd": {"pooling": self.target_pooling}, "ctx_attn": {"layer": self.attn_layer},
-                  "judge": {"retries": self.judge.retries, "max_tokens": self.judge.max_tokens}}
-        return {**legacy.get(name, {}), **self.options.get(name, {})}
+    def options_for(self, name: str) -> Any:
+        """Score ``name``'s options, parsed by its own options model (its defaults where unset)."""
+        return available(self.custom)[name].parse_options(self.options.get(name))

@@ -1,7 +1,7 @@
 """The default selection steps, and the benchmark that chose them.
 
 dedup -> IFD <= 1 -> top half by the rank fusion of target_sim (RDS+'s position-weighted
-pooling, ``score.target_pooling``; target rows embedded without their context field,
+pooling, ``score.options.target_sim.pooling``; target rows embedded without their context field,
 ``score.target_context``) and CoLoR-sum.
 
 Measured with ``benchmarks.selection`` (issue 22): pool 400 T0 rows, 100 target rows (50 for

@@ -45,14 +45,9 @@ def release_all() -> None:
 
 
 def score_model(cfg: PipelineConfig, name: str) -> ModelConfig:
-    """The run's model settings with those of the model a score names (score.models.<name>;
-    "judge": score.judge) where set."""
+    """The run's model settings with those of the model a score names (score.models.<name>) where set."""
     chosen = cfg.score.model_settings(name)
     return cfg.model.model_copy(update={k: v for k, v in chosen.items() if v is not None})
-
-
-def judge_model(cfg: PipelineConfig) -> ModelConfig:
-    return score_model(cfg, "judge")
 
 
 def model_for(cfg: PipelineConfig, name: str):

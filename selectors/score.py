@@ -133,14 +133,14 @@ def score_rows(
     options: Mapping[str, Any] | None = None,
     target: Mapping[str, np.ndarray] | None = None,
     llm: Callable[[str], Any] | None = None,
-    attn_layer: int | None = None,
     progress: Callable[[int], None] | None = None,
     seed: int = 0,
 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Add each score's column to ``table``; returns (scored table, rejects the scores reported).
 
     ``models``: backends by role ("prior", and "cond" / "probe" when a score reads their pass);
-    ``options``: each score's raw options by name (validated by its ``options`` model);
+    ``options``: each score's raw options by name (validated by its ``options`` model; the
+    attention pass's probe layer is the ``layer`` option of the score that reads it);
     ``target``: the condition stage's arrays; ``llm(name)``: other models scores ask for (judge)."""
     options, target = options or {}, target or {}
     for s in scores:
@@ -152,11 +152,14 @@ def score_rows(
             raise ValueError(f"pass {p.name} needs the {p.model!r} model"
                              + (" (cond_llm: the conditional model, color_filter.build_conditional)"
                                 if p.model == "cond" else ""))
+    attn_layer = None
     if any(p.attn for p in passes):
         probe = models.get("probe") or models["prior"]
         if not _is_eager(probe):
             raise ValueError("score 'ctx_attn' needs the probe model with eager attention: load it with "
                              "eager_attention=True (or pass a separate probe_llm)")
+        layers = [getattr(s.parse_options(options.get(s.name)), "layer", None) for s in scores if "attn" in s.extras]
+        attn_layer = next((layer for layer in layers if layer is not None), None)
         if attn_layer is None:
             from pipelines.llm.nll import default_probe_layer
 
@@ -179,18 +182,15 @@ def score_table(
     *,
     scores: Sequence[str] = ("color", "ifd", "ctx_loss", "ctx_attn"),
     cond_llm=None,
-    attn_layer: int | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[int], None] | None = None,
     probe_llm=None,
-    color_reduction: str = "sum",
     target_vector: np.ndarray | None = None,
-    target_pooling: str = "response",
     target_matrix: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """:func:`score_rows` with the built-in scores' settings as keywords (benchmarks and tests)."""
+    """:func:`score_rows` of built-in scores by name, with the target arrays as keywords (benchmarks
+    and tests); ``options``: per score name, as ``score.options`` (e.g. ``{"color": {"reduction": "mean"}}``)."""
     specs = resolve(scores)
-    options = {"color": {"reduction": color_reduction}, "target_sim": {"pooling": target_pooling},
-               "otd": {"pooling": target_pooling}}
     names = {s.name for s in specs}
     if "target_sim" in names and target_vector is None:
         raise ValueError("score 'target_sim' needs target_vector (target_sim.target_embedding of the target rows)")
@@ -198,6 +198,6 @@ def score_table(
         raise ValueError("score 'otd' needs target_matrix (target_sim.target_rows of the target rows)")
     target = {"target_embedding": target_vector, "target_matrix": target_matrix}
     scored, _ = score_rows(table, [s for s in specs if not s.models], {"prior": prior_llm, "cond": cond_llm,
-                           "probe": probe_llm}, options={k: v for k, v in options.items() if k in names},
-                           target=target, attn_layer=attn_layer, progress=progress)
+                           "probe": probe_llm}, options={k: v for k, v in (options or {}).items() if k in names},
+                           target=target, progress=progress)
     return scored

@@ -1,7 +1,7 @@
 """Variants of target similarity measured by ``benchmarks.selection`` (issue 22): pure array functions.
 
 Each is an arm of the benchmark. Two reached the pipeline by beating the others across targets:
-RDS+'s pooling (``score.target_pooling = "weighted"``, computed in pipelines/llm/nll.py) and the rank
+RDS+'s pooling (``score.options.target_sim.pooling = "weighted"``, computed in pipelines/llm/nll.py) and the rank
 fusion (a ``top_k`` step's ``fuse``: ``reciprocal_rank_fusion`` in steps/top_k.py).
 
 * RDS+'s own pooling (Ivison et al. 2025, arXiv 2503.01807): a *position-weighted* mean of the last

@@ -1,5 +1,6 @@
 """Run configuration: the documented default file, overrides, and clear errors."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,10 +75,26 @@ def test_default_config_selects_with_the_benchmark_winner():
     """benchmarks.selection (issue 22): the rank fusion of target_sim and CoLoR-sum beat random on
     2 of 3 targets absent from the pool and lost on none; each score alone lost somewhere."""
     cfg = PipelineConfig()
-    assert {"target_sim", "color"} <= set(cfg.score.scores) and cfg.score.target_pooling == "weighted"
+    assert {"target_sim", "color"} <= set(cfg.score.scores) and cfg.score.options_for("target_sim").pooling == "weighted"
     ranks = [s["top_k"] for s in cfg.select.steps if "top_k" in s]
     assert [r.get("fuse") for r in ranks] == [["score_target_sim", "score_color"]]
-    assert cfg.score.color_reduction == "sum"  # the mean lost everywhere
+    assert cfg.score.options_for("color").reduction == "sum"  # the mean lost everywhere
+
+
+@pytest.mark.parametrize("old, new", [
+    ("score.color_reduction=mean", "score.options.color.reduction"),
+    ("score.target_pooling=all", "score.options.target_sim.pooling"),
+    ("score.attn_layer=3", "score.options.ctx_attn.layer"),
+    ("score.judge.model=big", "score.models.judge"),
+])
+def test_a_moved_score_setting_says_where_it_went(old, new):
+    """Per-score settings live in score.options.<name> (issue 36): the old key is an error that names the new."""
+    with pytest.raises(Exception, match=re.escape(new)):
+        load_config(overrides=[old])
+    key, value = new.split(" ")[0], old.split("=")[1]
+    if key != "score.models.judge":
+        cfg = load_config(overrides=[f"{key}={value}"])
+        assert cfg.score.options[key.split(".")[2]] == {key.split(".")[3]: int(value) if value.isdigit() else value}
 
 
 def test_a_default_fusion_keeps_the_scores_still_computed():

@@ -88,8 +88,8 @@ def test_score_stage_writes_score_judge_rejects_and_counts(tmp_path, fake_llm):
             "generate.taxonomy.enabled=false", "generate.text.enabled=false",
             f"generate.inputs=[{tmp_path / 'in.jsonl'}]", "model.model=tiny", "model.backend=hf",
             "score.scores=[ifd, judge]", "run.shard_size=4", f"run.out_dir={tmp_path / 'runs'}",
-            "score.judge.backend=openai", "score.judge.model=served", f"score.judge.base_url={server.url}",
-            "score.judge.retries=1",
+            "score.models.judge.backend=openai", "score.models.judge.model=served",
+            f"score.models.judge.base_url={server.url}", "score.options.judge.retries=1",
             "select.steps=[{threshold: {column: score_judge, min: 3}}]",
         ])
         run = RunFolder(cfg.run_dir())
@@ -98,7 +98,7 @@ def test_score_stage_writes_score_judge_rejects_and_counts(tmp_path, fake_llm):
         record = run_stage("score", run, cfg)
         scored = pl.concat([pl.read_parquet(p) for p in list_shards(run.scored)])
         assert scored[COLUMN].to_list() == [1.0, 2.0, 3.0, None, 5.0, 1.0]
-        assert record["rejects"] == 1 and record["judge"] == {"model": "served", "unparsed": 1}
+        assert record["rejects"] == 1 and record["models"] == {"judge": "served"}
         (rejects_file,) = run.score_rejects_files()
         reject = json.loads(rejects_file.read_text())
         assert reject["raw"] == "I cannot rate this." and reject["attempts"] == 2

@@ -83,7 +83,7 @@ def shared(tmp_path_factory):
             "--set", f"generate.taxonomy.path={work / 'taxonomy.yaml'}",
             "--set", f"generate.text.path={elsewhere / 'passages.jsonl'}",
             "--set", "select.steps=[{top_k: {column: score_ifd, fraction: 0.5}}]",
-            "--set", f"model.base_url={SECRET_URL}", "--set", f"score.judge.base_url={SECRET_URL}/judge"]
+            "--set", f"model.base_url={SECRET_URL}", "--set", f"score.models.judge.base_url={SECRET_URL}/judge"]
     res = subprocess.run([sys.executable, "-m", "flows.build_dataset", *args], cwd=work, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

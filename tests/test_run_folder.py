@@ -45,7 +45,7 @@ def test_claim_takes_a_new_folder_holding_only_the_lock_and_the_log(tmp_path):
 
 def test_config_json_holds_no_secret(tmp_path):
     cfg = load_config(overrides=["model.backend=openai", "model.base_url=http://me:pw123@host:8000/v1?key=sk-XYZ",
-                                 "score.judge.base_url=https://judge.example/v1?api_key=sk-JUDGE"])
+                                 "score.models.judge.base_url=https://judge.example/v1?api_key=sk-JUDGE"])
     run = RunFolder(tmp_path / "r")
     run.claim(cfg.fingerprint(), cfg.model_dump_json(indent=2))
     saved = run.config_file.read_text()
@@ -53,7 +53,7 @@ def test_config_json_holds_no_secret(tmp_path):
         assert secret not in saved
     config = json.loads(saved)
     assert config["model"]["base_url"] == "http://host:8000/v1"
-    assert config["score"]["judge"]["base_url"] == "https://judge.example/v1"
+    assert config["score"]["models"]["judge"]["base_url"] == "https://judge.example/v1"
 
 
 def test_records_name_files_relative_to_the_run_folder(tmp_path):

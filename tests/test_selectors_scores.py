@@ -73,7 +73,7 @@ def _chat(user: str) -> str:
 def test_scores_match_hand_computed_reference(prior, cond, tok, table):
     scored = score_table(
         table, HFBackend(prior, tok), scores=("color", "ifd", "ctx_loss"), cond_llm=HFBackend(cond, tok),
-        color_reduction="mean",
+        options={"color": {"reduction": "mean"}},
     )
     for row in scored.iter_rows(named=True):
         user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
@@ -95,9 +95,9 @@ def test_scores_match_hand_computed_reference(prior, cond, tok, table):
 
 
 def test_color_sum_reduction_matches_hand_computed_reference(prior, cond, tok, table, fake_llm):
-    """color_reduction="sum": total response NLL, = log p(resp | cond) - log p(resp | prior)."""
+    """CoLoR's reduction "sum": total response NLL, = log p(resp | cond) - log p(resp | prior)."""
     p, c = fake_llm(losses=HFBackend(prior, tok)), fake_llm(losses=HFBackend(cond, tok))  # count passes
-    scored = score_table(table, p, scores=("color",), cond_llm=c, color_reduction="sum")
+    scored = score_table(table, p, scores=("color",), cond_llm=c, options={"color": {"reduction": "sum"}})
     assert len(p.loss_calls) == len(c.loss_calls) == 1  # same passes as the mean, no extra forward
     for row in scored.iter_rows(named=True):
         user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
@@ -106,11 +106,11 @@ def test_color_sum_reduction_matches_hand_computed_reference(prior, cond, tok, t
         assert row["score_color"] == pytest.approx(by_hand, abs=1e-3)
     # Multi-token rows: the sum is the mean times the response length, not the mean.
     mean = score_table(table, HFBackend(prior, tok), scores=("color",), cond_llm=HFBackend(cond, tok),
-                       color_reduction="mean")
+                       options={"color": {"reduction": "mean"}})
     n_tok = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in table["response"].to_list()]
     assert scored["score_color"].to_numpy() == pytest.approx(mean["score_color"].to_numpy() * n_tok, abs=1e-3)
     with pytest.raises(ValueError, match="reduction"):
-        score_table(table, HFBackend(prior, tok), scores=("color",), cond_llm=c, color_reduction="max")
+        score_table(table, HFBackend(prior, tok), scores=("color",), cond_llm=c, options={"color": {"reduction": "max"}})
 
 
 def test_loss_is_mean_over_response_tokens_only(prior, tok):
@@ -121,7 +121,7 @@ def test_loss_is_mean_over_response_tokens_only(prior, tok):
 
 def test_attention_ratio_matches_hand_computation(prior, tok, table):
     layer = 1
-    scored = score_table(table, HFBackend(prior, tok), scores=("ctx_attn",), attn_layer=layer)
+    scored = score_table(table, HFBackend(prior, tok), scores=("ctx_attn",), options={"ctx_attn": {"layer": layer}})
     for row in scored.iter_rows(named=True):
         user = row["instruction"] + ("\n\n" + row["context"] if row["context"] else "")
         pieces = [SYSTEM + "<|im_start|>user\n", user, "<|im_end|>\n<|im_start|>assistant\n", row["response"]]
@@ -162,7 +162,7 @@ def test_target_sim_matches_hand_computation(prior, tok, table, pooling, with_co
     assert (target["context"] != "").any(), "a target row with a context tells the two forms apart"
     vec = target_embedding(HFBackend(prior, tok), target, pooling=pooling, with_context=with_context)
     scored = score_table(table, HFBackend(prior, tok), scores=("target_sim",), target_vector=vec,
-                         target_pooling=pooling)
+                         options={"target_sim": {"pooling": pooling}})
 
     def pooled(row, context=True):
         user = row["instruction"] + ("\n\n" + row["context"] if row["context"] and context else "")

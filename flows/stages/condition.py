@@ -55,11 +55,10 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             cfg.model.model, target, run.conditional, method=cfg.score.conditional_method,
             epochs=cfg.score.conditional_epochs, seed=cfg.run.seed, max_length=cfg.model.max_length,
         ))
-    if needed & {"target_embedding", "target_matrix"}:
-        key = fingerprint(cfg.model.model, target, {"pooling": cfg.score.target_pooling,
-                                                    "with_context": cfg.score.target_context,
+    for pooling, wanted in _poolings(cfg, needed).items():  # one pass per pooling the scores ask for
+        key = fingerprint(cfg.model.model, target, {"pooling": pooling, "with_context": cfg.score.target_context,
                                                     "max_length": cfg.model.max_length})
-        made |= _target_embeddings(cfg, ctx, target, key, needed)
+        made |= _target_embeddings(cfg, ctx, target, key, wanted, pooling)
     held = {"conditioning": len(split.conditioning), "held_out": len(split.held_out),
             "file": str(write_split(run, parts))}
     return record(run, STAGE.name, t0, rows_in=target.height + parts.held_out.height, rows_out=target.height,
@@ -67,8 +66,18 @@ def _run(ctx: StageContext) -> dict[str, Any]:
                   usage=saved_usage(cfg, run, STAGE.name), **made)
 
 
+def _poolings(cfg: PipelineConfig, needed: set[str]) -> dict[str, set[str]]:
+    """pooling -> the target arrays made with it: target_sim's vector and otd's matrix each pool the
+    target rows as their score's ``pooling`` option says (score.options.target_sim / .otd)."""
+    out: dict[str, set[str]] = {}
+    for array, score in (("target_embedding", "target_sim"), ("target_matrix", "otd")):
+        if array in needed:
+            out.setdefault(cfg.score.options_for(score).pooling, set()).add(array)
+    return out
+
+
 def _target_embeddings(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFrame, key: str,
-                       needed: set[str]) -> dict[str, str]:
+                       needed: set[str], pooling: str) -> dict[str, str]:
     """target_sim's mean vector and otd's matrix of the target rows, from one pass, each cached by ``key``."""
     import numpy as np
     from instruct_selectors.target_sim import target_rows, target_vector
@@ -78,7 +87,7 @@ def _target_embeddings(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFr
     paths = {k: p for k, p in paths.items() if k in needed}
     if not all(p.exists() for p in paths.values()):
         with stage_usage(run, STAGE.name):
-            rows = target_rows(get_llm(cfg.model), target, cfg.score.target_pooling, cfg.score.target_context)
+            rows = target_rows(get_llm(cfg.model), target, pooling, cfg.score.target_context)
         arrays = {"target_embedding": target_vector(rows), "target_matrix": rows}
         for name, path in paths.items():
             if not path.exists():

@@ -80,8 +80,7 @@ def score_shard(cfg: PipelineConfig, run, index: int, conditioned: dict[str, Any
         models["cond"] = get_llm(cfg.model, model=str(run.path(made["conditional_model"])), trained_from_it=True)
     with stage_usage(run, STAGE.name, index):  # saved before the shard, like the scores' rejects
         scored, rejects = score_rows(
-            table, specs, models, options={s.name: cfg.score.options_for(s.name) for s in specs},
-            target=target, llm=lambda name: model_for(cfg, name), attn_layer=cfg.score.attn_layer,
+            table, specs, models, options=cfg.score.options, target=target, llm=lambda name: model_for(cfg, name),
             seed=cfg.run.seed)
     if rejects:  # written before the shard: the shard's existence marks this index done
         atomic_write_jsonl(rejects, run.score_rejects(index))
@@ -153,10 +152,9 @@ def finish(ctx: StageContext, started: float, rows: int, plan: ShardPlan | None 
     if any(s.models for s in cfg.score.specs()):
         rejects = sum(len(p.read_text().splitlines()) for p in run.score_rejects_files())
         extra = {"rejects": rejects}
-        if "judge" in cfg.score.scores:
-            from flows.llm_cache import judge_model
+        from flows.llm_cache import score_model
 
-            extra["judge"] = {"model": judge_model(cfg).model, "unparsed": rejects}
+        extra["models"] = {name: score_model(cfg, name).model for s in cfg.score.specs() for name in s.models}
     # Rows truncated to max_length, null scores and why: counted, and said in `notes` (and the report).
     extra.update(score_losses(run.score_counts_files(), list_shards(run.scored), rows))
     if plan is not None:

@@ -6,7 +6,7 @@
 In the spirit of AlpaGasus (Chen et al., 2024: a strong model rates each (instruction, input,
 response) and rows under a cut are dropped) and DEITA's quality scorer, on a 1-5 scale with the
 rubric in :data:`RUBRIC`. Any backend can judge: a stronger model behind ``openai``/``vllm``
-(``score.judge.backend/model/base_url``) or the embedded one. The answer format is strict: JSON
+(``score.models.judge``: backend, model, base_url) or the embedded one. The answer format is strict: JSON
 ``{"rating": N}`` or a line ``Rating: N`` with N in 1..5; a backend with constrained decoding is
 given the JSON schema. An answer that does not parse is asked again (greedy first, then sampled
 with new seeds) at most ``retries`` times (pipelines.llm.retry.generate_parsed, as the generators

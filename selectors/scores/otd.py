@@ -12,7 +12,7 @@ already cover has a low f (cheap to ship, and its mass lowers the distance); a r
 target, or in a region the pool already floods, has a high one. Keep the *largest* ``score_otd``.
 
 Geometry: the same mean-pooled last hidden states as target_sim (score.py's prior/full pass, pooled
-by ``target_pooling``), L2-normalised; cost C_ij = 1 - cos(x_i, t_j), in [0, 2]. Uniform masses on
+by its ``pooling`` option), L2-normalised; cost C_ij = 1 - cos(x_i, t_j), in [0, 2]. Uniform masses on
 both sides. Entropic regularisation (POT's log-domain Sinkhorn, ``ot.sinkhorn(...,
 method="sinkhorn_log", log=True)``) with epsilon = ``epsilon`` x the target's cost scale (the mean
 cosine distance between target rows; 1 for a single target row): mean-pooled hidden states are

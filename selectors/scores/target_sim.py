@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict
 
 class PoolingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pooling: Literal["response", "all", "weighted"] = "response"
+    # weighted: every token, later ones weighted more (RDS+, Ivison et al. 2025; flows/default_selection.py);
+    # response: the response tokens' mean; all: the plain mean over every token
+    pooling: Literal["response", "all", "weighted"] = "weighted"
 
 
 def pooled(inputs) -> np.ndarray:
