@@ -186,26 +186,27 @@ def main(argv: list[str] | None = None) -> None:
         results = saved["results"]
     from pipelines.finetune import train_model
 
-    for arm in args.arms.split(","):
-        for seed in range(1 if arm == "base" else args.seeds):
-            rows = arm_rows(arm, seed, data, args.rows)
-            key = rows_key(rows)
-            if any(r["arm"] == arm and r["seed"] == seed and r.get("rows_key") == key for r in results):
-                continue  # the same rows under the same settings: measured already
-            results = [r for r in results if (r["arm"], r["seed"]) != (arm, seed)]
-            t = time.perf_counter()
-            tuned, info = (model, {}) if rows is None else train_model(
-                model, tok, rows, method="lora", max_steps=args.steps, batch_size=args.batch_size,
-                max_length=args.max_tokens, learning_rate=args.lr, seed=seed)
-            metrics = pubmedqa_metrics(tuned, tok, split.evaluation, labels, args.max_tokens)
-            results.append({"arm": arm, "seed": seed, "rows_key": key, "rows": 0 if rows is None else rows.height,
-                            "train_tokens": info.get("train_tokens", 0), "eval_rows": len(labels),
-                            "seconds": time.perf_counter() - t, **metrics})
-            print(f"  {arm} s{seed}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-                  + f" ({results[-1]['seconds']:.0f} s)", flush=True)
-            if path:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({"settings": settings, "generation_s": gen_s, "results": results}, indent=1))
+    # seed by seed: a run cut short has every arm at the seeds it reached
+    for seed, arm in [(s, a) for s in range(args.seeds) for a in args.arms.split(",") if a != "base" or s == 0]:
+        rows = arm_rows(arm, seed, data, args.rows)
+        key = rows_key(rows)
+        if any(r["arm"] == arm and r["seed"] == seed and r.get("rows_key") == key for r in results):
+            continue  # the same rows under the same settings: measured already
+        results = [r for r in results if (r["arm"], r["seed"]) != (arm, seed)]
+        t = time.perf_counter()
+        tuned, info = (model, {}) if rows is None else train_model(
+            model, tok, rows, method="lora", max_steps=args.steps, batch_size=args.batch_size,
+            max_length=args.max_tokens, learning_rate=args.lr, seed=seed,
+            options={"micro_batch": args.batch_size, "gradient_checkpointing": False})  # speed only: same loss
+        metrics = pubmedqa_metrics(tuned, tok, split.evaluation, labels, args.max_tokens)
+        results.append({"arm": arm, "seed": seed, "rows_key": key, "rows": 0 if rows is None else rows.height,
+                        "train_tokens": info.get("train_tokens", 0), "eval_rows": len(labels),
+                        "seconds": time.perf_counter() - t, **metrics})
+        print(f"  {arm} s{seed}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+              + f" ({results[-1]['seconds']:.0f} s)", flush=True)
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"settings": settings, "generation_s": gen_s, "results": results}, indent=1))
     report(results, time.perf_counter() - t_start)
 
 
