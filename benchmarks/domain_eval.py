@@ -52,7 +52,6 @@ def pubmedqa_metrics(model, tok, rows: list[dict], labels: list[str], max_tokens
     model.eval()
     start = 0
     while start < len(order):
-        width = len(encoded[order[start]][0])
         end = start + 1
         while end < len(order) and len(encoded[order[end]][0]) * (end - start + 1) <= token_budget:
             end += 1

@@ -89,6 +89,7 @@ much more than the seeds' SE.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import time
@@ -136,6 +137,7 @@ COMPARE_ARMS = ("default", "longest", "ifd", "default_with_context", "target_sim
 CONTEXT_COLUMN = "score_target_sim_with_context"  # target rows embedded with their passages
 
 
+@functools.cache
 def shipped_options() -> dict[str, str]:
     """The shipped config's CoLoR reduction and target_sim pooling (score.options, their defaults)."""
     from flows.config import PipelineConfig
@@ -143,8 +145,6 @@ def shipped_options() -> dict[str, str]:
     score = PipelineConfig().score
     return {"reduction": score.options_for("color").reduction, "pooling": score.options_for("target_sim").pooling}
 
-
-SHIPPED = shipped_options()
 
 
 class Memo:
@@ -196,8 +196,9 @@ def score_pool(pool, target, prior, cond, ifd: bool = False) -> pl.DataFrame:
             columns[f"score_target_sim_{pooling}"] = table["score_target_sim"]
             if "score_otd" in table.columns:
                 columns[f"score_otd_{pooling}"] = table["score_otd"]
-    context_matrix = target_rows(prior, target, SHIPPED["pooling"], True)
-    columns[CONTEXT_COLUMN] = scored(context_matrix, SHIPPED["pooling"], SHIPPED["reduction"])["score_target_sim"]
+    shipped = shipped_options()
+    context_matrix = target_rows(prior, target, shipped["pooling"], True)
+    columns[CONTEXT_COLUMN] = scored(context_matrix, shipped["pooling"], shipped["reduction"])["score_target_sim"]
     # prior: one pass over the pool, one over the target rows, one more when their context is
     # left out and they have one; cond: one.
     extra = int(not score_cfg.target_context and (target["context"].fill_null("").str.len_chars() > 0).any())
@@ -222,9 +223,9 @@ def eval_metrics(model, tok, held: pl.DataFrame, max_tokens: int, qa: bool, batc
 def bench_column(column: str) -> str:
     """This benchmark's column for a pipeline score column, at the shipped config's reduction / pooling."""
     if column == "score_color":
-        return f"score_color_{SHIPPED['reduction']}"
+        return f"score_color_{shipped_options()['reduction']}"
     if column == "score_target_sim":
-        return f"score_target_sim_{SHIPPED['pooling']}"
+        return f"score_target_sim_{shipped_options()['pooling']}"
     raise SystemExit(f"the default config ranks by {column!r}: teach this benchmark that score")
 
 
@@ -261,7 +262,7 @@ def with_context(steps: list[dict], column: str) -> list[dict]:
 
 
 def arms(args) -> dict[str, list[dict]]:
-    reduction, pooling = SHIPPED["reduction"], SHIPPED["pooling"]
+    reduction, pooling = shipped_options()["reduction"], shipped_options()["pooling"]  # cached
     other_red = next(r for r in REDUCTIONS if r != reduction)
     other_pool = next(p for p in POOLINGS if p != pooling)
     small, big = round(args.fraction * 100), round(args.big_fraction * 100)

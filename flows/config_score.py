@@ -39,7 +39,7 @@ class ScoreConfig(_Section):
                                  "(false: instruction and answer only, the task's form rather than its documents)")
     ctx_threshold: float | None = Field(None, description="score_ctx_* value above which a row is context-dependent")
     ctx_quantile: float | None = Field(0.5, ge=0, le=1, description="or: the quantile used as that threshold")
-    models: dict[str, ScoreModel] = Field(default_factory=lambda: {"judge": ScoreModel()}, description="models "
+    models: dict[str, ScoreModel] = Field(default_factory=dict, validate_default=True, description="models "
                                           "the scores ask for by name (Score.models), e.g. models.judge = {model: ..., "
                                           "backend: openai}; unset fields are the run's model's")
 

@@ -82,12 +82,13 @@ def exact_keys(texts: Sequence[str]) -> np.ndarray:
     return np.stack([s.hash(seed=seed).to_numpy() for seed in _EXACT_SEEDS], axis=1)
 
 
-def near_inputs(table: pl.DataFrame, fields: Sequence[str], same_context: bool) -> tuple[pl.Series, np.ndarray | None]:
-    """(texts to shingle, salt) for near duplicates. ``same_context``: the fields but ``context``,
-    salted by the context's hash, so only rows about the same passage can be near duplicates (tasks
-    about one passage differ by their question and answer, which the passage would drown)."""
+def near_inputs(table: pl.DataFrame, fields: Sequence[str], same_context: bool) -> tuple[pl.Series, np.ndarray] | None:
+    """(texts to shingle, salt) for near duplicates, or None when they are the exact texts (no
+    ``same_context``, or no context field). ``same_context``: the fields but ``context``, salted by
+    the context's hash, so only rows about the same passage can be near duplicates (tasks about one
+    passage differ by their question and answer, which the passage would drown)."""
     if not same_context or "context" not in fields:
-        return row_texts(table, fields), None
+        return None
     salt = exact_keys(row_texts(table, ["context"]))[:, 0]
     return row_texts(table, [f for f in fields if f != "context"]), np.where(table["context"].fill_null("").to_numpy() == "",
                                                                           np.uint64(0), salt)

@@ -149,12 +149,13 @@ def finish(ctx: StageContext, started: float, rows: int, plan: ShardPlan | None 
 
     cfg, run = ctx.cfg, ctx.run
     extra: dict[str, Any] = {}
-    if any(s.models for s in cfg.score.specs()):
+    specs = cfg.score.specs()
+    if any(s.models for s in specs):
         rejects = sum(len(p.read_text().splitlines()) for p in run.score_rejects_files())
         extra = {"rejects": rejects}
         from flows.llm_cache import score_model
 
-        extra["models"] = {name: score_model(cfg, name).model for s in cfg.score.specs() for name in s.models}
+        extra["models"] = {name: score_model(cfg, name).model for s in specs for name in s.models}
     # Rows truncated to max_length, null scores and why: counted, and said in `notes` (and the report).
     extra.update(score_losses(run.score_counts_files(), list_shards(run.scored), rows))
     if plan is not None:
