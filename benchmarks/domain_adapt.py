@@ -63,7 +63,7 @@ def flow_config(args, work: Path) -> str:
     """The run's config: the shipped default selection, its last top_k keeping --rows rows."""
     from flows.config import PipelineConfig
 
-    steps = [json.loads(json.dumps(s)) for s in PipelineConfig().select.steps]
+    steps = [s.spec() for s in PipelineConfig().select.steps]
     last = max(i for i, s in enumerate(steps) if "top_k" in s)
     steps[last]["top_k"] = {**{k: v for k, v in steps[last]["top_k"].items() if k != "fraction"}, "k": args.rows}
     config = {"generate": {"text": {"path": str(work / "passages.jsonl"), "task_types": args.task_types.split(",")}},

@@ -234,7 +234,7 @@ def default_steps(fraction: float) -> list[dict]:
     benchmark's columns, keeping ``fraction`` of the pool like every other arm."""
     from flows.config import PipelineConfig
 
-    ranks = [s["top_k"] for s in PipelineConfig().select.steps if "top_k" in s]
+    ranks = [s.spec()["top_k"] for s in PipelineConfig().select.steps if s.name == "top_k"]
     if not ranks:
         raise SystemExit("the default config has no top_k step: teach this benchmark its ranking")
     top = {k: v for k, v in ranks[-1].items() if k not in ("k", "tau")} | {"fraction": fraction}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from instruct_selectors.policy_steps import parse_steps
+from instruct_selectors.policy_steps import Decontaminate, Filter, SelectionStep, parse_steps
 from instruct_selectors.scores.catalogue import column_owner
 from pydantic import (
     BaseModel,
@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -139,8 +140,8 @@ class SelectConfig(_Section):
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     custom: list[str] = Field(default_factory=list, description="your own row filters by import path "
                               "('mypkg.filters:is_english': (row) -> bool | (bool, reason)); run first")
-    steps: list[dict[str, Any]] = Field(
-        default_factory=default_steps,
+    steps: list[SelectionStep] = Field(
+        default_factory=lambda: parse_steps(default_steps()),
         description="selection steps in order: dedup -> filters -> rank -> diversify",
     )
     auto: list[str] | Literal[False] | None = Field(
@@ -152,25 +153,32 @@ class SelectConfig(_Section):
 
     @model_validator(mode="after")
     def _decontaminate_needs_eval_sets(self):
-        if any("decontaminate" in step for step in self.steps) and not self.decontaminate.against:
+        if any(isinstance(step, Decontaminate) for step in self.steps) and not self.decontaminate.against:
             raise ValueError("a decontaminate step needs select.decontaminate.against (the eval set files)")
         return self
 
-    def steps_to_run(self, steps: list[dict[str, Any]] | None = None, held_out: bool = False) -> list[dict[str, Any]]:
+    def steps_to_run(self, steps: list[SelectionStep] | None = None, held_out: bool = False) -> list[SelectionStep]:
         """``steps`` (default: select.steps), with decontamination first when eval sets are given
         (or target rows are held out: ``held_out``) and no step places it."""
         steps = list(self.steps if steps is None else steps)
-        if self.custom and not any("filter" in step for step in steps):
-            steps = [{"filter": {}}, *steps]
-        if (self.decontaminate.against or held_out) and not any("decontaminate" in step for step in steps):
-            steps = [{"decontaminate": {}}, *steps]
+        if self.custom and not any(isinstance(step, Filter) for step in steps):
+            steps = [Filter(), *steps]
+        if (self.decontaminate.against or held_out) and not any(isinstance(step, Decontaminate) for step in steps):
+            steps = [Decontaminate(), *steps]
         return steps
 
-    @field_validator("steps")
+    @field_validator("steps", mode="before")
     @classmethod
-    def _valid_steps(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        parse_steps(v)  # raises ValueError naming the step and the option
-        return v
+    def _parse_steps(cls, v: Any) -> list[SelectionStep]:
+        """Config's ``{"top_k": {...}}`` mappings become step models here, once (ValueError naming
+        the step and the option)."""
+        if not isinstance(v, list | tuple):
+            raise ValueError(f"write select.steps as a list of one-key mappings, got {type(v).__name__}")
+        return parse_steps(v)
+
+    @field_serializer("steps")
+    def _write_steps(self, steps: list[SelectionStep]) -> list[dict[str, Any]]:
+        return [step.spec() for step in steps]
 
 
 class RefusalAwareConfig(_Section):
@@ -214,16 +222,16 @@ class PipelineConfig(_Section):
         A *default* step whose score is turned off (``--scores ifd,ctx_loss``) is dropped with a
         note (a default rank fusion keeps the scores that are computed), so flags compose; a step
         the user wrote on such a score is an error."""
-        owners, defaults = column_owner(self.score.custom), default_steps()
+        owners, defaults = column_owner(self.score.custom), parse_steps(default_steps())
         kept = []
-        for i, (step, parsed) in enumerate(zip(self.select.steps, parse_steps(self.select.steps), strict=True), 1):
-            name = next(iter(step))
-            needed = [(c, owners[c].name) for c in parsed.reads() if c in owners]
+        for i, step in enumerate(self.select.steps, 1):
+            name = step.name
+            needed = [(c, owners[c].name) for c in step.reads() if c in owners]
             missing = [(c, n) for c, n in needed if n not in self.score.scores]
             default = step in defaults
-            if missing and default and len(missing) < len(getattr(parsed, "fuse", ())):
+            if missing and default and len(missing) < len(getattr(step, "fuse", ())):
                 step = narrowed(step, {c for c, _ in missing})  # a default rank fusion keeps the scores computed
-                self._notes.append(f"default selection step {name} ranks by {', '.join(parse_steps([step])[0].reads())}: "
+                self._notes.append(f"default selection step {name} ranks by {', '.join(step.reads())}: "
                                    f"{', '.join(sorted({n for _, n in missing}))} not computed")
             elif missing:
                 column, score = missing[0]

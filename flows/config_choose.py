@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from instruct_selectors.steps.base import SelectionStep
+from instruct_selectors.steps.top_k import TopK
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.finetune.methods import METHOD_CHOICES
@@ -62,17 +64,17 @@ def candidate_columns(candidate: str, owners: Mapping[str, Any], computed: Seque
     return list(dict.fromkeys(columns))
 
 
-def last_top_k(steps: Sequence[Mapping[str, Any]]) -> int:
+def last_top_k(steps: Sequence[SelectionStep]) -> int:
     """Index of the last top_k step (the ranking a candidate replaces); raises when there is none."""
-    found = [i for i, step in enumerate(steps) if "top_k" in step]
+    found = [i for i, step in enumerate(steps) if isinstance(step, TopK)]
     if not found:
         raise ValueError("select.auto replaces the ranking of a top_k step, and select.steps has none")
     return found[-1]
 
 
-def with_ranking(steps: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
+def with_ranking(steps: Sequence[SelectionStep], columns: Sequence[str]) -> list[SelectionStep]:
     """``steps`` with the last top_k ranking by ``columns`` instead (same count options)."""
     i = last_top_k(steps)
-    count = {k: v for k, v in steps[i]["top_k"].items() if k in ("k", "fraction", "tau")}
+    count = {k: v for k, v in steps[i].spec()["top_k"].items() if k in ("k", "fraction", "tau")}
     rank = {"column": columns[0]} if len(columns) == 1 else {"fuse": list(columns)}
-    return [*steps[:i], {"top_k": {**rank, **count}}, *steps[i + 1:]]
+    return [*steps[:i], TopK(**rank, **count), *steps[i + 1:]]

@@ -72,6 +72,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from instruct_selectors.steps.top_k import TopK
+
 
 def default_steps() -> list[dict[str, Any]]:
     """dedup -> IFD <= 1 -> top half by the rank fusion of target_sim and CoLoR-sum."""
@@ -82,9 +84,9 @@ def default_steps() -> list[dict[str, Any]]:
     ]
 
 
-def narrowed(step: dict[str, Any], drop: set[str]) -> dict[str, Any]:
+def narrowed(step: TopK, drop: set[str]) -> TopK:
     """A top_k fusion step without the columns ``drop``: one column left ranks by that column."""
-    ((name, options),) = step.items()
-    left = [c for c in options["fuse"] if c not in drop]
+    options = step.spec()[step.name]
+    left = [c for c in step.fuse if c not in drop]
     rest = {k: v for k, v in options.items() if k not in ("fuse", "rrf_k")}
-    return {name: {**rest, "column": left[0]} if len(left) == 1 else {**options, "fuse": left}}
+    return TopK(**({**rest, "column": left[0]} if len(left) == 1 else {**options, "fuse": left}))

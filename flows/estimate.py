@@ -108,7 +108,6 @@ def score_tokens(cfg: PipelineConfig, sample, rows: int, tokenizer) -> dict[str,
     """(tokens, rows) each score pass reads over ``rows`` rows, from ``sample``'s lengths (a pass
     over rows with a context only counts those)."""
     from instruct_selectors.score import plan_passes
-    from instruct_selectors.scores.base import build_request
 
     from pipelines.llm.nll import encode
 
@@ -121,7 +120,7 @@ def score_tokens(cfg: PipelineConfig, sample, rows: int, tokenizer) -> dict[str,
         for instr, ctx, resp in sample.select("instruction", "context", "response").iter_rows():
             if p.only_with_context and not ctx:
                 continue
-            n += encode(tokenizer, build_request(p.prompt, instr, ctx or "", resp), cfg.model.max_length).length
+            n += encode(tokenizer, p.request(instr, ctx or "", resp), cfg.model.max_length).length
             read += 1
         out[p.name] = (round(n * scale), round(read * scale))
     return out

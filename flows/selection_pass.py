@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from instruct_selectors.steps.base import SelectionStep
 
 from flows.config import PipelineConfig, resolve_path
 from flows.stages.base import StageContext
@@ -60,13 +61,12 @@ def _context_flag(cfg: PipelineConfig, shards: list[Path]):
     return column, finish
 
 
-def selection(ctx: StageContext, steps: list[dict[str, Any]], out: Path,
+def selection(ctx: StageContext, steps: list[SelectionStep], out: Path,
               carry: tuple[str, ...] = ()) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Run ``steps`` over the scored shards into ``out`` (every row, with the selection columns),
     decontaminating against the eval sets and held-out target rows and applying select.custom.
     Returns (summary, compact table, the record's decontamination fields); ``carry``: more columns
     for the compact table."""
-    from instruct_selectors.policy_steps import parse_steps
     from instruct_selectors.row_filters import COLUMN as FILTER_COLUMN
     from instruct_selectors.row_filters import load_filters, mark
     from instruct_selectors.stream_select import select_shards
@@ -98,7 +98,7 @@ def selection(ctx: StageContext, steps: list[dict[str, Any]], out: Path,
     if column:
         carry.append(column)
     steps = cfg.select.steps_to_run(steps, held_out=bool(against))
-    if LENGTH_COLUMN in carry or any(LENGTH_COLUMN in s.reads() for s in parse_steps(steps)):
+    if LENGTH_COLUMN in carry or any(LENGTH_COLUMN in s.reads() for s in steps):
         marks.append(lambda t: t.with_columns(pl.col("response").str.len_chars().cast(pl.Int64).alias(LENGTH_COLUMN)))
         carry.append(LENGTH_COLUMN)  # the length baseline's ranking (select.auto's "longest")
     summary, compact = select_shards(shards, steps, out, prepare=prepare, carry=list(dict.fromkeys(carry)),
@@ -109,9 +109,11 @@ def selection(ctx: StageContext, steps: list[dict[str, Any]], out: Path,
     return summary, compact, extra
 
 
-def chosen_steps(ctx: StageContext) -> list[dict[str, Any]]:
+def chosen_steps(ctx: StageContext) -> list[SelectionStep]:
     """select.steps, with the ranking the choose stage kept when select.auto is on."""
+    from instruct_selectors.policy_steps import parse_steps
+
     from flows.target_parts import auto_candidates
 
     choice = ctx.record("choose") if auto_candidates(ctx.cfg) else None
-    return choice["steps"] if choice else ctx.cfg.select.steps
+    return parse_steps(choice["steps"]) if choice else ctx.cfg.select.steps

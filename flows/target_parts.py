@@ -69,7 +69,7 @@ def auto_candidates(cfg: PipelineConfig) -> list[str]:
     auto = cfg.select.auto
     if auto is not None:
         return list(auto or [])
-    if not cfg.score.target or cfg.score.target_holdout == 0 or not any("top_k" in s for s in cfg.select.steps):
+    if not cfg.score.target or cfg.score.target_holdout == 0 or not any(s.name == "top_k" for s in cfg.select.steps):
         return []
     if not resolve_path(cfg.score.target).exists():
         return []

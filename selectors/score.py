@@ -14,6 +14,7 @@ backend), and hands the results to every score's pure ``compute``. The pass tabl
 | prior/alone   | prior | start token only                     | all                  |
 | cond/full     | cond  | chat(instruction + context)          | all                  |
 | probe/full    | probe | chat(instruction + context)          | all (attn)           |
+| <model>/<own> | any   | a form the score declares (prompts)  | all                  |
 
 Every loss is the mean NLL over response tokens (prompt masked); ``token_nll`` keeps the tokens
 for scores that reduce otherwise (CoLoR sums them by default).
@@ -22,12 +23,20 @@ for scores that reduce otherwise (CoLoR sums them by default).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
-from instruct_selectors.scores.base import PASSES, Score, ScoreInputs, ScoreResult, build_request
+from instruct_selectors.scores.base import (
+    PASSES,
+    PROMPTS,
+    Prompt,
+    Score,
+    ScoreInputs,
+    ScoreResult,
+    build_request,
+)
 from instruct_selectors.scores.catalogue import resolve
 
 __all__ = ["Pass", "plan_passes", "score_rows", "score_table", "build_request"]
@@ -38,14 +47,19 @@ class Pass:
     """One loss pass: which model, which prompt form, over which rows, and what extras it returns."""
 
     model: str  # "prior" | "cond" | "probe"
-    prompt: str  # "full" | "no_ctx" | "alone"
+    prompt: str  # "full" | "no_ctx" | "alone" | a form a score declares in its prompts
     only_with_context: bool = False
     hidden: bool = False
     attn: bool = False
+    form: Prompt | None = field(default=None, compare=False, hash=False)  # a score's own prompt form
 
     @property
     def name(self) -> str:
         return f"{self.model}/{self.prompt}"
+
+    def request(self, instruction: str, context: str, response: str):
+        """This pass's loss request for one row."""
+        return (self.form or PROMPTS[self.prompt])(instruction, context, response)
 
 
 def _specs(scores: Sequence[Score | str]) -> list[Score]:
@@ -57,19 +71,23 @@ def _specs(scores: Sequence[Score | str]) -> list[Score]:
 def plan_passes(scores: Sequence[Score | str], separate_probe: bool = False) -> list[Pass]:
     """The passes ``scores`` read, in table order; attention comes from the prior unless a probe is given."""
     specs = _specs(scores)
-    wanted = {p for s in specs for p in s.passes}
+    wanted = list(dict.fromkeys(p for s in specs for p in s.passes))
     extras = {e for s in specs for e in s.extras}
     if "attn" in extras and separate_probe:
-        wanted.add("probe/full")
+        wanted.append("probe/full")
+    forms: dict[str, Prompt] = {}
+    for s in specs:
+        for name, form in s.prompts.items():
+            if forms.setdefault(name, form) is not form:
+                raise ValueError(f"two scores define the prompt form {name!r} differently: rename one")
     passes = []
-    for name in PASSES:
-        if name not in wanted:
-            continue
+    for name in [*(p for p in PASSES if p in wanted), *(p for p in wanted if p not in PASSES)]:
         model, prompt = name.split("/")
         on_prior = name == "prior/full"
         passes.append(Pass(model, prompt, only_with_context=prompt == "no_ctx",
                            hidden=on_prior and "hidden" in extras,
-                           attn=(name == "probe/full") or (on_prior and "attn" in extras and not separate_probe)))
+                           attn=(name == "probe/full") or (on_prior and "attn" in extras and not separate_probe),
+                           form=forms.get(prompt)))
     return passes
 
 
@@ -79,7 +97,7 @@ def _run_pass(llm, p: Pass, table: pl.DataFrame, attn_layer: int | None, progres
     has_ctx = np.array([bool(c) for c in table["context"].to_list()], dtype=bool)
     rows = np.flatnonzero(has_ctx) if p.only_with_context else np.arange(n)
     instr, ctx, resp = table["instruction"].to_list(), table["context"].to_list(), table["response"].to_list()
-    requests = [build_request(p.prompt, instr[i], ctx[i], resp[i]) for i in rows]
+    requests = [p.request(instr[i], ctx[i], resp[i]) for i in rows]
     # Only pass the extras a pass needs, so backends with a plain loss(requests) also work.
     kwargs = {}
     if p.hidden:
@@ -144,8 +162,8 @@ def score_rows(
     ``target``: the condition stage's arrays; ``llm(name)``: other models scores ask for (judge)."""
     options, target = options or {}, target or {}
     for s in scores:
-        if s.target is not None and target.get(s.target) is None and s.target != "conditional_model":
-            raise ValueError(f"score {s.name!r} needs {s.target}: run the condition stage first")
+        if s.target is not None and target.get(s.target_name) is None and s.target != "conditional_model":
+            raise ValueError(f"score {s.name!r} needs {s.target_name}: run the condition stage first")
     passes = plan_passes(scores, separate_probe=models.get("probe") is not None)
     for p in passes:
         if models.get(p.model) is None:

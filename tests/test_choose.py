@@ -33,11 +33,13 @@ def test_a_candidate_is_kept_only_beyond_the_random_spread():
 
 
 def test_a_candidate_replaces_the_last_top_k_ranking_and_keeps_its_count():
-    steps = [{"dedup": {}}, {"top_k": {"column": "score_ifd", "fraction": 0.5}},
+    specs = [{"dedup": {}}, {"top_k": {"column": "score_ifd", "fraction": 0.5}},
              {"top_k": {"fuse": ["score_target_sim", "score_color"], "k": 3}}]
-    assert with_ranking(steps, ["score_color"])[1:] == [steps[1], {"top_k": {"column": "score_color", "k": 3}}]
-    assert with_ranking(steps, ["score_ifd", "score_color"])[2] == {"top_k": {"fuse": ["score_ifd", "score_color"],
-                                                                            "k": 3}}
+    steps = parse_steps(specs)
+    assert [s.spec() for s in with_ranking(steps, ["score_color"])[1:]] == [
+        specs[1], {"top_k": {"column": "score_color", "k": 3}}]
+    assert with_ranking(steps, ["score_ifd", "score_color"])[2].spec() == {
+        "top_k": {"fuse": ["score_ifd", "score_color"], "k": 3}}
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -89,7 +91,7 @@ def test_choose_stage_grades_candidates_on_rows_train_never_sees(tmp_path):
     kept = record["choice"]["kept"]
     columns = {"default": ["score_ifd"], "target_sim": ["score_target_sim"],
                "ifd+target_sim": ["score_ifd", "score_target_sim"]}[kept]
-    assert record["steps"] == with_ranking(cfg.select.steps, columns)
+    assert record["steps"] == [s.spec() for s in with_ranking(cfg.select.steps, columns)]
 
     # The select stage runs the kept ranking; train evaluates on the held-out rows bar the graded ones.
     run_stage("select", run, cfg)

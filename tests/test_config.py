@@ -1,5 +1,6 @@
 """Run configuration: the documented default file, overrides, and clear errors."""
 
+import json
 import re
 import subprocess
 import sys
@@ -63,10 +64,24 @@ def test_run_folder_refuses_a_different_config(tmp_path):
         run.claim("bbb", "{}")
 
 
+def test_selection_steps_are_typed_once_when_the_config_loads():
+    """select.steps are step models after load (issue 36: parsed once), and dump as they were written,
+    so a run folder's config and fingerprint read the same as the file."""
+    written = [{"dedup": {"near": True}}, {"top_k": {"column": "score_ifd", "fraction": 0.5, "largest": False}}]
+    cfg = load_config(overrides=["select.steps=" + json.dumps(written)])
+    assert [type(s).__name__ for s in cfg.select.steps] == ["Dedup", "TopK"]
+    assert cfg.select.steps[1].largest is False and cfg.select.steps[1].count(10) == 5
+    assert cfg.model_dump(mode="json")["select"]["steps"] == written
+    again = PipelineConfig.model_validate_json(cfg.model_dump_json())
+    assert again.select.steps == cfg.select.steps and again.fingerprint() == cfg.fingerprint()
+    with pytest.raises(ConfigError, match=r"step 1 \(top_k\).*give exactly one of k, fraction, tau"):
+        load_config(overrides=['select.steps=[{"top_k": {"column": "score_ifd"}}]'])
+
+
 def test_default_steps_on_a_score_turned_off_are_skipped_with_a_note():
     cfg = load_config(overrides=["score.scores=[ifd, ctx_loss]"])
     assert all("score_target_sim" not in str(step) for step in cfg.select.steps)
-    assert {"threshold": {"column": "score_ifd", "max": 1.0}} in cfg.select.steps
+    assert {"threshold": {"column": "score_ifd", "max": 1.0}} in [s.spec() for s in cfg.select.steps]
     assert any("skipped" in note and "'target_sim'" in note for note in cfg.notes())
     assert load_config().notes() == []
 
@@ -76,8 +91,8 @@ def test_default_config_selects_with_the_benchmark_winner():
     2 of 3 targets absent from the pool and lost on none; each score alone lost somewhere."""
     cfg = PipelineConfig()
     assert {"target_sim", "color"} <= set(cfg.score.scores) and cfg.score.options_for("target_sim").pooling == "weighted"
-    ranks = [s["top_k"] for s in cfg.select.steps if "top_k" in s]
-    assert [r.get("fuse") for r in ranks] == [["score_target_sim", "score_color"]]
+    ranks = [s for s in cfg.select.steps if s.name == "top_k"]
+    assert [r.fuse for r in ranks] == [("score_target_sim", "score_color")]
     assert cfg.score.options_for("color").reduction == "sum"  # the mean lost everywhere
 
 
@@ -99,10 +114,10 @@ def test_a_moved_score_setting_says_where_it_went(old, new):
 
 def test_a_default_fusion_keeps_the_scores_still_computed():
     cfg = load_config(overrides=["score.scores=[target_sim, ifd]"])
-    assert {"top_k": {"column": "score_target_sim", "fraction": 0.5}} in cfg.select.steps
+    assert {"top_k": {"column": "score_target_sim", "fraction": 0.5}} in [s.spec() for s in cfg.select.steps]
     assert any("ranks by score_target_sim" in note and "color" in note for note in cfg.notes())
     cfg = load_config(overrides=["score.scores=[ifd]"])
-    assert not [s for s in cfg.select.steps if "top_k" in s]
+    assert not [s for s in cfg.select.steps if s.name == "top_k"]
     with pytest.raises(ConfigError, match="color"):  # a fusion the user wrote is not narrowed
         load_config(overrides=["score.scores=[target_sim]",
                                'select.steps=[{"top_k": {"fuse": ["score_target_sim", "score_color"], "k": 3}}]'])

@@ -92,7 +92,7 @@ def test_select_stage_marks_shards_counts_and_drops(tmp_path):
         "score.scores=[ifd]", f"run.out_dir={tmp_path / 'runs'}", f"select.decontaminate.against=[{evals}]",
         "select.steps=[{top_k: {column: score_ifd, fraction: 1.0}}]",
     ])
-    assert cfg.select.steps_to_run()[0] == {"decontaminate": {}}
+    assert cfg.select.steps_to_run()[0].spec() == {"decontaminate": {}}
     run = RunFolder(cfg.run_dir())
     rows = [f"Question {i}: what does the passage say about topic {i}?" for i in range(5)]
     rows[3] = f"Read this and answer. {EVAL}"

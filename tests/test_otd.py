@@ -120,7 +120,7 @@ def run_and_cfg(tmp_path):
 
 def test_flow_config_with_otd_validates_and_runs_through_the_stages(run_and_cfg):
     run, cfg = run_and_cfg
-    assert targets_needed(cfg) == {"target_matrix"} and cfg.select.steps == [{"top_k": {"column": "score_otd", "fraction": 0.3}}]
+    assert targets_needed(cfg) == {"target_matrix"} and [s.spec() for s in cfg.select.steps] == [{"top_k": {"column": "score_otd", "fraction": 0.3}}]
     # a top_k on score_otd without the score is refused
     with pytest.raises(ValueError, match="score_otd"):
         load_config(overrides=["score.scores=[ifd]", "select.steps=[{top_k: {column: score_otd, fraction: 0.3}}]"])

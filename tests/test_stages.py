@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from instruct_selectors.policy_steps import parse_steps
 
 from flows.config import load_config
 from flows.pipeline import run_stage
@@ -89,7 +90,7 @@ def test_stage_command_on_a_folder_that_is_not_a_run(tmp_path):
 def test_target_sim_runs_through_condition_and_score(run_and_cfg):
     run, cfg = run_and_cfg
     score = cfg.score.model_copy(update={"scores": ["ifd", "target_sim"]})
-    steps = [{"top_k": {"column": "score_target_sim", "fraction": 0.3}}]
+    steps = parse_steps([{"top_k": {"column": "score_target_sim", "fraction": 0.3}}])  # model_copy does not validate
     cfg = cfg.model_copy(update={"score": score, "select": cfg.select.model_copy(update={"steps": steps})})
     run_stage("collect", run, cfg)
     conditioned = run_stage("condition", run, cfg)

@@ -123,7 +123,7 @@ def finish(ctx: StageContext, started: float, rows: int, plan: ShardPlan | None 
         table.insert(0, {"arm": "base (untrained)", "rows": 0, "proxy loss": base})
     kept = next(a for a in arms if a["arm"] == choice["kept"])
     steps = cfg.select.steps if not kept["columns"] else with_ranking(cfg.select.steps, kept["columns"])
-    return record(ctx.run, STAGE.name, started, rows_trained=rows, table=table, choice=choice, steps=steps,
+    return record(ctx.run, STAGE.name, started, rows_trained=rows, table=table, choice=choice, steps=[s.spec() for s in steps],
                   graded_on={"path": "choose/target-choosing.jsonl", "rows": len(target_parts(cfg).choosing)},
                   proxy=cfg.select.proxy.model_dump(mode="json"), pool=json.loads(
                       (folder / PLAN_FILE).read_text(encoding="utf-8"))["pool"])

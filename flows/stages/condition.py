@@ -28,8 +28,8 @@ def target_file(cfg: PipelineConfig) -> list[str]:
 
 
 def targets_needed(cfg: PipelineConfig) -> set[str]:
-    """What the run's scores need from the target set (Score.target)."""
-    return {s.target for s in cfg.score.specs() if s.target}
+    """What the run's scores need from the target set (Score.target), by name."""
+    return {s.target_name for s in cfg.score.specs() if s.target}
 
 
 def _check(cfg: PipelineConfig) -> dict[str, int]:
@@ -59,6 +59,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         key = fingerprint(cfg.model.model, target, {"pooling": pooling, "with_context": cfg.score.target_context,
                                                     "max_length": cfg.model.max_length})
         made |= _target_embeddings(cfg, ctx, target, key, wanted, pooling)
+    made |= _own_targets(cfg, ctx, target)
     held = {"conditioning": len(split.conditioning), "held_out": len(split.held_out),
             "file": str(write_split(run, parts))}
     return record(run, STAGE.name, t0, rows_in=target.height + parts.held_out.height, rows_out=target.height,
@@ -95,6 +96,35 @@ def _target_embeddings(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFr
                 np.save(buf, arrays[name])
                 atomic_write_bytes(path, buf.getvalue())
     return {name: str(p) for name, p in paths.items()}
+
+
+def _own_targets(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFrame) -> dict[str, str]:
+    """The arrays plugin scores declare as their ``Target``, each built once and cached by the target
+    rows, the model, the score's options and its code (an edited build rebuilds)."""
+    import numpy as np
+    from instruct_selectors.color_filter import fingerprint
+    from instruct_selectors.scores.base import Target, TargetInputs
+
+    from pipelines.plugins import plugin_code
+
+    made = {}
+    for score in cfg.score.specs():
+        own = score.target
+        if not isinstance(own, Target) or own.name in made:
+            continue
+        options = score.parse_options(cfg.score.options.get(score.name))
+        code = plugin_code([p for p in cfg.score.custom if p.partition(":")[0] == own.build.__module__])
+        key = fingerprint(cfg.model.model, target, {"target": own.name, "code": code, "max_length": cfg.model.max_length,
+                                                    "options": options.model_dump(mode="json") if options else None})
+        path = ctx.run.conditional / f"target-{own.name}-{key}.npy"
+        if not path.exists():
+            with stage_usage(ctx.run, STAGE.name):
+                array = np.asarray(own.build(TargetInputs(target, options, lambda: get_llm(cfg.model), cfg.run.seed)))
+            buf = io.BytesIO()
+            np.save(buf, array)
+            atomic_write_bytes(path, buf.getvalue())
+        made[own.name] = str(path.relative_to(ctx.run.root))
+    return made
 
 
 STAGE = StageSpec(name="condition", section="score.target", run=_run, makes=("conditioned",),

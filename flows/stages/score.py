@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +37,27 @@ def _target_arrays(run, specs, made: dict[str, Any]) -> dict[str, Any]:
     for s in specs:
         if s.target is None:
             continue
-        if made.get(s.target) is None:
-            raise ValueError(f"score {s.name!r} needs the {s.target.replace('_', ' ')}: run the condition stage first")
-        if s.target != "conditional_model":
-            arrays[s.target] = np.load(run.path(made[s.target]))  # records name files relative to the run
+        name = s.target_name
+        if made.get(name) is None:
+            raise ValueError(f"score {s.name!r} needs the {name.replace('_', ' ')}: run the condition stage first")
+        if name != "conditional_model":
+            arrays[name] = np.load(run.path(made[name]))  # records name files relative to the run
     return arrays
 
 
-def made_from(examples_shard: Path, conditioned: dict[str, Any], code: dict[str, str] | None = None) -> str:
+def target_names(specs) -> set[str]:
+    """The condition stage's outputs a shard's scores read: the built-in ones and the scores' own."""
+    return {*TARGETS, *(s.target_name for s in specs if s.target)}
+
+
+def made_from(examples_shard: Path, conditioned: dict[str, Any], code: dict[str, str] | None = None,
+              targets: Iterable[str] = TARGETS) -> str:
     """What a scored shard depends on: its examples shard's bytes (not its name: a renumbered
     shard keeps its key), what the condition stage made (its files are named by the target
-    rows' fingerprint) and the source of the user's scores (``code``: plugin_code of score.custom,
-    so an edited score rescores every shard). The config is the folder's own."""
-    made = sorted((k, str(v)) for k, v in conditioned.items() if k in TARGETS)
+    rows' fingerprint; ``targets``: the names the run's scores read) and the source of the user's
+    scores (``code``: plugin_code of score.custom, so an edited score rescores every shard). The
+    config is the folder's own."""
+    made = sorted((k, str(v)) for k, v in conditioned.items() if k in targets)
     key = f"{content_digest(examples_shard)[:20]}:{hashlib.sha256(repr(made).encode()).hexdigest()[:12]}"
     return key + (f":{hashlib.sha256(repr(sorted(code.items())).encode()).hexdigest()[:12]}" if code else "")
 
@@ -70,7 +79,7 @@ def score_shard(cfg: PipelineConfig, run, index: int, conditioned: dict[str, Any
     specs, made = cfg.score.specs(), conditioned or {}
     target = _target_arrays(run, specs, made)
     out, source = shard_path(run.scored, index), shard_path(run.examples, index)
-    key = made_from(source, made, plugin_code(cfg.score.custom))
+    key = made_from(source, made, plugin_code(cfg.score.custom), target_names(specs))
     if out.exists() and _saved_key(run.score_counts(index)) == key:
         return pl.scan_parquet(out).select(pl.len()).collect().item()
     table = pl.read_parquet(source)
@@ -110,7 +119,8 @@ def plan(ctx: StageContext) -> ShardPlan:
     run, n = ctx.run, shards(ctx)
     made = ctx.record("condition") or {}
     code = plugin_code(ctx.cfg.score.custom)
-    keys = [made_from(shard_path(run.examples, i), made, code) for i in range(n)]
+    names = target_names(ctx.cfg.score.specs())
+    keys = [made_from(shard_path(run.examples, i), made, code, names) for i in range(n)]
     for stray in run.scored.glob(".relink-*"):  # left by a kill during an earlier move
         stray.unlink()
     saved = {int(p.stem.split("-")[1]): _saved_key(run.score_counts(int(p.stem.split("-")[1])))

@@ -11,13 +11,18 @@ users declare their own the same way and name it in ``score.custom`` (``"mypkg.s
                      definition="share of toxic words in the response")
 
 Passes (``instruct_selectors.score`` runs each (model, prompt) pass once, for every score that
-reads it): ``prior/full`` (chat(instruction + context) under the prior), ``prior/no_ctx`` (rows
-with a context, asked without it), ``prior/alone`` (the response after the start token only),
-``cond/full`` (the prior fine-tuned on the target rows: CoLoR's conditional model) and
-``probe/full`` (a separate attention probe). ``extras``: ``"hidden"`` adds prior/full's pooled last
-hidden states, ``"attn"`` its attention ratio (the model then loads with eager attention).
-``target``: what the condition stage must build first -- ``"conditional_model"``,
-``"target_embedding"`` (target_sim's mean vector) or ``"target_matrix"`` (one row per target row).
+reads it) are named ``<model>/<prompt>``: the model is ``prior``, ``cond`` (the prior fine-tuned on
+the target rows: CoLoR's conditional model) or ``probe`` (a separate attention probe); the built-in
+prompts are ``full`` (chat(instruction + context)), ``no_ctx`` (rows with a context, asked without
+it) and ``alone`` (the response after the start token only). A score may add its own prompt form
+in ``prompts`` (``{"terse": fn}``, fn(instruction, context, response) -> LossRequest) and read it
+as ``"prior/terse"``. ``extras``: ``"hidden"`` adds prior/full's pooled last hidden states,
+``"attn"`` its attention ratio (the model then loads with eager attention).
+
+``target``: what the condition stage must build from the target rows first -- a built-in name,
+``"conditional_model"``, ``"target_embedding"`` (target_sim's mean vector) or ``"target_matrix"``
+(one row per target row), or a :class:`Target` of the score's own (an array made once by its
+``build``, handed to ``compute`` as ``inputs.target[name]``).
 ``models``: names of other models the score asks for (``inputs.llm(name)``), e.g. the judge.
 """
 
@@ -33,9 +38,33 @@ import polars as pl
 from pipelines.llm.base import LossRequest
 from pipelines.schema import user_content
 
-PASSES = ("prior/full", "prior/no_ctx", "prior/alone", "cond/full", "probe/full")
+MODELS = ("prior", "cond", "probe")
+PASSES = ("prior/full", "prior/no_ctx", "prior/alone", "cond/full", "probe/full")  # built in, in run order
 EXTRAS = ("hidden", "attn")
-TARGETS = ("conditional_model", "target_embedding", "target_matrix")
+TARGETS = ("conditional_model", "target_embedding", "target_matrix")  # built by the condition stage itself
+
+Prompt = Callable[[str, str, str], LossRequest]  # (instruction, context, response) -> the loss request
+
+
+@dataclass
+class TargetInputs:
+    """What a :class:`Target`'s ``build`` gets: the conditioning target rows, the score's options,
+    ``llm()``: the run's model (loaded on first call), and the run's seed."""
+
+    rows: pl.DataFrame
+    options: Any = None
+    llm: Callable[[], Any] | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Target:
+    """An array a score needs from the target rows, built once per run by the condition stage
+    (cached by the rows, the model, the score's options and its code) before any shard is scored."""
+
+    name: str
+    build: Callable[[TargetInputs], np.ndarray]
+    definition: str = ""
 
 
 @dataclass
@@ -79,14 +108,28 @@ class Score:
     options: type | None = None  # a pydantic model of the score's settings (score.options.<name>)
     dtype: Any = pl.Float64
     scalar: bool = True  # a number per row (selection steps and control tokens may read it)
+    prompts: Mapping[str, Prompt] = field(default_factory=dict, hash=False)  # the score's own prompt forms
 
     def __post_init__(self):
-        bad = [p for p in self.passes if p not in PASSES]
-        if bad or any(e not in EXTRAS for e in self.extras) or self.target not in (None, *TARGETS):
-            raise ValueError(f"score {self.name!r}: passes must be in {PASSES}, extras in {EXTRAS}, "
-                             f"target in {TARGETS} (got {self.passes}, {self.extras}, {self.target})")
+        forms = {*PROMPTS, *self.prompts}
+        bad = [p for p in self.passes if p.count("/") != 1 or p.split("/")[0] not in MODELS
+               or p.split("/")[1] not in forms]
+        if bad or any(e not in EXTRAS for e in self.extras):
+            raise ValueError(f"score {self.name!r}: passes are <model>/<prompt> with a model in {MODELS} and a "
+                             f"prompt in {sorted(forms)} (got {bad}); extras in {EXTRAS} (got {self.extras})")
+        if shadowed := sorted(set(self.prompts) & set(PROMPTS)):
+            raise ValueError(f"score {self.name!r}: prompt {shadowed} is built in; give yours another name")
+        if not (self.target is None or isinstance(self.target, Target) or self.target in TARGETS):
+            raise ValueError(f"score {self.name!r}: target is one of {TARGETS} or a Target (got {self.target!r})")
+        if isinstance(self.target, Target) and self.target.name in TARGETS:
+            raise ValueError(f"score {self.name!r}: target {self.target.name!r} is built in; give yours another name")
         if not self.column:
             raise ValueError(f"score {self.name!r} has no column")
+
+    @property
+    def target_name(self) -> str | None:
+        """The name the condition stage files the target under (``inputs.target[name]``)."""
+        return self.target.name if isinstance(self.target, Target) else self.target
 
     def parse_options(self, raw: Mapping[str, Any] | None) -> Any:
         """The score's options from config (``None``/{} -> its defaults)."""
@@ -103,12 +146,16 @@ class Score:
             raise ValueError(f"score {self.name!r} options: {why}") from None
 
 
+PROMPTS: dict[str, Prompt] = {
+    "full": lambda instruction, context, response: LossRequest(
+        [{"role": "user", "content": user_content(instruction, context)}], response),
+    "no_ctx": lambda instruction, context, response: LossRequest([{"role": "user", "content": instruction}], response),
+    "alone": lambda instruction, context, response: LossRequest("", response),
+}
+
+
 def build_request(prompt: str, instruction: str, context: str, response: str) -> LossRequest:
-    """The loss request for one row under one prompt form (the part of a pass name after '/')."""
-    if prompt == "full":
-        return LossRequest([{"role": "user", "content": user_content(instruction, context)}], response)
-    if prompt == "no_ctx":
-        return LossRequest([{"role": "user", "content": instruction}], response)
-    if prompt == "alone":
-        return LossRequest("", response)
-    raise ValueError(f"unknown prompt form {prompt!r}")
+    """The loss request for one row under a built-in prompt form (the part of a pass name after '/')."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"unknown prompt form {prompt!r}")
+    return PROMPTS[prompt](instruction, context, response)

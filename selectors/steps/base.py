@@ -79,6 +79,11 @@ class SelectionStep(BaseModel):
     name: ClassVar[str]
     phase: ClassVar[int]
 
+    def spec(self) -> dict:
+        """The step as config writes it, ``{"top_k": {...}}`` with the options that were given (so a
+        config dumps and fingerprints as it was written)."""
+        return {self.name: self.model_dump(mode="json", exclude_unset=True)}
+
     def reads(self) -> tuple[str, ...]:
         """The columns this step reads (the one place that knows: stream_select and the config ask)."""
         column = getattr(self, "column", None)
