@@ -1,6 +1,7 @@
 """What the target set gives the scores, each built once and reused: CoLoR-Filter's conditional
 model (the prior fine-tuned on the target rows), target_sim's target embedding and otd's target
-rows (one embedding per target row, from the same pass). Runs when a score declares a ``target``.
+rows (one embedding per target row, from the same pass), and the arrays a user's score declares as
+its own ``Target``. Runs when a score declares a ``target``.
 
 Only the conditioning part of the target reaches them: ``score.target_holdout`` of its rows are
 held out (flows.target_parts) for the train stage to evaluate on; their ids are in
@@ -113,7 +114,7 @@ def _own_targets(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFrame) -
         if not isinstance(own, Target) or own.name in made:
             continue
         options = score.parse_options(cfg.score.options.get(score.name))
-        code = plugin_code([p for p in cfg.score.custom if p.partition(":")[0] == own.build.__module__])
+        code = plugin_code(cfg.score.custom)  # the build may sit in any module of the user's package
         key = fingerprint(cfg.model.model, target, {"target": own.name, "code": code, "max_length": cfg.model.max_length,
                                                     "options": options.model_dump(mode="json") if options else None})
         path = ctx.run.conditional / f"target-{own.name}-{key}.npy"
