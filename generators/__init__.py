@@ -18,5 +18,5 @@ they ask a model like a generator does and sit in the same layer, above the core
 knows no method: fine-tuning evaluation takes a method's evaluation as a hook).
 
     python -m generators.glan data/taxonomy.yaml runs/glan --max-disciplines 2
-    python -m generators.bonito data/passages.jsonl runs/bonito --task-types exqa qa
+    python -m generators.bonito_cli data/passages.jsonl runs/bonito --task-types exqa qa
 """

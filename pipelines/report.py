@@ -105,8 +105,8 @@ def usage_section(stages: Sequence[Mapping[str, Any]], title: str = "## Model us
 
 
 def decontamination_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Which eval sets the rows were checked against and how many were contaminated (select record)."""
-    d = next((s["decontamination"] for s in stages if s.get("stage") == "select" and s.get("decontamination")), None)
+    """Which eval sets the rows were checked against and how many were contaminated (any stage's record)."""
+    d = next((s["decontamination"] for s in stages if s.get("decontamination")), None)
     if not d:
         return []
     per = d.get("per_eval_set", {})
@@ -266,8 +266,8 @@ def losses_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def comparison_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The train record's arms table (pipelines.finetune.compare) and its selection_gain line."""
-    cmp = next((s["comparison"] for s in stages if s.get("stage") == "train" and s.get("comparison")), None)
+    """The arms table of the record that compared arms (pipelines.finetune.compare), selection_gain line."""
+    cmp = next((s["comparison"] for s in stages if s.get("comparison")), None)
     return comparison_lines(cmp) if cmp else []
 
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"pipelines": "pipelines", "flows": "flows", "generators": "generators", "selectors": "instruct_selectors"}
 MAX_LINES = 350
 # Still over it, to be split (issue 36); they may shrink, not grow, and no other module may join them.
-OVER_FOR_NOW = {"pipelines.llm.openai_backend": 390, "generators.bonito": 375}
+OVER_FOR_NOW: dict[str, int] = {}  # module -> lines it may keep until split
 
 
 def _modules() -> dict[str, Path]:

@@ -35,7 +35,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import threading
@@ -48,46 +47,19 @@ import httpx
 import numpy as np
 
 from pipelines.llm.base import LossRequest, LossResult, Progress, Prompt, Sampling, no_extras
+from pipelines.llm.openai_wire import (
+    RETRY_STATUSES,
+    RequestFailed,
+    chat_text,
+    completion_text,
+    response_format,
+    token_count,
+    token_logprobs,
+)
 from pipelines.llm.usage import Usage, record
-from pipelines.redact import redact_text, redact_url
+from pipelines.redact import redact_url
 
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-
-
-class RequestFailed(RuntimeError):
-    """One request failed for good (retries exhausted, or an error not worth retrying)."""
-
-    def __init__(self, index: int, message: str, status: int | None = None, attempts: int = 1):
-        message = redact_text(message)  # a URL's credentials never reach a reject, a log or a traceback
-        self.index, self.status, self.attempts, self.message = index, status, attempts, message
-        super().__init__(f"request {index} failed after {attempts} attempt(s): {message}")
-
-    @property
-    def kind(self) -> str:
-        """A short, stable name for grouping: ``HTTP 503``, ``malformed response``, ``timeout``,
-        ``connection error``."""
-        if self.status == 200:
-            return "malformed response"
-        if self.status is not None:
-            return f"HTTP {self.status}"
-        return "timeout" if self.message.startswith("timed out") else "connection error"
-
-    def as_reject(self) -> dict[str, Any]:
-        """A row for a rejects file."""
-        return {
-            "reason": "llm request failed",
-            "kind": self.kind,
-            "error": self.message,
-            "status": self.status,
-            "attempts": self.attempts,
-        }
-
-
-def response_format(schema: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's structured-output request field (vLLM's server honours it too)."""
-    return {"type": "json_schema", "json_schema": {"name": schema.get("title", "answer"), "schema": schema,
-                                                   "strict": True}}
-
+__all__ = ["OpenAIBackend", "RequestFailed", "response_format"]
 
 class OpenAIBackend:
     name = "openai"
@@ -192,8 +164,8 @@ class OpenAIBackend:
                     else:
                         counts = data.get("usage") if isinstance(data, dict) else None
                         if isinstance(counts, dict):
-                            tally.add(Usage(prompt_tokens=_token_count(counts.get("prompt_tokens")),
-                                            completion_tokens=_token_count(counts.get("completion_tokens"))))
+                            tally.add(Usage(prompt_tokens=token_count(counts.get("prompt_tokens")),
+                                            completion_tokens=token_count(counts.get("completion_tokens"))))
                         return result
                     if attempt < self.max_retries:
                         self._sleep(self._delay(attempt, None))
@@ -276,9 +248,9 @@ class OpenAIBackend:
         if sampling.json_schema is not None:
             body["response_format"] = response_format(sampling.json_schema)
         if isinstance(prompt, str):
-            text = self._post("/completions", {**body, "prompt": prompt}, index, tally, _completion_text)
+            text = self._post("/completions", {**body, "prompt": prompt}, index, tally, completion_text)
         else:
-            text = self._post("/chat/completions", {**body, "messages": list(prompt)}, index, tally, _chat_text)
+            text = self._post("/chat/completions", {**body, "messages": list(prompt)}, index, tally, chat_text)
         return (text or "").strip()  # same convention as the hf backend
 
     def generate_results(self, prompts: Sequence[Prompt], sampling: Sampling,
@@ -323,7 +295,7 @@ class OpenAIBackend:
             enc = encode(tok, request, max_length=self.max_length)
             ids = enc.prompt_ids + enc.completion_ids
             data = self._post("/completions", {**body, "prompt": ids}, index, tally)
-            values = _token_logprobs(data, index)
+            values = token_logprobs(data, index)
             if len(values) < len(ids):
                 raise RequestFailed(
                     index, f"server returned {len(values)} prompt logprobs for {len(ids)} tokens", 200
@@ -341,7 +313,7 @@ class OpenAIBackend:
                 )
             full = request.prompt + request.completion
             data = self._post("/completions", {**body, "prompt": full}, index, tally)
-            values = _token_logprobs(data, index)
+            values = token_logprobs(data, index)
             offsets = data["choices"][0]["logprobs"].get("text_offset") or []
             if len(offsets) != len(values):
                 raise RequestFailed(index, "server returned no usable text_offset for its logprobs", 200)
@@ -360,31 +332,3 @@ class OpenAIBackend:
         """Per-token completion NLLs in input order; raises RequestFailed when any item fails."""
         no_extras(self.name, want_hidden, attn_layer)
         return self._map(self._loss_one, list(requests), fail_fast=True, progress=progress)
-
-
-def _token_count(value: Any) -> int:
-    """A ``usage`` count as the server sent it; anything but a non-negative whole number (``"n/a"``,
-    null, -1) counts as unknown (0 tokens), so one odd answer costs neither its item nor the batch."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        return 0
-    return int(value)
-
-
-def _completion_text(data: dict[str, Any]) -> str:
-    return data["choices"][0]["text"]
-
-
-def _chat_text(data: dict[str, Any]) -> str:
-    return data["choices"][0]["message"]["content"]
-
-
-def _token_logprobs(data: dict[str, Any], index: int) -> list[float | None]:
-    try:
-        values = data["choices"][0]["logprobs"]["token_logprobs"]
-    except (KeyError, IndexError, TypeError):
-        raise RequestFailed(
-            index,
-            "response has no choices[0].logprobs.token_logprobs: does the server support echo with logprobs?",
-            200,
-        ) from None
-    return list(values)

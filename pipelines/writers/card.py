@@ -167,7 +167,7 @@ def dataset_card_text(
     if stages:
         lines += ["## Counts per stage", "", stage_counts_table(stages, with_seconds=False)]
         for stage in stages:
-            if stage.get("stage") == "select" and stage.get("steps"):
+            if stage.get("steps") and all("rows_in" in step for step in stage["steps"]):  # per-step counts
                 cols_ = ["step", "name", "rows_in", "rows_out", "dropped", "detail"]
                 lines += ["Selection steps:", "", markdown_table(stage["steps"], cols_)]
         lines += usage_card(stages)
