@@ -9,14 +9,16 @@ from flows.config import ModelConfig, PipelineConfig
 
 @functools.lru_cache(maxsize=4)
 def _cached_llm(backend: str, model: str, base_url: str | None, batch: int, budget: int, max_length: int,
-                eager: bool, engine: str, scoring_engine: str, threads: int | None, base: str | None = None):
+                eager: bool, engine: str, scoring_engine: str, threads: int | None, base: str | None = None,
+                hidden_dtype: str = "auto"):
     from pipelines.llm import make_backend, resolve_backend_name
 
     name = resolve_backend_name(backend)
     if name == "hf":
         return make_backend("hf", model, eager_attention=eager, generation_batch_size=batch,
                             token_budget=budget, max_length=max_length, generation_engine=engine,
-                            scoring_engine=scoring_engine, scoring_base=base, ct2_threads=threads)
+                            scoring_engine=scoring_engine, scoring_base=base, ct2_threads=threads,
+                            hidden_dtype=hidden_dtype)
     if name == "openai":
         return make_backend("openai", model, base_url=base_url)
     return make_backend(name, model)
@@ -33,7 +35,7 @@ def get_llm(cfg: ModelConfig, model: str | None = None, eager: bool = False, tra
         torch.set_num_threads(cfg.threads)
     return _cached_llm(cfg.backend, model or cfg.model, cfg.base_url, cfg.generation_batch_size,
                        cfg.token_budget, cfg.max_length, eager, cfg.generation_engine, cfg.scoring_engine,
-                       cfg.threads, cfg.model if trained_from_it else None)
+                       cfg.threads, cfg.model if trained_from_it else None, cfg.hidden_dtype)
 
 
 def release_all() -> None:
