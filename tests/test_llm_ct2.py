@@ -266,7 +266,8 @@ def test_ct2_scoring_matches_the_torch_scorer(tiny_folder, quantization, atol):
 
 def test_ct2_scoring_leaves_hidden_and_attention_to_torch(tiny_folder):
     path, model, tok = tiny_folder
-    ct2 = HFBackend(model, tok, model_path=str(path), ct2_quantization=None, scoring_engine="ct2")
+    ct2 = HFBackend(model, tok, model_path=str(path), ct2_quantization=None, scoring_engine="ct2",
+                    hidden_dtype="float32")  # exact equality below (bf16: tests/test_hidden_dtype.py)
     hf = HFBackend(model, tok)
     engine = ct2.ct2_engine()
     engine.score = lambda *a, **k: pytest.fail("hidden states must come from the transformers model")
