@@ -121,6 +121,13 @@ class CountStep(SelectionStep):
             raise ValueError("give exactly one of k, fraction, tau")
         return self
 
+    def spec(self) -> dict:
+        """As :meth:`SelectionStep.spec`, the count last: what to rank by, then how many."""
+        ((name, options),) = super().spec().items()
+        count = ("k", "fraction", "tau")
+        return {name: {**{k: v for k, v in options.items() if k not in count},
+                       **{k: options[k] for k in count if k in options}}}
+
     def count(self, n: int) -> int:
         return color_k(n, tau=self.tau, k=self.k, fraction=self.fraction)
 
