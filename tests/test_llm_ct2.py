@@ -146,6 +146,24 @@ def test_conversion_is_cached_and_reused(tiny_folder, tmp_path, monkeypatch):
     assert (cache / names[0] / "model.bin").exists()
 
 
+def test_conversion_with_the_heap_frozen_writes_the_same_bytes(tiny_folder, tmp_path):
+    """ct2_model_dir freezes the heap while converting (speed only): the files equal a plain
+    conversion's, and the heap is unfrozen afterwards."""
+    import gc
+
+    from ctranslate2.converters import TransformersConverter
+
+    from pipelines.llm.embedded import ct2_model_dir
+
+    path, _, _ = tiny_folder
+    plain = tmp_path / "plain"
+    TransformersConverter(str(path), low_cpu_mem_usage=True).convert(str(plain), quantization="int8")
+    frozen = ct2_model_dir(path, "int8")
+    assert gc.get_freeze_count() == 0
+    assert sorted(p.name for p in frozen.iterdir()) == sorted(p.name for p in plain.iterdir())
+    assert all((frozen / p.name).read_bytes() == p.read_bytes() for p in plain.iterdir())
+
+
 def test_in_memory_model_converts_to_a_temporary_folder(tmp_path, tiny):
     llm = tiny.hf(generation_engine="ct2", generation_batch_size=3)
     out = llm.generate(PROMPTS, Sampling(temperature=0.7, max_tokens=6, seed=1))

@@ -118,6 +118,7 @@ def ct2_model_dir(source: str | os.PathLike, quantization: str | None = "int8") 
     converter reads ``source`` with transformers, nothing is downloaded. ``quantization`` None keeps
     the weights as they are (float32 here), "int8" quantises them for ct2's int8 CPU kernels.
     """
+    import gc
     import hashlib
     import shutil
 
@@ -138,7 +139,14 @@ def ct2_model_dir(source: str | os.PathLike, quantization: str | None = "int8") 
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        TransformersConverter(str(src), low_cpu_mem_usage=True).convert(str(tmp), quantization=quantization)
+        # The converter calls gc.collect() after every layer, and each call walks the whole heap:
+        # in a flow's process, most of the conversion's time (9 s of 10 for the 135M model, 0.85 s
+        # frozen). Freezing the heap there makes each collect walk only what the conversion made.
+        gc.freeze()
+        try:
+            TransformersConverter(str(src), low_cpu_mem_usage=True).convert(str(tmp), quantization=quantization)
+        finally:
+            gc.unfreeze()
         try:
             tmp.rename(target)
         except OSError:  # another process finished first: keep theirs
