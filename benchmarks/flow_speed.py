@@ -19,13 +19,19 @@ Measured on 2 cores, one job at a time, the default command (400 rows, 134,734 t
 
     code                        score stage  stage tokens/s  engine tokens/s  score_stage_vs_engine
     53d64e9 (before issue 39)   246.2 s      547             1,339            0.409
-    heap fix (this file's)      168.7 s      799             1,771            0.451
+    heap fix                    168.7 s      799             1,771            0.451
+    + bf16 hidden pass (ff662c8) 93.7 s      1,438           1,961            0.733
+    + frozen heap in conversion  82.6 s      1,632           2,082            0.784   (7daa30d)
 
-The engine ran after the flow in the same process, so before the fix it too paid for the heap
-setting training left behind (pipelines/finetune/heap.py). What is left between the stage and
-the engine: the prior's full pass runs in torch fp32 for target_sim's hidden states (torch
-dynamic int8 ranks target_sim at Spearman 0.76-0.78 against fp32, short of 0.98), and the
-conditional model's conversion to CTranslate2 (about 15 s on its first use).
+``--default-job`` on the last two: first 98.0 -> 79.6 s, warm 74.7 -> 58.8 s (the warm run's
+stages: generate_taxonomy 32.5, generate_text 11.7, condition 6.6, score 7.5, the rest < 1 s).
+
+The engine ran after the flow in the same process, so before the heap fix it too paid for the
+heap setting training left behind (pipelines/finetune/heap.py). The hidden-state pass (target_sim)
+runs in bfloat16 where the CPU has it natively (pipelines/llm/hf.py: model.hidden_dtype; torch's
+dynamic int8 ranked target_sim at Spearman 0.76-0.78 against fp32, bf16 at 0.9998), and the
+conditional model's conversion to CTranslate2 went from about 10 s to under 1 s once the
+converter's per-layer gc.collect() stopped walking the flow's whole heap (embedded.ct2_model_dir).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # on a loaded 2-core machine that alone outlasts Prefect's default 20 s start-up limit: the first
 # run on a fresh machine failed that way. A user's own setting still wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
+STARTED = time.perf_counter()  # before Prefect's import: the command's wall time counts it
 
 from instruct_selectors.scores.catalogue import BUILTIN_NAMES  # noqa: E402
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
@@ -42,7 +44,7 @@ from flows.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 from flows.pipeline import BY_NAME, STAGE_NAMES, check_inputs, run_keyed, stages_for  # noqa: E402
 from flows.run_folder import RunFolder, RunFolderConflict  # noqa: E402
 from flows.run_lock import RunFolderBusy  # noqa: E402
-from flows.run_log import shard_line, stage_lines  # noqa: E402
+from flows.run_log import seconds_line, shard_line, stage_lines, stage_table  # noqa: E402
 from flows.stages.base import StageContext  # noqa: E402
 from pipelines.finetune.methods import METHOD_CHOICES  # noqa: E402
 from pipelines.llm import BACKENDS  # noqa: E402
@@ -92,6 +94,7 @@ def _publish(record: dict[str, Any], run: RunFolder) -> None:
 @flow(name="build-dataset", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def build_dataset(config: dict | None = None) -> dict:
     """Run every enabled stage (flows.pipeline.PIPELINE); returns {run_dir, dataset, report, kept, stages}."""
+    body_started = time.perf_counter()
     cfg = PipelineConfig.model_validate(config or {})
     run = RunFolder(cfg.run_dir())
     run.root.mkdir(parents=True, exist_ok=True)
@@ -132,7 +135,8 @@ def build_dataset(config: dict | None = None) -> dict:
     # Records name files relative to the run folder; the caller gets paths it can open.
     return {"run_dir": rd, "dataset": {k: str(run.path(v)) for k, v in done["export"]["outputs"].items()},
             "report": {k: str(run.path(v)) for k, v in done["report"]["outputs"].items()},
-            "kept": done["select"]["rows_out"], "stages": [r for r in records if r["stage"] != "report"]}
+            "kept": done["select"]["rows_out"], "stages": [r for r in records if r["stage"] != "report"],
+            "flow_seconds": time.perf_counter() - body_started}
 
 
 class _NoTracebacks(logging.Filter):
@@ -242,17 +246,6 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     return cfg
 
 
-def stage_table(records: list[dict]) -> str:
-    """Seconds and rows per stage, as printed at the end of a run."""
-    lines = [f"{'stage':<18} {'seconds':>8} {'rows in':>8} {'rows out':>8} {'rejects':>8}"]
-    for r in records:
-        cells = [r.get(k) for k in ("rows_in", "rows_out", "rejects")]
-        lines.append(f"{r['stage']:<18} {r.get('seconds', 0):>8.1f} "
-                     + " ".join(f"{'' if c is None else c:>8}" for c in cells))
-    lines.append(f"{'total':<18} {sum(r.get('seconds', 0) for r in records):>8.1f}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -296,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
+        flow_called = time.perf_counter()
         result = runnable(config=cfg.model_dump(mode="json"))
+        flow_call = time.perf_counter() - flow_called
     except Exception as e:  # noqa: BLE001 -- one clear line; the traceback is in the run log
         # error level: the traceback reaches run.log; the console's handlers drop records with one
         logging.getLogger("flows.build_dataset").error("build_dataset failed", exc_info=True)
@@ -311,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     update_rates(result["stages"])  # what --estimate reads: this machine's tokens/s per stage and model
     print("\n=== build_dataset finished ===")
     print(stage_table(result["stages"]))
+    print(seconds_line(time.perf_counter() - STARTED, flow_called - STARTED, flow_call, result))
     print(f"run folder: {result['run_dir']}")
     for name, path in result["dataset"].items():
         print(f"dataset ({name}): {path}")

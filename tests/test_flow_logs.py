@@ -5,6 +5,7 @@ second run says which stages it reused."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -64,3 +65,15 @@ def test_a_runs_shard_and_stage_lines_reach_the_prefect_api(tmp_path, monkeypatc
     assert any(m.startswith("score: ") and "rows rescored" in m for m in logs)  # the stage's notes
     assert any(m.startswith("select: ran in ") and "rows out 5" in m for m in logs)
     assert any(m.startswith("score: reused") for m in again) and not any("score shard" in m for m in again)
+
+
+def test_the_closing_line_splits_the_wall_time_and_the_parts_add_up():
+    from flows.run_log import seconds_line
+
+    result = {"stages": [{"stage": "score", "seconds": 30.0}, {"stage": "select", "seconds": 2.5}],
+              "flow_seconds": 36.0}
+    line = seconds_line(wall=50.0, before_flow=6.0, flow_call=43.0, result=result)
+    assert line == ("50.0 s in all: stages 32.5 s, Prefect's start and bookkeeping 7.0 s, "
+                    "imports and checks before it 6.0 s, between the stages 3.5 s")
+    parts = [float(re.findall(r"([\d.]+) s$", x)[0]) for x in line.split(": ", 1)[1].split(", ")]
+    assert sum(parts) == 50.0 - 1.0  # the last second: printing after the flow returned
