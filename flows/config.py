@@ -91,10 +91,8 @@ class ModelConfig(_Section):
         "auto", description="hf backend: who computes the log-prob-only scores (IFD, CoLoR, ctx_loss); "
         "ct2 = CTranslate2 int8; target_sim/GOT-D hidden states stay on transformers; auto = ct2 for the "
         "embedded model (and CoLoR's conditional model) on CPU, else hf (benchmarks.scorer)")
-    hidden_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="hf backend: precision of the scoring pass that yields hidden states (target_sim, "
-        "otd); auto = bfloat16 where scoring runs on ct2 and the CPU has native bf16 (2.3-2.6x faster, "
-        "rankings Spearman >= 0.999 against fp32), else float32")
+    hidden_dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="hf backend: precision of the "
+        "hidden-state scoring pass (target_sim, otd); auto = bfloat16 on ct2's CPU path with native bf16, else float32")
     token_budget: int = Field(4096, gt=0, description="scoring: tokens per batch (rows x longest row)")
     max_length: int = Field(512, gt=8, description="scoring/training: truncate rows to this many tokens")
     threads: int | None = Field(None, gt=0, description="torch CPU threads per process (None: all cores, "
@@ -174,8 +172,7 @@ class SelectConfig(_Section):
     @field_validator("steps", mode="before")
     @classmethod
     def _parse_steps(cls, v: Any) -> list[SelectionStep]:
-        """Config's ``{"top_k": {...}}`` mappings become step models here, once (ValueError naming
-        the step and the option)."""
+        """Config's ``{"top_k": {...}}`` mappings become step models here, once (errors name the step)."""
         if not isinstance(v, list | tuple):
             raise ValueError(f"write select.steps as a list of one-key mappings, got {type(v).__name__}")
         return parse_steps(v)
