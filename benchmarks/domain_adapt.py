@@ -107,6 +107,16 @@ def rows_key(rows: pl.DataFrame | None) -> str:
     return hashlib.sha256("\n".join(sorted(rows["id"].to_list())).encode()).hexdigest()[:16]
 
 
+def difference(stats: dict, arm: str, base: str, metric: str) -> str:
+    """``arm``'s mean minus ``base``'s on ``metric``, in units of the difference's SE over training
+    seeds (the evaluation rows are the same for every arm, so their sampling noise is not in it);
+    no SE when a trained arm has one seed (base, untrained, has none to have)."""
+    (m, s), (bm, bs) = stats[arm][metric], stats[base][metric]
+    if min(stats[a]["seeds"] for a in (arm, base) if a != "base") < 2:
+        return f"{m - bm:+.4f} (one seed: no SE)"
+    return f"{m - bm:+.4f} ({(m - bm) / np.hypot(s, bs):+.1f} SE)"
+
+
 def report(results: list[dict], wall_s: float) -> None:
     df = pl.DataFrame(results)
     print(f"\n=== PubMedQA held-out ({int(df['eval_rows'][0])} rows; majority-class rate "
@@ -119,7 +129,7 @@ def report(results: list[dict], wall_s: float) -> None:
             continue
         k = part.height
         stats[arm] = {c: (float(part[c].mean()), float(part[c].std() / np.sqrt(k)) if k > 1 else 0.0)
-                      for c in ("accuracy", "long_nll")}
+                      for c in ("accuracy", "long_nll")} | {"seeds": k}
         picks = "/".join(f"{part[f'picked_{c}'].mean():.2f}" for c in ("yes", "no", "maybe"))
         print(f"{arm:22} {k:>5} {int(part['rows'][0]):>5} "
               + " ".join(f"{stats[arm][c][0]:>9.4f} ± {stats[arm][c][1]:.4f}" for c in ("accuracy", "long_nll"))
@@ -127,9 +137,11 @@ def report(results: list[dict], wall_s: float) -> None:
     best = min((a for a in BASELINES if a in stats), key=lambda a: stats[a]["long_nll"][0], default=None)
     for arm in ("generated_selected", "target_plus_selected", "generated_random", "target_only"):
         if arm in stats and best:
-            (m, s), (bm, bs) = stats[arm]["long_nll"], stats[best]["long_nll"]
-            spread = f"{(m - bm) / np.hypot(s, bs):+.1f} SE" if s or bs else "one seed: no SE"
-            print(f"{arm} vs best baseline ({best}): long-answer NLL {m - bm:+.4f} ({spread})")
+            print(f"{arm} vs best baseline ({best}): long-answer NLL {difference(stats, arm, best, 'long_nll')}")
+    for arm in ("generated_selected", "generated_random"):  # the issue's bar: every baseline, both metrics
+        for base in (b for b in BASELINES if arm in stats and b in stats):
+            print(f"{arm} vs {base}: long-answer NLL {difference(stats, arm, base, 'long_nll')}, "
+                  f"accuracy {difference(stats, arm, base, 'accuracy')}")
     print(f"wall_time_s={wall_s:.0f}")
     ratio = stats["generated_selected"]["long_nll"][0] / stats[best]["long_nll"][0] if best and "generated_selected" in stats else float("nan")
     print(f"generated_selected_vs_best_baseline_nll={ratio:.4f}")

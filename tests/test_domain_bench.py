@@ -61,3 +61,13 @@ def test_multi_token_decisions_are_an_error(tiny):
     tok = tiny.tokenizer()
     with pytest.raises(ValueError, match="one token per decision"):
         pubmedqa_metrics(tiny.model(tok), tok, rows(), ["yes", "no", "maybe"])
+
+
+def test_a_difference_is_in_seed_se_units_and_never_from_one_seed():
+    from benchmarks.domain_adapt import difference
+
+    stats = {"base": {"long_nll": (2.8, 0.0), "seeds": 1}, "dapt": {"long_nll": (2.6, 0.03), "seeds": 3},
+             "generated_selected": {"long_nll": (2.5, 0.04), "seeds": 5}, "target_only": {"long_nll": (2.4, 0.0), "seeds": 1}}
+    assert difference(stats, "generated_selected", "dapt", "long_nll") == "-0.1000 (-2.0 SE)"
+    assert difference(stats, "generated_selected", "base", "long_nll") == "-0.3000 (-7.5 SE)"  # base is untrained
+    assert difference(stats, "target_only", "dapt", "long_nll") == "-0.2000 (one seed: no SE)"
