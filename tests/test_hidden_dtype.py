@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from pipelines.llm import hf
+from pipelines.llm import hf_choices as hf
 from pipelines.llm.base import LossRequest
 
 

@@ -335,3 +335,20 @@ def test_sampled_batches_keep_their_generator_until_collected(tiny_folder):
     engine._seeded_generator = lambda seed: Held(seeded(seed))
     par.generate(PROMPTS * 2, Sampling(temperature=1.0, max_tokens=4, seed=1))  # 4 batches, 2 slots
     assert max(in_flight) == 2 and not alive
+
+
+def test_a_small_call_is_cut_in_two_so_both_cores_work(tiny_folder):
+    """ct2 runs a call's batches side by side: fewer prompts than a batch holds make two batches,
+    as even as can be, the same on any machine; the texts are those of one prompt at a time."""
+    from pipelines.llm.hf_choices import cut_batches
+
+    assert cut_batches(list(range(4)), 16, 2) == [[0, 1], [2, 3]]
+    assert [len(b) for b in cut_batches(list(range(17)), 16, 2)] == [9, 8]
+    assert [len(b) for b in cut_batches(list(range(20)), 16, 1)] == [16, 4]  # the hf engine: as before
+    assert cut_batches([5], 16, 2) == [[5]] and cut_batches([], 16, 2) == []
+    _, ct2 = _pair(tiny_folder, batch=16)
+    greedy = Sampling(temperature=0.0, max_tokens=8)
+    calls: list[int] = []
+    out = ct2.generate(PROMPTS[:4], greedy, progress=calls.append)
+    assert sorted(calls) == [2, 2]
+    assert out == [ct2.generate([p], greedy)[0] for p in PROMPTS[:4]]

@@ -10,9 +10,10 @@ Threads: one generation given every core is slower than one given a single core,
 runs ``inter_threads`` batches at once, each on ``intra_threads`` threads, and refills a slot as
 soon as a batch finishes. The layout comes from the machine (:func:`thread_layout`: every core
 this process may run on, from ``os.sched_getaffinity``, one single-threaded batch per core) unless
-the constructor is given one. Batches are what the caller makes them (HFBackend:
-``generation_batch_size`` prompts, length-sorted), never re-cut by the layout, so a call's output
-does not depend on the machine: a call with fewer batches than ``inter_threads`` leaves cores idle.
+the constructor is given one. Batches are what the caller makes them (HFBackend: at most
+``generation_batch_size`` prompts, length-sorted, and at least two: ``hf_choices.cut_batches``),
+never re-cut by the layout, so a call's output does not depend on the machine: a call with fewer
+batches than ``inter_threads`` leaves cores idle.
 Measured (``python -m benchmarks.generation``, 2-core CPU, int8, 32 Bonito prompts of ~253 tokens,
 temperature 0.7): batch 16 on 1x1 58.9 tok/s, 1x2 50.5, 2x1 100.6; hf fp32 batch 1 12.7.
 

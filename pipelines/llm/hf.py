@@ -44,65 +44,21 @@ Scoring (``loss``) runs on one of two engines too (``scoring_engine``):
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from pipelines.llm.base import LossRequest, LossResult, Prompt, Sampling
+from pipelines.llm.hf_choices import (
+    CT2_MIN_BATCHES,
+    cut_batches,
+    resolve_generation_engine,
+    resolve_hidden_dtype,
+    resolve_scoring_engine,
+)
 from pipelines.llm.nll import encode, render_chat, score_requests
 from pipelines.llm.usage import Usage, generated_length, metered
-
-GENERATION_ENGINES = ("auto", "hf", "ct2")
-SCORING_ENGINES = ("auto", "hf", "ct2")
-HIDDEN_DTYPES = ("auto", "float32", "bfloat16")
-
-
-def resolve_scoring_engine(engine: str, model_id: str = "custom", device: torch.device | str = "cpu",
-                           base_id: str | None = None) -> str:
-    """``auto`` -> ``ct2`` on CPU for the embedded model and for models trained from it (``base_id``:
-    CoLoR's conditional model, so prior and conditional losses come from the same engine) when
-    ctranslate2 is importable, else ``hf`` (see the module doc for the measurement)."""
-    if engine not in SCORING_ENGINES:
-        raise ValueError(f"unknown scoring engine {engine!r}: choose one of {', '.join(SCORING_ENGINES)}")
-    if engine != "auto":
-        return engine
-    from pipelines.llm.embedded import EMBEDDED
-
-    on_cpu = torch.device(device).type == "cpu"
-    return "ct2" if (base_id or model_id) == EMBEDDED and on_cpu and importlib.util.find_spec("ctranslate2") else "hf"
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX tiles)."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # a torch without the probes: assume not
-        return False
-
-
-def resolve_hidden_dtype(dtype: str, scoring_engine: str, device: torch.device | str = "cpu") -> str:
-    """``auto`` -> ``bfloat16`` on a CPU with native bf16 when scoring runs on ct2 (the fast CPU
-    path, where it was measured; see the module doc), else ``float32``."""
-    if dtype not in HIDDEN_DTYPES:
-        raise ValueError(f"unknown hidden_dtype {dtype!r}: choose one of {', '.join(HIDDEN_DTYPES)}")
-    if dtype != "auto":
-        return dtype
-    fast = scoring_engine == "ct2" and torch.device(device).type == "cpu" and native_bf16()
-    return "bfloat16" if fast else "float32"
-
-
-def resolve_generation_engine(engine: str, model_id: str, device: torch.device | str) -> str:
-    """``auto`` -> ``ct2`` for the embedded model on CPU when ctranslate2 is importable, else ``hf``."""
-    if engine not in GENERATION_ENGINES:
-        raise ValueError(f"unknown generation engine {engine!r}: choose one of {', '.join(GENERATION_ENGINES)}")
-    if engine != "auto":
-        return engine
-    from pipelines.llm.embedded import EMBEDDED
-
-    on_cpu = torch.device(device).type == "cpu"
-    return "ct2" if model_id == EMBEDDED and on_cpu and importlib.util.find_spec("ctranslate2") else "hf"
 
 
 class HFBackend:
@@ -262,9 +218,10 @@ class HFBackend:
         tok.padding_side = "left"
         eos = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
         eos.sort()
-        batches = [order[b : b + self.generation_batch_size] for b in range(0, len(order), self.generation_batch_size)]
+        ct2 = self.generation_engine == "ct2"
+        batches = cut_batches(order, self.generation_batch_size, CT2_MIN_BATCHES if ct2 else 1)
         seeds = [sampling.seed * 1_000_003 + batch[0] for batch in batches]
-        if self.generation_engine == "ct2" and batches:  # every batch handed over at once: they run in parallel
+        if ct2 and batches:  # every batch handed over at once: they run in parallel
             news = self.ct2_engine().generate([[ids[i] for i in b] for b in batches], sampling, seeds, eos, progress)
             for batch, new in zip(batches, news, strict=True):
                 self._decode_into(out, batch, new, sampling, eos, usage)
