@@ -22,9 +22,12 @@ Measured on 2 cores, one job at a time, the default command (400 rows, 134,734 t
     heap fix                    168.7 s      799             1,771            0.451
     + bf16 hidden pass (ff662c8) 93.7 s      1,438           1,961            0.733
     + frozen heap in conversion  82.6 s      1,632           2,082            0.784   (7daa30d)
+    + small ct2 calls in two     83.7 s      1,609           1,694            0.950   (27b9347)
 
-``--default-job`` on the last two: first 98.0 -> 79.6 s, warm 74.7 -> 58.8 s (the warm run's
-stages: generate_taxonomy 32.5, generate_text 11.7, condition 6.6, score 7.5, the rest < 1 s).
+``--default-job`` on the last three: first 98.0 -> 79.6 -> 58.3 s, warm 74.7 -> 58.8 -> 55.5 s
+(the last warm run's stages: generate_taxonomy 22.3, generate_text 14.2, condition 7.7, score
+10.8, the rest < 1 s). The engine's own rate moved 1,694-2,082 tokens/s between runs minutes
+apart, and the ratio with it (0.784 and 0.828 for the same code).
 
 The engine ran after the flow in the same process, so before the heap fix it too paid for the
 heap setting training left behind (pipelines/finetune/heap.py). The hidden-state pass (target_sim)
