@@ -32,6 +32,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # on a loaded 2-core machine that alone outlasts Prefect's default 20 s start-up limit: the first
 # run on a fresh machine failed that way. A user's own setting still wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
+# Prefect creates PREFECT_HOME but not its parents; without them its server cannot open its
+# database and the command waited out the start-up limit (10 minutes) before it failed.
+if os.environ.get("PREFECT_HOME"):
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 STARTED = time.perf_counter()  # before Prefect's import: the command's wall time counts it
 
 from instruct_selectors.scores.catalogue import BUILTIN_NAMES  # noqa: E402

@@ -77,3 +77,17 @@ def test_the_closing_line_splits_the_wall_time_and_the_parts_add_up():
                     "imports and checks before it 6.0 s, between the stages 3.5 s")
     parts = [float(re.findall(r"([\d.]+) s$", x)[0]) for x in line.split(": ", 1)[1].split(", ")]
     assert sum(parts) == 50.0 - 1.0  # the last second: printing after the flow returned
+
+
+def test_a_prefect_home_whose_parents_are_missing_is_made(tmp_path):
+    """Prefect makes PREFECT_HOME but not its parents, and its server then cannot open its
+    database: the command waited its 10-minute start-up limit before failing."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "a" / "b" / "prefect"
+    env = dict(os.environ, PREFECT_HOME=str(home))
+    subprocess.run([sys.executable, "-c", "import flows.build_dataset"], env=env, check=True, timeout=120,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert home.is_dir()
