@@ -81,7 +81,6 @@ def _poolings(cfg: PipelineConfig, needed: set[str]) -> dict[str, set[str]]:
 def _target_embeddings(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFrame, key: str,
                        needed: set[str], pooling: str) -> dict[str, str]:
     """target_sim's mean vector and otd's matrix of the target rows, from one pass, each cached by ``key``."""
-    import numpy as np
     from instruct_selectors.target_sim import target_rows, target_vector
 
     run = ctx.run
@@ -93,10 +92,17 @@ def _target_embeddings(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFr
         arrays = {"target_embedding": target_vector(rows), "target_matrix": rows}
         for name, path in paths.items():
             if not path.exists():
-                buf = io.BytesIO()
-                np.save(buf, arrays[name])
-                atomic_write_bytes(path, buf.getvalue())
+                _save_array(path, arrays[name])
     return {name: str(p) for name, p in paths.items()}
+
+
+def _save_array(path, array) -> None:
+    """``array`` as a .npy file, written atomically (a killed run never leaves half of one)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _own_targets(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFrame) -> dict[str, str]:
@@ -109,21 +115,19 @@ def _own_targets(cfg: PipelineConfig, ctx: StageContext, target: pl.DataFrame) -
     from pipelines.plugins import plugin_code
 
     made = {}
+    code = plugin_code(cfg.score.custom)  # a build may sit in any module of the user's package
     for score in cfg.score.specs():
         own = score.target
         if not isinstance(own, Target) or own.name in made:
             continue
         options = score.parse_options(cfg.score.options.get(score.name))
-        code = plugin_code(cfg.score.custom)  # the build may sit in any module of the user's package
         key = fingerprint(cfg.model.model, target, {"target": own.name, "code": code, "max_length": cfg.model.max_length,
                                                     "options": options.model_dump(mode="json") if options else None})
         path = ctx.run.conditional / f"target-{own.name}-{key}.npy"
         if not path.exists():
             with stage_usage(ctx.run, STAGE.name):
                 array = np.asarray(own.build(TargetInputs(target, options, lambda: get_llm(cfg.model), cfg.run.seed)))
-            buf = io.BytesIO()
-            np.save(buf, array)
-            atomic_write_bytes(path, buf.getvalue())
+            _save_array(path, array)
         made[own.name] = str(path.relative_to(ctx.run.root))
     return made
 
