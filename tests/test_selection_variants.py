@@ -227,3 +227,36 @@ def test_confirmation_targets_split_without_leaks(shared_datasets, monkeypatch):
             assert name.removeprefix("loto:") not in set(meta_field(pool, "task_type")), name
         else:  # quoref / alpaca_eval: no pool row quotes a held-out question
             assert not any(q in p for q in held["instruction"] for p in pool["instruction"]), name
+
+
+def test_the_length_candidate_adds_response_length_to_the_default_fusion():
+    """benchmarks.selection's default_len arm: the shipped fusion plus the length baseline's column,
+    and on a toy pool it moves the pick towards long rows without dropping the fused scores."""
+    from instruct_selectors.policies import select
+
+    from benchmarks.selection import with_length
+
+    steps = with_length([{"top_k": {"fuse": ["a", "b"], "fraction": 0.5}}])
+    assert steps == [{"top_k": {"fuse": ["a", "b", "response_chars"], "fraction": 0.5}}]
+    assert with_length([{"top_k": {"column": "a", "k": 2}}]) == [{"top_k": {"k": 2, "fuse": ["a", "response_chars"]}}]
+    # a and b disagree: the two-way fusion keeps each one's best; length breaks the tie towards long rows
+    pool = pl.DataFrame({"id": ["r0", "r1", "r2", "r3"], "a": [4.0, 3.0, 2.0, 1.0], "b": [1.0, 2.0, 3.0, 4.0],
+                         "response_chars": [1.0, 2.0, 300.0, 400.0]})
+
+    def kept(top):
+        return sorted(select(pool, [{"top_k": {**top, "k": 2}}])[0].filter(pl.col("keep"))["id"].to_list())
+
+    assert kept({"fuse": ["a", "b"]}) == ["r0", "r3"]
+    assert kept({"fuse": with_length([{"top_k": {"fuse": ["a", "b"]}}])[0]["top_k"]["fuse"]}) == ["r2", "r3"]
+
+
+def test_arms_are_evaluated_in_the_dtype_asked_for():
+    """--eval-dtype: float32 evaluates the model itself, bfloat16 a copy (the trained arm is untouched)."""
+    import torch
+
+    from benchmarks.selection import as_eval_dtype
+
+    model = torch.nn.Linear(2, 2)
+    assert as_eval_dtype(model, "float32") is model
+    copy = as_eval_dtype(model, "bfloat16")
+    assert copy is not model and copy.weight.dtype == torch.bfloat16 and model.weight.dtype == torch.float32
