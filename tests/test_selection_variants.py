@@ -260,3 +260,22 @@ def test_arms_are_evaluated_in_the_dtype_asked_for():
     assert as_eval_dtype(model, "float32") is model
     copy = as_eval_dtype(model, "bfloat16")
     assert copy is not model and copy.weight.dtype == torch.bfloat16 and model.weight.dtype == torch.float32
+
+
+def test_pick_profiles_name_the_score_that_pulls_the_picks_short():
+    """benchmarks.selection_picks: a score that prefers short answers correlates negatively with
+    length and its top rows are the short kind; one that prefers long rows the opposite."""
+    from benchmarks.selection_picks import profiles
+
+    rows = [make_example(f"q{i}", "x" * (2 + i % 2 * 200), meta={"task_type": "label" if i % 2 == 0 else "summary"})
+            for i in range(40)]
+    pool = to_table(rows).with_columns(
+        score_short=pl.Series([float(i % 2 == 0) + i / 100 for i in range(40)]),
+        score_long=pl.Series([float(i % 2 == 1) + i / 100 for i in range(40)]))
+    found = {name: (rho, prof) for name, rho, prof in profiles(pool, ["score_short", "score_long"], fraction=0.25)}
+    short_rho, short_top = found["score_short"]
+    long_rho, long_top = found["score_long"]
+    assert short_rho < -0.5 < 0.5 < long_rho
+    assert short_top["median_chars"] == 2 and short_top["types"] == [("label", 10)]
+    assert long_top["median_chars"] == 202 and long_top["types"] == [("summary", 10)]
+    assert "fusion + length" in found
