@@ -345,6 +345,18 @@ def train_speed(args) -> dict:
     return {"micro_batch": args.batch_size, "gradient_checkpointing": False}
 
 
+def train_dtype(args) -> str:
+    """The arms' training precision: ``auto`` is bfloat16 autocast on a CPU that multiplies bf16
+    natively (16 LoRA steps: 21 s against 52 s in float32), else float32. The conditional model
+    trains in float32, as the product's condition stage does, so the scores are the product's."""
+    from pipelines.llm.hf_choices import native_bf16
+
+    asked = getattr(args, "train_dtype", "auto")
+    if asked != "auto":
+        return asked
+    return "bfloat16" if getattr(args, "device", "cpu") == "cpu" and native_bf16() else "float32"
+
+
 def ranked_columns(steps_by_arm: dict[str, list[dict]]) -> set[str]:
     """The score columns the arms' top_k steps rank by."""
     tops = [s["top_k"] for steps in steps_by_arm.values() for s in steps if "top_k" in s]
@@ -429,7 +441,7 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
         tuned, _m = train_model(model, tok, rows.select("id", "instruction", "context", "response", "meta"),
                                 method="lora", max_steps=args.steps, batch_size=args.batch_size,
                                 max_length=args.max_tokens, learning_rate=args.lr, seed=seed,
-                                options=train_speed(args))
+                                options=train_speed(args) | {"bf16": train_dtype(args) == "bfloat16"})
         train_s = time.perf_counter() - t
         metrics = metrics_of(tuned)
         del tuned
@@ -473,6 +485,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--token-budget", type=int, default=4096, help="scoring: tokens per batch")
     ap.add_argument("--scoring-engine", default="auto", choices=("auto", "hf", "ct2"),
                     help="who scores the pool (model.scoring_engine; auto: the product's, int8 ct2 on CPU)")
+    ap.add_argument("--train-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                    help="the arms' fine-tunes: auto = bfloat16 autocast on a CPU with native bf16 (2.4x faster)")
     ap.add_argument("--eval-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                     help="the arms' held-out evaluation: auto = bfloat16 on a CPU with native bf16 (3x faster)")
     ap.add_argument("--hidden-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
@@ -523,7 +537,13 @@ def run_settings(args) -> dict:
     """What a target's results depend on besides the code: every option but where things go and
     which targets run, and each arm's steps (the default arm's are the shipped config's)."""
     where = {"targets", "json", "resume", "reuse_scores", "cache_dir"}
-    return {**{k: v for k, v in sorted(vars(args).items()) if k not in where}, "arm_steps": arms(args)}
+    return {**{k: v for k, v in sorted(vars(args).items()) if k not in where}, "arm_steps": arms(args),
+            "train_dtype": train_dtype(args)}
+
+
+# Options added after results files were written, and the value those results were measured with:
+# a file without the key resumes only when this run uses that value.
+ADDED_OPTIONS = {"train_dtype": "float32"}
 
 
 def kept_results(path: Path, settings: dict) -> list[dict]:
@@ -531,6 +551,8 @@ def kept_results(path: Path, settings: dict) -> list[dict]:
     if not path.exists():
         return []
     saved = json.loads(path.read_text())
+    if isinstance(saved, dict) and isinstance(saved.get("settings"), dict):
+        saved["settings"] = {**ADDED_OPTIONS, **saved["settings"]}
     if not isinstance(saved, dict) or json.dumps(saved.get("settings"), sort_keys=True) != json.dumps(settings, sort_keys=True):
         raise SystemExit(f"{path}: measured with other settings or arms than this run's; "
                          "rerun without --resume, or with the same options")

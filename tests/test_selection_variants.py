@@ -182,6 +182,12 @@ def test_a_resumed_benchmark_keeps_only_results_of_the_same_settings(tmp_path):
     assert kept_results(path, settings) == rows
     with pytest.raises(SystemExit, match="other settings"):
         kept_results(path, run_settings(args(steps=32)))
+    # a file from before --train-dtype was measured in float32: it resumes only in float32
+    legacy = {k: v for k, v in run_settings(args(train_dtype="float32")).items() if k != "train_dtype"}
+    path.write_text(json.dumps({"settings": legacy, "results": rows}))
+    assert kept_results(path, run_settings(args(train_dtype="float32"))) == rows
+    with pytest.raises(SystemExit, match="other settings"):
+        kept_results(path, run_settings(args(train_dtype="bfloat16")))
 
 
 def test_the_report_works_when_only_some_arms_are_named(capsys):

@@ -57,6 +57,7 @@ OPTION_HELP = {
     "target_logits": "compute logits only at the positions that predict an answer token (True): the same "
     "loss and gradients in a fraction of the memory; False runs the model's own full-sequence loss",
     "logging_steps": "log the train loss every N steps (10)",
+    "bf16": "bfloat16 autocast (GPU: where supported; CPU: False, True to ask for it on a CPU that has it)",
     "inplace": "train the given model object instead of a copy (False)",
     "callbacks": "extra transformers TrainerCallbacks (not used by mezo)",
 }
@@ -125,7 +126,7 @@ def _training_args(
         seed=seed,
         data_seed=seed,
         use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=bool(options.get("bf16", cuda and torch.cuda.is_bf16_supported())),
         include_num_input_tokens_seen="non_padding",
         save_strategy="no",
         report_to="none",
