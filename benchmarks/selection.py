@@ -225,15 +225,21 @@ def eval_metrics(model, tok, held: pl.DataFrame, max_tokens: int, qa: bool, batc
     return out
 
 
+def bf16_where_native(dtype: str, device: str) -> str:
+    """``auto`` -> bfloat16 on a CPU that multiplies bf16 natively, else float32; others as asked."""
+    from pipelines.llm.hf_choices import native_bf16
+
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device == "cpu" and native_bf16() else "float32"
+
+
 def as_eval_dtype(model, dtype: str):
     """``model`` as the arms are evaluated: ``auto`` is a bfloat16 copy on a CPU that multiplies
     bf16 natively (pipelines.llm.hf_choices.native_bf16), else the model itself. Measured on
     loto:science_qa's 150 held-out rows: 9.4 s against 30 s in float32; the loss moved by 0.0047
     (untrained) and 0.0005 (a trained arm), well inside the random arms' spread (0.01-0.03)."""
-    from pipelines.llm.hf_choices import native_bf16
-
-    if dtype == "auto":
-        dtype = "bfloat16" if next(model.parameters()).device.type == "cpu" and native_bf16() else "float32"
+    dtype = bf16_where_native(dtype, next(model.parameters()).device.type)
     if dtype == "float32":
         return model
     import copy
@@ -354,12 +360,7 @@ def train_dtype(args) -> str:
     """The arms' training precision: ``auto`` is bfloat16 autocast on a CPU that multiplies bf16
     natively (16 LoRA steps: 21 s against 52 s in float32), else float32. The conditional model
     trains in float32, as the product's condition stage does, so the scores are the product's."""
-    from pipelines.llm.hf_choices import native_bf16
-
-    asked = getattr(args, "train_dtype", "auto")
-    if asked != "auto":
-        return asked
-    return "bfloat16" if getattr(args, "device", "cpu") == "cpu" and native_bf16() else "float32"
+    return bf16_where_native(getattr(args, "train_dtype", "auto"), getattr(args, "device", "cpu"))
 
 
 def ranked_columns(steps_by_arm: dict[str, list[dict]]) -> set[str]:

@@ -13,20 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import polars as pl
 from instruct_selectors.policies import select
+from scipy.stats import spearmanr
 
+from flows.config_choose import LENGTH_COLUMN as LENGTH
 from pipelines.schema import meta_field
-
-LENGTH = "response_chars"
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation over the rows where both are finite (ties broken by order: a screen)."""
-    keep = np.isfinite(a) & np.isfinite(b)
-    ra, rb = (np.argsort(np.argsort(x[keep])) for x in (a, b))
-    return float(np.corrcoef(ra, rb)[0, 1]) if keep.sum() > 2 else float("nan")
 
 
 def top_profile(pool: pl.DataFrame, top: dict, k: int) -> dict:
@@ -44,7 +36,7 @@ def profiles(pool: pl.DataFrame, fused: list[str], fraction: float = 0.1) -> lis
     k, length = max(1, round(fraction * pool.height)), pool[LENGTH].to_numpy().astype(float)
     out = []
     for column in [c for c in pool.columns if c.startswith("score_")] + [LENGTH]:
-        rho = spearman(pool[column].to_numpy().astype(float), length)
+        rho = float(spearmanr(pool[column].to_numpy().astype(float), length, nan_policy="omit").statistic)
         out.append((column, rho, top_profile(pool, {"column": column}, k)))
     for name, cols in (("fusion " + "+".join(fused), fused), ("fusion + length", [*fused, LENGTH])):
         out.append((name, float("nan"), top_profile(pool, {"fuse": cols}, k)))
@@ -59,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fraction", type=float, default=0.1)
     args = ap.parse_args(argv)
     pool = pl.read_parquet(args.scored_pool)
-    fused = default_steps(args.fraction)[-1]["top_k"].get("fuse") or [default_steps(args.fraction)[-1]["top_k"]["column"]]
+    ranking = default_steps(args.fraction)[-1]["top_k"]
+    fused = ranking.get("fuse") or [ranking["column"]]
     print(f"pool {pool.height} rows, median response {pool['response'].str.len_chars().median():.0f} characters")
     found = profiles(pool, fused, args.fraction)
     for name, rho, prof in found:
