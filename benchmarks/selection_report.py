@@ -97,9 +97,9 @@ def auto_check(res: pl.DataFrame, family: str) -> int:
         rnd = part.filter(pl.col("arm").str.starts_with(f"{family}_s"))
         ranked = part.filter(~pl.col("arm").str.starts_with(f"{family}_s") & (pl.col("arm") != "base"))
         choice = choose_ranking(dict(ranked.select("arm", "choose_loss").iter_rows()), rnd["choose_loss"].to_list(),
-                                "default")
-        loss = dict(ranked.select("arm", "eval_loss").iter_rows())
+                                "default", random=family)  # as the choose stage: random picks are a candidate
         mean, se = random_stats(rnd["eval_loss"])
+        loss = dict(ranked.select("arm", "eval_loss").iter_rows()) | {family: mean}
         best = min(loss, key=loss.get)
         ok = choice["kept"] == best or loss[choice["kept"]] - loss[best] <= se
         agree += ok

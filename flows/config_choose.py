@@ -8,7 +8,9 @@ each with a short proxy fine-tune graded on held-out target rows (flows.config r
 Left unset, it is the guard: ``["longest"]`` (the rows with the longest responses, a hard
 baseline) when the target holds out enough rows to grade on (``GUARD_MIN_ROWS`` after the split),
 so every run with a real target checks its own selection against random picks and the length
-baseline, and ships the default unless one of them wins beyond the random arms' spread.
+baseline, and ships the default unless one of them wins beyond the random arms' spread (random
+picks win when their mean beats every ranking by more than it: the last top_k becomes a seeded
+``ratio`` of the same size).
     proxy = {steps = 16, seeds = 3, share = 0.5, batch_size = 4, max_length = 256}
 
 A candidate replaces the ranking of the last ``top_k`` step of ``select.steps`` (same k or
@@ -31,6 +33,7 @@ DEFAULT = "default"  # the configured steps, unchanged: what a run keeps unless 
 # arXiv 2402.04833). Its column is derived from the rows as select reads them (selection_pass).
 LONGEST, LENGTH_COLUMN = "longest", "response_chars"
 GUARD = (LONGEST,)  # what select.auto tries when left unset and the target holds out enough rows
+RANDOM = "random"  # the random arms, as a candidate: shipped when picking at random beats every ranking
 GUARD_MIN_ROWS = 30  # held-out rows the proxies are graded on, at least, for the guard to run
 
 
@@ -78,3 +81,12 @@ def with_ranking(steps: Sequence[SelectionStep], columns: Sequence[str]) -> list
     count = {k: v for k, v in steps[i].spec()["top_k"].items() if k in ("k", "fraction", "tau")}
     rank = {"column": columns[0]} if len(columns) == 1 else {"fuse": list(columns)}
     return [*steps[:i], TopK(**rank, **count), *steps[i + 1:]]
+
+
+def with_random_pick(steps: Sequence[SelectionStep], seed: int) -> list[SelectionStep]:
+    """``steps`` with the last top_k replaced by a seeded random pick of the same size (``ratio``)."""
+    from instruct_selectors.steps.ratio import Ratio
+
+    i = last_top_k(steps)
+    count = {k: v for k, v in steps[i].spec()["top_k"].items() if k in ("k", "fraction", "tau")}
+    return [*steps[:i], Ratio(**count, seed=seed), *steps[i + 1:]]

@@ -19,7 +19,8 @@ def selection_verdict(records: Sequence[Mapping[str, Any]]) -> list[str]:
     kept = choice["kept"]
     lines = [f"**Selection kept: {kept}** ({choice['reason']}; graded on {rec['graded_on']['rows']} held-out "
              "target rows by short proxy fine-tunes)."]
-    base, mine = rows.get("base (untrained)"), rows.get(kept)
+    base = rows.get("base (untrained)")
+    mine = rows.get(kept) or next((r for arm, r in rows.items() if arm.startswith(f"{kept} (")), None)  # random (3 seeds)
     if base and mine:
         helped = mine["proxy loss"] < base["proxy loss"]
         lines.append(f"Training on it {'beat' if helped else 'did not beat'} the untrained model: proxy loss "
@@ -35,7 +36,7 @@ def choice_section(stages: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     return ["## Which ranking? (select.auto)", "",
             f"Proxy loss on {rec['graded_on']['rows']} held-out target rows the train stage does not evaluate on, after a short "
-            "fine-tune on each ranking's picks (lower is better). A ranking other than the default is kept "
-            "only when it beats every other one by more than the random arms' spread.", "",
+            "fine-tune on each ranking's picks (lower is better). A ranking other than the default, or random "
+            "picks, are kept only when they beat every other one by more than the random arms' spread.", "",
             markdown_table(rec["table"], ["arm", "rows", "proxy loss", "loss min-max"]),
             f"Kept: **{rec['choice']['kept']}** ({rec['choice']['reason']}).", ""]

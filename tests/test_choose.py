@@ -30,6 +30,10 @@ def test_a_candidate_is_kept_only_beyond_the_random_spread():
     assert choose_ranking({"default": 1.8, "a": 1.8}, random, "default")["kept"] == "default"  # a tie
     worse = choose_ranking({"default": 2.3, "a": 2.5}, random, "default")
     assert worse["kept"] == "default" and "did not beat the random mean" in worse["reason"]
+    # Named, random picks are a candidate: their mean 2.05 beats both rankings by more than 0.1 ...
+    assert choose_ranking({"default": 2.3, "a": 2.5}, random, "default", random="random")["kept"] == "random"
+    # ... but not when a ranking is within the spread of it.
+    assert choose_ranking({"default": 2.3, "a": 2.1}, random, "default", random="random")["kept"] == "default"
 
 
 def test_a_candidate_replaces_the_last_top_k_ranking_and_keeps_its_count():

@@ -75,3 +75,15 @@ def test_when_nothing_beats_the_default_beyond_the_spread_it_stays(tmp_path, mon
     assert records["choose"]["choice"]["kept"] == "default"
     assert records["select"]["steps"][-1]["name"] == "top_k(score_ifd, fraction=0.25)"
     assert "Selection kept: default" in (run.root / "report.md").read_text().split("## Stages")[0]
+
+
+def test_when_random_picks_beat_every_ranking_the_run_ships_a_random_pick_and_says_so(tmp_path, monkeypatch):
+    losses = {"default": 3.4, "longest": 3.35, "random-s0": 3.2, "random-s1": 3.25, "random-s2": 3.3}
+    monkeypatch.setattr(choose, "train_once", _fake_proxies(losses))
+    run, records = _run(tmp_path, _files(tmp_path, 220))
+    assert records["choose"]["choice"]["kept"] == "random"
+    assert records["select"]["steps"][-1]["name"] == "ratio(fraction=0.25, seed=0)"
+    kept = pl.read_parquet(run.selected).filter(pl.col("keep"))
+    assert kept.height == 5
+    first = (run.root / "report.md").read_text().split("## Stages")[0]
+    assert "Selection kept: random" in first and "beat the untrained model" in first

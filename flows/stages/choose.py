@@ -7,7 +7,8 @@ Arms: ``default`` (the configured steps' own picks), one per candidate of ``sele
 last top_k ranks by it instead: flows.config_choose), and ``random-s<k>`` for k < proxy.seeds
 (drawn as the train stage draws: instruct_selectors.control_arms). The candidate with the lowest
 loss is kept only when it beats every other candidate by more than the random arms' spread;
-otherwise the default is (pipelines.finetune.compare.choose_ranking). The record holds the table,
+otherwise the default is (pipelines.finetune.compare.choose_ranking). The random arms' mean is a
+candidate too: when it wins so, the select stage ships a seeded random pick of the same size. The record holds the table,
 the decision and the steps the select stage then runs.
 
 Every arm trains in ``choose/<arm>/`` like a train arm (its arm.json keyed by its rows, the
@@ -23,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from flows.arm_training import content_key, load_arm, train_once, train_spec
-from flows.config_choose import DEFAULT, candidate_columns, with_ranking
+from flows.config_choose import DEFAULT, RANDOM, candidate_columns, with_random_pick, with_ranking
 from flows.selection_pass import decontamination_files, selection
 from flows.stages.base import ShardMap, ShardPlan, StageContext, StageSpec, record
 from flows.target_parts import auto_candidates, target_parts, write_held_out
@@ -113,16 +114,18 @@ def finish(ctx: StageContext, started: float, rows: int, plan: ShardPlan | None 
         raise ValueError(f"choose arms {missing} have no arm.json: their proxy training did not finish")
     loss = {a: d["metrics"]["eval_loss"] for a, d in done.items()}
     random = [v for a, v in loss.items() if a.startswith("random-")]
-    choice = choose_ranking({a: v for a, v in loss.items() if not a.startswith("random-")}, random, DEFAULT)
+    choice = choose_ranking({a: v for a, v in loss.items() if not a.startswith("random-")}, random, DEFAULT,
+                            random=RANDOM)
     table = [{"arm": a["arm"] + (f" (= {a['same_as']})" if a["same_as"] else ""), "rows": a["rows"],
               "proxy loss": loss[a["arm"]]} for a in arms if not a["arm"].startswith("random-")]
-    table.append({"arm": f"random ({len(random)} seeds)", "rows": arms[-1]["rows"],
+    table.append({"arm": f"{RANDOM} ({len(random)} seeds)", "rows": arms[-1]["rows"],
                   "proxy loss": sum(random) / len(random), "loss min-max": f"{min(random):.4g}-{max(random):.4g}"})
     base = done[DEFAULT]["metrics"].get("eval_loss_before")
     if base is not None:
         table.insert(0, {"arm": "base (untrained)", "rows": 0, "proxy loss": base})
-    kept = next(a for a in arms if a["arm"] == choice["kept"])
-    steps = cfg.select.steps if not kept["columns"] else with_ranking(cfg.select.steps, kept["columns"])
+    kept = next((a for a in arms if a["arm"] == choice["kept"]), {"columns": None})
+    steps = (with_random_pick(cfg.select.steps, cfg.run.seed) if choice["kept"] == RANDOM else
+             with_ranking(cfg.select.steps, kept["columns"]) if kept["columns"] else cfg.select.steps)
     return record(ctx.run, STAGE.name, started, rows_trained=rows, table=table, choice=choice, steps=[s.spec() for s in steps],
                   graded_on={"path": "choose/target-choosing.jsonl", "rows": len(target_parts(cfg).choosing)},
                   proxy=cfg.select.proxy.model_dump(mode="json"), pool=json.loads(

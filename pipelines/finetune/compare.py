@@ -102,12 +102,16 @@ def comparison_text(cmp: Mapping[str, Any]) -> str:
     return "\n".join([*table_text(cmp["columns"], cmp["rows"]), gain_line(cmp.get("selection_gain"))])
 
 
-def choose_ranking(losses: Mapping[str, float], random_losses: Sequence[float], default: str) -> dict[str, Any]:
+def choose_ranking(losses: Mapping[str, float], random_losses: Sequence[float], default: str,
+                   random: str | None = None) -> dict[str, Any]:
     """select.auto's rule: the candidate with the lowest held-out loss is kept only when it beats
     every other candidate by more than the random arms' spread (max - min over seeds), else the
-    ``default`` is. Returns the choice with the figures behind it and a one-line reason."""
+    ``default`` is. With ``random`` named, random picks (their mean) are a candidate under that
+    name too: a ranking that loses to picking at random by more than the noise is not shipped.
+    Returns the choice with the figures behind it and a one-line reason."""
     spread = max(random_losses) - min(random_losses)
     mean = sum(random_losses) / len(random_losses)
+    losses = {**losses, **({random: mean} if random else {})}
     best = min(losses, key=lambda c: (losses[c], c != default))  # a tie goes to the default
     runner_up = min((c for c in losses if c != best), key=losses.get, default=None)
     margin = losses[runner_up] - losses[best] if runner_up else float("inf")
@@ -119,7 +123,7 @@ def choose_ranking(losses: Mapping[str, float], random_losses: Sequence[float], 
     else:
         kept, reason = default, (f"{best} led {runner_up} by {margin:.4g}, within the random arms' spread "
                                  f"{spread:.4g}: {default} kept")
-    if losses[kept] >= mean:
+    if kept != random and losses[kept] >= mean:
         reason += f"; note: it did not beat the random mean {mean:.4g}"
     return {"kept": kept, "best": best, "margin": margin, "spread": spread, "random_mean": mean, "reason": reason}
 
