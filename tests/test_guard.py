@@ -87,3 +87,20 @@ def test_when_random_picks_beat_every_ranking_the_run_ships_a_random_pick_and_sa
     assert kept.height == 5
     first = (run.root / "report.md").read_text().split("## Stages")[0]
     assert "Selection kept: random" in first and "beat the untrained model" in first
+
+
+def test_the_proxies_train_in_the_dtype_asked_for_and_a_new_dtype_retrains_them(tmp_path, monkeypatch):
+    seen = []
+    fake = _fake_proxies({"default": 3.0, "longest": 2.95, "random-s0": 2.9, "random-s1": 3.0, "random-s2": 3.1})
+
+    def train_once(ctx, arm, key, spec, extra):
+        seen.append((spec["options"]["bf16"], key))
+        return fake(ctx, arm, key, spec, extra)
+
+    monkeypatch.setattr(choose, "train_once", train_once)
+    _run(tmp_path, [*_files(tmp_path, 220), "select.proxy.dtype=float32"])
+    _run(tmp_path, [*_files(tmp_path, 220), "select.proxy.dtype=bfloat16", "run.name=guarded-bf16"])
+    fp32, bf16 = seen[: len(seen) // 2], seen[len(seen) // 2:]
+    assert {b for b, _ in fp32} == {False} and {b for b, _ in bf16} == {True}
+    assert not {k for _, k in fp32} & {k for _, k in bf16}  # resume is keyed by the dtype trained in
+    assert choose.proxy_bf16("float32") is False and choose.proxy_bf16("bfloat16") is True

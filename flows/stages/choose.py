@@ -51,6 +51,17 @@ def picks(pool: pl.DataFrame, kept: int, columns: list[str]) -> list[str]:
     return sorted(table.filter(pl.col("keep"))["id"].to_list())
 
 
+def proxy_bf16(dtype: str) -> bool:
+    """Whether the proxies train under bfloat16 autocast (``select.proxy.dtype``; auto: where native)."""
+    if dtype != "auto":
+        return dtype == "bfloat16"
+    import torch
+
+    from pipelines.llm.hf_choices import native_bf16
+
+    return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else native_bf16()
+
+
 def plan(ctx: StageContext) -> ShardPlan:
     """Select with the configured steps once, write every arm's rows and the grading rows; the
     arms to train are the distinct picks."""
@@ -93,12 +104,14 @@ def run_arm(ctx: StageContext, index: int) -> int:
     """Proxy-train arm ``index`` of the plan unless its arm.json was made from the same inputs."""
     cfg, arm = ctx.cfg, _arms(ctx)[index]["arm"]
     folder, proxy = ctx.run.choose, cfg.select.proxy
+    bf16 = proxy_bf16(proxy.dtype)  # resolved here: a run resumed on other hardware retrains
     source, grading = folder / arm / "rows.parquet", folder / "target-choosing.jsonl"
     spec = train_spec(cfg, source, folder / arm, grading, method=proxy.method, max_steps=proxy.steps,
-                      options={"micro_batch": proxy.batch_size, "gradient_checkpointing": False},
+                      options={"micro_batch": proxy.batch_size, "gradient_checkpointing": False,
+                               "bf16": bf16},
                       eval_before=arm == DEFAULT, batch_size=proxy.batch_size,
                       max_length=min(proxy.max_length, cfg.model.max_length))
-    key = content_key({"proxy": proxy.model_dump(mode="json", exclude={"seeds"})}, cfg, source, grading)
+    key = content_key({"proxy": proxy.model_dump(mode="json", exclude={"seeds", "dtype"}), "bf16": bf16}, cfg, source, grading)
     return int(train_once(ctx, arm, key, spec, {})["metrics"].get("rows") or 0)
 
 
