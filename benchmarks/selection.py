@@ -44,7 +44,9 @@ learning rate, 10%% picks unless said. The default command runs ``default`` and 
 ``--arms compare`` runs every one below but random30 and the whole pool, ``--arms all`` those too:
 
   default (the shipped config's ranking step), default_with_context (the same, target rows embedded
-  with their context: ``score.target_context = true``), target_sim, color (CoLoR-sum), otd (GOT-D),
+  with their context: ``score.target_context = true``), default_resp / default_mean (issue 34's
+  candidates, named before any confirmation target ran: the default fusion with target_sim pooled
+  over the response only / with CoLoR's per-token mean instead of its sum), target_sim, color (CoLoR-sum), otd (GOT-D),
   target_sim+color_sum (target_sim's top 30%%, then CoLoR-sum's top third), the variants rds (RDS+'s
   position-weighted pooling over the whole sequence), crds_w / crds_r (CRDS whitening / Rademacher
   projection of all layers), ts_len (length penalty), ts_lenmatch (target-length quotas), rrf (rank
@@ -272,10 +274,10 @@ def default_steps(fraction: float) -> list[dict]:
     return [{"top_k": top}]
 
 
-def with_context(steps: list[dict], column: str) -> list[dict]:
-    """``steps`` (top_k steps) ranking by CONTEXT_COLUMN where they ranked by ``column``."""
+def with_swapped(steps: list[dict], column: str, replacement: str) -> list[dict]:
+    """``steps`` (top_k steps) ranking by ``replacement`` where they ranked by ``column``."""
     def swap(c: str) -> str:
-        return CONTEXT_COLUMN if c == column else c
+        return replacement if c == column else c
 
     out = []
     for step in steps:
@@ -286,6 +288,11 @@ def with_context(steps: list[dict], column: str) -> list[dict]:
             top["fuse"] = [swap(c) for c in top["fuse"]]
         out.append({"top_k": top})
     return out
+
+
+def with_context(steps: list[dict], column: str) -> list[dict]:
+    """``steps`` ranking by CONTEXT_COLUMN (target rows embedded with their passages) where they ranked by ``column``."""
+    return with_swapped(steps, column, CONTEXT_COLUMN)
 
 
 def with_length(steps: list[dict]) -> list[dict]:
@@ -322,6 +329,12 @@ def arms(args) -> dict[str, list[dict]]:
         "longest": top("response_chars"),
         # issue 34's candidate: the default's rank fusion with the response length as one more term
         "default_len": with_length(default_steps(args.fraction)),
+        # issue 34's candidates named before any confirmation target was run: the default fusion with
+        # target_sim pooled over the response only (short rows' embeddings are not their prompt's) ...
+        "default_resp": with_swapped(default_steps(args.fraction), f"score_target_sim_{pooling}",
+                                     "score_target_sim_response"),
+        # ... and with CoLoR's mean per token instead of its sum (the sum favours few-token answers)
+        "default_mean": with_swapped(default_steps(args.fraction), f"score_color_{reduction}", "score_color_mean"),
         # IFD alone (Cherry LLM): the hardest instructions to follow among rows the prompt helps (IFD < 1)
         "ifd": [{"threshold": {"column": "score_ifd", "max": 1.0}},
                 {"top_k": {"column": "score_ifd", "k": round(args.fraction * args.pool_rows)}}],
