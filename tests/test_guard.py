@@ -54,38 +54,38 @@ def _run(tmp: Path, overrides: list[str]):
     return run_in_process(load_config(overrides=overrides))
 
 
-def test_when_the_held_out_rows_say_the_default_loses_the_run_ships_the_longest_and_says_so(tmp_path, monkeypatch):
-    losses = {"default": 3.0, "longest": 2.0, "random-s0": 2.9, "random-s1": 2.95, "random-s2": 3.05}
+def _guarded(tmp: Path, monkeypatch, losses: dict[str, float]):
+    """A guarded run whose proxies score ``losses``: the run, its stage records, the report's opening."""
     monkeypatch.setattr(choose, "train_once", _fake_proxies(losses))
-    run, records = _run(tmp_path, _files(tmp_path, 220))
+    run, records = _run(tmp, _files(tmp, 220))
+    return run, records, (run.root / "report.md").read_text().split("## Stages")[0]
+
+
+def test_when_the_held_out_rows_say_the_default_loses_the_run_ships_the_longest_and_says_so(tmp_path, monkeypatch):
+    run, records, first = _guarded(tmp_path, monkeypatch, {"default": 3.0, "longest": 2.0, "random-s0": 2.9,
+                                                           "random-s1": 2.95, "random-s2": 3.05})
     assert "choose" in records and records["choose"]["choice"]["kept"] == "longest"
     selected = pl.read_parquet(run.selected)
     kept = selected.filter(pl.col("keep"))
     lengths = selected["response"].str.len_chars()
     assert kept.height == 5 and kept["response"].str.len_chars().min() >= lengths.sort(descending=True)[4]
-    report = (run.root / "report.md").read_text()
-    first = report.split("## Stages")[0]
     assert "Selection kept: longest" in first and "beat the untrained model" in first
 
 
 def test_when_nothing_beats_the_default_beyond_the_spread_it_stays(tmp_path, monkeypatch):
-    losses = {"default": 3.0, "longest": 2.95, "random-s0": 2.9, "random-s1": 3.0, "random-s2": 3.1}
-    monkeypatch.setattr(choose, "train_once", _fake_proxies(losses))
-    run, records = _run(tmp_path, _files(tmp_path, 220))
+    _, records, first = _guarded(tmp_path, monkeypatch, {"default": 3.0, "longest": 2.95, "random-s0": 2.9,
+                                                         "random-s1": 3.0, "random-s2": 3.1})
     assert records["choose"]["choice"]["kept"] == "default"
     assert records["select"]["steps"][-1]["name"] == "top_k(score_ifd, fraction=0.25)"
-    assert "Selection kept: default" in (run.root / "report.md").read_text().split("## Stages")[0]
+    assert "Selection kept: default" in first
 
 
 def test_when_random_picks_beat_every_ranking_the_run_ships_a_random_pick_and_says_so(tmp_path, monkeypatch):
-    losses = {"default": 3.4, "longest": 3.35, "random-s0": 3.2, "random-s1": 3.25, "random-s2": 3.3}
-    monkeypatch.setattr(choose, "train_once", _fake_proxies(losses))
-    run, records = _run(tmp_path, _files(tmp_path, 220))
+    run, records, first = _guarded(tmp_path, monkeypatch, {"default": 3.4, "longest": 3.35, "random-s0": 3.2,
+                                                           "random-s1": 3.25, "random-s2": 3.3})
     assert records["choose"]["choice"]["kept"] == "random"
     assert records["select"]["steps"][-1]["name"] == "ratio(fraction=0.25, seed=0)"
-    kept = pl.read_parquet(run.selected).filter(pl.col("keep"))
-    assert kept.height == 5
-    first = (run.root / "report.md").read_text().split("## Stages")[0]
+    assert pl.read_parquet(run.selected)["keep"].sum() == 5
     assert "Selection kept: random" in first and "beat the untrained model" in first
 
 
