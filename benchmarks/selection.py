@@ -46,7 +46,10 @@ learning rate, 10%% picks unless said. The default command runs ``default`` and 
   default (the shipped config's ranking step), default_with_context (the same, target rows embedded
   with their context: ``score.target_context = true``), default_resp / default_mean (issue 34's
   candidates, named before any confirmation target ran: the default fusion with target_sim pooled
-  over the response only / with CoLoR's per-token mean instead of its sum), target_sim, color (CoLoR-sum), otd (GOT-D),
+  over the response only / with CoLoR's per-token mean instead of its sum), default_lenwin (the
+  default's ranking, rows within the target's response-length range first -- its 10th-90th
+  percentile widened 2x each way -- named after the confirmation targets showed the default's
+  picks run 1-3 tokens on every target), target_sim, color (CoLoR-sum), otd (GOT-D),
   target_sim+color_sum (target_sim's top 30%%, then CoLoR-sum's top third), the variants rds (RDS+'s
   position-weighted pooling over the whole sequence), crds_w / crds_r (CRDS whitening / Rademacher
   projection of all layers), ts_len (length penalty), ts_lenmatch (target-length quotas), rrf (rank
@@ -114,7 +117,7 @@ from instruct_selectors.target_sim import POOLINGS, target_form, target_rows, ta
 from benchmarks.common import REPO
 from benchmarks.selection_data import CHAT_TARGET, PUBMED_TARGET, QA_TARGET, QUOREF_TARGET, split, t0_rows
 from benchmarks.selection_report import print_report
-from benchmarks.selection_variants import VARIANT_ARMS, embed, variant_columns
+from benchmarks.selection_variants import VARIANT_ARMS, embed, length_window_ranking, variant_columns
 from pipelines.llm.embedded import load_model_and_tokenizer
 from pipelines.llm.hf import HFBackend
 from pipelines.schema import meta_field
@@ -336,6 +339,9 @@ def arms(args) -> dict[str, list[dict]]:
                                      "score_target_sim_response"),
         # ... and with CoLoR's mean per token instead of its sum (the sum favours few-token answers)
         "default_mean": with_swapped(default_steps(args.fraction), f"score_color_{reduction}", "score_color_mean"),
+        # ... and the default's ranking among rows as long as the target's answers (named after the
+        # confirmation targets showed its picks run 1-3 tokens whatever the target's answers are)
+        "default_lenwin": top("score_default_lenwin"),
         # IFD alone (Cherry LLM): the hardest instructions to follow among rows the prompt helps (IFD < 1)
         "ifd": [{"threshold": {"column": "score_ifd", "max": 1.0}},
                 {"top_k": {"column": "score_ifd", "k": round(args.fraction * args.pool_rows)}}],
@@ -441,6 +447,9 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
     print(f"\n### target {name}: target={target.height} held-out={held.height} choosing={choosing.height} "
           f"pool={pool.height}", flush=True)
     scored = scored_pool(name, target, pool, model, tok, args)
+    top = default_steps(args.fraction)[-1]["top_k"]  # the default's ranking within the target's length range
+    scored = scored.with_columns(score_default_lenwin=length_window_ranking(
+        scored, list(top.get("fuse") or [top["column"]]), target["response"].str.len_chars()))
     results = [{"target": name, "arm": "base", "rows": 0, "target_share": float("nan"), "train_s": 0.0,
                 **metrics_of(model)}]
     print("  base: " + " ".join(f"{k}={results[0][k]:.4f}" for k in ("eval_loss", "exact_match", "f1")

@@ -102,3 +102,17 @@ def variant_columns(scored: pl.DataFrame, pool: dict, target: dict, sim_column: 
         "score_rrf": reciprocal_rank_fusion(sim, scored["score_color_sum"].cast(pl.Float64).fill_null(np.nan).to_numpy()),
         "score_ts_density": density_penalised(sim, knn_density(pool["response"], density_k), density_strength),
     }
+
+
+def length_window_ranking(scored: pl.DataFrame, columns: list[str], target_chars, widen: float = 2.0) -> np.ndarray:
+    """Issue 34's form-aware candidate: the rank fusion of ``columns`` (the default's), rows whose
+    response length lies in the target's own range first (its 10th-90th percentile of characters,
+    widened ``widen`` times each way), the rest after them: the default's picks run 1-3 tokens
+    whatever the target's answers are. Lengths in characters (the ``longest`` column)."""
+    values = [scored[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in columns]
+    fused = reciprocal_rank_fusion(*values) if len(values) > 1 else values[0]
+    fused = (fused - np.nanmin(fused)) / max(float(np.nanmax(fused) - np.nanmin(fused)), 1e-12)  # in [0, 1]
+    low, high = np.quantile(np.asarray(target_chars, dtype=np.float64), [0.1, 0.9])
+    chars = scored["response_chars"].to_numpy()
+    inside = (chars >= low / widen) & (chars <= high * widen)
+    return np.where(inside, fused + 2.0, fused)  # every row inside the range outranks every row outside

@@ -285,3 +285,18 @@ def test_pick_profiles_name_the_score_that_pulls_the_picks_short():
     assert short_top["median_chars"] == 2 and short_top["types"] == [("label", 10)]
     assert long_top["median_chars"] == 202 and long_top["types"] == [("summary", 10)]
     assert "fusion + length" in found
+
+
+def test_the_length_window_keeps_the_default_ranking_among_rows_as_long_as_the_target_answers():
+    from benchmarks.selection_variants import length_window_ranking
+
+    chars = np.concatenate([np.full(10, 8.0), np.full(10, 400.0)])
+    scored = pl.DataFrame({"a": chars + np.arange(20) % 4, "b": chars - np.arange(20) % 3, "response_chars": chars})
+    fused = reciprocal_rank_fusion(scored["a"].to_numpy(), scored["b"].to_numpy())
+    assert (chars[np.argsort(-fused, kind="stable")[:4]] == 400).all()  # the fusion alone takes long rows
+    short = length_window_ranking(scored, ["a", "b"], [6, 8, 9, 10, 12])
+    top = np.argsort(-short, kind="stable")[:4]
+    assert (chars[top] == 8).all()  # a short-answer target: short rows first ...
+    assert list(top) == [i for i in np.argsort(-fused, kind="stable") if chars[i] == 8][:4]  # ... in the fusion's order
+    long = length_window_ranking(scored, ["a", "b"], [300, 350, 500])
+    assert (chars[np.argsort(-long, kind="stable")[:4]] == 400).all()
