@@ -146,6 +146,7 @@ COMPARE_ARMS = ("default", "longest", "ifd", "default_with_context", "target_sim
                 *VARIANT_ARMS, "rrf_rds_color", "rrf3", "random")
 
 CONTEXT_COLUMN = "score_target_sim_with_context"  # target rows embedded with their passages
+LENWIN_COLUMN = "score_default_lenwin"  # the default's ranking, rows in the target's length range first
 
 
 @functools.cache
@@ -341,7 +342,7 @@ def arms(args) -> dict[str, list[dict]]:
         "default_mean": with_swapped(default_steps(args.fraction), f"score_color_{reduction}", "score_color_mean"),
         # ... and the default's ranking among rows as long as the target's answers (named after the
         # confirmation targets showed its picks run 1-3 tokens whatever the target's answers are)
-        "default_lenwin": top("score_default_lenwin"),
+        "default_lenwin": top(LENWIN_COLUMN),
         # IFD alone (Cherry LLM): the hardest instructions to follow among rows the prompt helps (IFD < 1)
         "ifd": [{"threshold": {"column": "score_ifd", "max": 1.0}},
                 {"top_k": {"column": "score_ifd", "k": round(args.fraction * args.pool_rows)}}],
@@ -397,7 +398,8 @@ def scored_pool(name: str, target: pl.DataFrame, pool: pl.DataFrame, model, tok,
     from flows.config import PipelineConfig
 
     path = Path(args.cache_dir) / f"scored_pool_{name}.parquet"
-    wanted = ranked_columns(arms(args)) | {CONTEXT_COLUMN}
+    # default_lenwin's column is derived from the default's after scoring (run_target), never stored
+    wanted = (ranked_columns(arms(args)) - {LENWIN_COLUMN}) | ranked_columns({"": default_steps(args.fraction)}) | {CONTEXT_COLUMN}
     if args.reuse_scores and path.exists():
         kept = pl.read_parquet(path)
         if kept["id"].to_list() == pool["id"].to_list() and wanted <= set(kept.columns):
@@ -448,8 +450,8 @@ def run_target(name: str, t0: pl.DataFrame, model, tok, args) -> list[dict]:
           f"pool={pool.height}", flush=True)
     scored = scored_pool(name, target, pool, model, tok, args)
     top = default_steps(args.fraction)[-1]["top_k"]  # the default's ranking within the target's length range
-    scored = scored.with_columns(score_default_lenwin=length_window_ranking(
-        scored, list(top.get("fuse") or [top["column"]]), target["response"].str.len_chars()))
+    scored = scored.with_columns(**{LENWIN_COLUMN: length_window_ranking(
+        scored, list(top.get("fuse") or [top["column"]]), target["response"].str.len_chars())})
     results = [{"target": name, "arm": "base", "rows": 0, "target_share": float("nan"), "train_s": 0.0,
                 **metrics_of(model)}]
     print("  base: " + " ".join(f"{k}={results[0][k]:.4f}" for k in ("eval_loss", "exact_match", "f1")
