@@ -81,16 +81,19 @@ def last_top_k(steps: Sequence[SelectionStep]) -> int:
 
 def with_ranking(steps: Sequence[SelectionStep], columns: Sequence[str]) -> list[SelectionStep]:
     """``steps`` with the last top_k ranking by ``columns`` instead (same count options)."""
-    i = last_top_k(steps)
-    count = {k: v for k, v in steps[i].spec()["top_k"].items() if k in ("k", "fraction", "tau")}
     rank = {"column": columns[0]} if len(columns) == 1 else {"fuse": list(columns)}
-    return [*steps[:i], TopK(**rank, **count), *steps[i + 1:]]
+    return _replace_last_top_k(steps, lambda count: TopK(**rank, **count))
 
 
 def with_random_pick(steps: Sequence[SelectionStep], seed: int) -> list[SelectionStep]:
     """``steps`` with the last top_k replaced by a seeded random pick of the same size (``ratio``)."""
     from instruct_selectors.steps.ratio import Ratio
 
+    return _replace_last_top_k(steps, lambda count: Ratio(**count, seed=seed))
+
+
+def _replace_last_top_k(steps: Sequence[SelectionStep], make) -> list[SelectionStep]:
+    """``steps`` with the last top_k replaced by ``make(count)``, ``count`` its k / fraction / tau."""
     i = last_top_k(steps)
     count = {k: v for k, v in steps[i].spec()["top_k"].items() if k in ("k", "fraction", "tau")}
-    return [*steps[:i], Ratio(**count, seed=seed), *steps[i + 1:]]
+    return [*steps[:i], make(count), *steps[i + 1:]]

@@ -136,9 +136,11 @@ def finish(ctx: StageContext, started: float, rows: int, plan: ShardPlan | None 
     base = done[DEFAULT]["metrics"].get("eval_loss_before")
     if base is not None:
         table.insert(0, {"arm": "base (untrained)", "rows": 0, "proxy loss": base})
-    kept = next((a for a in arms if a["arm"] == choice["kept"]), {"columns": None})
-    steps = (with_random_pick(cfg.select.steps, cfg.run.seed) if choice["kept"] == RANDOM else
-             with_ranking(cfg.select.steps, kept["columns"]) if kept["columns"] else cfg.select.steps)
+    if choice["kept"] == RANDOM:
+        steps = with_random_pick(cfg.select.steps, cfg.run.seed)
+    else:
+        columns = next(a["columns"] for a in arms if a["arm"] == choice["kept"])
+        steps = with_ranking(cfg.select.steps, columns) if columns else cfg.select.steps
     return record(ctx.run, STAGE.name, started, rows_trained=rows, table=table, choice=choice, steps=[s.spec() for s in steps],
                   graded_on={"path": "choose/target-choosing.jsonl", "rows": len(target_parts(cfg).choosing)},
                   proxy=cfg.select.proxy.model_dump(mode="json"), pool=json.loads(
